@@ -1,0 +1,229 @@
+//! A small SQL text builder with numbered binds, and the error and transaction plumbing.
+
+use plinth_store::Error;
+use sqlx::any::{Any, AnyArguments};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Transaction};
+
+use crate::{Dialect, SqlStore};
+
+/// A bound value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    I64(i64),
+    F64(f64),
+    Text(String),
+    NullText,
+    NullI64,
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::I64(v)
+    }
+}
+impl From<f64> for Arg {
+    fn from(v: f64) -> Arg {
+        Arg::F64(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(v.to_owned())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(v)
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        v.map_or(Arg::NullText, Arg::from)
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        v.map_or(Arg::NullI64, Arg::I64)
+    }
+}
+
+/// SQL text plus its binds; `bind` appends `$N` to the text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    pub(crate) fn new(text: &str) -> Sql {
+        Sql { text: text.to_owned(), args: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    pub(crate) fn bind(&mut self, arg: impl Into<Arg>) -> &mut Sql {
+        self.args.push(arg.into());
+        self.text.push('$');
+        self.text.push_str(&self.args.len().to_string());
+        self
+    }
+
+    /// Appends `($a, $b, …)` binding every item.
+    pub(crate) fn bind_list<T: Into<Arg> + Clone>(&mut self, items: &[T]) -> &mut Sql {
+        self.text.push('(');
+        for (idx, it) in items.iter().enumerate() {
+            if idx > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(it.clone());
+        }
+        self.text.push(')');
+        self
+    }
+
+    pub(crate) fn query(&self) -> Query<'static, Any, AnyArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(self.text.clone()));
+        for arg in &self.args {
+            q = match arg {
+                Arg::I64(v) => q.bind(*v),
+                Arg::F64(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::NullText => q.bind(None::<String>),
+                Arg::NullI64 => q.bind(None::<i64>),
+            };
+        }
+        q
+    }
+}
+
+/// An error inside a write transaction: a domain error, or a database error that may be retried.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Store(Error),
+    Sql(sqlx::Error),
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> TxError {
+        TxError::Store(e)
+    }
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(e: sqlx::Error) -> TxError {
+        TxError::Sql(e)
+    }
+}
+
+impl TxError {
+    /// PostgreSQL's deadlock and serialization failures, and SQLite's busy errors: a retry may win.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            TxError::Sql(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "517"))
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn into_store(self) -> Error {
+        match self {
+            TxError::Store(e) => e,
+            TxError::Sql(e) => sql_error(e),
+        }
+    }
+}
+
+/// Maps a database error that no caller handled to the port's error.
+pub(crate) fn sql_error(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Error::Unavailable { source: Box::new(e) },
+        sqlx::Error::Io(_) => Error::Unavailable { source: Box::new(e) },
+        other => Error::internal(other),
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &TxError) -> bool {
+    match e {
+        TxError::Sql(sqlx::Error::Database(db)) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+pub(crate) type Tx = Transaction<'static, Any>;
+
+impl SqlStore {
+    pub(crate) async fn begin_write(&self) -> Result<Tx, TxError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.writer.begin().await?,
+        })
+    }
+
+    pub(crate) async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<Any>, Error> {
+        self.reader.acquire().await.map_err(sql_error)
+    }
+
+    /// `FOR SHARE` on PostgreSQL (keeps the row from changing under the transaction); nothing on SQLite,
+    /// whose single writer already excludes concurrent writes.
+    pub(crate) fn for_share(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE",
+        }
+    }
+
+    pub(crate) fn for_update(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Runs a write transaction, retrying it (a few times, with a short backoff) when the database
+/// reports a deadlock or serialization failure. `$body` is an expression using `$tx: &mut Tx`
+/// that evaluates to `Result<T, TxError>`.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            let res: Result<_, $crate::sql::TxError> = async {
+                let mut guard = $store.begin_write().await?;
+                let value = {
+                    let $tx: &mut $crate::sql::Tx = &mut guard;
+                    $body
+                }?;
+                guard.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match res {
+                Err(e) if e.is_retryable() && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(2u64 << attempt)).await;
+                }
+                other => break other.map_err($crate::sql::TxError::into_store),
+            }
+        }
+    }};
+}
+pub(crate) use write_tx;
+
+/// Escapes nothing: LIKE patterns are the user's, as in MLflow. Case-insensitive matching lowers both sides.
+pub(crate) fn push_like(sql: &mut Sql, column: &str, pattern: &str, case_insensitive: bool) {
+    if case_insensitive {
+        sql.push("LOWER(").push(column).push(") LIKE LOWER(").bind(pattern).push(")");
+    } else {
+        sql.push(column).push(" LIKE ").bind(pattern);
+    }
+}

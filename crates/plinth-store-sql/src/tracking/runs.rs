@@ -1,0 +1,607 @@
+//! Runs: create, get, update, lifecycle, batched logging, inputs and outputs, search, metric history.
+
+use std::collections::HashMap;
+
+use plinth_core::ids::{ExperimentId, RunId};
+use plinth_core::tracking::{
+    Dataset, DatasetInput, KeyValue, LifecycleStage, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunStatus,
+};
+use plinth_filter::Key;
+use plinth_store::tracking::{NewRun, PageRequest, RunQuery, RunUpdate, Rows, StepRange};
+use plinth_store::{Error, Result};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe};
+
+use super::experiments::{lock_stage, numeric_id};
+use super::filter::{push_lifecycle, push_run_clause, run_order_column};
+use super::rows::{get_i64, get_opt_i64, get_opt_str, get_str, load_key_values, metric_from_row, metric_value_columns, parent_string};
+use crate::SqlStore;
+use crate::sql::{Arg, Sql, Tx, TxError, sql_error, write_tx};
+
+const COLUMNS: &str =
+    "r.run_uuid, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
+const RUN_NAME_TAG: &str = "mlflow.runName";
+/// Rows per multi-row INSERT: 1000 metric rows bind 9,000 values, under both databases' limits.
+const INSERT_CHUNK: usize = 1000;
+
+fn not_found(id: &RunId) -> Error {
+    Error::RunNotFound { run_id: id.to_string() }
+}
+
+fn info_from_row(row: &AnyRow) -> Result<RunInfo, sqlx::Error> {
+    Ok(RunInfo {
+        run_id: RunId::from_trusted(get_str(row, "run_uuid")?),
+        experiment_id: ExperimentId::from_trusted(get_i64(row, "experiment_id")?.to_string()),
+        run_name: get_str(row, "name")?,
+        user_id: get_str(row, "user_id")?,
+        status: RunStatus::parse(&get_str(row, "status")?).unwrap_or(RunStatus::Running),
+        start_time: get_i64(row, "start_time")?,
+        end_time: get_opt_i64(row, "end_time")?,
+        artifact_uri: get_str(row, "artifact_uri")?,
+        lifecycle_stage: LifecycleStage::parse(&get_str(row, "lifecycle_stage")?).unwrap_or(LifecycleStage::Active),
+    })
+}
+
+/// Loads the latest metrics, params, tags, inputs and outputs of many runs, one query per table.
+async fn load_runs(conn: &mut AnyConnection, infos: Vec<RunInfo>) -> Result<Vec<Run>, sqlx::Error> {
+    let ids: Vec<Arg> = infos.iter().map(|it| Arg::from(it.run_id.as_str())).collect();
+    let mut params = load_key_values(conn, "params", "run_uuid", &ids).await?;
+    let mut tags = load_key_values(conn, "run_tags", "run_uuid", &ids).await?;
+    let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
+    let mut datasets: HashMap<String, Vec<DatasetInput>> = HashMap::new();
+    let mut model_inputs: HashMap<String, Vec<String>> = HashMap::new();
+    let mut outputs: HashMap<String, Vec<ModelOutput>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let mut sql = Sql::new(
+            "SELECT run_uuid AS parent, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id FROM latest_metrics WHERE run_uuid IN ",
+        );
+        sql.bind_list(chunk).push(" ORDER BY key");
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            metrics.entry(parent_string(&row)?).or_default().push(metric_from_row(&row)?);
+        }
+        let mut sql = Sql::new(
+            "SELECT i.run_uuid AS parent, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
+             FROM run_dataset_inputs i JOIN runs r ON r.run_uuid = i.run_uuid \
+             JOIN datasets d ON d.experiment_id = r.experiment_id AND d.name = i.dataset_name AND d.digest = i.dataset_digest \
+             WHERE i.run_uuid IN ",
+        );
+        sql.bind_list(chunk).push(" ORDER BY d.name, d.digest");
+        let rows = sql.query().fetch_all(&mut *conn).await?;
+        if !rows.is_empty() {
+            let mut sql = Sql::new("SELECT run_uuid AS parent, dataset_name, dataset_digest, key, value FROM run_dataset_input_tags WHERE run_uuid IN ");
+            sql.bind_list(chunk).push(" ORDER BY key");
+            let mut input_tags: HashMap<(String, String, String), Vec<KeyValue>> = HashMap::new();
+            for row in sql.query().fetch_all(&mut *conn).await? {
+                input_tags
+                    .entry((parent_string(&row)?, get_str(&row, "dataset_name")?, get_str(&row, "dataset_digest")?))
+                    .or_default()
+                    .push(KeyValue { key: get_str(&row, "key")?, value: get_str(&row, "value")? });
+            }
+            for row in rows {
+                let parent = parent_string(&row)?;
+                let dataset = Dataset {
+                    name: get_str(&row, "name")?,
+                    digest: get_str(&row, "digest")?,
+                    source_type: get_str(&row, "source_type")?,
+                    source: get_str(&row, "source")?,
+                    schema: get_opt_str(&row, "schema")?,
+                    profile: get_opt_str(&row, "profile")?,
+                };
+                let tags = input_tags.remove(&(parent.clone(), dataset.name.clone(), dataset.digest.clone())).unwrap_or_default();
+                datasets.entry(parent).or_default().push(DatasetInput { tags, dataset });
+            }
+        }
+        let mut sql = Sql::new("SELECT run_uuid AS parent, model_id FROM run_model_inputs WHERE run_uuid IN ");
+        sql.bind_list(chunk).push(" ORDER BY model_id");
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            model_inputs.entry(parent_string(&row)?).or_default().push(get_str(&row, "model_id")?);
+        }
+        let mut sql = Sql::new("SELECT run_uuid AS parent, model_id, step FROM run_model_outputs WHERE run_uuid IN ");
+        sql.bind_list(chunk).push(" ORDER BY model_id");
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            outputs
+                .entry(parent_string(&row)?)
+                .or_default()
+                .push(ModelOutput { model_id: get_str(&row, "model_id")?, step: get_i64(&row, "step")? });
+        }
+    }
+    Ok(infos
+        .into_iter()
+        .map(|info| {
+            let id = info.run_id.as_str();
+            Run {
+                data: RunData {
+                    metrics: metrics.remove(id).unwrap_or_default(),
+                    params: params.remove(id).unwrap_or_default(),
+                    tags: tags.remove(id).unwrap_or_default(),
+                },
+                inputs: RunInputs {
+                    dataset_inputs: datasets.remove(id).unwrap_or_default(),
+                    model_inputs: model_inputs.remove(id).unwrap_or_default(),
+                },
+                outputs: outputs.remove(id).unwrap_or_default(),
+                info,
+            }
+        })
+        .collect())
+}
+
+async fn get_info(conn: &mut AnyConnection, run_id: &RunId) -> Result<RunInfo, TxError> {
+    let sql = format!("SELECT {COLUMNS} FROM runs r WHERE r.run_uuid = $1");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(run_id.as_str().to_owned()).fetch_optional(&mut *conn).await?;
+    match row {
+        Some(row) => Ok(info_from_row(&row)?),
+        None => Err(not_found(run_id).into()),
+    }
+}
+
+pub(crate) async fn get(store: &SqlStore, run_id: &RunId) -> Result<Run> {
+    let mut conn = store.read_conn().await?;
+    let info = get_info(&mut conn, run_id).await.map_err(TxError::into_store)?;
+    let mut runs = load_runs(&mut conn, vec![info]).await.map_err(sql_error)?;
+    runs.pop().ok_or_else(|| not_found(run_id))
+}
+
+/// Locks the run row for the transaction (shared on PostgreSQL) and checks that it is active.
+async fn lock_active(store: &SqlStore, tx: &mut Tx, run_id: &RunId, exclusive: bool) -> Result<(), TxError> {
+    let lock = if exclusive { store.for_update() } else { store.for_share() };
+    let sql = format!("SELECT lifecycle_stage FROM runs WHERE run_uuid = $1{lock}");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(run_id.as_str().to_owned()).fetch_optional(&mut **tx).await?;
+    match row {
+        None => Err(not_found(run_id).into()),
+        Some(row) if get_str(&row, "lifecycle_stage")? != "active" => Err(Error::RunNotActive { run_id: run_id.to_string() }.into()),
+        Some(_) => Ok(()),
+    }
+}
+
+pub(crate) async fn create(store: &SqlStore, new: NewRun) -> Result<Run> {
+    write_tx!(store, |tx| async {
+        let (key, stage, location) = lock_stage(store, tx, &new.experiment_id).await?;
+        if stage != LifecycleStage::Active {
+            return Err(Error::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }.into());
+        }
+        let artifact_uri = format!("{}/{}/artifacts", location.trim_end_matches('/'), new.run_id);
+        sqlx::query(
+            "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, end_time, artifact_uri, lifecycle_stage) \
+             VALUES ($1, $2, $3, $4, 'RUNNING', $5, NULL, $6, 'active')",
+        )
+        .bind(new.run_id.as_str().to_owned())
+        .bind(key)
+        .bind(new.run_name.clone())
+        .bind(new.user_id.clone())
+        .bind(new.start_time)
+        .bind(artifact_uri)
+        .execute(&mut **tx)
+        .await?;
+        upsert_tags(tx, &new.run_id, &new.tags).await?;
+        Ok::<_, TxError>(())
+    }
+    .await)?;
+    get(store, &new.run_id).await
+}
+
+pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate) -> Result<RunInfo> {
+    write_tx!(store, |tx| async {
+        lock_active(store, tx, run_id, true).await?;
+        let mut sql = Sql::new("UPDATE runs SET run_uuid = run_uuid");
+        if let Some(status) = update.status {
+            sql.push(", status = ").bind(status.as_str());
+        }
+        if let Some(end_time) = update.end_time {
+            sql.push(", end_time = ").bind(end_time);
+        }
+        if let Some(name) = &update.run_name {
+            sql.push(", name = ").bind(name);
+        }
+        sql.push(" WHERE run_uuid = ").bind(run_id.as_str());
+        sql.query().execute(&mut **tx).await?;
+        if let Some(name) = &update.run_name {
+            upsert_tags(tx, run_id, &[KeyValue::new(RUN_NAME_TAG, name.clone())]).await?;
+        }
+        get_info(&mut **tx, run_id).await
+    }
+    .await)
+}
+
+pub(crate) async fn set_lifecycle(store: &SqlStore, run_id: &RunId, stage: LifecycleStage, now: i64) -> Result<()> {
+    write_tx!(store, |tx| async {
+        let res = match stage {
+            LifecycleStage::Deleted => sqlx::query("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $1 WHERE run_uuid = $2")
+                .bind(now)
+                .bind(run_id.as_str().to_owned())
+                .execute(&mut **tx)
+                .await?,
+            LifecycleStage::Active => sqlx::query("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE run_uuid = $1")
+                .bind(run_id.as_str().to_owned())
+                .execute(&mut **tx)
+                .await?,
+        };
+        if res.rows_affected() == 0 {
+            return Err(not_found(run_id).into());
+        }
+        Ok::<_, TxError>(())
+    }
+    .await)
+}
+
+/// Upserts run tags (the last of duplicate keys wins); `mlflow.runName` also renames the run.
+async fn upsert_tags(tx: &mut Tx, run_id: &RunId, tags: &[KeyValue]) -> Result<(), sqlx::Error> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let mut latest: HashMap<&str, &str> = HashMap::new();
+    for tag in tags {
+        latest.insert(&tag.key, &tag.value);
+    }
+    let mut keys: Vec<&str> = latest.keys().copied().collect();
+    keys.sort_unstable();
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new("INSERT INTO run_tags (run_uuid, key, value) VALUES ");
+        for (idx, key) in chunk.iter().enumerate() {
+            if idx > 0 {
+                sql.push(", ");
+            }
+            sql.push("(").bind(run_id.as_str()).push(", ").bind(*key).push(", ").bind(latest[key]).push(")");
+        }
+        sql.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
+        sql.query().execute(&mut **tx).await?;
+    }
+    if let Some(name) = latest.get(RUN_NAME_TAG) {
+        sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
+            .bind((*name).to_owned())
+            .bind(run_id.as_str().to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn log_batch(store: &SqlStore, run_id: &RunId, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
+    // Sorted inputs give every transaction the same lock order, so concurrent batches cannot deadlock.
+    let mut params: Vec<&KeyValue> = params.iter().collect();
+    params.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut metrics: Vec<&Metric> = metrics.iter().collect();
+    metrics.sort_by(|a, b| (&a.key, a.step, a.timestamp).cmp(&(&b.key, b.step, b.timestamp)));
+    let mut latest: Vec<&Metric> = Vec::new();
+    for m in &metrics {
+        match latest.last_mut() {
+            Some(last) if last.key == m.key => {
+                if m.is_newer_than(last) {
+                    *last = m;
+                }
+            }
+            _ => latest.push(m),
+        }
+    }
+    write_tx!(store, |tx| async {
+        lock_active(store, tx, run_id, false).await?;
+        insert_params(tx, run_id, &params).await?;
+        upsert_tags(tx, run_id, tags).await?;
+        insert_metrics(tx, run_id, &metrics, &latest).await?;
+        Ok::<_, TxError>(())
+    }
+    .await)
+}
+
+async fn insert_params(tx: &mut Tx, run_id: &RunId, params: &[&KeyValue]) -> Result<(), TxError> {
+    for chunk in params.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new("INSERT INTO params (run_uuid, key, value) VALUES ");
+        for (idx, p) in chunk.iter().enumerate() {
+            if idx > 0 {
+                sql.push(", ");
+            }
+            sql.push("(").bind(run_id.as_str()).push(", ").bind(&p.key).push(", ").bind(&p.value).push(")");
+        }
+        sql.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
+        let inserted = sql.query().execute(&mut **tx).await?.rows_affected();
+        if inserted as usize == chunk.len() {
+            continue;
+        }
+        // Some keys existed: each must hold the same value, else the whole batch is refused.
+        let keys: Vec<&str> = chunk.iter().map(|p| p.key.as_str()).collect();
+        let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
+        sql.bind(run_id.as_str()).push(" AND key IN ").bind_list(&keys);
+        let stored: HashMap<String, String> = sql
+            .query()
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((get_str(row, "key")?, get_str(row, "value")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        for p in chunk {
+            if let Some(old) = stored.get(&p.key) {
+                if *old != p.value {
+                    return Err(Error::ParamChanged {
+                        run_id: run_id.to_string(),
+                        key: p.key.clone(),
+                        old_value: old.clone(),
+                        new_value: p.value.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn push_metric_row(sql: &mut Sql, run_id: &RunId, m: &Metric) {
+    let (value, is_nan) = metric_value_columns(m.value);
+    sql.push("(")
+        .bind(run_id.as_str())
+        .push(", ")
+        .bind(m.key.as_str())
+        .push(", ")
+        .bind(m.step)
+        .push(", ")
+        .bind(m.timestamp)
+        .push(", ")
+        .bind(value)
+        .push(", ")
+        .bind(is_nan)
+        .push(", ")
+        .bind(m.dataset_name.as_deref())
+        .push(", ")
+        .bind(m.dataset_digest.as_deref())
+        .push(", ")
+        .bind(m.model_id.as_deref())
+        .push(")");
+}
+
+const METRIC_COLUMNS: &str = "(run_uuid, key, step, timestamp, value, is_nan, dataset_name, dataset_digest, model_id)";
+
+async fn insert_metrics(tx: &mut Tx, run_id: &RunId, metrics: &[&Metric], latest: &[&Metric]) -> Result<(), TxError> {
+    for chunk in metrics.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new(&format!("INSERT INTO metrics {METRIC_COLUMNS} VALUES "));
+        for (idx, m) in chunk.iter().enumerate() {
+            if idx > 0 {
+                sql.push(", ");
+            }
+            push_metric_row(&mut sql, run_id, m);
+        }
+        sql.push(" ON CONFLICT DO NOTHING");
+        sql.query().execute(&mut **tx).await?;
+    }
+    for chunk in latest.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new(&format!("INSERT INTO latest_metrics {METRIC_COLUMNS} VALUES "));
+        for (idx, m) in chunk.iter().enumerate() {
+            if idx > 0 {
+                sql.push(", ");
+            }
+            push_metric_row(&mut sql, run_id, m);
+        }
+        sql.push(
+            " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+             value = excluded.value, is_nan = excluded.is_nan, dataset_name = excluded.dataset_name, \
+             dataset_digest = excluded.dataset_digest, model_id = excluded.model_id \
+             WHERE (excluded.step, excluded.timestamp, excluded.is_nan, excluded.value) > \
+             (latest_metrics.step, latest_metrics.timestamp, latest_metrics.is_nan, latest_metrics.value)",
+        );
+        sql.query().execute(&mut **tx).await?;
+    }
+    // Metrics logged against a logged model are recorded on the model too.
+    for m in metrics.iter().filter(|m| m.model_id.is_some()) {
+        let (value, is_nan) = metric_value_columns(m.value);
+        sqlx::query(
+            "INSERT INTO logged_model_metrics (model_id, key, step, timestamp, value, is_nan, run_uuid, dataset_name, dataset_digest) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM logged_models WHERE model_id = $1) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(m.model_id.clone().unwrap_or_default())
+        .bind(m.key.clone())
+        .bind(m.step)
+        .bind(m.timestamp)
+        .bind(value)
+        .bind(is_nan)
+        .bind(run_id.as_str().to_owned())
+        .bind(m.dataset_name.clone().unwrap_or_default())
+        .bind(m.dataset_digest.clone().unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete_tag(store: &SqlStore, run_id: &RunId, key: &str) -> Result<()> {
+    write_tx!(store, |tx| async {
+        lock_active(store, tx, run_id, false).await?;
+        let res = sqlx::query("DELETE FROM run_tags WHERE run_uuid = $1 AND key = $2")
+            .bind(run_id.as_str().to_owned())
+            .bind(key.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::RunTagNotFound { run_id: run_id.to_string(), key: key.to_owned() }.into());
+        }
+        Ok::<_, TxError>(())
+    }
+    .await)
+}
+
+pub(crate) async fn log_inputs(store: &SqlStore, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String]) -> Result<()> {
+    write_tx!(store, |tx| async {
+        lock_active(store, tx, run_id, false).await?;
+        let experiment_id = get_info(&mut **tx, run_id).await?.experiment_id;
+        let experiment_key = numeric_id(&experiment_id).unwrap_or_default();
+        for input in datasets {
+            let d = &input.dataset;
+            sqlx::query(
+                "INSERT INTO datasets (experiment_id, name, digest, source_type, source, schema, profile) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (experiment_id, name, digest) DO NOTHING",
+            )
+            .bind(experiment_key)
+            .bind(d.name.clone())
+            .bind(d.digest.clone())
+            .bind(d.source_type.clone())
+            .bind(d.source.clone())
+            .bind(d.schema.clone())
+            .bind(d.profile.clone())
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("INSERT INTO run_dataset_inputs (run_uuid, dataset_name, dataset_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(run_id.as_str().to_owned())
+                .bind(d.name.clone())
+                .bind(d.digest.clone())
+                .execute(&mut **tx)
+                .await?;
+            for tag in &input.tags {
+                sqlx::query(
+                    "INSERT INTO run_dataset_input_tags (run_uuid, dataset_name, dataset_digest, key, value) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (run_uuid, dataset_name, dataset_digest, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(run_id.as_str().to_owned())
+                .bind(d.name.clone())
+                .bind(d.digest.clone())
+                .bind(tag.key.clone())
+                .bind(tag.value.clone())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        for model_id in model_ids {
+            sqlx::query("INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(run_id.as_str().to_owned())
+                .bind(model_id.clone())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok::<_, TxError>(())
+    }
+    .await)
+}
+
+pub(crate) async fn log_outputs(store: &SqlStore, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()> {
+    write_tx!(store, |tx| async {
+        lock_active(store, tx, run_id, false).await?;
+        for output in outputs {
+            sqlx::query(
+                "INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
+            )
+            .bind(run_id.as_str().to_owned())
+            .bind(output.model_id.clone())
+            .bind(output.step)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok::<_, TxError>(())
+    }
+    .await)
+}
+
+pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Run>> {
+    let experiment_keys: Vec<i64> = query.experiment_ids.iter().filter_map(numeric_id).collect();
+    if experiment_keys.is_empty() {
+        return Ok(Rows { items: Vec::new(), has_more: false });
+    }
+    let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM runs r"));
+    // Each order key that lives in a child table gets its own LEFT JOIN.
+    let mut order_exprs: Vec<(String, bool)> = Vec::new();
+    let mut explicit_start_time = false;
+    let mut explicit_run_id = false;
+    for (idx, order) in query.order_by.iter().enumerate() {
+        let alias = format!("o{idx}");
+        let (table, null_test, value) = match &order.key {
+            Key::Metric(key) => {
+                sql.push(&format!(" LEFT JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = ")).bind(key.as_str());
+                ("m", format!("({alias}.run_uuid IS NULL OR {alias}.is_nan = 1)"), format!("{alias}.value"))
+            }
+            Key::Param(key) | Key::Tag(key) => {
+                let table = if matches!(order.key, Key::Param(_)) { "params" } else { "run_tags" };
+                sql.push(&format!(" LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = ")).bind(key.as_str());
+                ("kv", format!("({alias}.value IS NULL)"), format!("{alias}.value"))
+            }
+            Key::Attribute(attr) => {
+                let column = run_order_column(*attr).ok_or_else(|| Error::invalid(format!("Invalid order_by clause '{order}'")))?;
+                explicit_start_time |= column == "r.start_time";
+                explicit_run_id |= column == "r.run_uuid";
+                ("attr", format!("({column} IS NULL)"), column.to_owned())
+            }
+            Key::Dataset(_) => return Err(Error::invalid(format!("Invalid order_by clause '{order}'"))),
+        };
+        let _ = table;
+        order_exprs.push((null_test, true));
+        order_exprs.push((value, order.ascending));
+    }
+    sql.push(" WHERE r.experiment_id IN ").bind_list(&experiment_keys).push(" AND ");
+    push_lifecycle(&mut sql, "r.lifecycle_stage", query.view_type);
+    for clause in &query.filter {
+        sql.push(" AND ");
+        push_run_clause(&mut sql, clause)?;
+    }
+    sql.push(" ORDER BY ");
+    for (expr, ascending) in &order_exprs {
+        sql.push(expr).push(if *ascending { " ASC, " } else { " DESC, " });
+    }
+    if !explicit_start_time {
+        sql.push("r.start_time DESC, ");
+    }
+    sql.push(if explicit_run_id { "r.name ASC" } else { "r.run_uuid ASC" });
+    sql.push(" LIMIT ").bind(query.page.limit + 1).push(" OFFSET ").bind(query.page.offset);
+    let mut conn = store.read_conn().await?;
+    let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+    let mut infos = rows.iter().map(info_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+    let has_more = infos.len() as i64 > query.page.limit;
+    infos.truncate(query.page.limit as usize);
+    let items = load_runs(&mut conn, infos).await.map_err(sql_error)?;
+    Ok(Rows { items, has_more })
+}
+
+async fn check_exists(conn: &mut AnyConnection, run_id: &RunId) -> Result<()> {
+    let row = sqlx::query("SELECT 1 AS one FROM runs WHERE run_uuid = $1")
+        .bind(run_id.as_str().to_owned())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(sql_error)?;
+    row.map(|_| ()).ok_or_else(|| not_found(run_id))
+}
+
+const HISTORY_COLUMNS: &str = "key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id";
+
+pub(crate) async fn metric_history(store: &SqlStore, run_id: &RunId, key: &str, page: PageRequest) -> Result<Rows<Metric>> {
+    let mut conn = store.read_conn().await?;
+    check_exists(&mut conn, run_id).await?;
+    let sql = format!(
+        "SELECT {HISTORY_COLUMNS} FROM metrics WHERE run_uuid = $1 AND key = $2 ORDER BY step, timestamp, is_nan, value LIMIT $3 OFFSET $4"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(run_id.as_str().to_owned())
+        .bind(key.to_owned())
+        .bind(page.limit + 1)
+        .bind(page.offset)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sql_error)?;
+    let mut items = rows.iter().map(metric_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+    let has_more = items.len() as i64 > page.limit;
+    items.truncate(page.limit as usize);
+    Ok(Rows { items, has_more })
+}
+
+pub(crate) async fn metric_steps(store: &SqlStore, run_id: &RunId, key: &str, range: Option<StepRange>) -> Result<Vec<i64>> {
+    let mut conn = store.read_conn().await?;
+    check_exists(&mut conn, run_id).await?;
+    let mut sql = Sql::new("SELECT DISTINCT step FROM metrics WHERE run_uuid = ");
+    sql.bind(run_id.as_str()).push(" AND key = ").bind(key);
+    if let Some(range) = range {
+        sql.push(" AND step >= ").bind(range.start).push(" AND step <= ").bind(range.end);
+    }
+    sql.push(" ORDER BY step");
+    let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+    rows.iter().map(|row| get_i64(row, "step")).collect::<Result<_, _>>().map_err(sql_error)
+}
+
+pub(crate) async fn metric_points_at_steps(store: &SqlStore, run_id: &RunId, key: &str, steps: &[i64]) -> Result<Vec<Metric>> {
+    let mut conn = store.read_conn().await?;
+    let mut res = Vec::new();
+    for chunk in steps.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new(&format!("SELECT {HISTORY_COLUMNS} FROM metrics WHERE run_uuid = "));
+        sql.bind(run_id.as_str()).push(" AND key = ").bind(key).push(" AND step IN ").bind_list(chunk);
+        sql.push(" ORDER BY step, timestamp, is_nan, value");
+        let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+        for row in &rows {
+            res.push(metric_from_row(row).map_err(sql_error)?);
+        }
+    }
+    Ok(res)
+}

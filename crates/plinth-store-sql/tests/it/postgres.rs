@@ -1,0 +1,52 @@
+//! The conformance suite on a scratch PostgreSQL database per test.
+
+use std::sync::Arc;
+
+use plinth_store::conformance::Harness;
+use plinth_store_sql::SqlStore;
+use sqlx::{AssertSqlSafe, Connection, Executor};
+
+/// Drops the scratch database when the test is done.
+struct Scratch {
+    admin_url: String,
+    name: String,
+    store: SqlStore,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let store = self.store.clone();
+        // Drop runs outside the test's runtime; a short-lived runtime does the async cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                store.close().await;
+                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
+                    let _ = conn.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn fresh() -> Option<Harness> {
+    let Ok(admin_url) = std::env::var("PLINTH_TEST_POSTGRES_URL") else {
+        eprintln!("PLINTH_TEST_POSTGRES_URL is not set: the PostgreSQL conformance run is skipped (the README test command sets it)");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("plinth_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin_url).await.expect("connect to PLINTH_TEST_POSTGRES_URL");
+    conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create scratch database");
+    conn.close().await.expect("close");
+    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+    let url = format!("{base}/{name}");
+    let store = SqlStore::connect(&super::config(url)).await.expect("connect scratch database");
+    let keep = Scratch { admin_url, name, store: store.clone() };
+    Some(Harness { store: Arc::new(store), keep: Box::new(keep) })
+}
+
+plinth_store::tracking_conformance!(fresh);

@@ -1,0 +1,439 @@
+//! The conformance suite: test bodies every `TrackingStore` adapter must pass.
+//!
+//! An adapter's tests invoke `tracking_conformance!(factory)` where `factory()` is an async fn
+//! returning a `Harness` over a fresh, empty, migrated store. The bodies panic on failure.
+
+use std::sync::Arc;
+
+use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
+use plinth_core::tracking::{KeyValue, LifecycleStage, LoggedModelStatus, Metric, RunStatus, ViewType};
+use plinth_filter::{Grammar, parse_filter, parse_order_by};
+
+use crate::tracking::{
+    ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate,
+    StepRange,
+};
+use crate::{Error, TrackingStore};
+
+/// A fresh store and whatever keeps it alive (a temporary directory, a scratch database).
+pub struct Harness {
+    pub store: Arc<dyn TrackingStore>,
+    pub keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// Generates one `#[tokio::test]` per conformance body, each on a fresh store from `$factory`.
+#[macro_export]
+macro_rules! tracking_conformance {
+    ($factory:path) => {
+        $crate::tracking_conformance!(@each $factory;
+            experiments_lifecycle, experiment_search, runs_lifecycle, log_batch_semantics, run_search,
+            metric_history, concurrent_experiment_creation, concurrent_logging, concurrent_param_conflict,
+            logged_models);
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if let Some(harness) = $factory().await {
+                    $crate::conformance::$name(harness.store.clone()).await;
+                    drop(harness);
+                }
+            }
+        )*
+    };
+}
+
+fn exp(name: &str) -> NewExperiment {
+    NewExperiment { name: name.to_owned(), artifact_location: ArtifactLocation::UnderRoot("mlflow-artifacts:".into()), tags: vec![], now: 1000 }
+}
+
+fn new_run(experiment_id: &ExperimentId, name: &str, start_time: i64) -> NewRun {
+    NewRun {
+        run_id: RunId::generate(),
+        experiment_id: experiment_id.clone(),
+        user_id: "alice".into(),
+        run_name: name.into(),
+        start_time,
+        tags: vec![KeyValue::new("mlflow.runName", name)],
+    }
+}
+
+fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
+    Metric { key: key.into(), value, timestamp, step, dataset_name: None, dataset_digest: None, model_id: None }
+}
+
+fn page(limit: i64) -> PageRequest {
+    PageRequest { offset: 0, limit }
+}
+
+pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
+    store.ensure_default_experiment("mlflow-artifacts:/0", 1).await.expect("default");
+    store.ensure_default_experiment("mlflow-artifacts:/0", 2).await.expect("default is idempotent");
+    let default = store.get_experiment(&ExperimentId::parse("0").expect("id")).await.expect("default exists");
+    assert_eq!(default.name, "Default");
+
+    let id = store.create_experiment(exp("first")).await.expect("create");
+    let got = store.get_experiment(&id).await.expect("get");
+    assert_eq!(got.name, "first");
+    assert_eq!(got.artifact_location, format!("mlflow-artifacts:/{id}"));
+    assert_eq!(got.lifecycle_stage, LifecycleStage::Active);
+    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::ExperimentNameExists { .. })));
+    assert!(store.find_experiment_by_name("nope").await.expect("find").is_none());
+    assert!(matches!(
+        store.get_experiment(&ExperimentId::parse("999999").expect("id")).await,
+        Err(Error::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(store.get_experiment(&ExperimentId::parse("abc").expect("id")).await, Err(Error::ExperimentNotFound { .. })));
+
+    let other = store.create_experiment(exp("second")).await.expect("create");
+    assert!(matches!(store.rename_experiment(&other, "first", 5).await, Err(Error::ExperimentNameExists { .. })));
+    store.rename_experiment(&other, "renamed", 5).await.expect("rename");
+    assert_eq!(store.get_experiment(&other).await.expect("get").name, "renamed");
+
+    store.set_experiment_tag(&id, &KeyValue::new("team", "a")).await.expect("tag");
+    store.set_experiment_tag(&id, &KeyValue::new("team", "b")).await.expect("tag upsert");
+    assert_eq!(store.get_experiment(&id).await.expect("get").tags, vec![KeyValue::new("team", "b")]);
+    store.delete_experiment_tag(&id, "team").await.expect("delete tag");
+    assert!(matches!(store.delete_experiment_tag(&id, "team").await, Err(Error::ExperimentTagNotFound { .. })));
+
+    // Deleting an experiment deletes its runs; restoring brings back the runs deleted with it only.
+    let kept_deleted = store.create_run(new_run(&id, "gone-before", 10)).await.expect("run");
+    store.set_run_lifecycle(&kept_deleted.info.run_id, LifecycleStage::Deleted, 20).await.expect("delete run");
+    let run = store.create_run(new_run(&id, "r", 10)).await.expect("run");
+    store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 30).await.expect("delete");
+    assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
+    assert!(matches!(store.create_run(new_run(&id, "x", 1)).await, Err(Error::ExperimentNotActive { .. })));
+    assert!(matches!(store.rename_experiment(&id, "zzz", 5).await, Err(Error::ExperimentNotActiveForRename { .. })));
+    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::ExperimentNameExists { .. })));
+    store.set_experiment_lifecycle(&id, LifecycleStage::Active, 40).await.expect("restore");
+    assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
+    assert_eq!(store.get_run(&kept_deleted.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
+}
+
+pub async fn experiment_search(store: Arc<dyn TrackingStore>) {
+    let mut ids = Vec::new();
+    for idx in 0..7 {
+        let mut new = exp(&format!("exp-{idx}"));
+        new.now = 100 + idx;
+        new.tags = vec![KeyValue::new("parity", if idx % 2 == 0 { "even" } else { "odd" })];
+        ids.push(store.create_experiment(new).await.expect("create"));
+    }
+    store.set_experiment_lifecycle(&ids[6], LifecycleStage::Deleted, 500).await.expect("delete");
+    let query = |filter: &str, order: &[&str], view, offset, limit| ExperimentQuery {
+        view_type: view,
+        filter: parse_filter(Grammar::Experiments, filter).expect("filter"),
+        order_by: order.iter().map(|it| parse_order_by(Grammar::Experiments, it).expect("order")).collect(),
+        page: PageRequest { offset, limit },
+    };
+    let res = store.search_experiments(&query("", &[], ViewType::ActiveOnly, 0, 100)).await.expect("search");
+    let names: Vec<_> = res.items.iter().map(|it| it.name.as_str()).collect();
+    assert_eq!(names, ["exp-5", "exp-4", "exp-3", "exp-2", "exp-1", "exp-0"], "default order is creation_time DESC");
+    let res = store.search_experiments(&query("tags.parity = 'even'", &["name ASC"], ViewType::All, 0, 100)).await.expect("search");
+    let names: Vec<_> = res.items.iter().map(|it| it.name.as_str()).collect();
+    assert_eq!(names, ["exp-0", "exp-2", "exp-4", "exp-6"]);
+    let res = store.search_experiments(&query("", &[], ViewType::DeletedOnly, 0, 100)).await.expect("search");
+    assert_eq!(res.items.len(), 1);
+    let res = store.search_experiments(&query("name LIKE 'exp-%' AND creation_time >= 103", &["name DESC"], ViewType::ActiveOnly, 0, 100)).await.expect("search");
+    let names: Vec<_> = res.items.iter().map(|it| it.name.as_str()).collect();
+    assert_eq!(names, ["exp-5", "exp-4", "exp-3"]);
+    let res = store.search_experiments(&query("name ILIKE 'EXP-1'", &[], ViewType::ActiveOnly, 0, 100)).await.expect("search");
+    assert_eq!(res.items.len(), 1);
+    let res = store.search_experiments(&query("name LIKE 'EXP-%'", &[], ViewType::ActiveOnly, 0, 100)).await.expect("search");
+    assert!(res.items.is_empty(), "LIKE is case-sensitive");
+    // Pagination visits every experiment exactly once.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let res = store.search_experiments(&query("", &[], ViewType::All, offset, 3)).await.expect("search");
+        seen.extend(res.items.iter().map(|it| it.experiment_id.clone()));
+        if !res.has_more {
+            break;
+        }
+        offset += 3;
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+pub async fn runs_lifecycle(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("runs")).await.expect("create");
+    let run = store.create_run(new_run(&id, "first", 42)).await.expect("create run");
+    assert_eq!(run.info.status, RunStatus::Running);
+    assert_eq!(run.info.run_name, "first");
+    assert_eq!(run.info.start_time, 42);
+    assert_eq!(run.info.artifact_uri, format!("mlflow-artifacts:/{id}/{}/artifacts", run.info.run_id));
+    let run_id = run.info.run_id.clone();
+    let info = store
+        .update_run(&run_id, &RunUpdate { status: Some(RunStatus::Finished), end_time: Some(99), run_name: Some("renamed".into()) })
+        .await
+        .expect("update");
+    assert_eq!((info.status, info.end_time, info.run_name.as_str()), (RunStatus::Finished, Some(99), "renamed"));
+    let run = store.get_run(&run_id).await.expect("get");
+    assert!(run.data.tags.contains(&KeyValue::new("mlflow.runName", "renamed")));
+    store.log_batch(&run_id, &[], &[], &[KeyValue::new("mlflow.runName", "via-tag")]).await.expect("tag");
+    assert_eq!(store.get_run(&run_id).await.expect("get").info.run_name, "via-tag");
+    store.delete_run_tag(&run_id, "mlflow.runName").await.expect("delete tag");
+    assert!(matches!(store.delete_run_tag(&run_id, "missing").await, Err(Error::RunTagNotFound { .. })));
+    store.set_run_lifecycle(&run_id, LifecycleStage::Deleted, 5).await.expect("delete");
+    assert!(matches!(store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await, Err(Error::RunNotActive { .. })));
+    assert!(matches!(store.update_run(&run_id, &RunUpdate::default()).await, Err(Error::RunNotActive { .. })));
+    store.set_run_lifecycle(&run_id, LifecycleStage::Active, 6).await.expect("restore");
+    store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await.expect("log after restore");
+    let missing = RunId::generate();
+    assert!(matches!(store.get_run(&missing).await, Err(Error::RunNotFound { .. })));
+    assert!(matches!(store.log_batch(&missing, &[], &[], &[]).await, Err(Error::RunNotFound { .. })));
+    assert!(matches!(store.set_run_lifecycle(&missing, LifecycleStage::Deleted, 1).await, Err(Error::RunNotFound { .. })));
+}
+
+pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("batch")).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let metrics = vec![
+        metric("loss", 3.0, 10, 0),
+        metric("loss", 2.0, 11, 1),
+        metric("loss", 9.0, 5, 1),
+        metric("acc", f64::NAN, 1, 0),
+        metric("big", f64::INFINITY, 1, 0),
+        metric("small", f64::NEG_INFINITY, 1, 0),
+    ];
+    let params = vec![KeyValue::new("lr", "0.1"), KeyValue::new("empty", "")];
+    store.log_batch(&run_id, &metrics, &params, &[KeyValue::new("t", "1")]).await.expect("log");
+    // Re-logging identical params is fine; a changed value fails and writes nothing of the batch.
+    store.log_batch(&run_id, &[], &[KeyValue::new("lr", "0.1")], &[]).await.expect("same param");
+    let err = store.log_batch(&run_id, &[metric("other", 1.0, 1, 0)], &[KeyValue::new("lr", "0.2")], &[KeyValue::new("t", "2")]).await;
+    assert!(matches!(err, Err(Error::ParamChanged { .. })), "{err:?}");
+    let run = store.get_run(&run_id).await.expect("get");
+    assert!(run.data.metrics.iter().all(|m| m.key != "other"), "a refused batch writes nothing");
+    assert!(run.data.tags.contains(&KeyValue::new("t", "1")));
+    let latest = |key: &str| run.data.metrics.iter().find(|m| m.key == key).expect("metric").clone();
+    assert_eq!((latest("loss").value, latest("loss").step, latest("loss").timestamp), (2.0, 1, 11), "max by (step, timestamp)");
+    assert!(latest("acc").value.is_nan());
+    assert_eq!(latest("big").value, f64::MAX);
+    assert_eq!(latest("small").value, -f64::MAX);
+    // An older point does not replace the latest value.
+    store.log_batch(&run_id, &[metric("loss", 0.5, 1, 0)], &[], &[]).await.expect("log");
+    let run = store.get_run(&run_id).await.expect("get");
+    assert_eq!(run.data.metrics.iter().find(|m| m.key == "loss").expect("loss").value, 2.0);
+    let mut params = run.data.params.clone();
+    params.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(params, vec![KeyValue::new("empty", ""), KeyValue::new("lr", "0.1")]);
+}
+
+pub async fn run_search(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("search")).await.expect("create");
+    let other = store.create_experiment(exp("search-other")).await.expect("create");
+    let mut run_ids = Vec::new();
+    for idx in 0..10i64 {
+        let experiment = if idx == 9 { &other } else { &id };
+        let run_id = store.create_run(new_run(experiment, &format!("run-{idx}"), 100 + idx % 3)).await.expect("run").info.run_id;
+        let mut metrics = vec![metric("acc", idx as f64 / 10.0, 1, 0)];
+        if idx == 4 {
+            metrics = vec![metric("acc", f64::NAN, 1, 0)];
+        }
+        let params = vec![KeyValue::new("model", if idx % 2 == 0 { "cnn" } else { "rnn" })];
+        let tags = if idx < 5 { vec![KeyValue::new("team", "Vision")] } else { vec![] };
+        store.log_batch(&run_id, &metrics, &params, &tags).await.expect("log");
+        run_ids.push(run_id);
+    }
+    store.set_run_lifecycle(&run_ids[8], LifecycleStage::Deleted, 1).await.expect("delete");
+    let search = |filter: &str, order: &[&str], view, ids: Vec<ExperimentId>| {
+        let store = store.clone();
+        let query = RunQuery {
+            experiment_ids: ids,
+            view_type: view,
+            filter: parse_filter(Grammar::Runs, filter).expect("filter"),
+            order_by: order.iter().map(|it| parse_order_by(Grammar::Runs, it).expect("order")).collect(),
+            page: page(100),
+        };
+        async move { store.search_runs(&query).await.expect("search").items.into_iter().map(|r| r.info.run_name).collect::<Vec<_>>() }
+    };
+    let all = vec![id.clone(), other.clone()];
+    assert_eq!(search("metrics.acc > 0.5", &["metrics.acc DESC"], ViewType::ActiveOnly, all.clone()).await, ["run-9", "run-7", "run-6"]);
+    assert_eq!(search("params.model = 'cnn' and metrics.acc >= 0", &["metrics.acc ASC"], ViewType::All, vec![id.clone()]).await, ["run-0", "run-2", "run-6", "run-8"]);
+    assert_eq!(search("tags.team ILIKE 'vision' and metrics.acc < 0.3", &["attributes.run_name ASC"], ViewType::ActiveOnly, all.clone()).await, ["run-0", "run-1", "run-2"]);
+    assert_eq!(search("tags.team LIKE 'vision'", &[], ViewType::ActiveOnly, all.clone()).await.len(), 0);
+    assert_eq!(search("tags.team IS NULL", &["run_name ASC"], ViewType::ActiveOnly, vec![id.clone()]).await, ["run-5", "run-6", "run-7"]);
+    assert_eq!(search("params.model != 'cnn'", &["run_name DESC"], ViewType::ActiveOnly, vec![id.clone()]).await, ["run-7", "run-5", "run-3", "run-1"]);
+    assert_eq!(search("", &[], ViewType::DeletedOnly, all.clone()).await, ["run-8"]);
+    let by_id = format!("attributes.run_id IN ('{}', '{}')", run_ids[1], run_ids[2]);
+    let mut got = search(&by_id, &[], ViewType::ActiveOnly, all.clone()).await;
+    got.sort();
+    assert_eq!(got, ["run-1", "run-2"]);
+    // NaN and missing metric values sort last in both directions.
+    let desc = search("", &["metrics.acc DESC"], ViewType::ActiveOnly, vec![id.clone()]).await;
+    assert_eq!(desc.last().map(String::as_str), Some("run-4"));
+    let asc = search("", &["metrics.acc ASC"], ViewType::ActiveOnly, vec![id.clone()]).await;
+    assert_eq!(asc.last().map(String::as_str), Some("run-4"));
+    // Default order: start_time DESC, then run_id ASC.
+    let runs = store
+        .search_runs(&RunQuery { experiment_ids: vec![id.clone()], view_type: ViewType::ActiveOnly, filter: vec![], order_by: vec![], page: page(100) })
+        .await
+        .expect("search");
+    let keys: Vec<_> = runs.items.iter().map(|r| (-r.info.start_time, r.info.run_id.clone())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    // Pages cover every run exactly once.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let res = store
+            .search_runs(&RunQuery {
+                experiment_ids: all.clone(),
+                view_type: ViewType::All,
+                filter: vec![],
+                order_by: vec![parse_order_by(Grammar::Runs, "params.model").expect("order")],
+                page: PageRequest { offset, limit: 3 },
+            })
+            .await
+            .expect("search");
+        seen.extend(res.items.into_iter().map(|r| r.info.run_id));
+        if !res.has_more {
+            break;
+        }
+        offset += 3;
+    }
+    seen.sort();
+    run_ids.sort();
+    assert_eq!(seen, run_ids);
+}
+
+pub async fn metric_history(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("history")).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let points: Vec<Metric> = (0..2500).map(|i| metric("loss", 1.0 / (i + 1) as f64, 1000 + i, i)).collect();
+    for chunk in points.chunks(1000) {
+        store.log_batch(&run_id, chunk, &[], &[]).await.expect("log");
+    }
+    store.log_batch(&run_id, &points[..10], &[], &[]).await.expect("identical points are de-duplicated");
+    let all = store.get_metric_history(&run_id, "loss", page(100_000)).await.expect("history");
+    assert_eq!(all.items.len(), 2500);
+    assert!(!all.has_more);
+    assert!(all.items.windows(2).all(|w| w[0].step < w[1].step));
+    let first = store.get_metric_history(&run_id, "loss", page(1000)).await.expect("history");
+    assert!(first.has_more);
+    assert_eq!(first.items.len(), 1000);
+    let steps = store.list_metric_steps(&run_id, "loss", Some(StepRange { start: 10, end: 19 })).await.expect("steps");
+    assert_eq!(steps, (10..20).collect::<Vec<_>>());
+    let at = store.get_metric_points_at_steps(&run_id, "loss", &[0, 5, 2499]).await.expect("points");
+    assert_eq!(at.iter().map(|m| m.step).collect::<Vec<_>>(), [0, 5, 2499]);
+    assert!(store.get_metric_history(&run_id, "missing", page(10)).await.expect("history").items.is_empty());
+    assert!(matches!(store.get_metric_history(&RunId::generate(), "loss", page(10)).await, Err(Error::RunNotFound { .. })));
+}
+
+pub async fn concurrent_experiment_creation(store: Arc<dyn TrackingStore>) {
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.create_experiment(exp("contended")).await }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(_) => created += 1,
+            Err(Error::ExperimentNameExists { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+pub async fn concurrent_logging(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("concurrent")).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let mut tasks = Vec::new();
+    for worker in 0..16i64 {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..5i64 {
+                let metrics: Vec<Metric> = (0..50).map(|i| metric("shared", (worker * 1000 + batch * 50 + i) as f64, worker, batch * 50 + i)).collect();
+                let own = vec![metric(&format!("w{worker}"), batch as f64, batch, batch)];
+                let params = vec![KeyValue::new("same", "value"), KeyValue::new(format!("p{worker}"), "v")];
+                store.log_batch(&run_id, &[metrics, own].concat(), &params, &[KeyValue::new("last", worker.to_string())]).await.expect("log");
+                let _ = store.get_run(&run_id).await.expect("read while writing");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join");
+    }
+    let history = store.get_metric_history(&run_id, "shared", page(100_000)).await.expect("history");
+    assert_eq!(history.items.len(), 16 * 5 * 50, "no lost writes");
+    let run = store.get_run(&run_id).await.expect("get");
+    assert_eq!(run.data.params.len(), 17);
+    let latest = run.data.metrics.iter().find(|m| m.key == "shared").expect("latest");
+    assert_eq!((latest.step, latest.timestamp), (249, 15));
+}
+
+pub async fn concurrent_param_conflict(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("conflict")).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        tasks.push(tokio::spawn(async move { store.log_batch(&run_id, &[], &[KeyValue::new("lr", format!("{worker}"))], &[]).await }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(()) => ok += 1,
+            Err(Error::ParamChanged { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one value of a param wins");
+}
+
+pub async fn logged_models(store: Arc<dyn TrackingStore>) {
+    let id = store.create_experiment(exp("models")).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let mut model_ids = Vec::new();
+    for idx in 0..3i64 {
+        let model = store
+            .create_logged_model(NewLoggedModel {
+                model_id: LoggedModelId::generate(),
+                experiment_id: id.clone(),
+                name: format!("model-{idx}"),
+                model_type: Some("classifier".into()),
+                source_run_id: Some(run_id.clone()),
+                params: vec![KeyValue::new("depth", idx.to_string())],
+                tags: vec![KeyValue::new("stage", "dev")],
+                now: 100 + idx,
+            })
+            .await
+            .expect("create model");
+        assert_eq!(model.status, LoggedModelStatus::Pending);
+        assert_eq!(model.artifact_location, format!("mlflow-artifacts:/{id}/models/{}/artifacts", model.model_id));
+        let mut m = metric("auc", 0.5 + idx as f64 / 10.0, 5, 0);
+        m.model_id = Some(model.model_id.to_string());
+        store.log_batch(&run_id, &[m], &[], &[]).await.expect("log model metric");
+        model_ids.push(model.model_id);
+    }
+    let ready = store.update_logged_model_status(&model_ids[0], LoggedModelStatus::Ready, None, 200).await.expect("finalize");
+    assert_eq!(ready.status, LoggedModelStatus::Ready);
+    assert_eq!(ready.last_updated_timestamp, 200);
+    assert_eq!(ready.metrics.len(), 1);
+    store.set_logged_model_tags(&model_ids[1], &[KeyValue::new("stage", "prod")], 201).await.expect("tags");
+    store.delete_logged_model_tag(&model_ids[2], "stage", 202).await.expect("delete tag");
+    assert!(matches!(store.delete_logged_model_tag(&model_ids[2], "stage", 203).await, Err(Error::LoggedModelTagNotFound { .. })));
+    store.log_logged_model_params(&model_ids[2], &[KeyValue::new("extra", "1")], 204).await.expect("params");
+    let query = |filter: &str, order: &[&str]| LoggedModelQuery {
+        experiment_ids: vec![id.clone()],
+        filter: parse_filter(Grammar::LoggedModels, filter).expect("filter"),
+        order_by: order.iter().map(|it| parse_order_by(Grammar::LoggedModels, it).expect("order")).collect(),
+        page: page(100),
+    };
+    let names = |rows: crate::tracking::Rows<plinth_core::tracking::LoggedModel>| rows.items.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    assert_eq!(names(store.search_logged_models(&query("", &[])).await.expect("search")), ["model-2", "model-1", "model-0"]);
+    assert_eq!(names(store.search_logged_models(&query("tags.stage = 'prod'", &[])).await.expect("search")), ["model-1"]);
+    assert_eq!(names(store.search_logged_models(&query("metrics.auc > 0.55", &["metrics.auc DESC"])).await.expect("search")), ["model-2", "model-1"]);
+    assert_eq!(names(store.search_logged_models(&query("params.depth = '0'", &[])).await.expect("search")), ["model-0"]);
+    store.delete_logged_model(&model_ids[0], 300).await.expect("delete");
+    assert!(matches!(store.get_logged_model(&model_ids[0], false).await, Err(Error::LoggedModelNotFound { .. })));
+    assert!(store.get_logged_model(&model_ids[0], true).await.is_ok());
+    assert_eq!(store.search_logged_models(&query("", &[])).await.expect("search").items.len(), 2);
+}

@@ -1,0 +1,16 @@
+//! Storage ports for Plinth's metadata, and the conformance suite every adapter runs.
+//!
+//! A port is a trait (`TrackingStore`) written in domain types from `plinth-core` and search
+//! ASTs from `plinth-filter`. Adapters (SQLite and PostgreSQL in `plinth-store-sql`) implement
+//! it and prove it with `conformance`. The transaction rules every adapter keeps:
+//! - one call is one transaction: it commits whole or not at all;
+//! - a call checks everything it needs (the run is active, a param is unchanged) inside that
+//!   transaction, so concurrent callers cannot interleave between check and write;
+//! - an acknowledged call is durable (it survives `kill -9` of the process).
+
+pub mod conformance;
+mod error;
+pub mod tracking;
+
+pub use error::{Error, Result};
+pub use tracking::TrackingStore;
