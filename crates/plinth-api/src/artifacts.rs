@@ -1,0 +1,147 @@
+//! The artifact proxy (`mlflow-artifacts`): streamed upload, download, listing, deletion, multipart.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use futures::TryStreamExt;
+use plinth_blob::{ArtifactPath, ByteStream, CompletedPart};
+use plinth_core::validation::InvalidParameter;
+use serde_json::{Value, json};
+
+use crate::fields::{Fields, MlflowRequest};
+use crate::{ApiError, AppState};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/artifacts", get(list))
+        .route("/artifacts/", get(list))
+        .route("/artifacts/{*path}", put(upload).get(download).delete(delete))
+        .route("/mpu/create/{*path}", post(mpu_create))
+        .route("/mpu/part/{upload_id}/{part_number}", put(mpu_part))
+        .route("/mpu/complete/{*path}", post(mpu_complete))
+        .route("/mpu/abort/{*path}", post(mpu_abort))
+}
+
+fn body_stream(req: Request) -> ByteStream {
+    Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other))
+}
+
+async fn upload(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+    let path = ArtifactPath::parse(&path)?;
+    s.tracking.blobs().put(&path, body_stream(req)).await?;
+    Ok(Json(json!({})))
+}
+
+fn content_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" | "py" | "md" | "yaml" | "yml" | "mlmodel" | "csv" | "tsv" => "text/plain",
+        "json" => "application/json",
+        "html" | "htm" => "text/html",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn download(State(s): State<AppState>, Path(path): Path<String>) -> Result<Response, ApiError> {
+    let path = ArtifactPath::parse(&path)?;
+    let object = s.tracking.blobs().get(&path).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path.file_name())));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.size));
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", path.file_name().replace('"', ""))) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    Ok((headers, Body::from_stream(object.body)).into_response())
+}
+
+/// Lists a directory; entry paths are base names, as MLflow's proxy answers.
+async fn list(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+    let path = ArtifactPath::parse(&f.opt_str("path")?.unwrap_or_default())?;
+    let entries = s.tracking.blobs().list(&path).await?;
+    let files: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let mut v = json!({"path": e.name, "is_dir": e.is_dir});
+            if let Some(size) = e.size {
+                v["file_size"] = json!(size);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"files": files})))
+}
+
+async fn delete(State(s): State<AppState>, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
+    let path = ArtifactPath::parse(&path)?;
+    s.tracking.blobs().delete(&path).await?;
+    Ok(Json(json!({})))
+}
+
+/// The base URL clients used to reach us, for the part URLs of a multipart upload.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// MLflow's client sends the multipart requests to `/api/2.0/...`; part URLs follow the same prefix.
+const MPU_PART_PREFIX: &str = "/api/2.0/mlflow-artifacts/mpu/part";
+
+async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, headers: HeaderMap, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+    let path = ArtifactPath::parse(&path)?;
+    let num_parts = f.opt_i64("num_parts")?.unwrap_or(1);
+    if !(1..=10_000).contains(&num_parts) {
+        return Err(InvalidParameter::invalid_value("num_parts", &num_parts.to_string(), "must be between 1 and 10000").into());
+    }
+    let upload_id = s.tracking.blobs().create_multipart(&path).await?;
+    let base = base_url(&headers);
+    let credentials: Vec<Value> = (1..=num_parts)
+        .map(|n| json!({"url": format!("{base}{MPU_PART_PREFIX}/{upload_id}/{n}"), "part_number": n, "headers": {}}))
+        .collect();
+    Ok(Json(json!({"upload_id": upload_id, "credentials": credentials})))
+}
+
+async fn mpu_part(State(s): State<AppState>, Path((upload_id, part_number)): Path<(String, u32)>, req: Request) -> Result<Response, ApiError> {
+    let etag = s.tracking.blobs().put_part(&upload_id, part_number, body_stream(req)).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        headers.insert(header::ETAG, value);
+    }
+    Ok((headers, Json(json!({}))).into_response())
+}
+
+fn upload_id(f: &Fields) -> Result<String, ApiError> {
+    f.str("upload_id")
+}
+
+async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+    let path = ArtifactPath::parse(&path)?;
+    let parts = f
+        .objects("parts")?
+        .iter()
+        .map(|p| {
+            let number = p.i64("part_number")?;
+            let part_number = u32::try_from(number).map_err(|_| InvalidParameter::invalid_value("part_number", &number.to_string(), ""))?;
+            Ok(CompletedPart { part_number, etag: p.str("etag")?.trim_matches('"').to_owned() })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    if parts.is_empty() {
+        return Err(InvalidParameter::missing("parts").into());
+    }
+    s.tracking.blobs().complete_multipart(&upload_id(&f)?, &path, &parts).await?;
+    Ok(Json(json!({})))
+}
+
+async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+    ArtifactPath::parse(&path)?;
+    s.tracking.blobs().abort_multipart(&upload_id(&f)?).await?;
+    Ok(Json(json!({})))
+}

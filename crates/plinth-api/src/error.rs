@@ -1,0 +1,84 @@
+//! `ApiError`: any error with a code, rendered as MLflow's JSON error with MLflow's status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use plinth_core::{ErrorCode, HasErrorCode};
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InvalidParameterValue, message)
+    }
+
+    /// Wraps any coded error. Internal errors are logged here, once, with their whole chain, and
+    /// answered with a generic message and a reference, so no SQL text or path reaches a client.
+    pub fn from_error<E: HasErrorCode + std::error::Error>(err: E) -> ApiError {
+        let code = err.error_code();
+        if code.is_internal() || code == ErrorCode::TemporarilyUnavailable {
+            let reference = uuid::Uuid::new_v4().simple().to_string();
+            let mut chain = err.to_string();
+            let mut source = err.source();
+            while let Some(it) = source {
+                chain.push_str(": ");
+                chain.push_str(&it.to_string());
+                source = it.source();
+            }
+            tracing::error!(error = %chain, reference = %reference, code = code.name(), "Request failed.");
+            let what = if code.is_internal() { "internal error" } else { "temporarily unavailable" };
+            return ApiError::new(code, format!("{what}; reference {reference} in the server log"));
+        }
+        ApiError::new(code, err.to_string())
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl<E: HasErrorCode + std::error::Error> From<E> for ApiError {
+    fn from(err: E) -> ApiError {
+        ApiError::from_error(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "error_code": self.code.name(), "message": self.message });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+pub(crate) async fn endpoint_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::EndpointNotFound, format!("No API endpoint at path {}", uri.path()))
+}
+
+pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let body = serde_json::json!({
+        "error_code": ErrorCode::BadRequest.name(),
+        "message": format!("Method {method} is not allowed at path {}", uri.path()),
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// A panicking handler fails only its own request.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    let reference = uuid::Uuid::new_v4().simple().to_string();
+    tracing::error!(panic = detail, reference = %reference, "Handler panicked.");
+    ApiError::new(ErrorCode::InternalError, format!("internal error; reference {reference} in the server log")).into_response()
+}

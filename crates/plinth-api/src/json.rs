@@ -1,0 +1,165 @@
+//! Rendering domain types as MLflow's JSON (proto field names, int64 as numbers, NaN as "NaN").
+
+use plinth_core::tracking::{
+    DatasetInput, Experiment, KeyValue, LoggedModel, Metric, ModelOutput, Run, RunInfo,
+};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::{Value, json};
+
+/// A double as MLflow writes it: NaN and infinities as strings.
+pub(crate) fn double(v: f64) -> Value {
+    if v.is_nan() {
+        Value::String("NaN".into())
+    } else if v == f64::INFINITY {
+        Value::String("Infinity".into())
+    } else if v == f64::NEG_INFINITY {
+        Value::String("-Infinity".into())
+    } else {
+        json!(v)
+    }
+}
+
+fn key_values(items: &[KeyValue]) -> Value {
+    Value::Array(items.iter().map(|it| json!({"key": it.key, "value": it.value})).collect())
+}
+
+/// A metric; serialized directly (no intermediate `Value`) because histories can be long.
+pub(crate) struct MetricJson<'a> {
+    pub(crate) metric: &'a Metric,
+    pub(crate) run_id: Option<&'a str>,
+}
+
+impl Serialize for MetricJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let m = self.metric;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("key", &m.key)?;
+        if m.value.is_finite() {
+            map.serialize_entry("value", &m.value)?;
+        } else {
+            map.serialize_entry("value", &double(m.value))?;
+        }
+        map.serialize_entry("timestamp", &m.timestamp)?;
+        map.serialize_entry("step", &m.step)?;
+        if let Some(it) = &m.dataset_name {
+            map.serialize_entry("dataset_name", it)?;
+        }
+        if let Some(it) = &m.dataset_digest {
+            map.serialize_entry("dataset_digest", it)?;
+        }
+        if let Some(it) = &m.model_id {
+            map.serialize_entry("model_id", it)?;
+        }
+        if let Some(run_id) = self.run_id {
+            map.serialize_entry("run_id", run_id)?;
+        }
+        map.end()
+    }
+}
+
+pub(crate) fn metric(m: &Metric, run_id: Option<&str>) -> Value {
+    serde_json::to_value(MetricJson { metric: m, run_id }).unwrap_or(Value::Null)
+}
+
+pub(crate) fn experiment(e: &Experiment) -> Value {
+    json!({
+        "experiment_id": e.experiment_id.as_str(),
+        "name": e.name,
+        "artifact_location": e.artifact_location,
+        "lifecycle_stage": e.lifecycle_stage.as_str(),
+        "last_update_time": e.last_update_time,
+        "creation_time": e.creation_time,
+        "tags": key_values(&e.tags),
+    })
+}
+
+pub(crate) fn run_info(info: &RunInfo) -> Value {
+    let mut v = json!({
+        "run_id": info.run_id.as_str(),
+        "run_uuid": info.run_id.as_str(),
+        "run_name": info.run_name,
+        "experiment_id": info.experiment_id.as_str(),
+        "user_id": info.user_id,
+        "status": info.status.as_str(),
+        "start_time": info.start_time,
+        "artifact_uri": info.artifact_uri,
+        "lifecycle_stage": info.lifecycle_stage.as_str(),
+    });
+    if let Some(end_time) = info.end_time {
+        v["end_time"] = json!(end_time);
+    }
+    v
+}
+
+fn dataset_input(input: &DatasetInput) -> Value {
+    let d = &input.dataset;
+    let mut dataset = json!({"name": d.name, "digest": d.digest, "source_type": d.source_type, "source": d.source});
+    if let Some(schema) = &d.schema {
+        dataset["schema"] = json!(schema);
+    }
+    if let Some(profile) = &d.profile {
+        dataset["profile"] = json!(profile);
+    }
+    json!({"tags": key_values(&input.tags), "dataset": dataset})
+}
+
+fn model_output(o: &ModelOutput) -> Value {
+    json!({"model_id": o.model_id, "step": o.step})
+}
+
+pub(crate) fn run(r: &Run) -> Value {
+    json!({
+        "info": run_info(&r.info),
+        "data": {
+            "metrics": r.data.metrics.iter().map(|m| metric(m, None)).collect::<Vec<_>>(),
+            "params": key_values(&r.data.params),
+            "tags": key_values(&r.data.tags),
+        },
+        "inputs": {
+            "dataset_inputs": r.inputs.dataset_inputs.iter().map(dataset_input).collect::<Vec<_>>(),
+            "model_inputs": r.inputs.model_inputs.iter().map(|id| json!({"model_id": id})).collect::<Vec<_>>(),
+        },
+        "outputs": {
+            "model_outputs": r.outputs.iter().map(model_output).collect::<Vec<_>>(),
+        },
+    })
+}
+
+pub(crate) fn logged_model(m: &LoggedModel) -> Value {
+    let mut info = json!({
+        "model_id": m.model_id.as_str(),
+        "experiment_id": m.experiment_id.as_str(),
+        "name": m.name,
+        "creation_timestamp_ms": m.creation_timestamp,
+        "last_updated_timestamp_ms": m.last_updated_timestamp,
+        "artifact_uri": m.artifact_location,
+        "status": m.status.as_str(),
+        "tags": key_values(&m.tags),
+    });
+    if let Some(it) = &m.model_type {
+        info["model_type"] = json!(it);
+    }
+    if let Some(it) = &m.source_run_id {
+        info["source_run_id"] = json!(it.as_str());
+    }
+    if let Some(it) = &m.status_message {
+        info["status_message"] = json!(it);
+    }
+    json!({
+        "info": info,
+        "data": {
+            "params": key_values(&m.params),
+            "metrics": m.metrics.iter().map(|x| metric(x, None)).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// `{"<items_field>": [...], "next_page_token": "..."}`, the token omitted on the last page.
+pub(crate) fn page(items_field: &str, items: Vec<Value>, next_page_token: Option<String>) -> Value {
+    let mut v = json!({ items_field: items });
+    if let Some(token) = next_page_token {
+        v["next_page_token"] = json!(token);
+    }
+    v
+}

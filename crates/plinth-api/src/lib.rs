@@ -1,0 +1,55 @@
+//! The only crate that knows wire formats: axum routers, request parsing, JSON rendering, errors.
+//!
+//! `router` mounts MLflow's tracking REST API under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`,
+//! the artifact proxy under `/api/2.0/mlflow-artifacts`, and the server's own `/health`,
+//! `/version` and `/api/3.0/mlflow/server-info`. Handlers are thin: they parse the request
+//! into service arguments, call `plinth_tracking::TrackingService`, and render the answer.
+//! Every error leaves as MLflow's `{"error_code", "message"}` with MLflow's status.
+
+mod artifacts;
+mod error;
+mod fields;
+mod json;
+mod meta;
+mod mlflow;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use plinth_tracking::TrackingService;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::ApiError;
+
+/// Limits the HTTP layer enforces; no `Default`: the server decides.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest JSON request body, in bytes. Artifact uploads are streamed and not bound by it.
+    pub max_request_bytes: usize,
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub tracking: Arc<TrackingService>,
+    pub version: &'static str,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState, limits: &ApiLimits) -> Router {
+    let tracking = mlflow::routes();
+    let artifacts = artifacts::routes();
+    Router::new()
+        .nest("/api/2.0/mlflow", tracking.clone())
+        .nest("/ajax-api/2.0/mlflow", tracking)
+        .merge(meta::routes())
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        // Artifact bodies are streams of any size: no body limit.
+        .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
+        .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
+        .fallback(error::endpoint_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(state)
+}

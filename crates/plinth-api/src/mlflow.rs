@@ -1,0 +1,443 @@
+//! MLflow's tracking REST API: one thin handler per endpoint, mounted under both prefixes.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use plinth_core::tracking::{
+    Dataset, DatasetInput, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType,
+};
+use plinth_core::validation::{InvalidParameter, MAX_BATCH_LOG_REQUEST_BYTES};
+use plinth_tracking::{CreateLoggedModel, CreateRun, HistoryBulkInterval, LogBatch, SearchExperiments, SearchLoggedModels, SearchRuns};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::fields::{Fields, MlflowRequest};
+use crate::json::{self, MetricJson};
+use crate::{ApiError, AppState};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn empty() -> Answer {
+    Ok(Json(json!({})))
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/experiments/create", post(create_experiment))
+        .route("/experiments/get", get(get_experiment))
+        .route("/experiments/get-by-name", get(get_experiment_by_name))
+        .route("/experiments/search", post(search_experiments).get(search_experiments))
+        .route("/experiments/update", post(update_experiment))
+        .route("/experiments/delete", post(delete_experiment))
+        .route("/experiments/restore", post(restore_experiment))
+        .route("/experiments/set-experiment-tag", post(set_experiment_tag))
+        .route("/experiments/delete-experiment-tag", post(delete_experiment_tag))
+        .route("/runs/create", post(create_run))
+        .route("/runs/get", get(get_run))
+        .route("/runs/update", post(update_run))
+        .route("/runs/delete", post(delete_run))
+        .route("/runs/restore", post(restore_run))
+        .route("/runs/search", post(search_runs).get(search_runs))
+        .route("/runs/log-metric", post(log_metric))
+        .route("/runs/log-parameter", post(log_param))
+        .route("/runs/set-tag", post(set_tag))
+        .route("/runs/delete-tag", post(delete_tag))
+        .route("/runs/log-batch", post(log_batch))
+        .route("/runs/log-inputs", post(log_inputs))
+        .route("/runs/outputs", post(log_outputs))
+        .route("/runs/log-model", post(log_model))
+        .route("/metrics/get-history", get(get_metric_history))
+        .route("/metrics/get-history-bulk", get(get_metric_history_bulk))
+        .route("/metrics/get-history-bulk-interval", get(get_metric_history_bulk_interval))
+        .route("/artifacts/list", get(list_artifacts))
+        .route("/logged-models", post(create_logged_model))
+        .route("/logged-models/search", post(search_logged_models))
+        .route(
+            "/logged-models/{model_id}",
+            get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model),
+        )
+        .route("/logged-models/{model_id}/tags", axum::routing::patch(set_logged_model_tags))
+        .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
+        .route("/logged-models/{model_id}/params", post(log_logged_model_params))
+        .route("/logged-models/{model_id}/artifacts/directories", get(list_logged_model_artifacts))
+}
+
+fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
+    match f.opt_str(name).ok().flatten() {
+        Some(s) => ViewType::parse(&s).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &s, "").into()),
+        None => match f.opt_i64(name)? {
+            Some(n) => ViewType::parse(&n.to_string()).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &n.to_string(), "").into()),
+            None => Ok(None),
+        },
+    }
+}
+
+// Experiments.
+
+async fn create_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let name = f.str("name")?;
+    let location = f.opt_str("artifact_location")?;
+    let id = s.tracking.create_experiment(&name, location.as_deref(), f.key_values("tags")?).await?;
+    Ok(Json(json!({"experiment_id": id.as_str()})))
+}
+
+async fn get_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let e = s.tracking.get_experiment(&f.str("experiment_id")?).await?;
+    Ok(Json(json!({"experiment": json::experiment(&e)})))
+}
+
+async fn get_experiment_by_name(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let e = s.tracking.get_experiment_by_name(&f.str("experiment_name")?).await?;
+    Ok(Json(json!({"experiment": json::experiment(&e)})))
+}
+
+async fn search_experiments(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let req = SearchExperiments {
+        view_type: view_type(&f, "view_type")?,
+        filter: f.opt_str("filter")?,
+        order_by: f.str_list("order_by")?,
+        max_results: f.opt_i64("max_results")?,
+        page_token: f.opt_str("page_token")?,
+    };
+    let page = s.tracking.search_experiments(req).await?;
+    Ok(Json(json::page("experiments", page.items.iter().map(json::experiment).collect(), page.next_page_token)))
+}
+
+async fn update_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.rename_experiment(&f.str("experiment_id")?, &f.str("new_name")?).await?;
+    empty()
+}
+
+async fn delete_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.delete_experiment(&f.str("experiment_id")?).await?;
+    empty()
+}
+
+async fn restore_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.restore_experiment(&f.str("experiment_id")?).await?;
+    empty()
+}
+
+async fn set_experiment_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.set_experiment_tag(&f.str("experiment_id")?, &f.str("key")?, &f.str_allow_empty("value")?).await?;
+    empty()
+}
+
+async fn delete_experiment_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.delete_experiment_tag(&f.str("experiment_id")?, &f.str("key")?).await?;
+    empty()
+}
+
+// Runs.
+
+async fn create_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let req = CreateRun {
+        experiment_id: f.opt_str("experiment_id")?,
+        user_id: f.opt_str("user_id")?,
+        run_name: f.opt_str("run_name")?,
+        start_time: f.opt_i64("start_time")?,
+        tags: f.key_values("tags")?,
+    };
+    let run = s.tracking.create_run(req).await?;
+    Ok(Json(json!({"run": json::run(&run)})))
+}
+
+async fn get_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run = s.tracking.get_run(&f.run_id()?).await?;
+    Ok(Json(json!({"run": json::run(&run)})))
+}
+
+async fn update_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let status = match f.opt_str("status").ok().flatten().or(f.opt_i64("status").ok().flatten().map(|n| n.to_string())) {
+        Some(raw) => Some(RunStatus::parse(&raw).ok_or_else(|| InvalidParameter::invalid_value("status", &raw, ""))?),
+        None => None,
+    };
+    let info = s.tracking.update_run(&f.run_id()?, status, f.opt_i64("end_time")?, f.opt_str("run_name")?).await?;
+    Ok(Json(json!({"run_info": json::run_info(&info)})))
+}
+
+async fn delete_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.delete_run(&f.run_id()?).await?;
+    empty()
+}
+
+async fn restore_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.restore_run(&f.run_id()?).await?;
+    empty()
+}
+
+async fn search_runs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let req = SearchRuns {
+        experiment_ids: f.str_list("experiment_ids")?,
+        view_type: view_type(&f, "run_view_type")?,
+        filter: f.opt_str("filter")?,
+        order_by: f.str_list("order_by")?,
+        max_results: f.opt_i64("max_results")?,
+        page_token: f.opt_str("page_token")?,
+    };
+    let page = s.tracking.search_runs(req).await?;
+    Ok(Json(json::page("runs", page.items.iter().map(json::run).collect(), page.next_page_token)))
+}
+
+/// A metric from its fields; `path` names it in error messages (`metrics[3]`).
+fn metric(f: &Fields, path: &str) -> Result<Metric, ApiError> {
+    let named = |field: &str| if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+    let key = f.opt_str("key")?.filter(|it| !it.is_empty()).ok_or_else(|| InvalidParameter::missing(&named("key")))?;
+    if !f.has("value") {
+        return Err(InvalidParameter::missing(&named("value")).into());
+    }
+    let value = f.f64("value")?;
+    let timestamp = f.opt_i64("timestamp")?.ok_or_else(|| InvalidParameter::missing(&named("timestamp")))?;
+    Ok(Metric {
+        key,
+        value,
+        timestamp,
+        step: f.opt_i64("step")?.unwrap_or(0),
+        dataset_name: f.opt_str("dataset_name")?.filter(|it| !it.is_empty()),
+        dataset_digest: f.opt_str("dataset_digest")?.filter(|it| !it.is_empty()),
+        model_id: f.opt_str("model_id")?.filter(|it| !it.is_empty()),
+    })
+}
+
+async fn log_metric(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run_id = f.run_id()?;
+    let m = metric(&f, "")?;
+    s.tracking.log_batch(&run_id, LogBatch { metrics: vec![m], ..LogBatch::default() }).await?;
+    empty()
+}
+
+async fn log_param(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run_id = f.run_id()?;
+    let param = plinth_core::tracking::KeyValue { key: f.str("key")?, value: f.str_allow_empty("value")? };
+    s.tracking.log_batch(&run_id, LogBatch { params: vec![param], ..LogBatch::default() }).await?;
+    empty()
+}
+
+async fn set_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run_id = f.run_id()?;
+    let tag = plinth_core::tracking::KeyValue { key: f.str("key")?, value: f.str_allow_empty("value")? };
+    s.tracking.log_batch(&run_id, LogBatch { tags: vec![tag], ..LogBatch::default() }).await?;
+    empty()
+}
+
+async fn delete_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.delete_run_tag(&f.run_id()?, &f.str("key")?).await?;
+    empty()
+}
+
+async fn log_batch(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    if f.body_len > MAX_BATCH_LOG_REQUEST_BYTES {
+        return Err(ApiError::invalid(format!(
+            "Batched logging API requests must be at most 1 MB in size. Got {} bytes.",
+            f.body_len
+        )));
+    }
+    let run_id = f.run_id()?;
+    let metrics = f
+        .objects("metrics")?
+        .iter()
+        .enumerate()
+        .map(|(idx, it)| metric(it, &format!("metrics[{idx}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = LogBatch { metrics, params: f.key_values("params")?, tags: f.key_values("tags")? };
+    s.tracking.log_batch(&run_id, batch).await?;
+    empty()
+}
+
+async fn log_inputs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run_id = f.run_id()?;
+    let mut datasets = Vec::new();
+    for input in f.objects("datasets")? {
+        let d = input.object("dataset")?.ok_or_else(|| InvalidParameter::missing("datasets.dataset"))?;
+        datasets.push(DatasetInput {
+            tags: input.key_values("tags")?,
+            dataset: Dataset {
+                name: d.str("name")?,
+                digest: d.str("digest")?,
+                source_type: d.str("source_type")?,
+                source: d.str_allow_empty("source")?,
+                schema: d.opt_str("schema")?,
+                profile: d.opt_str("profile")?,
+            },
+        });
+    }
+    let models = f.objects("models")?.iter().map(|m| m.str("model_id")).collect::<Result<Vec<_>, _>>()?;
+    s.tracking.log_inputs(&run_id, datasets, models).await?;
+    empty()
+}
+
+async fn log_outputs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run_id = f.run_id()?;
+    let outputs = f
+        .objects("models")?
+        .iter()
+        .map(|m| Ok(ModelOutput { model_id: m.str("model_id")?, step: m.opt_i64("step")?.unwrap_or(0) }))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    s.tracking.log_outputs(&run_id, outputs).await?;
+    empty()
+}
+
+async fn log_model(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.log_model(&f.run_id()?, &f.str("model_json")?).await?;
+    empty()
+}
+
+// Metric histories.
+
+#[derive(Serialize)]
+struct History<'a> {
+    metrics: Vec<MetricJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+async fn get_metric_history(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<axum::response::Response, ApiError> {
+    let max_results = f.opt_i64("max_results")?;
+    let page = s
+        .tracking
+        .get_metric_history(&f.run_id()?, &f.str("metric_key")?, max_results, f.opt_str("page_token")?.as_deref())
+        .await?;
+    let body = History { metrics: page.items.iter().map(|m| MetricJson { metric: m, run_id: None }).collect(), next_page_token: page.next_page_token };
+    Ok(axum::response::IntoResponse::into_response(Json(body)))
+}
+
+/// The UI's multi-run history: every point of each run, in run order, at most `max_results` in all.
+async fn get_metric_history_bulk(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<axum::response::Response, ApiError> {
+    const MAX_RUNS: usize = 100;
+    const MAX_POINTS: i64 = 25_000;
+    let mut run_ids = f.str_list("run_id")?;
+    if run_ids.is_empty() {
+        run_ids = f.str_list("run_ids")?;
+    }
+    if run_ids.is_empty() {
+        return Err(InvalidParameter::missing("run_id").into());
+    }
+    if run_ids.len() > MAX_RUNS {
+        return Err(ApiError::invalid(format!("GetMetricHistoryBulk request cannot specify more than {MAX_RUNS} run_ids. Received {} run_ids.", run_ids.len())));
+    }
+    let key = f.str("metric_key")?;
+    let max = f.opt_i64("max_results")?.unwrap_or(MAX_POINTS).clamp(1, MAX_POINTS);
+    run_ids.sort();
+    let mut all = Vec::new();
+    for run_id in &run_ids {
+        let page = s.tracking.get_metric_history(run_id, &key, Some(max), None).await?;
+        all.extend(page.items.into_iter().map(|m| (run_id.clone(), m)));
+        if all.len() as i64 >= max {
+            break;
+        }
+    }
+    all.truncate(max as usize);
+    let body = History { metrics: all.iter().map(|(id, m)| MetricJson { metric: m, run_id: Some(id) }).collect(), next_page_token: None };
+    Ok(axum::response::IntoResponse::into_response(Json(body)))
+}
+
+async fn get_metric_history_bulk_interval(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<axum::response::Response, ApiError> {
+    let req = HistoryBulkInterval {
+        run_ids: f.str_list("run_ids")?,
+        metric_key: f.str("metric_key")?,
+        start_step: f.opt_i64("start_step")?,
+        end_step: f.opt_i64("end_step")?,
+        max_results: f.opt_i64("max_results")?,
+    };
+    let points = s.tracking.get_metric_history_bulk_interval(req).await?;
+    let body = History {
+        metrics: points.iter().map(|p| MetricJson { metric: &p.metric, run_id: Some(p.run_id.as_str()) }).collect(),
+        next_page_token: None,
+    };
+    Ok(axum::response::IntoResponse::into_response(Json(body)))
+}
+
+// Artifacts of a run.
+
+fn file_infos(entries: Vec<(String, plinth_blob::Entry)>) -> Vec<Value> {
+    entries
+        .into_iter()
+        .map(|(path, entry)| {
+            let mut v = json!({"path": path, "is_dir": entry.is_dir});
+            if let Some(size) = entry.size {
+                v["file_size"] = json!(size);
+            }
+            v
+        })
+        .collect()
+}
+
+async fn list_artifacts(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let (root_uri, entries) = s.tracking.list_run_artifacts(&f.run_id()?, f.opt_str("path")?.as_deref()).await?;
+    Ok(Json(json!({"root_uri": root_uri, "files": file_infos(entries)})))
+}
+
+// Logged models.
+
+async fn create_logged_model(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let req = CreateLoggedModel {
+        experiment_id: f.str("experiment_id")?,
+        name: f.opt_str("name")?,
+        model_type: f.opt_str("model_type")?,
+        source_run_id: f.opt_str("source_run_id")?,
+        params: f.key_values("params")?,
+        tags: f.key_values("tags")?,
+    };
+    let model = s.tracking.create_logged_model(req).await?;
+    Ok(Json(json!({"model": json::logged_model(&model)})))
+}
+
+async fn get_logged_model(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let model = s.tracking.get_logged_model(&model_id, f.opt_bool("allow_deleted")?.unwrap_or(false)).await?;
+    Ok(Json(json!({"model": json::logged_model(&model)})))
+}
+
+async fn finalize_logged_model(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let raw = match f.opt_str("status").ok().flatten() {
+        Some(raw) => raw,
+        None => f.opt_i64("status")?.map(|n| n.to_string()).ok_or_else(|| InvalidParameter::missing("status"))?,
+    };
+    let status = LoggedModelStatus::parse(&raw).ok_or_else(|| InvalidParameter::invalid_value("status", &raw, ""))?;
+    let model = s.tracking.finalize_logged_model(&model_id, status).await?;
+    Ok(Json(json!({"model": json::logged_model(&model)})))
+}
+
+async fn delete_logged_model(State(s): State<AppState>, Path(model_id): Path<String>) -> Answer {
+    s.tracking.delete_logged_model(&model_id).await?;
+    empty()
+}
+
+async fn set_logged_model_tags(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let model = s.tracking.set_logged_model_tags(&model_id, f.key_values("tags")?).await?;
+    Ok(Json(json!({"model": json::logged_model(&model)})))
+}
+
+async fn delete_logged_model_tag(State(s): State<AppState>, Path((model_id, key)): Path<(String, String)>) -> Answer {
+    s.tracking.delete_logged_model_tag(&model_id, &key).await?;
+    empty()
+}
+
+async fn log_logged_model_params(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.log_logged_model_params(&model_id, f.key_values("params")?).await?;
+    empty()
+}
+
+async fn search_logged_models(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let order_by = f
+        .objects("order_by")?
+        .iter()
+        .map(|o| Ok((o.str("field_name")?, o.opt_bool("ascending")?.unwrap_or(true))))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let req = SearchLoggedModels {
+        experiment_ids: f.str_list("experiment_ids")?,
+        filter: f.opt_str("filter")?,
+        order_by,
+        max_results: f.opt_i64("max_results")?,
+        page_token: f.opt_str("page_token")?,
+    };
+    let page = s.tracking.search_logged_models(req).await?;
+    Ok(Json(json::page("models", page.items.iter().map(json::logged_model).collect(), page.next_page_token)))
+}
+
+async fn list_logged_model_artifacts(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let model = s.tracking.get_logged_model(&model_id, false).await?;
+    let rel = f.opt_str("artifact_directory_path")?;
+    let entries = s.tracking.list_artifact_uri(&model.artifact_location, rel.as_deref()).await?;
+    Ok(Json(json!({"root_uri": model.artifact_location, "files": file_infos(entries)})))
+}

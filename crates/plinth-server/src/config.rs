@@ -1,0 +1,298 @@
+//! Plinth's configuration: one typed `plinth.toml`, then `PLINTH__SECTION__KEY` environment
+//! variables, then a few command-line flags, over built-in defaults.
+//!
+//! Unknown keys are errors. `Config::validate` reports every problem at once, before any port
+//! is opened. `Config::reference_toml` renders the commented defaults (`plinth config print-default`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub database: DatabaseSection,
+    pub artifacts: ArtifactsSection,
+    pub tracking: TrackingSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the readiness line tells which).
+    pub port: u16,
+    /// Directory for the embedded defaults: the SQLite database, artifacts, staging files.
+    pub data_dir: PathBuf,
+    /// Largest accepted JSON request body in bytes; artifact uploads are streamed and unbounded.
+    pub max_request_bytes: usize,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the server stops anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSynchronous {
+    /// Every commit is fsynced: survives power loss.
+    Full,
+    /// Commits survive a process crash (`kill -9`) but not a power loss; faster.
+    Normal,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `sqlite://path/to/file.db` or `postgres://user@host:port/db`; empty means `<data_dir>/plinth.db`.
+    pub url: String,
+    /// Connection pool size (SQLite: readers; writes use one connection).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before `TEMPORARILY_UNAVAILABLE`.
+    pub acquire_timeout_secs: u64,
+    /// SQLite durability: `full` or `normal`.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsSection {
+    /// Root of new experiments' artifact locations. Empty or `mlflow-artifacts:/` proxies artifacts through
+    /// the server; any other URI (`s3://…`, `file://…`) is handed to clients, which write there themselves.
+    pub default_artifact_root: Option<String>,
+    /// Where proxied artifacts are stored: a directory path or `file://` URI; empty means `<data_dir>/artifacts`.
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingSection {
+    /// Truncate over-long param (6000) and tag (8000) values instead of refusing them, as MLflow does.
+    pub truncate_long_values: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> ServerSection {
+        ServerSection {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            data_dir: PathBuf::from("./plinth-data"),
+            max_request_bytes: 32 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> DatabaseSection {
+        DatabaseSection { url: String::new(), max_connections: 8, acquire_timeout_secs: 30, sqlite_synchronous: SqliteSynchronous::Full }
+    }
+}
+
+impl Default for ArtifactsSection {
+    fn default() -> ArtifactsSection {
+        ArtifactsSection { default_artifact_root: None, destination: None }
+    }
+}
+
+impl Default for TrackingSection {
+    fn default() -> TrackingSection {
+        TrackingSection { truncate_long_values: true }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            server: ServerSection::default(),
+            database: DatabaseSection::default(),
+            artifacts: ArtifactsSection::default(),
+            tracking: TrackingSection::default(),
+        }
+    }
+}
+
+/// Everything wrong with a configuration, each problem with its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// The environment-variable prefix for overrides: `PLINTH__SERVER__PORT=8080`.
+pub const ENV_PREFIX: &str = "PLINTH__";
+
+impl Config {
+    /// Defaults < the TOML `file_text` < environment overrides (`vars`, as `(name, value)` pairs).
+    pub fn load(file_text: Option<&str>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut table = match file_text.map(|text| text.parse::<toml::Table>()) {
+            None => toml::Table::new(),
+            Some(Ok(table)) => table,
+            Some(Err(e)) => {
+                return Err(ConfigError { problems: vec![format!("config file: {}", e.message())] });
+            }
+        };
+        for (name, raw) in vars {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let keys: Vec<String> = path.split("__").map(|it| it.to_ascii_lowercase()).collect();
+            if keys.len() != 2 || keys.iter().any(String::is_empty) {
+                problems.push(format!("{name}: expected {ENV_PREFIX}<SECTION>__<KEY>"));
+                continue;
+            }
+            let value = parse_env_value(&raw);
+            let section = table.entry(keys[0].clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match section.as_table_mut() {
+                Some(section) => {
+                    section.insert(keys[1].clone(), value);
+                }
+                None => problems.push(format!("{name}: '{}' is not a section", keys[0])),
+            }
+        }
+        let config = match Config::deserialize(toml::Value::Table(table)) {
+            Ok(config) => config,
+            Err(e) => {
+                problems.push(e.message().to_owned());
+                return Err(ConfigError { problems });
+            }
+        };
+        problems.extend(config.problems());
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+    }
+
+    /// Checks values that parse but cannot work; every problem is listed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.server.host.trim().is_empty() {
+            problems.push("server.host: must not be empty".to_owned());
+        }
+        if self.server.max_request_bytes < 1024 {
+            problems.push("server.max_request_bytes: must be at least 1024".to_owned());
+        }
+        let url = self.database.url.as_str();
+        if !url.is_empty() && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push(format!("database.url: unsupported scheme in '{}'; use sqlite:// or postgres://", redact_url(url)));
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".to_owned());
+        }
+        if let Some(dest) = &self.artifacts.destination {
+            if dest.contains("://") && !dest.starts_with("file://") {
+                problems.push(format!("artifacts.destination: only local directories are supported so far, got '{dest}'"));
+            }
+        }
+        problems
+    }
+
+    /// The database URL, defaulting to SQLite under the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.server.data_dir.join("plinth.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn artifacts_destination(&self) -> PathBuf {
+        match self.artifacts.destination.as_deref().filter(|it| !it.is_empty()) {
+            Some(dest) => PathBuf::from(dest.strip_prefix("file://").unwrap_or(dest)),
+            None => self.server.data_dir.join("artifacts"),
+        }
+    }
+
+    /// Staging files for uploads in progress, beside the artifacts so renames stay on one filesystem.
+    pub fn staging_dir(&self) -> PathBuf {
+        let dest = self.artifacts_destination();
+        dest.parent().unwrap_or(Path::new(".")).join(".plinth-staging")
+    }
+
+    /// The commented default configuration.
+    pub fn reference_toml() -> &'static str {
+        include_str!("../../../config/plinth.example.toml")
+    }
+}
+
+/// Environment values are TOML scalars when they parse as one (`8080`, `true`), strings otherwise.
+fn parse_env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// MLflow's `--backend-store-uri` spellings as sqlx URLs: `sqlite:///rel.db` is relative and
+/// `sqlite:////abs.db` absolute there; `postgresql+psycopg2://` drops its driver suffix.
+pub fn from_mlflow_store_uri(uri: &str) -> String {
+    if let Some(path) = uri.strip_prefix("sqlite:///") {
+        return format!("sqlite://{path}");
+    }
+    if let Some((scheme, rest)) = uri.split_once("://") {
+        if let Some((base, _driver)) = scheme.split_once('+') {
+            return format!("{base}://{rest}");
+        }
+    }
+    uri.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn layering() {
+        let file = "[server]\nport = 6000\nhost = \"0.0.0.0\"\n[database]\nmax_connections = 3\n";
+        let config = Config::load(Some(file), env(&[("PLINTH__SERVER__PORT", "7000"), ("OTHER", "x"), ("PLINTH__TRACKING__TRUNCATE_LONG_VALUES", "false")]))
+            .expect("valid");
+        assert_eq!(config.server.port, 7000, "env beats file");
+        assert_eq!(config.server.host, "0.0.0.0", "file beats default");
+        assert_eq!(config.database.max_connections, 3);
+        assert!(!config.tracking.truncate_long_values);
+        assert_eq!(config.database_url(), "sqlite://./plinth-data/plinth.db");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = Config::load(Some("[server]\nprot = 1\n"), vec![]).expect_err("unknown key");
+        assert!(err.problems[0].contains("prot"), "{err}");
+        let err = Config::load(
+            Some("[database]\nurl = \"mysql://u:secret@h/db\"\nmax_connections = 0\n"),
+            env(&[("PLINTH__NOSECTION", "1")]),
+        )
+        .expect_err("bad values");
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(!err.to_string().contains("secret"), "passwords are redacted: {err}");
+        assert!(Config::load(Some("not toml ["), vec![]).is_err());
+        assert!(Config::load(None, env(&[("PLINTH__SERVER__PORT", "notaport")])).is_err());
+    }
+
+    #[test]
+    fn example_file_is_the_default() {
+        let loaded = Config::load(Some(Config::reference_toml()), vec![]).expect("example parses");
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn mlflow_uris() {
+        assert_eq!(from_mlflow_store_uri("sqlite:///mlflow.db"), "sqlite://mlflow.db");
+        assert_eq!(from_mlflow_store_uri("sqlite:////tmp/m.db"), "sqlite:///tmp/m.db");
+        assert_eq!(from_mlflow_store_uri("postgresql+psycopg2://u@h/db"), "postgresql://u@h/db");
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+    }
+}

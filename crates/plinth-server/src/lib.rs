@@ -1,0 +1,133 @@
+//! The composition root: configuration → stores → services → routers; serving; shutdown.
+//!
+//! Only this crate and the binary read files, flags and the environment. `Server::start`
+//! opens the metadata store (migrating it), the artifact store, builds the tracking service
+//! and the HTTP router, binds the listener and serves until `shutdown` is called or the
+//! process gets SIGINT/SIGTERM; in-flight requests then finish before the stores close.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plinth_api::{ApiLimits, AppState};
+use plinth_blob::LocalBlobStore;
+use plinth_store_sql::{SqlConfig, SqlStore};
+use plinth_tracking::{ArtifactRoot, TrackingConfig, TrackingService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, ConfigError};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the metadata store")]
+    Store(#[from] plinth_store_sql::ConnectError),
+    #[error("cannot open the artifact store at {path}")]
+    Artifacts { path: String, #[source] source: plinth_blob::Error },
+    #[error("cannot initialize tracking")]
+    Tracking(#[from] plinth_tracking::Error),
+    #[error("cannot listen on {addr}")]
+    Bind { addr: String, #[source] source: std::io::Error },
+}
+
+/// A started server.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    store: SqlStore,
+    grace: Duration,
+}
+
+impl Server {
+    /// Opens everything and starts serving; returns once the listener is bound.
+    pub async fn start(config: &Config) -> Result<Server, StartError> {
+        let store = SqlStore::connect(&SqlConfig {
+            url: config.database_url(),
+            max_connections: config.database.max_connections,
+            acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+            sqlite_synchronous_full: config.database.sqlite_synchronous == config::SqliteSynchronous::Full,
+        })
+        .await?;
+        let destination = config.artifacts_destination();
+        let blobs = LocalBlobStore::new(&destination, config.staging_dir())
+            .map_err(|source| StartError::Artifacts { path: destination.display().to_string(), source })?;
+        let artifact_root = match config.artifacts.default_artifact_root.as_deref().filter(|it| !it.is_empty()) {
+            Some(uri) if !uri.starts_with("mlflow-artifacts:") => ArtifactRoot::Direct(uri.to_owned()),
+            _ => ArtifactRoot::Proxied,
+        };
+        let tracking = TrackingService::new(
+            Arc::new(store.clone()),
+            Arc::new(blobs),
+            TrackingConfig { artifact_root, truncate_long_values: config.tracking.truncate_long_values },
+        );
+        tracking.init().await?;
+        let state = AppState { tracking: Arc::new(tracking), version: VERSION };
+        let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
+
+        let bind = format!("{}:{}", config.server.host, config.server.port);
+        let listener = TcpListener::bind(&bind).await.map_err(|source| StartError::Bind { addr: bind.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await }).await
+        });
+        Ok(Server { addr, shutdown, task, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
+    /// (up to the grace period) and closes the stores.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let Server { shutdown, mut task, store, grace, .. } = self;
+        let res = tokio::select! {
+            res = &mut task => res,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "Requests still running after the grace period; stopping anyway.");
+                task.abort();
+                Ok(Ok(()))
+            }
+        };
+        store.close().await;
+        match res {
+            Ok(inner) => inner,
+            Err(join) if join.is_cancelled() => Ok(()),
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,1 @@
+//! plinth-test-support

@@ -1,0 +1,159 @@
+//! The `plinth` binary: `plinth server` and `plinth config check|print-default`.
+//!
+//! Reads the config file, `PLINTH__…` environment overrides and flags (in that order of
+//! precedence, lowest first), starts the server, prints one readiness line on stdout
+//! (`plinth <version> listening on http://HOST:PORT`), and stops cleanly on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use plinth_server::config::from_mlflow_store_uri;
+use plinth_server::{Config, Server, VERSION, termination_signal};
+
+#[derive(Parser)]
+#[command(name = "plinth", version, about = "Plinth: a self-hosted machine-learning platform in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (embedded defaults: SQLite and local artifacts under ./plinth-data, 127.0.0.1:5000).
+    Server(ServerArgs),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (file, environment, flags) without starting anything.
+    Check(ServerArgs),
+    /// Print the commented default configuration file.
+    PrintDefault,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "PLINTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free port.
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// Data directory of the embedded defaults.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// MLflow's flag: the metadata store (sqlite:///path.db or postgresql://…).
+    #[arg(long)]
+    backend_store_uri: Option<String>,
+    /// MLflow's flag: root of new experiments' artifact locations.
+    #[arg(long)]
+    default_artifact_root: Option<String>,
+    /// MLflow's flag: where proxied artifacts are stored.
+    #[arg(long)]
+    artifacts_destination: Option<String>,
+    /// MLflow's flag: proxy artifacts through the server (the default).
+    #[arg(long, conflicts_with = "no_serve_artifacts")]
+    serve_artifacts: bool,
+    /// MLflow's flag: clients write artifacts to the artifact root themselves.
+    #[arg(long)]
+    no_serve_artifacts: bool,
+}
+
+impl ServerArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let text = match &self.config {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?),
+            None => None,
+        };
+        let mut config = Config::load(text.as_deref(), std::env::vars())?;
+        if let Some(host) = &self.host {
+            config.server.host = host.clone();
+        }
+        if let Some(port) = self.port {
+            config.server.port = port;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if let Some(uri) = &self.backend_store_uri {
+            config.database.url = from_mlflow_store_uri(uri);
+        }
+        if let Some(root) = &self.default_artifact_root {
+            config.artifacts.default_artifact_root = Some(root.clone());
+        }
+        if let Some(dest) = &self.artifacts_destination {
+            config.artifacts.destination = Some(dest.clone());
+        }
+        if self.no_serve_artifacts && config.artifacts.default_artifact_root.is_none() {
+            let dest = std::path::absolute(config.artifacts_destination()).context("cannot resolve the artifact directory")?;
+            config.artifacts.default_artifact_root = Some(format!("file://{}", dest.display()));
+        }
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(plinth_server::ConfigError { problems }.into());
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => serve(args),
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = args.config()?;
+            println!("configuration is valid (database: {})", plinth_server::config::redact_url(&config.database_url()));
+            Ok(())
+        }
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{}", Config::reference_toml());
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(&config).await?;
+        let token = server.shutdown_token();
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "plinth {VERSION} listening on http://{}", server.local_addr())?;
+            out.flush()?;
+        }
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("Shutting down: finishing in-flight requests.");
+            token.cancel();
+        });
+        server.wait().await?;
+        tracing::info!("Stopped.");
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
