@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -95,8 +95,9 @@ fn base_url(headers: &HeaderMap) -> String {
 /// MLflow's client sends the multipart requests to `/api/2.0/...`; part URLs follow the same prefix.
 const MPU_PART_PREFIX: &str = "/api/2.0/mlflow-artifacts/mpu/part";
 
-async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, headers: HeaderMap, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
+    let f = Fields::from_json(&body)?;
     let num_parts = f.opt_i64("num_parts")?.unwrap_or(1);
     if !(1..=10_000).contains(&num_parts) {
         return Err(InvalidParameter::invalid_value("num_parts", &num_parts.to_string(), "must be between 1 and 10000").into());
@@ -122,8 +123,9 @@ fn upload_id(f: &Fields) -> Result<String, ApiError> {
     f.str("upload_id")
 }
 
-async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
+    let f = Fields::from_json(&body)?;
     let parts = f
         .objects("parts")?
         .iter()
@@ -140,8 +142,9 @@ async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, Mlflo
     Ok(Json(json!({})))
 }
 
-async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     ArtifactPath::parse(&path)?;
+    let f = Fields::from_json(&body)?;
     s.tracking.blobs().abort_multipart(&upload_id(&f)?).await?;
     Ok(Json(json!({})))
 }
