@@ -73,6 +73,11 @@ impl SqlStore {
         };
         let (reader, writer) = match dialect {
             Dialect::Sqlite => {
+                if let Some(parent) = sqlite_file(&config.url).and_then(|p| p.parent().map(std::path::Path::to_path_buf)) {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(&parent).map_err(|e| ConnectError::Open(sqlx::Error::Io(e)))?;
+                    }
+                }
                 let url = sqlite_url(&config.url);
                 let options: AnyConnectOptions = url.parse().map_err(ConnectError::Open)?;
                 let options = options.disable_statement_logging();
@@ -114,6 +119,16 @@ impl SqlStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// The file of a `sqlite://` URL, unless it is an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
 }
 
 /// Adds `mode=rwc` so a missing SQLite file is created.

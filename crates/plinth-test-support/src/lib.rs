@@ -20,6 +20,7 @@ pub struct TestServer {
     pub url: String,
     pub data_dir: PathBuf,
     log_path: PathBuf,
+    _logs: tempfile::TempDir,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -34,8 +35,9 @@ impl TestServer {
 
     /// Starts a server on `data_dir` with extra command-line arguments.
     pub fn start_in(bin: &Path, data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<TestServer> {
-        let log_path = data_dir.join(format!("server-{}.log", std::process::id()));
-        std::fs::create_dir_all(data_dir)?;
+        // The log lives outside the data directory, so the server alone decides what to create there.
+        let logs = tempfile::tempdir()?;
+        let log_path = logs.path().join("server.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut child = Command::new(bin)
             .args(["server", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
@@ -56,7 +58,7 @@ impl TestServer {
             }
         });
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(url) => Ok(TestServer { child, url, data_dir: data_dir.to_owned(), log_path, _temp: None }),
+            Ok(url) => Ok(TestServer { child, url, data_dir: data_dir.to_owned(), log_path, _logs: logs, _temp: None }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

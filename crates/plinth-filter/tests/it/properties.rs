@@ -397,7 +397,8 @@ proptest! {
 }
 
 #[test]
-fn pathological_inputs_are_handled_in_linear_time() {
+fn pathological_inputs_at_the_length_limit_never_panic() {
+    // No timing assertion here (tests do not time things); the filter benchmark belongs in bench/.
     let limit = plinth_filter::MAX_INPUT_LEN;
     let inputs = [
         "'".repeat(limit),
@@ -410,12 +411,14 @@ fn pathological_inputs_are_handled_in_linear_time() {
         "=".repeat(limit),
         "é".repeat(limit / 2),
     ];
-    let started = std::time::Instant::now();
     for input in &inputs {
         for grammar in GRAMMARS {
             let _ = parse_filter(grammar, input);
             let _ = parse_order_by(grammar, input);
         }
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let over = "a".repeat(limit + 1);
+    for grammar in GRAMMARS {
+        assert!(parse_filter(grammar, &over).is_err(), "inputs over the limit are refused");
+    }
 }

@@ -24,6 +24,16 @@ async fn readiness_health_and_version() {
 }
 
 #[tokio::test]
+async fn missing_data_directories_are_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nested = dir.path().join("does/not/exist/yet");
+    let server = plinth_test_support::TestServer::start_in(bin(), &nested, &[]).expect("starts on a new directory");
+    let (status, _) = super::get(&reqwest::Client::new(), &server.url, "/api/2.0/mlflow/experiments/get?experiment_id=0").await;
+    assert_eq!(status, 200);
+    assert!(nested.join("plinth.db").is_file());
+}
+
+#[tokio::test]
 async fn sigterm_lets_an_in_flight_upload_finish() {
     let mut server = start();
     let client = reqwest::Client::new();

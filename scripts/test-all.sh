@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every Plinth test, as CI does:
+#   1. starts PostgreSQL if it is not running (the storage conformance suite runs on it and on SQLite);
+#   2. builds the workspace and runs every Rust test (unit, conformance, black-box tests of the binary);
+#   3. creates/updates the Python virtualenv with the pinned real clients (mlflow-skinny, ...) and runs
+#      the compatibility suite in tests/compat against the real binary.
+# Builds go to $CARGO_TARGET_DIR (default: $HOME/.cache/plinth/target) so they survive between runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plinth/target}"
+export PLINTH_TEST_POSTGRES_URL="${PLINTH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+VENV="${PLINTH_COMPAT_VENV:-$HOME/.cache/plinth/venv-compat}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+ensure_postgres() {
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
+    step "starting PostgreSQL"
+    if command -v pg_ctlcluster >/dev/null 2>&1; then
+        for version in $(ls /etc/postgresql 2>/dev/null); do
+            pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        done
+    fi
+    for _ in $(seq 1 120); do
+        if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
+        sleep 0.5
+    done
+    echo "PostgreSQL is not reachable at 127.0.0.1:5432; the conformance suite needs it" >&2
+    exit 1
+}
+
+ensure_venv() {
+    local stamp="$VENV/.requirements.sha256"
+    local want
+    want=$(sha256sum tests/compat/requirements.txt | cut -d' ' -f1)
+    if [ ! -x "$VENV/bin/python" ]; then
+        step "creating the compatibility virtualenv at $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        step "installing pinned client packages"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
+        echo "$want" > "$stamp"
+    fi
+}
+
+ensure_postgres
+
+step "building (target dir: $CARGO_TARGET_DIR)"
+cargo build --workspace --all-targets --locked
+
+step "Rust tests (SQLite and PostgreSQL conformance, black-box tests of the binary)"
+cargo test --workspace --locked
+
+ensure_venv
+step "MLflow compatibility suite (real mlflow-skinny client against the real binary)"
+export PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth"
+"$VENV/bin/python" -m pytest -c tests/compat/pytest.ini --rootdir tests/compat -q tests/compat
