@@ -182,6 +182,49 @@ impl Fields {
         }
     }
 
+    /// A repeated message field, moved out of the request (no copy); for large batches.
+    pub(crate) fn take_objects(&mut self, name: &str) -> Result<Vec<Fields>, ApiError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|it| match it {
+                    Value::Object(map) => Ok(Fields { map, body_len: 0 }),
+                    other => Err(type_error(name, &other, "a list of objects")),
+                })
+                .collect(),
+            Some(other) => Err(type_error(name, &other, "a list of objects")),
+        }
+    }
+
+    /// `[{key, value}]` moved out of the request.
+    pub(crate) fn take_key_values(&mut self, name: &str) -> Result<Vec<KeyValue>, ApiError> {
+        self.take_objects(name)?
+            .into_iter()
+            .map(|mut it| Ok(KeyValue { key: it.take_str("key")?, value: it.take_str_or_empty("value")? }))
+            .collect()
+    }
+
+    pub(crate) fn take_string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(type_error(name, &other, "a string")),
+        }
+    }
+
+    /// A required, non-empty string moved out of the request.
+    pub(crate) fn take_str(&mut self, name: &str) -> Result<String, ApiError> {
+        match self.take_string(name)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(InvalidParameter::missing(name).into()),
+        }
+    }
+
+    fn take_str_or_empty(&mut self, name: &str) -> Result<String, ApiError> {
+        Ok(self.take_string(name)?.unwrap_or_default())
+    }
+
     /// A single message field.
     pub(crate) fn object(&self, name: &str) -> Result<Option<Fields>, ApiError> {
         match self.get(name) {

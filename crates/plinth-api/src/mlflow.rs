@@ -180,10 +180,10 @@ async fn search_runs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest)
     Ok(Json(json::page("runs", page.items.iter().map(json::run).collect(), page.next_page_token)))
 }
 
-/// A metric from its fields; `path` names it in error messages (`metrics[3]`).
-fn metric(f: &Fields, path: &str) -> Result<Metric, ApiError> {
-    let named = |field: &str| if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
-    let key = f.opt_str("key")?.filter(|it| !it.is_empty()).ok_or_else(|| InvalidParameter::missing(&named("key")))?;
+/// A metric from its fields; `index` is its place in a batch, named in error messages (`metrics[3]`).
+fn metric(f: &mut Fields, index: usize) -> Result<Metric, ApiError> {
+    let named = |field: &str| if index == usize::MAX { field.to_owned() } else { format!("metrics[{index}].{field}") };
+    let key = f.take_string("key")?.filter(|it| !it.is_empty()).ok_or_else(|| InvalidParameter::missing(&named("key")))?;
     if !f.has("value") {
         return Err(InvalidParameter::missing(&named("value")).into());
     }
@@ -200,9 +200,9 @@ fn metric(f: &Fields, path: &str) -> Result<Metric, ApiError> {
     })
 }
 
-async fn log_metric(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn log_metric(State(s): State<AppState>, MlflowRequest(mut f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
-    let m = metric(&f, "")?;
+    let m = metric(&mut f, usize::MAX)?;
     s.tracking.log_batch(&run_id, LogBatch { metrics: vec![m], ..LogBatch::default() }).await?;
     empty()
 }
@@ -226,7 +226,7 @@ async fn delete_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) 
     empty()
 }
 
-async fn log_batch(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn log_batch(State(s): State<AppState>, MlflowRequest(mut f): MlflowRequest) -> Answer {
     if f.body_len > MAX_BATCH_LOG_REQUEST_BYTES {
         return Err(ApiError::invalid(format!(
             "Batched logging API requests must be at most 1 MB in size. Got {} bytes.",
@@ -235,12 +235,12 @@ async fn log_batch(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -
     }
     let run_id = f.run_id()?;
     let metrics = f
-        .objects("metrics")?
-        .iter()
+        .take_objects("metrics")?
+        .into_iter()
         .enumerate()
-        .map(|(idx, it)| metric(it, &format!("metrics[{idx}]")))
+        .map(|(idx, mut it)| metric(&mut it, idx))
         .collect::<Result<Vec<_>, _>>()?;
-    let batch = LogBatch { metrics, params: f.key_values("params")?, tags: f.key_values("tags")? };
+    let batch = LogBatch { metrics, params: f.take_key_values("params")?, tags: f.take_key_values("tags")? };
     s.tracking.log_batch(&run_id, batch).await?;
     empty()
 }

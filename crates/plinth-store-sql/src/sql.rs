@@ -53,7 +53,13 @@ impl From<Option<i64>> for Arg {
     }
 }
 
-/// SQL text plus its binds; `bind` appends `$N` to the text.
+/// Marks a placeholder in `Sql::text`: `MARK`, the bind's index, `MARK_END`. Rendered per dialect.
+const MARK: char = '\u{1}';
+const MARK_END: char = '\u{2}';
+
+/// SQL text plus its binds. Placeholders are rendered when the statement is built: `$N` for
+/// PostgreSQL, anonymous `?` for SQLite, whose named-parameter lookup is linear per parameter
+/// (a 9,000-value batch insert would spend most of its time there).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sql {
     text: String,
@@ -72,9 +78,27 @@ impl Sql {
 
     pub(crate) fn bind(&mut self, arg: impl Into<Arg>) -> &mut Sql {
         self.args.push(arg.into());
-        self.text.push('$');
-        self.text.push_str(&self.args.len().to_string());
+        let idx = self.args.len() - 1;
+        self.push_mark(idx);
         self
+    }
+
+    /// Binds a value once; `reuse` writes further placeholders for it.
+    pub(crate) fn bind_shared(&mut self, arg: impl Into<Arg>) -> SharedArg {
+        self.args.push(arg.into());
+        SharedArg(self.args.len() - 1)
+    }
+
+    /// A placeholder for a value bound with `bind_shared`.
+    pub(crate) fn reuse(&mut self, arg: SharedArg) -> &mut Sql {
+        self.push_mark(arg.0);
+        self
+    }
+
+    fn push_mark(&mut self, idx: usize) {
+        self.text.push(MARK);
+        self.text.push_str(&idx.to_string());
+        self.text.push(MARK_END);
     }
 
     /// Appends `($a, $b, …)` binding every item.
@@ -90,13 +114,40 @@ impl Sql {
         self
     }
 
-    pub(crate) fn query(&self) -> Query<'static, Any, AnyArguments> {
-        let mut q = sqlx::query(AssertSqlSafe(self.text.clone()));
-        for arg in &self.args {
+    /// The statement with its binds, placeholders rendered for `dialect`.
+    pub(crate) fn query(self, dialect: Dialect) -> Query<'static, Any, AnyArguments> {
+        let mut text = String::with_capacity(self.text.len());
+        let mut order: Vec<usize> = Vec::with_capacity(self.args.len());
+        let mut rest = self.text.as_str();
+        while let Some(start) = rest.find(MARK) {
+            text.push_str(&rest[..start]);
+            let after = &rest[start + MARK.len_utf8()..];
+            let end = after.find(MARK_END).expect("every mark is closed");
+            let idx: usize = after[..end].parse().expect("mark holds an index");
+            match dialect {
+                Dialect::Postgres => {
+                    text.push('$');
+                    text.push_str(&(idx + 1).to_string());
+                }
+                Dialect::Sqlite => {
+                    text.push('?');
+                    order.push(idx);
+                }
+            }
+            rest = &after[end + MARK_END.len_utf8()..];
+        }
+        text.push_str(rest);
+        let args: Vec<Arg> = match dialect {
+            Dialect::Postgres => self.args,
+            Dialect::Sqlite if order.iter().enumerate().all(|(pos, idx)| pos == *idx) && order.len() == self.args.len() => self.args,
+            Dialect::Sqlite => order.iter().map(|idx| self.args[*idx].clone()).collect(),
+        };
+        let mut q = sqlx::query(AssertSqlSafe(text));
+        for arg in args {
             q = match arg {
-                Arg::I64(v) => q.bind(*v),
-                Arg::F64(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.clone()),
+                Arg::I64(v) => q.bind(v),
+                Arg::F64(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
                 Arg::NullText => q.bind(None::<String>),
                 Arg::NullI64 => q.bind(None::<i64>),
             };
@@ -104,6 +155,10 @@ impl Sql {
         q
     }
 }
+
+/// A value bound once and referenced by several placeholders.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedArg(usize);
 
 /// An error inside a write transaction: a domain error, or a database error that may be retried.
 #[derive(Debug)]

@@ -320,6 +320,28 @@ pub async fn metric_history(store: Arc<dyn TrackingStore>) {
     let at = store.get_metric_points_at_steps(&run_id, "loss", &[0, 5, 2499]).await.expect("points");
     assert_eq!(at.iter().map(|m| m.step).collect::<Vec<_>>(), [0, 5, 2499]);
     assert!(store.get_metric_history(&run_id, "missing", page(10)).await.expect("history").items.is_empty());
+    // Values and optional fields come back exactly, whatever their digits or characters.
+    let tricky = [0.1, 1.0 / 3.0, 1e-300, 5e-324, -2.5, 123_456_789.123_456_79, f64::MAX / 3.0, -0.0, f64::NAN, f64::MAX];
+    let points: Vec<Metric> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut m = metric("exact", *v, 7, i as i64);
+            if i % 2 == 0 {
+                m.dataset_name = Some(format!("set,;'\"{i}é"));
+                m.dataset_digest = Some(String::new());
+                m.model_id = Some("m-1".into());
+            }
+            m
+        })
+        .collect();
+    store.log_batch(&run_id, &points, &[], &[]).await.expect("log");
+    let back = store.get_metric_history(&run_id, "exact", page(100)).await.expect("history").items;
+    assert_eq!(back.len(), tricky.len());
+    for (got, want) in back.iter().zip(&points) {
+        assert!(got.value.to_bits() == want.value.to_bits() || (got.value.is_nan() && want.value.is_nan()) || (got.value == 0.0 && want.value == 0.0), "{} != {}", got.value, want.value);
+        assert_eq!((&got.dataset_name, &got.dataset_digest, &got.model_id), (&want.dataset_name, &want.dataset_digest, &want.model_id));
+    }
     assert!(matches!(store.get_metric_history(&RunId::generate(), "loss", page(10)).await, Err(Error::RunNotFound { .. })));
 }
 

@@ -48,6 +48,8 @@ CREATE TABLE metrics (
     timestamp BIGINT NOT NULL,
     value DOUBLE PRECISION NOT NULL,
     is_nan BIGINT NOT NULL,
+    -- The value's IEEE-754 bits: exact when a page of history is read back as text.
+    value_bits BIGINT NOT NULL,
     dataset_name TEXT COLLATE "C",
     dataset_digest TEXT COLLATE "C",
     model_id TEXT COLLATE "C",

@@ -48,6 +48,8 @@ CREATE TABLE metrics (
     timestamp INTEGER NOT NULL,
     value REAL NOT NULL,
     is_nan INTEGER NOT NULL,
+    -- The value's IEEE-754 bits: exact when a page of history is read back as text.
+    value_bits INTEGER NOT NULL,
     dataset_name TEXT,
     dataset_digest TEXT,
     model_id TEXT,

@@ -37,20 +37,20 @@ fn from_row(row: &AnyRow) -> Result<Experiment, sqlx::Error> {
     })
 }
 
-async fn with_tags(conn: &mut AnyConnection, mut experiments: Vec<Experiment>) -> Result<Vec<Experiment>, sqlx::Error> {
+async fn with_tags(conn: &mut AnyConnection, dialect: crate::Dialect, mut experiments: Vec<Experiment>) -> Result<Vec<Experiment>, sqlx::Error> {
     let ids: Vec<Arg> = experiments.iter().filter_map(|it| numeric_id(&it.experiment_id)).map(Arg::I64).collect();
-    let mut tags = load_key_values(conn, "experiment_tags", "experiment_id", &ids).await?;
+    let mut tags = load_key_values(conn, dialect, "experiment_tags", "experiment_id", &ids).await?;
     for it in &mut experiments {
         it.tags = tags.remove(it.experiment_id.as_str()).unwrap_or_default();
     }
     Ok(experiments)
 }
 
-async fn load_where(store: &SqlStore, mut sql: Sql) -> Result<Vec<Experiment>> {
+async fn load_where(store: &SqlStore, sql: Sql) -> Result<Vec<Experiment>> {
     let mut conn = store.read_conn().await?;
-    let rows = sql.push("").query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+    let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
     let experiments = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-    with_tags(&mut conn, experiments).await.map_err(sql_error)
+    with_tags(&mut conn, store.dialect, experiments).await.map_err(sql_error)
 }
 
 pub(crate) async fn ensure_default(store: &SqlStore, artifact_location: &str, now: i64) -> Result<()> {
@@ -102,14 +102,14 @@ pub(crate) async fn create(store: &SqlStore, new: NewExperiment) -> Result<Exper
                 .execute(&mut **tx)
                 .await?;
         }
-        upsert_tags(tx, id, &new.tags).await?;
+        upsert_tags(tx, store.dialect, id, &new.tags).await?;
         Ok::<_, TxError>(id)
     }
     .await)?;
     Ok(ExperimentId::from_trusted(res.to_string()))
 }
 
-async fn upsert_tags(tx: &mut crate::sql::Tx, id: i64, tags: &[KeyValue]) -> Result<(), sqlx::Error> {
+async fn upsert_tags(tx: &mut crate::sql::Tx, dialect: crate::Dialect, id: i64, tags: &[KeyValue]) -> Result<(), sqlx::Error> {
     if tags.is_empty() {
         return Ok(());
     }
@@ -126,7 +126,7 @@ async fn upsert_tags(tx: &mut crate::sql::Tx, id: i64, tags: &[KeyValue]) -> Res
         sql.push("(").bind(id).push(", ").bind(&tag.key).push(", ").bind(&tag.value).push(")");
     }
     sql.push(" ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value");
-    sql.query().execute(&mut **tx).await?;
+    sql.query(dialect).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -260,7 +260,7 @@ pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue)
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActive { experiment_id: id.to_string() }.into());
         }
-        upsert_tags(tx, key, std::slice::from_ref(tag)).await?;
+        upsert_tags(tx, store.dialect, key, std::slice::from_ref(tag)).await?;
         Ok::<_, TxError>(())
     }
     .await)

@@ -42,10 +42,10 @@ fn from_row(row: &AnyRow) -> Result<LoggedModel, sqlx::Error> {
     })
 }
 
-async fn load_children(conn: &mut AnyConnection, mut models: Vec<LoggedModel>) -> Result<Vec<LoggedModel>, sqlx::Error> {
+async fn load_children(conn: &mut AnyConnection, dialect: crate::Dialect, mut models: Vec<LoggedModel>) -> Result<Vec<LoggedModel>, sqlx::Error> {
     let ids: Vec<Arg> = models.iter().map(|it| Arg::from(it.model_id.as_str())).collect();
-    let mut tags = load_key_values(conn, "logged_model_tags", "model_id", &ids).await?;
-    let mut params = load_key_values(conn, "logged_model_params", "model_id", &ids).await?;
+    let mut tags = load_key_values(conn, dialect, "logged_model_tags", "model_id", &ids).await?;
+    let mut params = load_key_values(conn, dialect, "logged_model_params", "model_id", &ids).await?;
     let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
     for chunk in ids.chunks(500) {
         let mut sql = Sql::new(
@@ -53,7 +53,7 @@ async fn load_children(conn: &mut AnyConnection, mut models: Vec<LoggedModel>) -
              FROM logged_model_metrics WHERE model_id IN ",
         );
         sql.bind_list(chunk).push(" ORDER BY key, step, timestamp");
-        for row in sql.query().fetch_all(&mut *conn).await? {
+        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
             let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
             let parent = parent_string(&row)?;
             metrics.entry(parent.clone()).or_default().push(Metric {
@@ -139,7 +139,7 @@ pub(crate) async fn get(store: &SqlStore, model_id: &LoggedModelId, allow_delete
     if model.lifecycle_stage == LifecycleStage::Deleted && !allow_deleted {
         return Err(not_found(model_id));
     }
-    let mut models = load_children(&mut conn, vec![model]).await.map_err(sql_error)?;
+    let mut models = load_children(&mut conn, store.dialect, vec![model]).await.map_err(sql_error)?;
     models.pop().ok_or_else(|| not_found(model_id))
 }
 
@@ -265,10 +265,10 @@ pub(crate) async fn search(store: &SqlStore, query: &LoggedModelQuery) -> Result
     sql.push("lm.creation_timestamp DESC, lm.model_id ASC");
     sql.push(" LIMIT ").bind(query.page.limit + 1).push(" OFFSET ").bind(query.page.offset);
     let mut conn = store.read_conn().await?;
-    let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+    let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
     let mut models = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
     let has_more = models.len() as i64 > query.page.limit;
     models.truncate(query.page.limit as usize);
-    let items = load_children(&mut conn, models).await.map_err(sql_error)?;
+    let items = load_children(&mut conn, store.dialect, models).await.map_err(sql_error)?;
     Ok(Rows { items, has_more })
 }

@@ -60,6 +60,7 @@ pub(crate) fn metric_value_columns(v: f64) -> (f64, i64) {
 /// Loads `(parent, key, value)` rows of a key/value child table for many parents.
 pub(crate) async fn load_key_values(
     conn: &mut AnyConnection,
+    dialect: crate::Dialect,
     table: &str,
     parent_column: &str,
     parents: &[Arg],
@@ -71,7 +72,7 @@ pub(crate) async fn load_key_values(
     for chunk in parents.chunks(500) {
         let mut sql = Sql::new(&format!("SELECT {parent_column} AS parent, key, value FROM {table} WHERE {parent_column} IN "));
         sql.bind_list(chunk).push(" ORDER BY key");
-        for row in sql.query().fetch_all(&mut *conn).await? {
+        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
             let parent = parent_string(&row)?;
             res.entry(parent).or_default().push(KeyValue { key: get_str(&row, "key")?, value: get_str(&row, "value")? });
         }

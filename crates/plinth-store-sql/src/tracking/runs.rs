@@ -16,7 +16,8 @@ use super::experiments::{lock_stage, numeric_id};
 use super::filter::{push_lifecycle, push_run_clause, run_order_column};
 use super::rows::{get_i64, get_opt_i64, get_opt_str, get_str, load_key_values, metric_from_row, metric_value_columns, parent_string};
 use crate::SqlStore;
-use crate::sql::{Arg, Sql, Tx, TxError, sql_error, write_tx};
+use crate::sql::{Arg, SharedArg, Sql, Tx, TxError, sql_error, write_tx};
+use crate::Dialect;
 
 const COLUMNS: &str =
     "r.run_uuid, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
@@ -43,10 +44,10 @@ fn info_from_row(row: &AnyRow) -> Result<RunInfo, sqlx::Error> {
 }
 
 /// Loads the latest metrics, params, tags, inputs and outputs of many runs, one query per table.
-async fn load_runs(conn: &mut AnyConnection, infos: Vec<RunInfo>) -> Result<Vec<Run>, sqlx::Error> {
+async fn load_runs(conn: &mut AnyConnection, dialect: Dialect, infos: Vec<RunInfo>) -> Result<Vec<Run>, sqlx::Error> {
     let ids: Vec<Arg> = infos.iter().map(|it| Arg::from(it.run_id.as_str())).collect();
-    let mut params = load_key_values(conn, "params", "run_uuid", &ids).await?;
-    let mut tags = load_key_values(conn, "run_tags", "run_uuid", &ids).await?;
+    let mut params = load_key_values(conn, dialect, "params", "run_uuid", &ids).await?;
+    let mut tags = load_key_values(conn, dialect, "run_tags", "run_uuid", &ids).await?;
     let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
     let mut datasets: HashMap<String, Vec<DatasetInput>> = HashMap::new();
     let mut model_inputs: HashMap<String, Vec<String>> = HashMap::new();
@@ -56,7 +57,7 @@ async fn load_runs(conn: &mut AnyConnection, infos: Vec<RunInfo>) -> Result<Vec<
             "SELECT run_uuid AS parent, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id FROM latest_metrics WHERE run_uuid IN ",
         );
         sql.bind_list(chunk).push(" ORDER BY key");
-        for row in sql.query().fetch_all(&mut *conn).await? {
+        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
             metrics.entry(parent_string(&row)?).or_default().push(metric_from_row(&row)?);
         }
         let mut sql = Sql::new(
@@ -66,12 +67,12 @@ async fn load_runs(conn: &mut AnyConnection, infos: Vec<RunInfo>) -> Result<Vec<
              WHERE i.run_uuid IN ",
         );
         sql.bind_list(chunk).push(" ORDER BY d.name, d.digest");
-        let rows = sql.query().fetch_all(&mut *conn).await?;
+        let rows = sql.query(dialect).fetch_all(&mut *conn).await?;
         if !rows.is_empty() {
             let mut sql = Sql::new("SELECT run_uuid AS parent, dataset_name, dataset_digest, key, value FROM run_dataset_input_tags WHERE run_uuid IN ");
             sql.bind_list(chunk).push(" ORDER BY key");
             let mut input_tags: HashMap<(String, String, String), Vec<KeyValue>> = HashMap::new();
-            for row in sql.query().fetch_all(&mut *conn).await? {
+            for row in sql.query(dialect).fetch_all(&mut *conn).await? {
                 input_tags
                     .entry((parent_string(&row)?, get_str(&row, "dataset_name")?, get_str(&row, "dataset_digest")?))
                     .or_default()
@@ -93,12 +94,12 @@ async fn load_runs(conn: &mut AnyConnection, infos: Vec<RunInfo>) -> Result<Vec<
         }
         let mut sql = Sql::new("SELECT run_uuid AS parent, model_id FROM run_model_inputs WHERE run_uuid IN ");
         sql.bind_list(chunk).push(" ORDER BY model_id");
-        for row in sql.query().fetch_all(&mut *conn).await? {
+        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
             model_inputs.entry(parent_string(&row)?).or_default().push(get_str(&row, "model_id")?);
         }
         let mut sql = Sql::new("SELECT run_uuid AS parent, model_id, step FROM run_model_outputs WHERE run_uuid IN ");
         sql.bind_list(chunk).push(" ORDER BY model_id");
-        for row in sql.query().fetch_all(&mut *conn).await? {
+        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
             outputs
                 .entry(parent_string(&row)?)
                 .or_default()
@@ -138,7 +139,7 @@ async fn get_info(conn: &mut AnyConnection, run_id: &RunId) -> Result<RunInfo, T
 pub(crate) async fn get(store: &SqlStore, run_id: &RunId) -> Result<Run> {
     let mut conn = store.read_conn().await?;
     let info = get_info(&mut conn, run_id).await.map_err(TxError::into_store)?;
-    let mut runs = load_runs(&mut conn, vec![info]).await.map_err(sql_error)?;
+    let mut runs = load_runs(&mut conn, store.dialect, vec![info]).await.map_err(sql_error)?;
     runs.pop().ok_or_else(|| not_found(run_id))
 }
 
@@ -173,7 +174,7 @@ pub(crate) async fn create(store: &SqlStore, new: NewRun) -> Result<Run> {
         .bind(artifact_uri)
         .execute(&mut **tx)
         .await?;
-        upsert_tags(tx, &new.run_id, &new.tags).await?;
+        upsert_tags(tx, store.dialect, &new.run_id, &new.tags).await?;
         Ok::<_, TxError>(())
     }
     .await)?;
@@ -194,9 +195,9 @@ pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate)
             sql.push(", name = ").bind(name);
         }
         sql.push(" WHERE run_uuid = ").bind(run_id.as_str());
-        sql.query().execute(&mut **tx).await?;
+        sql.query(store.dialect).execute(&mut **tx).await?;
         if let Some(name) = &update.run_name {
-            upsert_tags(tx, run_id, &[KeyValue::new(RUN_NAME_TAG, name.clone())]).await?;
+            upsert_tags(tx, store.dialect, run_id, &[KeyValue::new(RUN_NAME_TAG, name.clone())]).await?;
         }
         get_info(&mut **tx, run_id).await
     }
@@ -225,7 +226,7 @@ pub(crate) async fn set_lifecycle(store: &SqlStore, run_id: &RunId, stage: Lifec
 }
 
 /// Upserts run tags (the last of duplicate keys wins); `mlflow.runName` also renames the run.
-async fn upsert_tags(tx: &mut Tx, run_id: &RunId, tags: &[KeyValue]) -> Result<(), sqlx::Error> {
+async fn upsert_tags(tx: &mut Tx, dialect: Dialect, run_id: &RunId, tags: &[KeyValue]) -> Result<(), sqlx::Error> {
     if tags.is_empty() {
         return Ok(());
     }
@@ -244,7 +245,7 @@ async fn upsert_tags(tx: &mut Tx, run_id: &RunId, tags: &[KeyValue]) -> Result<(
             sql.push("(").bind(run_id.as_str()).push(", ").bind(*key).push(", ").bind(latest[key]).push(")");
         }
         sql.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
-        sql.query().execute(&mut **tx).await?;
+        sql.query(dialect).execute(&mut **tx).await?;
     }
     if let Some(name) = latest.get(RUN_NAME_TAG) {
         sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
@@ -275,15 +276,15 @@ pub(crate) async fn log_batch(store: &SqlStore, run_id: &RunId, metrics: &[Metri
     }
     write_tx!(store, |tx| async {
         lock_active(store, tx, run_id, false).await?;
-        insert_params(tx, run_id, &params).await?;
-        upsert_tags(tx, run_id, tags).await?;
-        insert_metrics(tx, run_id, &metrics, &latest).await?;
+        insert_params(tx, store.dialect, run_id, &params).await?;
+        upsert_tags(tx, store.dialect, run_id, tags).await?;
+        insert_metrics(tx, store.dialect, run_id, &metrics, &latest).await?;
         Ok::<_, TxError>(())
     }
     .await)
 }
 
-async fn insert_params(tx: &mut Tx, run_id: &RunId, params: &[&KeyValue]) -> Result<(), TxError> {
+async fn insert_params(tx: &mut Tx, dialect: Dialect, run_id: &RunId, params: &[&KeyValue]) -> Result<(), TxError> {
     for chunk in params.chunks(INSERT_CHUNK) {
         let mut sql = Sql::new("INSERT INTO params (run_uuid, key, value) VALUES ");
         for (idx, p) in chunk.iter().enumerate() {
@@ -293,7 +294,7 @@ async fn insert_params(tx: &mut Tx, run_id: &RunId, params: &[&KeyValue]) -> Res
             sql.push("(").bind(run_id.as_str()).push(", ").bind(&p.key).push(", ").bind(&p.value).push(")");
         }
         sql.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
-        let inserted = sql.query().execute(&mut **tx).await?.rows_affected();
+        let inserted = sql.query(dialect).execute(&mut **tx).await?.rows_affected();
         if inserted as usize == chunk.len() {
             continue;
         }
@@ -302,7 +303,7 @@ async fn insert_params(tx: &mut Tx, run_id: &RunId, params: &[&KeyValue]) -> Res
         let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
         sql.bind(run_id.as_str()).push(" AND key IN ").bind_list(&keys);
         let stored: HashMap<String, String> = sql
-            .query()
+            .query(dialect)
             .fetch_all(&mut **tx)
             .await?
             .iter()
@@ -325,50 +326,46 @@ async fn insert_params(tx: &mut Tx, run_id: &RunId, params: &[&KeyValue]) -> Res
     Ok(())
 }
 
-fn push_metric_row(sql: &mut Sql, run_id: &RunId, m: &Metric) {
+/// One `VALUES` row; the run id is bound once per statement, absent optional columns are literal `NULL`.
+fn push_metric_row(sql: &mut Sql, run: SharedArg, m: &Metric, with_bits: bool) {
     let (value, is_nan) = metric_value_columns(m.value);
-    sql.push("(")
-        .bind(run_id.as_str())
-        .push(", ")
-        .bind(m.key.as_str())
-        .push(", ")
-        .bind(m.step)
-        .push(", ")
-        .bind(m.timestamp)
-        .push(", ")
-        .bind(value)
-        .push(", ")
-        .bind(is_nan)
-        .push(", ")
-        .bind(m.dataset_name.as_deref())
-        .push(", ")
-        .bind(m.dataset_digest.as_deref())
-        .push(", ")
-        .bind(m.model_id.as_deref())
-        .push(")");
+    sql.push("(").reuse(run).push(", ").bind(m.key.as_str()).push(", ").bind(m.step).push(", ").bind(m.timestamp).push(", ").bind(value).push(", ").bind(is_nan);
+    if with_bits {
+        sql.push(", ").bind(value.to_bits() as i64);
+    }
+    for column in [&m.dataset_name, &m.dataset_digest, &m.model_id] {
+        match column {
+            Some(it) => sql.push(", ").bind(it.as_str()),
+            None => sql.push(", NULL"),
+        };
+    }
+    sql.push(")");
 }
 
 const METRIC_COLUMNS: &str = "(run_uuid, key, step, timestamp, value, is_nan, dataset_name, dataset_digest, model_id)";
+const HISTORY_COLUMNS: &str = "(run_uuid, key, step, timestamp, value, is_nan, value_bits, dataset_name, dataset_digest, model_id)";
 
-async fn insert_metrics(tx: &mut Tx, run_id: &RunId, metrics: &[&Metric], latest: &[&Metric]) -> Result<(), TxError> {
+async fn insert_metrics(tx: &mut Tx, dialect: Dialect, run_id: &RunId, metrics: &[&Metric], latest: &[&Metric]) -> Result<(), TxError> {
     for chunk in metrics.chunks(INSERT_CHUNK) {
-        let mut sql = Sql::new(&format!("INSERT INTO metrics {METRIC_COLUMNS} VALUES "));
+        let mut sql = Sql::new(&format!("INSERT INTO metrics {HISTORY_COLUMNS} VALUES "));
+        let run = sql.bind_shared(run_id.as_str());
         for (idx, m) in chunk.iter().enumerate() {
             if idx > 0 {
                 sql.push(", ");
             }
-            push_metric_row(&mut sql, run_id, m);
+            push_metric_row(&mut sql, run, m, true);
         }
         sql.push(" ON CONFLICT DO NOTHING");
-        sql.query().execute(&mut **tx).await?;
+        sql.query(dialect).execute(&mut **tx).await?;
     }
     for chunk in latest.chunks(INSERT_CHUNK) {
         let mut sql = Sql::new(&format!("INSERT INTO latest_metrics {METRIC_COLUMNS} VALUES "));
+        let run = sql.bind_shared(run_id.as_str());
         for (idx, m) in chunk.iter().enumerate() {
             if idx > 0 {
                 sql.push(", ");
             }
-            push_metric_row(&mut sql, run_id, m);
+            push_metric_row(&mut sql, run, m, false);
         }
         sql.push(
             " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
@@ -377,7 +374,7 @@ async fn insert_metrics(tx: &mut Tx, run_id: &RunId, metrics: &[&Metric], latest
              WHERE (excluded.step, excluded.timestamp, excluded.is_nan, excluded.value) > \
              (latest_metrics.step, latest_metrics.timestamp, latest_metrics.is_nan, latest_metrics.value)",
         );
-        sql.query().execute(&mut **tx).await?;
+        sql.query(dialect).execute(&mut **tx).await?;
     }
     // Metrics logged against a logged model are recorded on the model too.
     for m in metrics.iter().filter(|m| m.model_id.is_some()) {
@@ -499,9 +496,24 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
     let mut order_exprs: Vec<(String, bool)> = Vec::new();
     let mut explicit_start_time = false;
     let mut explicit_run_id = false;
+    let filtered_metrics: std::collections::HashSet<&str> = query
+        .filter
+        .iter()
+        .filter_map(|clause| match &clause.key {
+            Key::Metric(key) => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
     for (idx, order) in query.order_by.iter().enumerate() {
         let alias = format!("o{idx}");
         let (table, null_test, value) = match &order.key {
+            Key::Metric(key) if filtered_metrics.contains(key.as_str()) => {
+                // A filter on this metric already drops runs without a (non-NaN) value, so an inner join
+                // returns the same rows and lets the database walk the (key, value) index in order.
+                sql.push(&format!(" JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.is_nan = 0 AND {alias}.key = "))
+                    .bind(key.as_str());
+                ("m", String::new(), format!("{alias}.value"))
+            }
             Key::Metric(key) => {
                 sql.push(&format!(" LEFT JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = ")).bind(key.as_str());
                 ("m", format!("({alias}.run_uuid IS NULL OR {alias}.is_nan = 1)"), format!("{alias}.value"))
@@ -520,7 +532,9 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
             Key::Dataset(_) => return Err(Error::invalid(format!("Invalid order_by clause '{order}'"))),
         };
         let _ = table;
-        order_exprs.push((null_test, true));
+        if !null_test.is_empty() {
+            order_exprs.push((null_test, true));
+        }
         order_exprs.push((value, order.ascending));
     }
     sql.push(" WHERE r.experiment_id IN ").bind_list(&experiment_keys).push(" AND ");
@@ -539,11 +553,11 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
     sql.push(if explicit_run_id { "r.name ASC" } else { "r.run_uuid ASC" });
     sql.push(" LIMIT ").bind(query.page.limit + 1).push(" OFFSET ").bind(query.page.offset);
     let mut conn = store.read_conn().await?;
-    let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+    let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
     let mut infos = rows.iter().map(info_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
     let has_more = infos.len() as i64 > query.page.limit;
     infos.truncate(query.page.limit as usize);
-    let items = load_runs(&mut conn, infos).await.map_err(sql_error)?;
+    let items = load_runs(&mut conn, store.dialect, infos).await.map_err(sql_error)?;
     Ok(Rows { items, has_more })
 }
 
@@ -556,23 +570,90 @@ async fn check_exists(conn: &mut AnyConnection, run_id: &RunId) -> Result<()> {
     row.map(|_| ()).ok_or_else(|| not_found(run_id))
 }
 
-const HISTORY_COLUMNS: &str = "key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id";
+/// One metric point encoded as text inside the database: `step,timestamp,value,is_nan,name,digest,model`,
+/// with the double as its IEEE-754 bits (text forms of doubles are not exact in SQLite) and optional
+/// strings hex-encoded (`-` for NULL).
+/// A whole page of history then crosses the driver as one value instead of one row per point.
+fn encoded_point(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "CAST(step AS TEXT) || ',' || CAST(timestamp AS TEXT) || ',' || CAST(value_bits AS TEXT) || ',' || CAST(is_nan AS TEXT) \
+             || ',' || CASE WHEN dataset_name IS NULL THEN '-' ELSE hex(dataset_name) END \
+             || ',' || CASE WHEN dataset_digest IS NULL THEN '-' ELSE hex(dataset_digest) END \
+             || ',' || CASE WHEN model_id IS NULL THEN '-' ELSE hex(model_id) END"
+        }
+        Dialect::Postgres => {
+            "CAST(step AS TEXT) || ',' || CAST(timestamp AS TEXT) || ',' || CAST(value_bits AS TEXT) || ',' || CAST(is_nan AS TEXT) \
+             || ',' || CASE WHEN dataset_name IS NULL THEN '-' ELSE encode(convert_to(dataset_name, 'UTF8'), 'hex') END \
+             || ',' || CASE WHEN dataset_digest IS NULL THEN '-' ELSE encode(convert_to(dataset_digest, 'UTF8'), 'hex') END \
+             || ',' || CASE WHEN model_id IS NULL THEN '-' ELSE encode(convert_to(model_id, 'UTF8'), 'hex') END"
+        }
+    }
+}
+
+const POINT_ORDER: &str = "step, timestamp, value, is_nan";
+
+/// Runs `SELECT <point> FROM metrics WHERE run_uuid = ? AND key = ? <rest>` aggregated into one text value.
+async fn fetch_points(store: &SqlStore, conn: &mut AnyConnection, run_id: &RunId, key: &str, rest: impl FnOnce(&mut Sql)) -> Result<Vec<Metric>> {
+    let mut sql = Sql::new("SELECT string_agg(pt, ';' ORDER BY ");
+    sql.push(POINT_ORDER).push(") AS pts FROM (SELECT ").push(encoded_point(store.dialect)).push(" AS pt, ").push(POINT_ORDER);
+    sql.push(" FROM metrics WHERE run_uuid = ").bind(run_id.as_str()).push(" AND key = ").bind(key);
+    rest(&mut sql);
+    sql.push(") page");
+    let row = sql.query(store.dialect).fetch_one(&mut *conn).await.map_err(sql_error)?;
+    let encoded = get_opt_str(&row, "pts").map_err(sql_error)?.unwrap_or_default();
+    decode_points(key, &encoded).ok_or_else(|| Error::internal(format!("malformed metric history encoding for run {run_id}")))
+}
+
+fn decode_hex(field: &str) -> Option<Option<String>> {
+    if field == "-" {
+        return Some(None);
+    }
+    let bytes = field.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let digits = bytes.chunks(2).map(|pair| {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        Some((hi * 16 + lo) as u8)
+    });
+    let raw: Option<Vec<u8>> = digits.collect();
+    Some(Some(String::from_utf8(raw?).ok()?))
+}
+
+fn decode_points(key: &str, encoded: &str) -> Option<Vec<Metric>> {
+    if encoded.is_empty() {
+        return Some(Vec::new());
+    }
+    encoded
+        .split(';')
+        .map(|point| {
+            let mut it = point.split(',');
+            let step = it.next()?.parse().ok()?;
+            let timestamp = it.next()?.parse().ok()?;
+            let value = f64::from_bits(it.next()?.parse::<i64>().ok()? as u64);
+            let is_nan = it.next()? == "1";
+            Some(Metric {
+                key: key.to_owned(),
+                value: if is_nan { f64::NAN } else { value },
+                timestamp,
+                step,
+                dataset_name: decode_hex(it.next()?)?,
+                dataset_digest: decode_hex(it.next()?)?,
+                model_id: decode_hex(it.next()?)?,
+            })
+        })
+        .collect()
+}
 
 pub(crate) async fn metric_history(store: &SqlStore, run_id: &RunId, key: &str, page: PageRequest) -> Result<Rows<Metric>> {
     let mut conn = store.read_conn().await?;
     check_exists(&mut conn, run_id).await?;
-    let sql = format!(
-        "SELECT {HISTORY_COLUMNS} FROM metrics WHERE run_uuid = $1 AND key = $2 ORDER BY step, timestamp, is_nan, value LIMIT $3 OFFSET $4"
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(run_id.as_str().to_owned())
-        .bind(key.to_owned())
-        .bind(page.limit + 1)
-        .bind(page.offset)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(sql_error)?;
-    let mut items = rows.iter().map(metric_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+    let mut items = fetch_points(store, &mut conn, run_id, key, |sql| {
+        sql.push(" ORDER BY ").push(POINT_ORDER).push(" LIMIT ").bind(page.limit + 1).push(" OFFSET ").bind(page.offset);
+    })
+    .await?;
     let has_more = items.len() as i64 > page.limit;
     items.truncate(page.limit as usize);
     Ok(Rows { items, has_more })
@@ -587,7 +668,7 @@ pub(crate) async fn metric_steps(store: &SqlStore, run_id: &RunId, key: &str, ra
         sql.push(" AND step >= ").bind(range.start).push(" AND step <= ").bind(range.end);
     }
     sql.push(" ORDER BY step");
-    let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
+    let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
     rows.iter().map(|row| get_i64(row, "step")).collect::<Result<_, _>>().map_err(sql_error)
 }
 
@@ -595,13 +676,10 @@ pub(crate) async fn metric_points_at_steps(store: &SqlStore, run_id: &RunId, key
     let mut conn = store.read_conn().await?;
     let mut res = Vec::new();
     for chunk in steps.chunks(INSERT_CHUNK) {
-        let mut sql = Sql::new(&format!("SELECT {HISTORY_COLUMNS} FROM metrics WHERE run_uuid = "));
-        sql.bind(run_id.as_str()).push(" AND key = ").bind(key).push(" AND step IN ").bind_list(chunk);
-        sql.push(" ORDER BY step, timestamp, is_nan, value");
-        let rows = sql.query().fetch_all(&mut *conn).await.map_err(sql_error)?;
-        for row in &rows {
-            res.push(metric_from_row(row).map_err(sql_error)?);
-        }
+        res.extend(fetch_points(store, &mut conn, run_id, key, |sql| {
+            sql.push(" AND step IN ").bind_list(chunk);
+        })
+        .await?);
     }
     Ok(res)
 }

@@ -1,6 +1,7 @@
 //! Black-box tests of the real `plinth` binary: lifecycle, durability, robustness, path safety.
 
 mod durability;
+mod large_artifacts;
 mod lifecycle;
 mod robustness;
 
