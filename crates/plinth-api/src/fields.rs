@@ -17,8 +17,6 @@ use crate::ApiError;
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
     map: Map<String, Value>,
-    /// Size of the JSON body in bytes (0 for GETs).
-    pub(crate) body_len: usize,
 }
 
 fn type_error(name: &str, value: &Value, expected: &str) -> ApiError {
@@ -41,7 +39,7 @@ impl Fields {
             value = serde_json::from_str(inner).map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Malformed JSON request body: {e}")))?;
         }
         match value {
-            Value::Object(map) => Ok(Fields { map, body_len: body.len() }),
+            Value::Object(map) => Ok(Fields { map }),
             Value::Null => Ok(Fields::default()),
             _ => Err(ApiError::invalid("The request body must be a JSON object")),
         }
@@ -63,7 +61,14 @@ impl Fields {
                 }
             }
         }
-        Fields { map, body_len: 0 }
+        Fields { map }
+    }
+
+    /// A JSON body with query parameters filling the fields it lacks.
+    pub(crate) fn from_request_parts(body: &[u8], query: Option<&str>) -> Result<Fields, ApiError> {
+        let mut fields = Fields::from_json(body)?;
+        fields.merge_missing(Fields::from_query(query.unwrap_or("")));
+        Ok(fields)
     }
 
     fn merge_missing(&mut self, other: Fields) {
@@ -114,7 +119,7 @@ impl Fields {
             },
             Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| type_error(name, &Value::String(s.clone()), "an integer")),
             Some(Value::Array(items)) if items.len() == 1 => {
-                let single = Fields { map: Map::from_iter([(name.to_owned(), items[0].clone())]), body_len: 0 };
+                let single = Fields { map: Map::from_iter([(name.to_owned(), items[0].clone())]) };
                 single.opt_i64(name)
             }
             Some(other) => Err(type_error(name, other, "an integer")),
@@ -174,7 +179,7 @@ impl Fields {
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|it| match it {
-                    Value::Object(map) => Ok(Fields { map: map.clone(), body_len: 0 }),
+                    Value::Object(map) => Ok(Fields { map: map.clone() }),
                     other => Err(type_error(name, other, "a list of objects")),
                 })
                 .collect(),
@@ -189,7 +194,7 @@ impl Fields {
             Some(Value::Array(items)) => items
                 .into_iter()
                 .map(|it| match it {
-                    Value::Object(map) => Ok(Fields { map, body_len: 0 }),
+                    Value::Object(map) => Ok(Fields { map }),
                     other => Err(type_error(name, &other, "a list of objects")),
                 })
                 .collect(),
@@ -229,7 +234,7 @@ impl Fields {
     pub(crate) fn object(&self, name: &str) -> Result<Option<Fields>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields { map: map.clone(), body_len: 0 })),
+            Some(Value::Object(map)) => Ok(Some(Fields { map: map.clone() })),
             Some(other) => Err(type_error(name, other, "an object")),
         }
     }

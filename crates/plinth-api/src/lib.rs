@@ -7,6 +7,7 @@
 //! Every error leaves as MLflow's `{"error_code", "message"}` with MLflow's status.
 
 mod artifacts;
+mod batch;
 mod error;
 mod fields;
 mod json;

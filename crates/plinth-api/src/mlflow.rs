@@ -226,21 +226,28 @@ async fn delete_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) 
     empty()
 }
 
-async fn log_batch(State(s): State<AppState>, MlflowRequest(mut f): MlflowRequest) -> Answer {
-    if f.body_len > MAX_BATCH_LOG_REQUEST_BYTES {
+async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, body: axum::body::Bytes) -> Answer {
+    if body.len() > MAX_BATCH_LOG_REQUEST_BYTES {
         return Err(ApiError::invalid(format!(
             "Batched logging API requests must be at most 1 MB in size. Got {} bytes.",
-            f.body_len
+            body.len()
         )));
     }
-    let run_id = f.run_id()?;
-    let metrics = f
-        .take_objects("metrics")?
-        .into_iter()
-        .enumerate()
-        .map(|(idx, mut it)| metric(&mut it, idx))
-        .collect::<Result<Vec<_>, _>>()?;
-    let batch = LogBatch { metrics, params: f.take_key_values("params")?, tags: f.take_key_values("tags")? };
+    let (run_id, batch) = match crate::batch::parse(&body) {
+        Some(fast) => (fast.run_id, LogBatch { metrics: fast.metrics, params: fast.params, tags: fast.tags }),
+        None => {
+            // The generic parser explains what is wrong, in MLflow's words.
+            let mut f = Fields::from_request_parts(&body, uri.query())?;
+            let run_id = f.run_id()?;
+            let metrics = f
+                .take_objects("metrics")?
+                .into_iter()
+                .enumerate()
+                .map(|(idx, mut it)| metric(&mut it, idx))
+                .collect::<Result<Vec<_>, _>>()?;
+            (run_id, LogBatch { metrics, params: f.take_key_values("params")?, tags: f.take_key_values("tags")? })
+        }
+    };
     s.tracking.log_batch(&run_id, batch).await?;
     empty()
 }
