@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::body::Body;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -12,7 +12,7 @@ use plinth_blob::{ArtifactPath, ByteStream, CompletedPart};
 use plinth_core::validation::InvalidParameter;
 use serde_json::{Value, json};
 
-use crate::fields::{Fields, MlflowRequest};
+use crate::fields::{Fields, JsonBody, MlflowRequest};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -95,9 +95,16 @@ fn base_url(headers: &HeaderMap) -> String {
 /// MLflow's client sends the multipart requests to `/api/2.0/...`; part URLs follow the same prefix.
 const MPU_PART_PREFIX: &str = "/api/2.0/mlflow-artifacts/mpu/part";
 
-async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// The JSON fields of a request whose path was validated first (a bad path answers "Invalid path").
+async fn fields_after_path(state: &AppState, req: Request) -> Result<Fields, ApiError> {
+    let JsonBody(body) = JsonBody::from_request(req, state).await?;
+    Fields::from_json(&body)
+}
+
+async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
-    let f = Fields::from_json(&body)?;
+    let headers = req.headers().clone();
+    let f = fields_after_path(&s, req).await?;
     let num_parts = f.opt_i64("num_parts")?.unwrap_or(1);
     if !(1..=10_000).contains(&num_parts) {
         return Err(InvalidParameter::invalid_value("num_parts", &num_parts.to_string(), "must be between 1 and 10000").into());
@@ -123,9 +130,9 @@ fn upload_id(f: &Fields) -> Result<String, ApiError> {
     f.str("upload_id")
 }
 
-async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
-    let f = Fields::from_json(&body)?;
+    let f = fields_after_path(&s, req).await?;
     let parts = f
         .objects("parts")?
         .iter()
@@ -142,9 +149,9 @@ async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, body:
     Ok(Json(json!({})))
 }
 
-async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     ArtifactPath::parse(&path)?;
-    let f = Fields::from_json(&body)?;
+    let f = fields_after_path(&s, req).await?;
     s.tracking.blobs().abort_multipart(&upload_id(&f)?).await?;
     Ok(Json(json!({})))
 }

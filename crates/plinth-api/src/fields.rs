@@ -17,6 +17,8 @@ use crate::ApiError;
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
     map: Map<String, Value>,
+    /// Query strings carry repeated fields as repeated keys, so a single value may stand for a list.
+    from_query: bool,
 }
 
 fn type_error(name: &str, value: &Value, expected: &str) -> ApiError {
@@ -39,7 +41,7 @@ impl Fields {
             value = serde_json::from_str(inner).map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Malformed JSON request body: {e}")))?;
         }
         match value {
-            Value::Object(map) => Ok(Fields { map }),
+            Value::Object(map) => Ok(Fields { map, from_query: false }),
             Value::Null => Ok(Fields::default()),
             _ => Err(ApiError::invalid("The request body must be a JSON object")),
         }
@@ -61,7 +63,7 @@ impl Fields {
                 }
             }
         }
-        Fields { map }
+        Fields { map, from_query: true }
     }
 
     /// A JSON body with query parameters filling the fields it lacks.
@@ -89,7 +91,6 @@ impl Fields {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => Ok(items[0].as_str().map(str::to_owned)),
             Some(other) => Err(type_error(name, other, "a string")),
         }
     }
@@ -118,10 +119,6 @@ impl Fields {
                 },
             },
             Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| type_error(name, &Value::String(s.clone()), "an integer")),
-            Some(Value::Array(items)) if items.len() == 1 => {
-                let single = Fields { map: Map::from_iter([(name.to_owned(), items[0].clone())]) };
-                single.opt_i64(name)
-            }
             Some(other) => Err(type_error(name, other, "an integer")),
         }
     }
@@ -159,12 +156,11 @@ impl Fields {
     pub(crate) fn str_list(&self, name: &str) -> Result<Vec<String>, ApiError> {
         match self.get(name) {
             None => Ok(Vec::new()),
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::String(s)) if self.from_query => Ok(vec![s.clone()]),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|it| match it {
                     Value::String(s) => Ok(s.clone()),
-                    Value::Number(n) => Ok(n.to_string()),
                     other => Err(type_error(name, other, "a list of strings")),
                 })
                 .collect(),
@@ -179,7 +175,7 @@ impl Fields {
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|it| match it {
-                    Value::Object(map) => Ok(Fields { map: map.clone() }),
+                    Value::Object(map) => Ok(Fields { map: map.clone(), from_query: false }),
                     other => Err(type_error(name, other, "a list of objects")),
                 })
                 .collect(),
@@ -194,7 +190,7 @@ impl Fields {
             Some(Value::Array(items)) => items
                 .into_iter()
                 .map(|it| match it {
-                    Value::Object(map) => Ok(Fields { map }),
+                    Value::Object(map) => Ok(Fields { map, from_query: false }),
                     other => Err(type_error(name, &other, "a list of objects")),
                 })
                 .collect(),
@@ -234,7 +230,7 @@ impl Fields {
     pub(crate) fn object(&self, name: &str) -> Result<Option<Fields>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields { map: map.clone() })),
+            Some(Value::Object(map)) => Ok(Some(Fields { map: map.clone(), from_query: false })),
             Some(other) => Err(type_error(name, other, "an object")),
         }
     }
@@ -259,6 +255,43 @@ impl Fields {
     }
 }
 
+/// Whether the request declares a JSON body (`application/json`, any parameters).
+pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// MLflow's rule: a request body must be declared as JSON.
+pub(crate) fn require_json(is_json: bool, body: &[u8]) -> Result<(), ApiError> {
+    if is_json || body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(());
+    }
+    Err(ApiError::invalid("Bad Request. Content-Type must be one of ['application/json']."))
+}
+
+/// A request body declared as JSON, read whole within the body limit; rejections are MLflow-shaped.
+pub(crate) struct JsonBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody, ApiError> {
+        let json = is_json(req.headers());
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::invalid("The request body exceeds the server's limit (server.max_request_bytes)")
+            } else {
+                ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Cannot read the request body: {e}"))
+            }
+        })?;
+        require_json(json, &body)?;
+        Ok(JsonBody(body))
+    }
+}
+
 /// Extracts `Fields`: the query string for GET and DELETE-without-body; the JSON body otherwise,
 /// with query parameters filling fields the body lacks.
 pub(crate) struct MlflowRequest(pub(crate) Fields);
@@ -271,13 +304,7 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
         if req.method() == Method::GET || req.method() == Method::HEAD {
             return Ok(MlflowRequest(query));
         }
-        let body = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(plinth_core::ErrorCode::RequestLimitExceeded, "The request body exceeds the server's max_request_bytes limit")
-            } else {
-                ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Cannot read the request body: {e}"))
-            }
-        })?;
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
         let mut fields = Fields::from_json(&body)?;
         fields.merge_missing(query);
         Ok(MlflowRequest(fields))

@@ -150,7 +150,7 @@ pub(crate) fn logged_model(m: &LoggedModel) -> Value {
         "info": info,
         "data": {
             "params": key_values(&m.params),
-            "metrics": m.metrics.iter().map(|x| metric(x, None)).collect::<Vec<_>>(),
+            "metrics": m.metrics.iter().map(|x| metric(&x.metric, Some(x.run_id.as_str()))).collect::<Vec<_>>(),
         },
     })
 }

@@ -12,7 +12,7 @@ use plinth_tracking::{CreateLoggedModel, CreateRun, HistoryBulkInterval, LogBatc
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::fields::{Fields, MlflowRequest};
+use crate::fields::{Fields, JsonBody, MlflowRequest};
 use crate::json::{self, MetricJson};
 use crate::{ApiError, AppState};
 
@@ -38,7 +38,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/update", post(update_run))
         .route("/runs/delete", post(delete_run))
         .route("/runs/restore", post(restore_run))
-        .route("/runs/search", post(search_runs).get(search_runs))
+        .route("/runs/search", post(search_runs))
         .route("/runs/log-metric", post(log_metric))
         .route("/runs/log-parameter", post(log_param))
         .route("/runs/set-tag", post(set_tag))
@@ -226,7 +226,7 @@ async fn delete_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) 
     empty()
 }
 
-async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, body: axum::body::Bytes) -> Answer {
+async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, JsonBody(body): JsonBody) -> Answer {
     if body.len() > MAX_BATCH_LOG_REQUEST_BYTES {
         return Err(ApiError::invalid(format!(
             "Batched logging API requests must be at most 1 MB in size. Got {} bytes.",

@@ -18,8 +18,9 @@ impl ArtifactPath {
 
     /// Validates a path as received (already percent-decoded once by the HTTP layer).
     ///
-    /// Refuses `..` segments, absolute paths, Windows drive and UNC forms, backslashes, NUL and
-    /// other control characters, also when they hide behind further percent-encoding.
+    /// Refuses `..` segments, absolute paths, Windows drive and UNC forms, backslashes, `#` (as
+    /// MLflow does: a fragment marker in a URL), NUL and other control characters, also when they
+    /// hide behind further percent-encoding.
     pub fn parse(raw: &str) -> Result<ArtifactPath, Error> {
         if raw.len() > MAX_PATH_BYTES {
             return Err(Error::InvalidPath);
@@ -67,6 +68,7 @@ fn check_plain(path: &str) -> Result<(), Error> {
     if path.starts_with('/')
         || is_drive
         || path.contains('\\')
+        || path.contains('#')
         || path.chars().any(|c| c.is_control())
         || path.split('/').any(|seg| seg == "..")
     {
@@ -109,7 +111,7 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for raw in ["..", "../a", "a/../../b", "a/..", "/etc/passwd", "\\\\server\\share", "a\\..\\b", "C:/x", "c:\\x", "%2e%2e/a", "a/%2E%2E", "%252e%252e/x", "%2fetc", "a\0b", "a/%00", "%5c..%5cx"] {
+        for raw in ["..", "../a", "a/../../b", "a/..", "/etc/passwd", "\\\\server\\share", "a\\..\\b", "C:/x", "c:\\x", "%2e%2e/a", "a/%2E%2E", "%252e%252e/x", "%2fetc", "a\0b", "a/%00", "%5c..%5cx", "a#b", "a%23b"] {
             assert!(ArtifactPath::parse(raw).is_err(), "{raw:?}");
         }
     }

@@ -237,7 +237,8 @@ pub struct LoggedModel {
     pub lifecycle_stage: LifecycleStage,
     pub tags: Vec<KeyValue>,
     pub params: Vec<KeyValue>,
-    pub metrics: Vec<Metric>,
+    /// Metrics logged against the model, each with the run that logged it.
+    pub metrics: Vec<MetricWithRunId>,
 }
 
 /// One page of a paginated listing.

@@ -83,7 +83,7 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
         store.get_experiment(&ExperimentId::parse("999999").expect("id")).await,
         Err(Error::ExperimentNotFound { .. })
     ));
-    assert!(matches!(store.get_experiment(&ExperimentId::parse("abc").expect("id")).await, Err(Error::ExperimentNotFound { .. })));
+    assert!(matches!(store.get_experiment(&ExperimentId::parse("abc").expect("id")).await, Err(Error::InvalidArgument { .. })));
 
     let other = store.create_experiment(exp("second")).await.expect("create");
     assert!(matches!(store.rename_experiment(&other, "first", 5).await, Err(Error::ExperimentNameExists { .. })));

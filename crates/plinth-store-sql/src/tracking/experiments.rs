@@ -20,6 +20,11 @@ pub(crate) fn numeric_id(id: &ExperimentId) -> Option<i64> {
     id.as_str().parse::<i64>().ok()
 }
 
+/// The integer key of an experiment id the caller addresses; a non-integer id is invalid (MLflow's SQL store).
+pub(crate) fn key_of(id: &ExperimentId) -> Result<i64, Error> {
+    numeric_id(id).ok_or_else(|| Error::invalid(format!("Invalid experiment ID: '{id}'")))
+}
+
 fn not_found(id: &ExperimentId) -> Error {
     Error::ExperimentNotFound { experiment_id: id.to_string() }
 }
@@ -131,7 +136,7 @@ async fn upsert_tags(tx: &mut crate::sql::Tx, dialect: crate::Dialect, id: i64, 
 }
 
 pub(crate) async fn get(store: &SqlStore, id: &ExperimentId) -> Result<Experiment> {
-    let Some(key) = numeric_id(id) else { return Err(not_found(id)) };
+    let key = key_of(id)?;
     let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM experiments e WHERE e.experiment_id = "));
     sql.bind(key);
     load_where(store, sql).await?.pop().ok_or_else(|| not_found(id))
@@ -185,7 +190,7 @@ pub(crate) async fn search(store: &SqlStore, query: &ExperimentQuery) -> Result<
 
 /// Locks the experiment row for the transaction and returns its lifecycle stage.
 pub(crate) async fn lock_stage(store: &SqlStore, tx: &mut crate::sql::Tx, id: &ExperimentId) -> Result<(i64, LifecycleStage, String), TxError> {
-    let Some(key) = numeric_id(id) else { return Err(not_found(id).into()) };
+    let key = key_of(id)?;
     let sql = format!("SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1{}", store.for_update());
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(&mut **tx).await?;
     let Some(row) = row else { return Err(not_found(id).into()) };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
-use plinth_core::tracking::{KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric};
+use plinth_core::tracking::{KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, MetricWithRunId};
 use plinth_filter::Key;
 use plinth_store::tracking::{LoggedModelQuery, NewLoggedModel, Rows};
 use plinth_store::{Error, Result};
@@ -46,7 +46,7 @@ async fn load_children(conn: &mut AnyConnection, dialect: crate::Dialect, mut mo
     let ids: Vec<Arg> = models.iter().map(|it| Arg::from(it.model_id.as_str())).collect();
     let mut tags = load_key_values(conn, dialect, "logged_model_tags", "model_id", &ids).await?;
     let mut params = load_key_values(conn, dialect, "logged_model_params", "model_id", &ids).await?;
-    let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
+    let mut metrics: HashMap<String, Vec<MetricWithRunId>> = HashMap::new();
     for chunk in ids.chunks(500) {
         let mut sql = Sql::new(
             "SELECT model_id AS parent, key, value, is_nan, timestamp, step, run_uuid, dataset_name, dataset_digest \
@@ -56,15 +56,17 @@ async fn load_children(conn: &mut AnyConnection, dialect: crate::Dialect, mut mo
         for row in sql.query(dialect).fetch_all(&mut *conn).await? {
             let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
             let parent = parent_string(&row)?;
-            metrics.entry(parent.clone()).or_default().push(Metric {
+            let metric = Metric {
                 key: get_str(&row, "key")?,
                 value: get_metric_value(&row)?,
                 timestamp: get_i64(&row, "timestamp")?,
                 step: get_i64(&row, "step")?,
                 dataset_name: non_empty(get_str(&row, "dataset_name")?),
                 dataset_digest: non_empty(get_str(&row, "dataset_digest")?),
-                model_id: Some(parent),
-            });
+                model_id: Some(parent.clone()),
+            };
+            let run_id = RunId::from_trusted(get_str(&row, "run_uuid")?);
+            metrics.entry(parent).or_default().push(MetricWithRunId { run_id, metric });
         }
     }
     for it in &mut models {

@@ -516,7 +516,8 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
             }
             Key::Metric(key) => {
                 sql.push(&format!(" LEFT JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = ")).bind(key.as_str());
-                ("m", format!("({alias}.run_uuid IS NULL OR {alias}.is_nan = 1)"), format!("{alias}.value"))
+                // Missing values sort last; NaN after every number but before missing (MLflow's order).
+                ("m", format!("({alias}.run_uuid IS NULL) ASC, ({alias}.is_nan = 1)"), format!("{alias}.value"))
             }
             Key::Param(key) | Key::Tag(key) => {
                 let table = if matches!(order.key, Key::Param(_)) { "params" } else { "run_tags" };

@@ -1,0 +1,162 @@
+"""Fixtures for the MLflow compatibility suite.
+
+Run (from the repository root):
+
+    $HOME/.cache/plinth/venv-compat/bin/python -m pytest tests/compat
+
+The server binary is `$PLINTH_BIN`, else `$CARGO_TARGET_DIR/debug/plinth` (`CARGO_TARGET_DIR`
+defaults to `$HOME/.cache/plinth/target`). See plinth_compat.py for the reference mode that runs
+the same tests against a real MLflow server.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The client caches its configuration, so these must be in place before mlflow is imported.
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "30"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+for _var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_TOKEN"):
+    os.environ.pop(_var, None)
+
+import threading  # noqa: E402
+
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
+import requests  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+import plinth_compat  # noqa: E402
+from plinth_compat import REFERENCE, ServerProcess, start_server  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# No response in the whole suite may be a 5xx: every requests.Session (the mlflow client's too)
+# goes through Session.send, so record 5xx answers there and fail the test that received one.
+
+_FIVE_XX: list[str] = []
+_FIVE_XX_LOCK = threading.Lock()
+_original_send = requests.Session.send
+
+
+def _recording_send(self, request, **kwargs):
+    response = _original_send(self, request, **kwargs)
+    if response.status_code >= 500:
+        try:
+            text = response.text[:800]
+        except Exception as exc:  # a streamed body that cannot be read
+            text = f"<unreadable body: {exc!r}>"
+        with _FIVE_XX_LOCK:
+            _FIVE_XX.append(f"{request.method} {request.url} -> {response.status_code}: {text}")
+    return response
+
+
+requests.Session.send = _recording_send
+
+
+@pytest.fixture(autouse=True)
+def _no_server_errors():
+    with _FIVE_XX_LOCK:
+        _FIVE_XX.clear()
+    yield
+    with _FIVE_XX_LOCK:
+        seen = list(_FIVE_XX)
+        _FIVE_XX.clear()
+    if seen:
+        pytest.fail("the server answered with 5xx:\n" + "\n".join(seen), pytrace=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+def pytest_collection_modifyitems(config, items):
+    if REFERENCE:
+        skip = pytest.mark.skip(reason="asserts a deliberate difference from MLflow (plinth_only)")
+        for item in items:
+            if "plinth_only" in item.keywords:
+                item.add_marker(skip)
+
+
+def _run_server(tmp_path_factory, name: str):
+    srv = start_server(tmp_path_factory.mktemp(name))
+    return srv
+
+
+def _stop_server(srv: ServerProcess):
+    problems = srv.stop()
+    if problems:
+        tail = srv.output()[-6000:]
+        pytest.fail(f"server at {srv.url}: " + "; ".join(problems) + "\n--- server output (tail) ---\n" + tail, pytrace=False)
+
+
+@pytest.fixture
+def server(tmp_path_factory) -> ServerProcess:
+    """A fresh server with an empty data dir, for this test only (has .url, .data_dir)."""
+    srv = _run_server(tmp_path_factory, "plinth-data")
+    yield srv
+    _stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory) -> ServerProcess:
+    """One server per test module; tests must use unique names (plinth_compat.uniq)."""
+    srv = _run_server(tmp_path_factory, "plinth-shared")
+    yield srv
+    _stop_server(srv)
+
+
+@pytest.fixture
+def tracking_server(request) -> ServerProcess:
+    """The server this test talks to: its own `server` if it asked for one, else the shared one."""
+    if "server" in request.fixturenames:
+        return request.getfixturevalue("server")
+    return request.getfixturevalue("shared_server")
+
+
+@pytest.fixture
+def client(tracking_server) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_server.url)
+
+
+@pytest.fixture
+def rest(tracking_server) -> plinth_compat.Rest:
+    return tracking_server.rest()
+
+
+def _reset_fluent_state():
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    fluent = mlflow.tracking.fluent
+    if hasattr(fluent, "_active_experiment_id"):
+        fluent._active_experiment_id = None
+    for name in ("_last_active_run_id", "_last_logged_model_id"):
+        var = getattr(fluent, name, None)
+        if var is not None and hasattr(var, "set"):
+            var.set(None)
+    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        os.environ.pop(var, None)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env(request, monkeypatch):
+    """Points the fluent API (and MLFLOW_TRACKING_URI) at this test's server; resets fluent state."""
+    srv = request.getfixturevalue("tracking_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    _reset_fluent_state()
+    mlflow.set_tracking_uri(srv.url)
+    yield srv
+    try:
+        _reset_fluent_state()
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def experiment_id(client) -> str:
+    """A fresh experiment on the test's server."""
+    return client.create_experiment(plinth_compat.uniq("exp"))
