@@ -101,10 +101,22 @@ async fn fields_after_path(state: &AppState, req: Request) -> Result<Fields, Api
     Fields::from_json(&body)
 }
 
+/// The object a multipart upload writes: the URL's directory joined with the base name of the
+/// client's local file (the `path` field), as MLflow's artifact repositories name it.
+fn mpu_target(dir: &ArtifactPath, f: &Fields) -> Result<ArtifactPath, ApiError> {
+    let local = f.str("path")?;
+    let name = local.rsplit(['/', '\\']).next().unwrap_or_default();
+    if name.is_empty() {
+        return Err(plinth_blob::Error::InvalidPath.into());
+    }
+    Ok(dir.join(name)?)
+}
+
 async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
-    let path = ArtifactPath::parse(&path)?;
+    let dir = ArtifactPath::parse(&path)?;
     let headers = req.headers().clone();
     let f = fields_after_path(&s, req).await?;
+    let path = mpu_target(&dir, &f)?;
     let num_parts = f.opt_i64("num_parts")?.unwrap_or(1);
     if !(1..=10_000).contains(&num_parts) {
         return Err(InvalidParameter::invalid_value("num_parts", &num_parts.to_string(), "must be between 1 and 10000").into());
@@ -131,8 +143,9 @@ fn upload_id(f: &Fields) -> Result<String, ApiError> {
 }
 
 async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
-    let path = ArtifactPath::parse(&path)?;
+    let dir = ArtifactPath::parse(&path)?;
     let f = fields_after_path(&s, req).await?;
+    let path = mpu_target(&dir, &f)?;
     let parts = f
         .objects("parts")?
         .iter()
