@@ -336,6 +336,13 @@ pub async fn metric_history(store: Arc<dyn TrackingStore>) {
         })
         .collect();
     store.log_batch(&run_id, &points, &[], &[]).await.expect("log");
+    let latest: Vec<Metric> = tricky.iter().enumerate().map(|(i, v)| metric(&format!("t{i}"), *v, 1, 0)).collect();
+    store.log_batch(&run_id, &latest, &[], &[]).await.expect("log");
+    let run = store.get_run(&run_id).await.expect("run");
+    for (i, v) in tricky.iter().enumerate() {
+        let got = run.data.metrics.iter().find(|m| m.key == format!("t{i}")).expect("latest").value;
+        assert!(got.to_bits() == v.to_bits() || (got.is_nan() && v.is_nan()), "latest {got} != {v}");
+    }
     let back = store.get_metric_history(&run_id, "exact", page(100)).await.expect("history").items;
     assert_eq!(back.len(), tricky.len());
     for (got, want) in back.iter().zip(&points) {

@@ -62,6 +62,7 @@ CREATE TABLE latest_metrics (
     timestamp BIGINT NOT NULL,
     value DOUBLE PRECISION NOT NULL,
     is_nan BIGINT NOT NULL,
+    value_bits BIGINT NOT NULL,
     dataset_name TEXT COLLATE "C",
     dataset_digest TEXT COLLATE "C",
     model_id TEXT COLLATE "C",

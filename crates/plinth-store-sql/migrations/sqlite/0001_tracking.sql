@@ -62,6 +62,7 @@ CREATE TABLE latest_metrics (
     timestamp INTEGER NOT NULL,
     value REAL NOT NULL,
     is_nan INTEGER NOT NULL,
+    value_bits INTEGER NOT NULL,
     dataset_name TEXT,
     dataset_digest TEXT,
     model_id TEXT,

@@ -107,6 +107,15 @@ fn push_metric_condition(sql: &mut Sql, table: &str, parent_column: &str, parent
     Ok(())
 }
 
+/// A metric comparison on an already joined latest-metric row (`alias.value OP number`), for a metric
+/// the query also orders by; equivalent to the `EXISTS` form since the join requires a non-NaN value.
+pub(crate) fn push_metric_on_alias(sql: &mut Sql, alias: &str, clause: &Clause) -> Result<()> {
+    let Value::Number(n) = clause.value else { return Err(unsupported(clause)) };
+    let cmp = comparator(clause.op).ok_or_else(|| unsupported(clause))?;
+    sql.push(alias).push(".value").push(cmp).bind(n);
+    Ok(())
+}
+
 pub(crate) fn push_experiment_clause(sql: &mut Sql, clause: &Clause) -> Result<()> {
     match &clause.key {
         Key::Tag(key) => push_key_value_condition(sql, "experiment_tags", "experiment_id", "e.experiment_id", key, clause),

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
-use plinth_core::tracking::{KeyValue, Metric};
+use plinth_core::tracking::KeyValue;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::Dialect;
 use crate::sql::{Arg, Sql};
 
 pub(crate) fn get_i64(row: &AnyRow, col: &str) -> Result<i64, sqlx::Error> {
@@ -32,18 +33,6 @@ pub(crate) fn get_metric_value(row: &AnyRow) -> Result<f64, sqlx::Error> {
     row.try_get::<f64, _>("value")
 }
 
-pub(crate) fn metric_from_row(row: &AnyRow) -> Result<Metric, sqlx::Error> {
-    Ok(Metric {
-        key: get_str(row, "key")?,
-        value: get_metric_value(row)?,
-        timestamp: get_i64(row, "timestamp")?,
-        step: get_i64(row, "step")?,
-        dataset_name: get_opt_str(row, "dataset_name")?,
-        dataset_digest: get_opt_str(row, "dataset_digest")?,
-        model_id: get_opt_str(row, "model_id")?,
-    })
-}
-
 /// Stored form of a metric value: (value, is_nan); infinities become ±`f64::MAX`, as in MLflow.
 pub(crate) fn metric_value_columns(v: f64) -> (f64, i64) {
     if v.is_nan() {
@@ -57,24 +46,55 @@ pub(crate) fn metric_value_columns(v: f64) -> (f64, i64) {
     }
 }
 
-/// Loads `(parent, key, value)` rows of a key/value child table for many parents.
+/// `expr` as hex digits of its UTF-8 text: a form safe inside the `,`/`;`-separated encodings below.
+pub(crate) fn hex_of(dialect: Dialect, expr: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("hex(CAST({expr} AS TEXT))"),
+        Dialect::Postgres => format!("encode(convert_to(CAST({expr} AS TEXT), 'UTF8'), 'hex')"),
+    }
+}
+
+/// Decodes hex digits (as `hex_of` writes them) back to text.
+pub(crate) fn unhex(field: &str) -> Option<String> {
+    let bytes = field.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let raw: Option<Vec<u8>> = bytes
+        .chunks(2)
+        .map(|pair| Some(((pair[0] as char).to_digit(16)? * 16 + (pair[1] as char).to_digit(16)?) as u8))
+        .collect();
+    String::from_utf8(raw?).ok()
+}
+
+/// Loads `(parent, key, value)` rows of a key/value child table for many parents. The rows are
+/// aggregated into one text value inside the database, so they cross the driver as one row.
 pub(crate) async fn load_key_values(
     conn: &mut AnyConnection,
-    dialect: crate::Dialect,
+    dialect: Dialect,
     table: &str,
     parent_column: &str,
     parents: &[Arg],
 ) -> Result<HashMap<String, Vec<KeyValue>>, sqlx::Error> {
     let mut res: HashMap<String, Vec<KeyValue>> = HashMap::new();
-    if parents.is_empty() {
-        return Ok(res);
-    }
     for chunk in parents.chunks(500) {
-        let mut sql = Sql::new(&format!("SELECT {parent_column} AS parent, key, value FROM {table} WHERE {parent_column} IN "));
-        sql.bind_list(chunk).push(" ORDER BY key");
-        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
-            let parent = parent_string(&row)?;
-            res.entry(parent).or_default().push(KeyValue { key: get_str(&row, "key")?, value: get_str(&row, "value")? });
+        let encoded = format!(
+            "{} || ',' || {} || ',' || {}",
+            hex_of(dialect, parent_column),
+            hex_of(dialect, "key"),
+            hex_of(dialect, "value")
+        );
+        let mut sql = Sql::new(&format!("SELECT string_agg({encoded}, ';' ORDER BY key) AS kvs FROM {table} WHERE {parent_column} IN "));
+        sql.bind_list(chunk);
+        let row = sql.query(dialect).fetch_one(&mut *conn).await?;
+        let encoded: Option<String> = row.try_get("kvs")?;
+        for item in encoded.as_deref().unwrap_or("").split(';').filter(|it| !it.is_empty()) {
+            let mut fields = item.split(',');
+            let decoded = (|| Some((unhex(fields.next()?)?, unhex(fields.next()?)?, unhex(fields.next()?)?)))();
+            let Some((parent, key, value)) = decoded else {
+                return Err(sqlx::Error::Protocol(format!("malformed key/value encoding from {table}")));
+            };
+            res.entry(parent).or_default().push(KeyValue { key, value });
         }
     }
     Ok(res)

@@ -13,8 +13,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::experiments::{lock_stage, numeric_id};
-use super::filter::{push_lifecycle, push_run_clause, run_order_column};
-use super::rows::{get_i64, get_opt_i64, get_opt_str, get_str, load_key_values, metric_from_row, metric_value_columns, parent_string};
+use super::filter::{push_lifecycle, push_metric_on_alias, push_run_clause, run_order_column};
+use super::rows::{get_i64, get_opt_i64, get_opt_str, get_str, hex_of, load_key_values, metric_value_columns, parent_string, unhex};
 use crate::SqlStore;
 use crate::sql::{Arg, SharedArg, Sql, Tx, TxError, sql_error, write_tx};
 use crate::Dialect;
@@ -53,12 +53,27 @@ async fn load_runs(conn: &mut AnyConnection, dialect: Dialect, infos: Vec<RunInf
     let mut model_inputs: HashMap<String, Vec<String>> = HashMap::new();
     let mut outputs: HashMap<String, Vec<ModelOutput>> = HashMap::new();
     for chunk in ids.chunks(500) {
-        let mut sql = Sql::new(
-            "SELECT run_uuid AS parent, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id FROM latest_metrics WHERE run_uuid IN ",
+        let encoded = format!(
+            "{} || ',' || {} || ',' || {}",
+            hex_of(dialect, "run_uuid"),
+            hex_of(dialect, "key"),
+            encoded_point(dialect)
         );
-        sql.bind_list(chunk).push(" ORDER BY key");
-        for row in sql.query(dialect).fetch_all(&mut *conn).await? {
-            metrics.entry(parent_string(&row)?).or_default().push(metric_from_row(&row)?);
+        let mut sql = Sql::new(&format!("SELECT string_agg({encoded}, ';' ORDER BY key) AS pts FROM latest_metrics WHERE run_uuid IN "));
+        sql.bind_list(chunk);
+        let row = sql.query(dialect).fetch_one(&mut *conn).await?;
+        let pts: Option<String> = get_opt_str(&row, "pts")?;
+        for item in pts.as_deref().unwrap_or("").split(';').filter(|it| !it.is_empty()) {
+            let mut parts = item.splitn(3, ',');
+            let decoded = (|| {
+                let run = unhex(parts.next()?)?;
+                let key = unhex(parts.next()?)?;
+                Some((run, decode_point(&key, parts.next()?)?))
+            })();
+            let Some((run, metric)) = decoded else {
+                return Err(sqlx::Error::Protocol("malformed latest-metric encoding".to_owned()));
+            };
+            metrics.entry(run).or_default().push(metric);
         }
         let mut sql = Sql::new(
             "SELECT i.run_uuid AS parent, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
@@ -326,13 +341,12 @@ async fn insert_params(tx: &mut Tx, dialect: Dialect, run_id: &RunId, params: &[
     Ok(())
 }
 
-/// One `VALUES` row; the run id is bound once per statement, absent optional columns are literal `NULL`.
-fn push_metric_row(sql: &mut Sql, run: SharedArg, m: &Metric, with_bits: bool) {
+/// One `VALUES` row (with the value's bits); the run id is bound once per statement, absent optional
+/// columns are literal `NULL`.
+fn push_metric_row(sql: &mut Sql, run: SharedArg, m: &Metric) {
     let (value, is_nan) = metric_value_columns(m.value);
     sql.push("(").reuse(run).push(", ").bind(m.key.as_str()).push(", ").bind(m.step).push(", ").bind(m.timestamp).push(", ").bind(value).push(", ").bind(is_nan);
-    if with_bits {
-        sql.push(", ").bind(value.to_bits() as i64);
-    }
+    sql.push(", ").bind(value.to_bits() as i64);
     for column in [&m.dataset_name, &m.dataset_digest, &m.model_id] {
         match column {
             Some(it) => sql.push(", ").bind(it.as_str()),
@@ -342,7 +356,6 @@ fn push_metric_row(sql: &mut Sql, run: SharedArg, m: &Metric, with_bits: bool) {
     sql.push(")");
 }
 
-const METRIC_COLUMNS: &str = "(run_uuid, key, step, timestamp, value, is_nan, dataset_name, dataset_digest, model_id)";
 const HISTORY_COLUMNS: &str = "(run_uuid, key, step, timestamp, value, is_nan, value_bits, dataset_name, dataset_digest, model_id)";
 
 async fn insert_metrics(tx: &mut Tx, dialect: Dialect, run_id: &RunId, metrics: &[&Metric], latest: &[&Metric]) -> Result<(), TxError> {
@@ -353,23 +366,23 @@ async fn insert_metrics(tx: &mut Tx, dialect: Dialect, run_id: &RunId, metrics: 
             if idx > 0 {
                 sql.push(", ");
             }
-            push_metric_row(&mut sql, run, m, true);
+            push_metric_row(&mut sql, run, m);
         }
         sql.push(" ON CONFLICT DO NOTHING");
         sql.query(dialect).execute(&mut **tx).await?;
     }
     for chunk in latest.chunks(INSERT_CHUNK) {
-        let mut sql = Sql::new(&format!("INSERT INTO latest_metrics {METRIC_COLUMNS} VALUES "));
+        let mut sql = Sql::new(&format!("INSERT INTO latest_metrics {HISTORY_COLUMNS} VALUES "));
         let run = sql.bind_shared(run_id.as_str());
         for (idx, m) in chunk.iter().enumerate() {
             if idx > 0 {
                 sql.push(", ");
             }
-            push_metric_row(&mut sql, run, m, false);
+            push_metric_row(&mut sql, run, m);
         }
         sql.push(
             " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-             value = excluded.value, is_nan = excluded.is_nan, dataset_name = excluded.dataset_name, \
+             value = excluded.value, is_nan = excluded.is_nan, value_bits = excluded.value_bits, dataset_name = excluded.dataset_name, \
              dataset_digest = excluded.dataset_digest, model_id = excluded.model_id \
              WHERE (excluded.step, excluded.timestamp, excluded.is_nan, excluded.value) > \
              (latest_metrics.step, latest_metrics.timestamp, latest_metrics.is_nan, latest_metrics.value)",
@@ -496,6 +509,7 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
     let mut order_exprs: Vec<(String, bool)> = Vec::new();
     let mut explicit_start_time = false;
     let mut explicit_run_id = false;
+    let mut inner_aliases: HashMap<&str, String> = HashMap::new();
     let filtered_metrics: std::collections::HashSet<&str> = query
         .filter
         .iter()
@@ -508,6 +522,7 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
         let alias = format!("o{idx}");
         let (table, null_test, value) = match &order.key {
             Key::Metric(key) if filtered_metrics.contains(key.as_str()) => {
+                inner_aliases.entry(key.as_str()).or_insert_with(|| alias.clone());
                 // A filter on this metric already drops runs without a (non-NaN) value, so an inner join
                 // returns the same rows and lets the database walk the (key, value) index in order.
                 sql.push(&format!(" JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.is_nan = 0 AND {alias}.key = "))
@@ -542,7 +557,10 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
     push_lifecycle(&mut sql, "r.lifecycle_stage", query.view_type);
     for clause in &query.filter {
         sql.push(" AND ");
-        push_run_clause(&mut sql, clause)?;
+        match &clause.key {
+            Key::Metric(key) if inner_aliases.contains_key(key.as_str()) => push_metric_on_alias(&mut sql, &inner_aliases[key.as_str()], clause)?,
+            _ => push_run_clause(&mut sql, clause)?,
+        }
     }
     sql.push(" ORDER BY ");
     for (expr, ascending) in &order_exprs {
@@ -610,42 +628,29 @@ fn decode_hex(field: &str) -> Option<Option<String>> {
     if field == "-" {
         return Some(None);
     }
-    let bytes = field.as_bytes();
-    if bytes.len() % 2 != 0 {
-        return None;
-    }
-    let digits = bytes.chunks(2).map(|pair| {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        Some((hi * 16 + lo) as u8)
-    });
-    let raw: Option<Vec<u8>> = digits.collect();
-    Some(Some(String::from_utf8(raw?).ok()?))
+    Some(Some(unhex(field)?))
+}
+
+/// One point as `encoded_point` writes it.
+fn decode_point(key: &str, point: &str) -> Option<Metric> {
+    let mut it = point.split(',');
+    let step = it.next()?.parse().ok()?;
+    let timestamp = it.next()?.parse().ok()?;
+    let value = f64::from_bits(it.next()?.parse::<i64>().ok()? as u64);
+    let is_nan = it.next()? == "1";
+    Some(Metric {
+        key: key.to_owned(),
+        value: if is_nan { f64::NAN } else { value },
+        timestamp,
+        step,
+        dataset_name: decode_hex(it.next()?)?,
+        dataset_digest: decode_hex(it.next()?)?,
+        model_id: decode_hex(it.next()?)?,
+    })
 }
 
 fn decode_points(key: &str, encoded: &str) -> Option<Vec<Metric>> {
-    if encoded.is_empty() {
-        return Some(Vec::new());
-    }
-    encoded
-        .split(';')
-        .map(|point| {
-            let mut it = point.split(',');
-            let step = it.next()?.parse().ok()?;
-            let timestamp = it.next()?.parse().ok()?;
-            let value = f64::from_bits(it.next()?.parse::<i64>().ok()? as u64);
-            let is_nan = it.next()? == "1";
-            Some(Metric {
-                key: key.to_owned(),
-                value: if is_nan { f64::NAN } else { value },
-                timestamp,
-                step,
-                dataset_name: decode_hex(it.next()?)?,
-                dataset_digest: decode_hex(it.next()?)?,
-                model_id: decode_hex(it.next()?)?,
-            })
-        })
-        .collect()
+    encoded.split(';').filter(|it| !it.is_empty()).map(|point| decode_point(key, point)).collect()
 }
 
 pub(crate) async fn metric_history(store: &SqlStore, run_id: &RunId, key: &str, page: PageRequest) -> Result<Rows<Metric>> {
