@@ -50,6 +50,10 @@ ensure_postgres
 step "building (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
+step "formatting and lints (warnings are errors)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "Rust tests (SQLite and PostgreSQL conformance, black-box tests of the binary)"
 cargo test --workspace --locked
 

@@ -129,7 +129,11 @@ async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, req: Re
     Ok(Json(json!({"upload_id": upload_id, "credentials": credentials})))
 }
 
-async fn mpu_part(State(s): State<AppState>, Path((upload_id, part_number)): Path<(String, u32)>, req: Request) -> Result<Response, ApiError> {
+async fn mpu_part(
+    State(s): State<AppState>,
+    Path((upload_id, part_number)): Path<(String, u32)>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let etag = s.tracking.blobs().put_part(&upload_id, part_number, body_stream(req)).await?;
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {

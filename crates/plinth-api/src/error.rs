@@ -73,11 +73,8 @@ pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::ht
 
 /// A panicking handler fails only its own request.
 pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
+    let detail =
+        panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("unknown panic");
     let reference = uuid::Uuid::new_v4().simple().to_string();
     tracing::error!(panic = detail, reference = %reference, "Handler panicked.");
     ApiError::new(ErrorCode::InternalError, format!("internal error; reference {reference} in the server log")).into_response()

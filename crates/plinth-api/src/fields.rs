@@ -35,10 +35,12 @@ impl Fields {
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(Fields::default());
         }
-        let mut value: Value = serde_json::from_slice(body).map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Malformed JSON request body: {e}")))?;
+        let mut value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Malformed JSON request body: {e}")))?;
         // Very old clients send the JSON document as a JSON string.
         if let Value::String(inner) = &value {
-            value = serde_json::from_str(inner).map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Malformed JSON request body: {e}")))?;
+            value = serde_json::from_str(inner)
+                .map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Malformed JSON request body: {e}")))?;
         }
         match value {
             Value::Object(map) => Ok(Fields { map, from_query: false }),
@@ -118,7 +120,9 @@ impl Fields {
                     _ => Err(type_error(name, &Value::Number(n.clone()), "an integer")),
                 },
             },
-            Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| type_error(name, &Value::String(s.clone()), "an integer")),
+            Some(Value::String(s)) => {
+                s.trim().parse::<i64>().map(Some).map_err(|_| type_error(name, &Value::String(s.clone()), "an integer"))
+            }
             Some(other) => Err(type_error(name, other, "an integer")),
         }
     }

@@ -1,8 +1,6 @@
 //! Rendering domain types as MLflow's JSON (proto field names, int64 as numbers, NaN as "NaN").
 
-use plinth_core::tracking::{
-    DatasetInput, Experiment, KeyValue, LoggedModel, Metric, ModelOutput, Run, RunInfo,
-};
+use plinth_core::tracking::{DatasetInput, Experiment, KeyValue, LoggedModel, Metric, ModelOutput, Run, RunInfo};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Value, json};

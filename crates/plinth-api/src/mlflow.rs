@@ -4,9 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use plinth_core::tracking::{
-    Dataset, DatasetInput, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType,
-};
+use plinth_core::tracking::{Dataset, DatasetInput, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType};
 use plinth_core::validation::{InvalidParameter, MAX_BATCH_LOG_REQUEST_BYTES};
 use plinth_tracking::{CreateLoggedModel, CreateRun, HistoryBulkInterval, LogBatch, SearchExperiments, SearchLoggedModels, SearchRuns};
 use serde::Serialize;
@@ -53,10 +51,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/artifacts/list", get(list_artifacts))
         .route("/logged-models", post(create_logged_model))
         .route("/logged-models/search", post(search_logged_models))
-        .route(
-            "/logged-models/{model_id}",
-            get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model),
-        )
+        .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model))
         .route("/logged-models/{model_id}/tags", axum::routing::patch(set_logged_model_tags))
         .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
         .route("/logged-models/{model_id}/params", post(log_logged_model_params))
@@ -67,7 +62,9 @@ fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
     match f.opt_str(name).ok().flatten() {
         Some(s) => ViewType::parse(&s).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &s, "").into()),
         None => match f.opt_i64(name)? {
-            Some(n) => ViewType::parse(&n.to_string()).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &n.to_string(), "").into()),
+            Some(n) => {
+                ViewType::parse(&n.to_string()).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &n.to_string(), "").into())
+            }
             None => Ok(None),
         },
     }
@@ -228,10 +225,7 @@ async fn delete_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) 
 
 async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, JsonBody(body): JsonBody) -> Answer {
     if body.len() > MAX_BATCH_LOG_REQUEST_BYTES {
-        return Err(ApiError::invalid(format!(
-            "Batched logging API requests must be at most 1 MB in size. Got {} bytes.",
-            body.len()
-        )));
+        return Err(ApiError::invalid(format!("Batched logging API requests must be at most 1 MB in size. Got {} bytes.", body.len())));
     }
     let (run_id, batch) = match crate::batch::parse(&body) {
         Some(fast) => (fast.run_id, LogBatch { metrics: fast.metrics, params: fast.params, tags: fast.tags }),
@@ -301,11 +295,11 @@ struct History<'a> {
 
 async fn get_metric_history(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<axum::response::Response, ApiError> {
     let max_results = f.opt_i64("max_results")?;
-    let page = s
-        .tracking
-        .get_metric_history(&f.run_id()?, &f.str("metric_key")?, max_results, f.opt_str("page_token")?.as_deref())
-        .await?;
-    let body = History { metrics: page.items.iter().map(|m| MetricJson { metric: m, run_id: None }).collect(), next_page_token: page.next_page_token };
+    let page = s.tracking.get_metric_history(&f.run_id()?, &f.str("metric_key")?, max_results, f.opt_str("page_token")?.as_deref()).await?;
+    let body = History {
+        metrics: page.items.iter().map(|m| MetricJson { metric: m, run_id: None }).collect(),
+        next_page_token: page.next_page_token,
+    };
     Ok(axum::response::IntoResponse::into_response(Json(body)))
 }
 
@@ -321,7 +315,10 @@ async fn get_metric_history_bulk(State(s): State<AppState>, MlflowRequest(f): Ml
         return Err(InvalidParameter::missing("run_id").into());
     }
     if run_ids.len() > MAX_RUNS {
-        return Err(ApiError::invalid(format!("GetMetricHistoryBulk request cannot specify more than {MAX_RUNS} run_ids. Received {} run_ids.", run_ids.len())));
+        return Err(ApiError::invalid(format!(
+            "GetMetricHistoryBulk request cannot specify more than {MAX_RUNS} run_ids. Received {} run_ids.",
+            run_ids.len()
+        )));
     }
     let key = f.str("metric_key")?;
     let max = f.opt_i64("max_results")?.unwrap_or(MAX_POINTS).clamp(1, MAX_POINTS);
@@ -339,7 +336,10 @@ async fn get_metric_history_bulk(State(s): State<AppState>, MlflowRequest(f): Ml
     Ok(axum::response::IntoResponse::into_response(Json(body)))
 }
 
-async fn get_metric_history_bulk_interval(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<axum::response::Response, ApiError> {
+async fn get_metric_history_bulk_interval(
+    State(s): State<AppState>,
+    MlflowRequest(f): MlflowRequest,
+) -> Result<axum::response::Response, ApiError> {
     let req = HistoryBulkInterval {
         run_ids: f.str_list("run_ids")?,
         metric_key: f.str("metric_key")?,

@@ -26,7 +26,9 @@ pub enum Error {
 impl HasErrorCode for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
-            Error::InvalidPath | Error::IsDirectory { .. } | Error::PartMismatch { .. } | Error::Body(_) => ErrorCode::InvalidParameterValue,
+            Error::InvalidPath | Error::IsDirectory { .. } | Error::PartMismatch { .. } | Error::Body(_) => {
+                ErrorCode::InvalidParameterValue
+            }
             Error::NotFound { .. } | Error::UploadNotFound { .. } => ErrorCode::ResourceDoesNotExist,
             Error::Io(_) => ErrorCode::InternalError,
         }

@@ -177,9 +177,8 @@ impl BlobStore for LocalBlobStore {
 
     async fn complete_multipart(&self, upload_id: &str, path: &ArtifactPath, parts: &[CompletedPart]) -> Result<()> {
         let dir = self.upload_dir(upload_id)?;
-        let target = tokio::fs::read_to_string(dir.join("target"))
-            .await
-            .map_err(|_| Error::UploadNotFound { upload_id: upload_id.to_owned() })?;
+        let target =
+            tokio::fs::read_to_string(dir.join("target")).await.map_err(|_| Error::UploadNotFound { upload_id: upload_id.to_owned() })?;
         if target != path.as_str() {
             return Err(Error::InvalidPath);
         }
@@ -249,10 +248,7 @@ mod tests {
         let listing = store.list(&p("1/run/artifacts")).await.expect("list");
         assert_eq!(
             listing,
-            vec![
-                Entry { name: "a.txt".into(), is_dir: false, size: Some(5) },
-                Entry { name: "dir".into(), is_dir: true, size: None }
-            ]
+            vec![Entry { name: "a.txt".into(), is_dir: false, size: Some(5) }, Entry { name: "dir".into(), is_dir: true, size: None }]
         );
         assert!(store.list(&p("1/run/artifacts/a.txt")).await.expect("list file").is_empty());
         assert!(store.list(&p("nope")).await.expect("list missing").is_empty());

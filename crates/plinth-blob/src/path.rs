@@ -41,11 +41,7 @@ impl ArtifactPath {
 
     /// `self/child`, for a child name that is itself validated.
     pub fn join(&self, child: &str) -> Result<ArtifactPath, Error> {
-        if self.0.is_empty() {
-            ArtifactPath::parse(child)
-        } else {
-            ArtifactPath::parse(&format!("{}/{child}", self.0))
-        }
+        if self.0.is_empty() { ArtifactPath::parse(child) } else { ArtifactPath::parse(&format!("{}/{child}", self.0)) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -104,14 +100,41 @@ mod tests {
 
     #[test]
     fn accepts_and_normalizes() {
-        for (raw, want) in [("", ""), ("a", "a"), ("a/b.txt", "a/b.txt"), ("a//b", "a/b"), ("./a/./b/", "a/b"), ("a b/c%20d", "a b/c%20d"), ("..a/b..", "..a/b..")] {
+        for (raw, want) in [
+            ("", ""),
+            ("a", "a"),
+            ("a/b.txt", "a/b.txt"),
+            ("a//b", "a/b"),
+            ("./a/./b/", "a/b"),
+            ("a b/c%20d", "a b/c%20d"),
+            ("..a/b..", "..a/b.."),
+        ] {
             assert_eq!(ArtifactPath::parse(raw).expect(raw).as_str(), want);
         }
     }
 
     #[test]
     fn refuses_escapes() {
-        for raw in ["..", "../a", "a/../../b", "a/..", "/etc/passwd", "\\\\server\\share", "a\\..\\b", "C:/x", "c:\\x", "%2e%2e/a", "a/%2E%2E", "%252e%252e/x", "%2fetc", "a\0b", "a/%00", "%5c..%5cx", "a#b", "a%23b"] {
+        for raw in [
+            "..",
+            "../a",
+            "a/../../b",
+            "a/..",
+            "/etc/passwd",
+            "\\\\server\\share",
+            "a\\..\\b",
+            "C:/x",
+            "c:\\x",
+            "%2e%2e/a",
+            "a/%2E%2E",
+            "%252e%252e/x",
+            "%2fetc",
+            "a\0b",
+            "a/%00",
+            "%5c..%5cx",
+            "a#b",
+            "a%23b",
+        ] {
             assert!(ArtifactPath::parse(raw).is_err(), "{raw:?}");
         }
     }

@@ -88,9 +88,7 @@ fn char_len(s: &str) -> usize {
 
 /// Checks a metric, param or run-tag key: characters, path uniqueness, length.
 pub fn validate_key(field: &str, key: &str) -> Result<(), InvalidParameter> {
-    let ok_chars = key
-        .chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '/' | '.' | '-' | ' ' | ':'));
+    let ok_chars = key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '/' | '.' | '-' | ' ' | ':'));
     if !ok_chars {
         return Err(InvalidParameter::invalid_value(
             field,
@@ -109,9 +107,7 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), InvalidParameter> {
         ));
     }
     if char_len(key) > MAX_ENTITY_KEY_LENGTH {
-        return Err(InvalidParameter::new(format!(
-            "'{field}' exceeds the maximum length of {MAX_ENTITY_KEY_LENGTH} characters"
-        )));
+        return Err(InvalidParameter::new(format!("'{field}' exceeds the maximum length of {MAX_ENTITY_KEY_LENGTH} characters")));
     }
     Ok(())
 }
@@ -214,7 +210,9 @@ mod tests {
 
     #[test]
     fn normpath_matches_python() {
-        for (input, want) in [("", "."), ("a/./b", "a/b"), ("a/../..", ".."), ("/../a", "/a"), ("//a", "//a"), ("///a", "/a"), ("a/b/", "a/b")] {
+        for (input, want) in
+            [("", "."), ("a/./b", "a/b"), ("a/../..", ".."), ("/../a", "/a"), ("//a", "//a"), ("///a", "/a"), ("a/b/", "a/b")]
+        {
             assert_eq!(normalize_posix(input), want, "{input}");
         }
     }

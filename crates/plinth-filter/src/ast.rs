@@ -268,19 +268,12 @@ impl fmt::Display for OrderBy {
 /// Writes `prefix.name`, quoting the name with backticks unless it is plain.
 fn write_prefixed(f: &mut fmt::Formatter<'_>, prefix: &str, name: &str) -> fmt::Result {
     write!(f, "{prefix}.")?;
-    if is_plain_key(name) {
-        f.write_str(name)
-    } else {
-        write_quoted(f, '`', name)
-    }
+    if is_plain_key(name) { f.write_str(name) } else { write_quoted(f, '`', name) }
 }
 
 /// Whether a key can be printed without quotes and read back unchanged.
 fn is_plain_key(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':'))
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':'))
 }
 
 /// Writes `text` between two `quote` characters, doubling any quote inside.
@@ -304,54 +297,21 @@ mod tests {
     #[test]
     fn clauses_print_canonically() {
         let cases = [
+            (Clause { key: Key::Metric("f1 score".to_owned()), op: Op::Ge, value: Value::Number(0.5) }, "metrics.`f1 score` >= 0.5"),
             (
-                Clause {
-                    key: Key::Metric("f1 score".to_owned()),
-                    op: Op::Ge,
-                    value: Value::Number(0.5),
-                },
-                "metrics.`f1 score` >= 0.5",
-            ),
-            (
-                Clause {
-                    key: Key::Tag("mlflow.runName".to_owned()),
-                    op: Op::Eq,
-                    value: Value::String("it's".to_owned()),
-                },
+                Clause { key: Key::Tag("mlflow.runName".to_owned()), op: Op::Eq, value: Value::String("it's".to_owned()) },
                 "tags.mlflow.runName = 'it''s'",
             ),
+            (Clause { key: Key::Param("a`b".to_owned()), op: Op::IsNotNull, value: Value::None }, "params.`a``b` IS NOT NULL"),
             (
-                Clause {
-                    key: Key::Param("a`b".to_owned()),
-                    op: Op::IsNotNull,
-                    value: Value::None,
-                },
-                "params.`a``b` IS NOT NULL",
-            ),
-            (
-                Clause {
-                    key: Key::Attribute(Attr::RunId),
-                    op: Op::NotIn,
-                    value: Value::List(vec!["a".to_owned(), "b".to_owned()]),
-                },
+                Clause { key: Key::Attribute(Attr::RunId), op: Op::NotIn, value: Value::List(vec!["a".to_owned(), "b".to_owned()]) },
                 "run_id NOT IN ('a', 'b')",
             ),
             (
-                Clause {
-                    key: Key::Dataset(DatasetField::Context),
-                    op: Op::Ne,
-                    value: Value::String("train".to_owned()),
-                },
+                Clause { key: Key::Dataset(DatasetField::Context), op: Op::Ne, value: Value::String("train".to_owned()) },
                 "datasets.context != 'train'",
             ),
-            (
-                Clause {
-                    key: Key::Attribute(Attr::StartTime),
-                    op: Op::Lt,
-                    value: Value::Number(1e16),
-                },
-                "start_time < 1e16",
-            ),
+            (Clause { key: Key::Attribute(Attr::StartTime), op: Op::Lt, value: Value::Number(1e16) }, "start_time < 1e16"),
         ];
         for (clause, expected) in cases {
             assert_eq!(clause.to_string(), expected);
@@ -360,15 +320,9 @@ mod tests {
 
     #[test]
     fn order_by_prints_its_direction() {
-        let order = OrderBy {
-            key: Key::Attribute(Attr::CreationTimestamp),
-            ascending: false,
-        };
+        let order = OrderBy { key: Key::Attribute(Attr::CreationTimestamp), ascending: false };
         assert_eq!(order.to_string(), "creation_timestamp DESC");
-        let order = OrderBy {
-            key: Key::Metric(String::new()),
-            ascending: true,
-        };
+        let order = OrderBy { key: Key::Metric(String::new()), ascending: true };
         assert_eq!(order.to_string(), "metrics.`` ASC");
     }
 

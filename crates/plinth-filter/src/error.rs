@@ -14,9 +14,7 @@ pub struct ParseError {
 impl ParseError {
     /// Builds an error from its user-facing message.
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+        Self { message: message.into() }
     }
 
     /// The user-facing message.
@@ -32,10 +30,7 @@ mod tests {
     #[test]
     fn display_is_the_message() {
         let error = ParseError::new("Invalid clause(s) in filter string: 'OR'");
-        assert_eq!(
-            error.to_string(),
-            "Invalid clause(s) in filter string: 'OR'"
-        );
+        assert_eq!(error.to_string(), "Invalid clause(s) in filter string: 'OR'");
         assert_eq!(error.message(), "Invalid clause(s) in filter string: 'OR'");
     }
 }

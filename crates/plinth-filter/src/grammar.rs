@@ -79,14 +79,7 @@ impl Entity {
 /// The comparators of metrics and numeric attributes.
 const NUMERIC_OPS: &[Op] = &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le];
 /// The comparators of parameters and tags.
-const KEY_VALUE_OPS: &[Op] = &[
-    Op::Eq,
-    Op::Ne,
-    Op::Like,
-    Op::ILike,
-    Op::IsNull,
-    Op::IsNotNull,
-];
+const KEY_VALUE_OPS: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::IsNull, Op::IsNotNull];
 /// The comparators of most string attributes and of dataset fields.
 const STRING_LIST_OPS: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn];
 /// The comparators of string attributes that cannot be compared with a list.
@@ -163,12 +156,8 @@ const REGISTERED_MODEL_ORDER_ATTRS: &[(&str, Attr)] = &[
     ("last_updated_timestamp", Attr::LastUpdatedTimestamp),
 ];
 /// The searchable attributes of model versions.
-const MODEL_VERSION_FILTER_ATTRS: &[(&str, Attr)] = &[
-    ("name", Attr::Name),
-    ("run_id", Attr::RunId),
-    ("source_path", Attr::SourcePath),
-    ("version_number", Attr::VersionNumber),
-];
+const MODEL_VERSION_FILTER_ATTRS: &[(&str, Attr)] =
+    &[("name", Attr::Name), ("run_id", Attr::RunId), ("source_path", Attr::SourcePath), ("version_number", Attr::VersionNumber)];
 /// The orderable attributes of model versions.
 const MODEL_VERSION_ORDER_ATTRS: &[(&str, Attr)] = &[
     ("name", Attr::Name),
@@ -178,11 +167,8 @@ const MODEL_VERSION_ORDER_ATTRS: &[(&str, Attr)] = &[
 ];
 
 /// The fields of `datasets.<field>`.
-const DATASET_FIELDS: &[(&str, DatasetField)] = &[
-    ("name", DatasetField::Name),
-    ("digest", DatasetField::Digest),
-    ("context", DatasetField::Context),
-];
+const DATASET_FIELDS: &[(&str, DatasetField)] =
+    &[("name", DatasetField::Name), ("digest", DatasetField::Digest), ("context", DatasetField::Context)];
 
 impl Grammar {
     /// The entity types allowed as identifier prefixes.
@@ -192,15 +178,10 @@ impl Grammar {
         match (self, context) {
             (Self::Runs, Context::Filter) => &[Metric, Param, Tag, Attribute, Dataset],
             (Self::Runs, Context::OrderBy) => &[Metric, Param, Tag, Attribute],
-            (Self::Experiments | Self::RegisteredModels | Self::ModelVersions, Context::Filter) => {
-                &[Attribute, Tag]
-            }
+            (Self::Experiments | Self::RegisteredModels | Self::ModelVersions, Context::Filter) => &[Attribute, Tag],
             (Self::LoggedModels, Context::Filter) => &[Metric, Param, Tag, Attribute],
             (Self::LoggedModels, Context::OrderBy) => &[Metric, Attribute],
-            (
-                Self::Experiments | Self::RegisteredModels | Self::ModelVersions,
-                Context::OrderBy,
-            ) => &[Attribute],
+            (Self::Experiments | Self::RegisteredModels | Self::ModelVersions, Context::OrderBy) => &[Attribute],
         }
     }
 
@@ -237,10 +218,7 @@ impl Grammar {
 
 /// Resolves the field of `datasets.<field>`.
 pub(crate) fn dataset_field(name: &str) -> Option<DatasetField> {
-    DATASET_FIELDS
-        .iter()
-        .find(|(candidate, _)| *candidate == name)
-        .map(|(_, field)| *field)
+    DATASET_FIELDS.iter().find(|(candidate, _)| *candidate == name).map(|(_, field)| *field)
 }
 
 /// The names of the dataset fields, for error messages.
@@ -253,13 +231,8 @@ mod tests {
     use super::{Context, Entity, Grammar};
     use crate::ast::{Attr, Key, Op};
 
-    const GRAMMARS: [Grammar; 5] = [
-        Grammar::Runs,
-        Grammar::Experiments,
-        Grammar::LoggedModels,
-        Grammar::RegisteredModels,
-        Grammar::ModelVersions,
-    ];
+    const GRAMMARS: [Grammar; 5] =
+        [Grammar::Runs, Grammar::Experiments, Grammar::LoggedModels, Grammar::RegisteredModels, Grammar::ModelVersions];
 
     #[test]
     fn every_prefix_alias_resolves() {
@@ -292,16 +265,11 @@ mod tests {
             for context in [Context::Filter, Context::OrderBy] {
                 let table = grammar.attributes(context);
                 for (index, (name, attr)) in table.iter().enumerate() {
-                    assert!(
-                        table[..index].iter().all(|(other, _)| other != name),
-                        "{grammar:?} lists {name} twice"
-                    );
+                    assert!(table[..index].iter().all(|(other, _)| other != name), "{grammar:?} lists {name} twice");
                     // The canonical name must be accepted wherever the attribute is,
                     // or printed clauses would not parse back.
                     assert!(
-                        table
-                            .iter()
-                            .any(|(other, same)| same == attr && *other == attr.as_str()),
+                        table.iter().any(|(other, same)| same == attr && *other == attr.as_str()),
                         "{grammar:?} accepts {attr:?} but not as {}",
                         attr.as_str()
                     );

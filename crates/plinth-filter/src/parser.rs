@@ -36,12 +36,8 @@ pub fn parse_filter(grammar: Grammar, input: &str) -> Result<Vec<Clause>, ParseE
             input.len()
         )));
     }
-    let raw = scan::scan_filter(input).map_err(|detail| {
-        ParseError::new(format!("Invalid clause(s) in filter string: {detail}"))
-    })?;
-    raw.into_iter()
-        .map(|clause| resolve_clause(grammar, clause).map_err(ParseError::new))
-        .collect()
+    let raw = scan::scan_filter(input).map_err(|detail| ParseError::new(format!("Invalid clause(s) in filter string: {detail}")))?;
+    raw.into_iter().map(|clause| resolve_clause(grammar, clause).map_err(ParseError::new)).collect()
 }
 
 /// Parses one order-by entry: a key, optionally followed by `ASC` or `DESC`.
@@ -53,24 +49,13 @@ pub fn parse_filter(grammar: Grammar, input: &str) -> Result<Vec<Clause>, ParseE
 /// bytes, is not a key with an optional direction, or names a key that
 /// `grammar` cannot sort by.
 pub fn parse_order_by(grammar: Grammar, input: &str) -> Result<OrderBy, ParseError> {
-    let fail = |detail: String| {
-        ParseError::new(format!(
-            "Invalid order_by clause '{}': {detail}",
-            snippet(input.trim())
-        ))
-    };
+    let fail = |detail: String| ParseError::new(format!("Invalid order_by clause '{}': {detail}", snippet(input.trim())));
     if input.len() > MAX_INPUT_LEN {
-        return Err(fail(format!(
-            "it is {} bytes long, which exceeds the limit of {MAX_INPUT_LEN} bytes",
-            input.len()
-        )));
+        return Err(fail(format!("it is {} bytes long, which exceeds the limit of {MAX_INPUT_LEN} bytes", input.len())));
     }
     let raw = scan::scan_order_by(input).map_err(fail)?;
     let key = resolve_key(grammar, &raw.ident, Context::OrderBy).map_err(fail)?;
-    Ok(OrderBy {
-        key,
-        ascending: raw.ascending,
-    })
+    Ok(OrderBy { key, ascending: raw.ascending })
 }
 
 /// Checks one raw clause against the grammar and builds its typed form.
@@ -86,11 +71,7 @@ fn resolve_clause(grammar: Grammar, raw: RawClause<'_>) -> Result<Clause, String
         ));
     }
     let value = resolve_value(&key, raw.op, raw.value)?;
-    Ok(Clause {
-        key,
-        op: raw.op,
-        value,
-    })
+    Ok(Clause { key, op: raw.op, value })
 }
 
 /// Resolves an identifier to a key the grammar accepts in `context`.
@@ -118,27 +99,17 @@ fn resolve_key(grammar: Grammar, ident: &RawIdent<'_>, context: Context) -> Resu
         Entity::Tag => Ok(Key::Tag(name.clone())),
         Entity::Attribute => {
             let table = grammar.attributes(context);
-            table
-                .iter()
-                .find(|(candidate, _)| candidate == name)
-                .map(|(_, attr)| Key::Attribute(*attr))
-                .ok_or_else(|| {
-                    format!(
-                        "Invalid attribute key '{}' specified. Valid keys are {}",
-                        snippet(name),
-                        quoted_list(table.iter().map(|(candidate, _)| *candidate))
-                    )
-                })
-        }
-        Entity::Dataset => grammar::dataset_field(name)
-            .map(Key::Dataset)
-            .ok_or_else(|| {
+            table.iter().find(|(candidate, _)| candidate == name).map(|(_, attr)| Key::Attribute(*attr)).ok_or_else(|| {
                 format!(
-                    "Invalid dataset key '{}' specified. Valid keys are {}",
+                    "Invalid attribute key '{}' specified. Valid keys are {}",
                     snippet(name),
-                    quoted_list(grammar::dataset_field_names())
+                    quoted_list(table.iter().map(|(candidate, _)| *candidate))
                 )
-            }),
+            })
+        }
+        Entity::Dataset => grammar::dataset_field(name).map(Key::Dataset).ok_or_else(|| {
+            format!("Invalid dataset key '{}' specified. Valid keys are {}", snippet(name), quoted_list(grammar::dataset_field_names()))
+        }),
     }
 }
 
@@ -149,20 +120,16 @@ fn resolve_value(key: &Key, op: Op, raw: Option<RawValue<'_>>) -> Result<Value, 
         (_, Some(raw)) => raw,
         // The scanner always reads a value after any other comparator.
         (_, None) => {
-            return Err(format!(
-                "Expected a value after '{op}' for {}",
-                describe(key)
-            ));
+            return Err(format!("Expected a value after '{op}' for {}", describe(key)));
         }
     };
     let got = snippet(raw.text);
     if matches!(op, Op::In | Op::NotIn) {
         return match raw.kind {
             RawValueKind::List(items) => Ok(Value::List(items)),
-            _ => Err(format!(
-                "Expected a list of quoted string values for '{op}' with {} (e.g. ('a', 'b')). Got value {got}",
-                describe(key)
-            )),
+            _ => {
+                Err(format!("Expected a list of quoted string values for '{op}' with {} (e.g. ('a', 'b')). Got value {got}", describe(key)))
+            }
         };
     }
     let numeric = match key {
@@ -172,26 +139,19 @@ fn resolve_value(key: &Key, op: Op, raw: Option<RawValue<'_>>) -> Result<Value, 
     };
     match raw.kind {
         RawValueKind::Number(number) if numeric => Ok(Value::Number(number)),
-        _ if numeric => Err(format!(
-            "Expected numeric value type for {}. Found {got}",
-            describe(key)
-        )),
+        _ if numeric => Err(format!("Expected numeric value type for {}. Found {got}", describe(key))),
         RawValueKind::Str(string) => Ok(Value::String(string)),
         // Experiment ids are strings, but MLflow users commonly write them bare.
-        RawValueKind::Number(_)
-            if *key == Key::Attribute(Attr::ExperimentId)
-                && raw.text.bytes().all(|byte| byte.is_ascii_digit()) =>
-        {
+        RawValueKind::Number(_) if *key == Key::Attribute(Attr::ExperimentId) && raw.text.bytes().all(|byte| byte.is_ascii_digit()) => {
             Ok(Value::String(raw.text.to_owned()))
         }
         RawValueKind::Backticked => Err(format!(
             "Expected a quoted string value for {} (e.g. 'my-value'). Got value {got}; backticks quote keys, quote values with single or double quotes",
             describe(key)
         )),
-        RawValueKind::Number(_) | RawValueKind::Bare | RawValueKind::List(_) => Err(format!(
-            "Expected a quoted string value for {} (e.g. 'my-value'). Got value {got}",
-            describe(key)
-        )),
+        RawValueKind::Number(_) | RawValueKind::Bare | RawValueKind::List(_) => {
+            Err(format!("Expected a quoted string value for {} (e.g. 'my-value'). Got value {got}", describe(key)))
+        }
     }
 }
 
@@ -248,10 +208,7 @@ mod tests {
     fn inputs_at_the_limit_are_accepted_and_longer_ones_rejected() {
         let clause = "tags.a = 'x'";
         let at_limit = format!("{clause}{}", " ".repeat(MAX_INPUT_LEN - clause.len()));
-        assert_eq!(
-            parse_filter(Grammar::Runs, &at_limit).map(|clauses| clauses.len()),
-            Ok(1)
-        );
+        assert_eq!(parse_filter(Grammar::Runs, &at_limit).map(|clauses| clauses.len()), Ok(1));
         let over = format!("{at_limit} ");
         let error = parse_filter(Grammar::Runs, &over).expect_err("one byte over the limit");
         assert!(error.message().contains("exceeds the limit of 65536 bytes"));
@@ -264,19 +221,10 @@ mod tests {
         let clauses = parse_filter(Grammar::Experiments, "experiment_id = 12");
         assert_eq!(
             clauses,
-            Ok(vec![Clause {
-                key: Key::Attribute(Attr::ExperimentId),
-                op: Op::Eq,
-                value: Value::String("12".to_owned()),
-            }])
+            Ok(vec![Clause { key: Key::Attribute(Attr::ExperimentId), op: Op::Eq, value: Value::String("12".to_owned()) }])
         );
-        let error = parse_filter(Grammar::Experiments, "experiment_id = 1.5")
-            .expect_err("only whole numbers are ids");
-        assert!(
-            error
-                .message()
-                .starts_with("Expected a quoted string value")
-        );
+        let error = parse_filter(Grammar::Experiments, "experiment_id = 1.5").expect_err("only whole numbers are ids");
+        assert!(error.message().starts_with("Expected a quoted string value"));
     }
 
     #[test]
@@ -290,12 +238,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_take_precedence_over_key_errors() {
-        let error = parse_filter(Grammar::Runs, "foo.bar = 'x' OR tags.a = 'b'")
-            .expect_err("OR is unsupported");
-        assert!(
-            error
-                .message()
-                .starts_with("Invalid clause(s) in filter string")
-        );
+        let error = parse_filter(Grammar::Runs, "foo.bar = 'x' OR tags.a = 'b'").expect_err("OR is unsupported");
+        assert!(error.message().starts_with("Invalid clause(s) in filter string"));
     }
 }

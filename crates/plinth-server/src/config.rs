@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -54,7 +54,7 @@ pub struct DatabaseSection {
     pub sqlite_synchronous: SqliteSynchronous,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactsSection {
     /// Root of new experiments' artifact locations. Empty or `mlflow-artifacts:/` proxies artifacts through
@@ -89,26 +89,9 @@ impl Default for DatabaseSection {
     }
 }
 
-impl Default for ArtifactsSection {
-    fn default() -> ArtifactsSection {
-        ArtifactsSection { default_artifact_root: None, destination: None }
-    }
-}
-
 impl Default for TrackingSection {
     fn default() -> TrackingSection {
         TrackingSection { truncate_long_values: true }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            server: ServerSection::default(),
-            database: DatabaseSection::default(),
-            artifacts: ArtifactsSection::default(),
-            tracking: TrackingSection::default(),
-        }
     }
 }
 
@@ -170,16 +153,18 @@ impl Config {
             problems.push("server.max_request_bytes: must be at least 1024".to_owned());
         }
         let url = self.database.url.as_str();
-        if !url.is_empty() && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let supported = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !url.is_empty() && !supported {
             problems.push(format!("database.url: unsupported scheme in '{}'; use sqlite:// or postgres://", redact_url(url)));
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".to_owned());
         }
-        if let Some(dest) = &self.artifacts.destination {
-            if dest.contains("://") && !dest.starts_with("file://") {
-                problems.push(format!("artifacts.destination: only local directories are supported so far, got '{dest}'"));
-            }
+        if let Some(dest) = &self.artifacts.destination
+            && dest.contains("://")
+            && !dest.starts_with("file://")
+        {
+            problems.push(format!("artifacts.destination: only local directories are supported so far, got '{dest}'"));
         }
         problems
     }
@@ -239,10 +224,10 @@ pub fn from_mlflow_store_uri(uri: &str) -> String {
     if let Some(path) = uri.strip_prefix("sqlite:///") {
         return format!("sqlite://{path}");
     }
-    if let Some((scheme, rest)) = uri.split_once("://") {
-        if let Some((base, _driver)) = scheme.split_once('+') {
-            return format!("{base}://{rest}");
-        }
+    if let Some((scheme, rest)) = uri.split_once("://")
+        && let Some((base, _driver)) = scheme.split_once('+')
+    {
+        return format!("{base}://{rest}");
     }
     uri.to_owned()
 }
@@ -258,8 +243,11 @@ mod tests {
     #[test]
     fn layering() {
         let file = "[server]\nport = 6000\nhost = \"0.0.0.0\"\n[database]\nmax_connections = 3\n";
-        let config = Config::load(Some(file), env(&[("PLINTH__SERVER__PORT", "7000"), ("OTHER", "x"), ("PLINTH__TRACKING__TRUNCATE_LONG_VALUES", "false")]))
-            .expect("valid");
+        let config = Config::load(
+            Some(file),
+            env(&[("PLINTH__SERVER__PORT", "7000"), ("OTHER", "x"), ("PLINTH__TRACKING__TRUNCATE_LONG_VALUES", "false")]),
+        )
+        .expect("valid");
         assert_eq!(config.server.port, 7000, "env beats file");
         assert_eq!(config.server.host, "0.0.0.0", "file beats default");
         assert_eq!(config.database.max_connections, 3);
@@ -271,11 +259,9 @@ mod tests {
     fn every_problem_is_reported() {
         let err = Config::load(Some("[server]\nprot = 1\n"), vec![]).expect_err("unknown key");
         assert!(err.problems[0].contains("prot"), "{err}");
-        let err = Config::load(
-            Some("[database]\nurl = \"mysql://u:secret@h/db\"\nmax_connections = 0\n"),
-            env(&[("PLINTH__NOSECTION", "1")]),
-        )
-        .expect_err("bad values");
+        let err =
+            Config::load(Some("[database]\nurl = \"mysql://u:secret@h/db\"\nmax_connections = 0\n"), env(&[("PLINTH__NOSECTION", "1")]))
+                .expect_err("bad values");
         assert_eq!(err.problems.len(), 3, "{err}");
         assert!(!err.to_string().contains("secret"), "passwords are redacted: {err}");
         assert!(Config::load(Some("not toml ["), vec![]).is_err());

@@ -27,11 +27,19 @@ pub enum StartError {
     #[error("cannot open the metadata store")]
     Store(#[from] plinth_store_sql::ConnectError),
     #[error("cannot open the artifact store at {path}")]
-    Artifacts { path: String, #[source] source: plinth_blob::Error },
+    Artifacts {
+        path: String,
+        #[source]
+        source: plinth_blob::Error,
+    },
     #[error("cannot initialize tracking")]
     Tracking(#[from] plinth_tracking::Error),
     #[error("cannot listen on {addr}")]
-    Bind { addr: String, #[source] source: std::io::Error },
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A started server.
@@ -74,9 +82,8 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await }).await
-        });
+        let task =
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await }).await });
         Ok(Server { addr, shutdown, task, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
     }
 

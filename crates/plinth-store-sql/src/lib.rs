@@ -45,7 +45,11 @@ pub enum ConnectError {
     #[error("cannot open the database")]
     Open(#[source] sqlx::Error),
     #[error("cannot apply schema migration {version}")]
-    Migrate { version: i64, #[source] source: sqlx::Error },
+    Migrate {
+        version: i64,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("the database has schema version {found}, newer than this binary knows ({known}); upgrade Plinth")]
     SchemaTooNew { found: i64, known: i64 },
 }
@@ -73,19 +77,17 @@ impl SqlStore {
         };
         let (reader, writer) = match dialect {
             Dialect::Sqlite => {
-                if let Some(parent) = sqlite_file(&config.url).and_then(|p| p.parent().map(std::path::Path::to_path_buf)) {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(&parent).map_err(|e| ConnectError::Open(sqlx::Error::Io(e)))?;
-                    }
+                if let Some(parent) = sqlite_file(&config.url).and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(&parent).map_err(|e| ConnectError::Open(sqlx::Error::Io(e)))?;
                 }
                 let url = sqlite_url(&config.url);
                 let options: AnyConnectOptions = url.parse().map_err(ConnectError::Open)?;
                 let options = options.disable_statement_logging();
                 let synchronous = if config.sqlite_synchronous_full { "FULL" } else { "NORMAL" };
-                let writer = sqlite_pool(1, config.acquire_timeout, synchronous)
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(ConnectError::Open)?;
+                let writer =
+                    sqlite_pool(1, config.acquire_timeout, synchronous).connect_with(options.clone()).await.map_err(ConnectError::Open)?;
                 writer.execute("PRAGMA journal_mode = WAL").await.map_err(ConnectError::Open)?;
                 let reader = sqlite_pool(config.max_connections, config.acquire_timeout, synchronous)
                     .connect_with(options)
@@ -143,12 +145,8 @@ fn sqlite_url(url: &str) -> String {
 }
 
 fn sqlite_pool(max: u32, acquire_timeout: Duration, synchronous: &'static str) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max.max(1))
-        .min_connections(0)
-        .acquire_timeout(acquire_timeout)
-        .idle_timeout(None)
-        .after_connect(move |conn, _meta| {
+    AnyPoolOptions::new().max_connections(max.max(1)).min_connections(0).acquire_timeout(acquire_timeout).idle_timeout(None).after_connect(
+        move |conn, _meta| {
             Box::pin(async move {
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
@@ -160,5 +158,6 @@ fn sqlite_pool(max: u32, acquire_timeout: Duration, synchronous: &'static str) -
                 conn.execute(sync).await?;
                 Ok(())
             })
-        })
+        },
+    )
 }

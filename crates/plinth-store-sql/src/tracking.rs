@@ -9,12 +9,10 @@ mod runs;
 use async_trait::async_trait;
 use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
 use plinth_core::tracking::{
-    DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, ModelOutput, Run,
-    RunInfo,
+    DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, ModelOutput, Run, RunInfo,
 };
 use plinth_store::tracking::{
-    ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate, Rows,
-    StepRange,
+    ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate, StepRange,
 };
 use plinth_store::{Result, TrackingStore};
 

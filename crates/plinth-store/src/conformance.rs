@@ -10,8 +10,7 @@ use plinth_core::tracking::{KeyValue, LifecycleStage, LoggedModelStatus, Metric,
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 
 use crate::tracking::{
-    ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate,
-    StepRange,
+    ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate, StepRange,
 };
 use crate::{Error, TrackingStore};
 
@@ -44,7 +43,12 @@ macro_rules! tracking_conformance {
 }
 
 fn exp(name: &str) -> NewExperiment {
-    NewExperiment { name: name.to_owned(), artifact_location: ArtifactLocation::UnderRoot("mlflow-artifacts:".into()), tags: vec![], now: 1000 }
+    NewExperiment {
+        name: name.to_owned(),
+        artifact_location: ArtifactLocation::UnderRoot("mlflow-artifacts:".into()),
+        tags: vec![],
+        now: 1000,
+    }
 }
 
 fn new_run(experiment_id: &ExperimentId, name: &str, start_time: i64) -> NewRun {
@@ -79,10 +83,7 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     assert_eq!(got.lifecycle_stage, LifecycleStage::Active);
     assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::ExperimentNameExists { .. })));
     assert!(store.find_experiment_by_name("nope").await.expect("find").is_none());
-    assert!(matches!(
-        store.get_experiment(&ExperimentId::parse("999999").expect("id")).await,
-        Err(Error::ExperimentNotFound { .. })
-    ));
+    assert!(matches!(store.get_experiment(&ExperimentId::parse("999999").expect("id")).await, Err(Error::ExperimentNotFound { .. })));
     assert!(matches!(store.get_experiment(&ExperimentId::parse("abc").expect("id")).await, Err(Error::InvalidArgument { .. })));
 
     let other = store.create_experiment(exp("second")).await.expect("create");
@@ -133,7 +134,10 @@ pub async fn experiment_search(store: Arc<dyn TrackingStore>) {
     assert_eq!(names, ["exp-0", "exp-2", "exp-4", "exp-6"]);
     let res = store.search_experiments(&query("", &[], ViewType::DeletedOnly, 0, 100)).await.expect("search");
     assert_eq!(res.items.len(), 1);
-    let res = store.search_experiments(&query("name LIKE 'exp-%' AND creation_time >= 103", &["name DESC"], ViewType::ActiveOnly, 0, 100)).await.expect("search");
+    let res = store
+        .search_experiments(&query("name LIKE 'exp-%' AND creation_time >= 103", &["name DESC"], ViewType::ActiveOnly, 0, 100))
+        .await
+        .expect("search");
     let names: Vec<_> = res.items.iter().map(|it| it.name.as_str()).collect();
     assert_eq!(names, ["exp-5", "exp-4", "exp-3"]);
     let res = store.search_experiments(&query("name ILIKE 'EXP-1'", &[], ViewType::ActiveOnly, 0, 100)).await.expect("search");
@@ -251,11 +255,20 @@ pub async fn run_search(store: Arc<dyn TrackingStore>) {
     };
     let all = vec![id.clone(), other.clone()];
     assert_eq!(search("metrics.acc > 0.5", &["metrics.acc DESC"], ViewType::ActiveOnly, all.clone()).await, ["run-9", "run-7", "run-6"]);
-    assert_eq!(search("params.model = 'cnn' and metrics.acc >= 0", &["metrics.acc ASC"], ViewType::All, vec![id.clone()]).await, ["run-0", "run-2", "run-6", "run-8"]);
-    assert_eq!(search("tags.team ILIKE 'vision' and metrics.acc < 0.3", &["attributes.run_name ASC"], ViewType::ActiveOnly, all.clone()).await, ["run-0", "run-1", "run-2"]);
+    assert_eq!(
+        search("params.model = 'cnn' and metrics.acc >= 0", &["metrics.acc ASC"], ViewType::All, vec![id.clone()]).await,
+        ["run-0", "run-2", "run-6", "run-8"]
+    );
+    assert_eq!(
+        search("tags.team ILIKE 'vision' and metrics.acc < 0.3", &["attributes.run_name ASC"], ViewType::ActiveOnly, all.clone()).await,
+        ["run-0", "run-1", "run-2"]
+    );
     assert_eq!(search("tags.team LIKE 'vision'", &[], ViewType::ActiveOnly, all.clone()).await.len(), 0);
     assert_eq!(search("tags.team IS NULL", &["run_name ASC"], ViewType::ActiveOnly, vec![id.clone()]).await, ["run-5", "run-6", "run-7"]);
-    assert_eq!(search("params.model != 'cnn'", &["run_name DESC"], ViewType::ActiveOnly, vec![id.clone()]).await, ["run-7", "run-5", "run-3", "run-1"]);
+    assert_eq!(
+        search("params.model != 'cnn'", &["run_name DESC"], ViewType::ActiveOnly, vec![id.clone()]).await,
+        ["run-7", "run-5", "run-3", "run-1"]
+    );
     assert_eq!(search("", &[], ViewType::DeletedOnly, all.clone()).await, ["run-8"]);
     let by_id = format!("attributes.run_id IN ('{}', '{}')", run_ids[1], run_ids[2]);
     let mut got = search(&by_id, &[], ViewType::ActiveOnly, all.clone()).await;
@@ -268,7 +281,13 @@ pub async fn run_search(store: Arc<dyn TrackingStore>) {
     assert_eq!(asc.last().map(String::as_str), Some("run-4"));
     // Default order: start_time DESC, then run_id ASC.
     let runs = store
-        .search_runs(&RunQuery { experiment_ids: vec![id.clone()], view_type: ViewType::ActiveOnly, filter: vec![], order_by: vec![], page: page(100) })
+        .search_runs(&RunQuery {
+            experiment_ids: vec![id.clone()],
+            view_type: ViewType::ActiveOnly,
+            filter: vec![],
+            order_by: vec![],
+            page: page(100),
+        })
         .await
         .expect("search");
     let keys: Vec<_> = runs.items.iter().map(|r| (-r.info.start_time, r.info.run_id.clone())).collect();
@@ -346,7 +365,14 @@ pub async fn metric_history(store: Arc<dyn TrackingStore>) {
     let back = store.get_metric_history(&run_id, "exact", page(100)).await.expect("history").items;
     assert_eq!(back.len(), tricky.len());
     for (got, want) in back.iter().zip(&points) {
-        assert!(got.value.to_bits() == want.value.to_bits() || (got.value.is_nan() && want.value.is_nan()) || (got.value == 0.0 && want.value == 0.0), "{} != {}", got.value, want.value);
+        assert!(
+            got.value.to_bits() == want.value.to_bits()
+                || (got.value.is_nan() && want.value.is_nan())
+                || (got.value == 0.0 && want.value == 0.0),
+            "{} != {}",
+            got.value,
+            want.value
+        );
         assert_eq!((&got.dataset_name, &got.dataset_digest, &got.model_id), (&want.dataset_name, &want.dataset_digest, &want.model_id));
     }
     assert!(matches!(store.get_metric_history(&RunId::generate(), "loss", page(10)).await, Err(Error::RunNotFound { .. })));
@@ -378,10 +404,14 @@ pub async fn concurrent_logging(store: Arc<dyn TrackingStore>) {
         let run_id = run_id.clone();
         tasks.push(tokio::spawn(async move {
             for batch in 0..5i64 {
-                let metrics: Vec<Metric> = (0..50).map(|i| metric("shared", (worker * 1000 + batch * 50 + i) as f64, worker, batch * 50 + i)).collect();
+                let metrics: Vec<Metric> =
+                    (0..50).map(|i| metric("shared", (worker * 1000 + batch * 50 + i) as f64, worker, batch * 50 + i)).collect();
                 let own = vec![metric(&format!("w{worker}"), batch as f64, batch, batch)];
                 let params = vec![KeyValue::new("same", "value"), KeyValue::new(format!("p{worker}"), "v")];
-                store.log_batch(&run_id, &[metrics, own].concat(), &params, &[KeyValue::new("last", worker.to_string())]).await.expect("log");
+                store
+                    .log_batch(&run_id, &[metrics, own].concat(), &params, &[KeyValue::new("last", worker.to_string())])
+                    .await
+                    .expect("log");
                 let _ = store.get_run(&run_id).await.expect("read while writing");
             }
         }));
@@ -456,10 +486,14 @@ pub async fn logged_models(store: Arc<dyn TrackingStore>) {
         order_by: order.iter().map(|it| parse_order_by(Grammar::LoggedModels, it).expect("order")).collect(),
         page: page(100),
     };
-    let names = |rows: crate::tracking::Rows<plinth_core::tracking::LoggedModel>| rows.items.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    let names =
+        |rows: crate::tracking::Rows<plinth_core::tracking::LoggedModel>| rows.items.into_iter().map(|m| m.name).collect::<Vec<_>>();
     assert_eq!(names(store.search_logged_models(&query("", &[])).await.expect("search")), ["model-2", "model-1", "model-0"]);
     assert_eq!(names(store.search_logged_models(&query("tags.stage = 'prod'", &[])).await.expect("search")), ["model-1"]);
-    assert_eq!(names(store.search_logged_models(&query("metrics.auc > 0.55", &["metrics.auc DESC"])).await.expect("search")), ["model-2", "model-1"]);
+    assert_eq!(
+        names(store.search_logged_models(&query("metrics.auc > 0.55", &["metrics.auc DESC"])).await.expect("search")),
+        ["model-2", "model-1"]
+    );
     assert_eq!(names(store.search_logged_models(&query("params.depth = '0'", &[])).await.expect("search")), ["model-0"]);
     store.delete_logged_model(&model_ids[0], 300).await.expect("delete");
     assert!(matches!(store.get_logged_model(&model_ids[0], false).await, Err(Error::LoggedModelNotFound { .. })));

@@ -18,7 +18,9 @@ pub enum Error {
     RunNotFound { run_id: String },
     #[error("The run {run_id} must be in the 'active' state. Current state is deleted.")]
     RunNotActive { run_id: String },
-    #[error("Changing param values is not allowed. Param with key='{key}' was already logged with value='{old_value}' for run ID='{run_id}'. Attempted logging new value '{new_value}'.")]
+    #[error(
+        "Changing param values is not allowed. Param with key='{key}' was already logged with value='{old_value}' for run ID='{run_id}'. Attempted logging new value '{new_value}'."
+    )]
     ParamChanged { run_id: String, key: String, old_value: String, new_value: String },
     #[error("No tag with name: {key} in run with id {run_id}")]
     RunTagNotFound { run_id: String, key: String },
@@ -57,10 +59,9 @@ impl HasErrorCode for Error {
             | Error::LoggedModelTagNotFound { .. } => ErrorCode::ResourceDoesNotExist,
             Error::ExperimentNameExists { .. } => ErrorCode::ResourceAlreadyExists,
             Error::ExperimentNotActiveForRename { .. } => ErrorCode::InvalidState,
-            Error::ExperimentNotActive { .. }
-            | Error::RunNotActive { .. }
-            | Error::ParamChanged { .. }
-            | Error::InvalidArgument { .. } => ErrorCode::InvalidParameterValue,
+            Error::ExperimentNotActive { .. } | Error::RunNotActive { .. } | Error::ParamChanged { .. } | Error::InvalidArgument { .. } => {
+                ErrorCode::InvalidParameterValue
+            }
             Error::Unavailable { .. } => ErrorCode::TemporarilyUnavailable,
             Error::Internal { .. } => ErrorCode::InternalError,
         }

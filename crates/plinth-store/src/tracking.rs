@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
 use plinth_core::tracking::{
-    DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, ModelOutput, Run,
-    RunInfo, RunStatus, ViewType,
+    DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, ModelOutput, Run, RunInfo, RunStatus,
+    ViewType,
 };
 use plinth_filter::{Clause, OrderBy};
 

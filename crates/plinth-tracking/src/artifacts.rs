@@ -50,7 +50,10 @@ mod tests {
     fn locations() {
         assert_eq!(ArtifactRoot::Proxied.experiment_location("7"), "mlflow-artifacts:/7");
         assert_eq!(ArtifactRoot::Direct("s3://b/p/".into()).experiment_location("7"), "s3://b/p/7");
-        assert_eq!(proxied_path("mlflow-artifacts:/1/r/artifacts").map(|p| p.expect("ok").as_str().to_owned()), Some("1/r/artifacts".into()));
+        assert_eq!(
+            proxied_path("mlflow-artifacts:/1/r/artifacts").map(|p| p.expect("ok").as_str().to_owned()),
+            Some("1/r/artifacts".into())
+        );
         assert_eq!(proxied_path("mlflow-artifacts://host:5000/1/r").map(|p| p.expect("ok").as_str().to_owned()), Some("1/r".into()));
         assert!(proxied_path("s3://bucket/x").is_none());
         assert!(proxied_path("mlflow-artifacts:/../etc").expect("proxied").is_err());

@@ -4,14 +4,14 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 
 const ADJECTIVES: &[&str] = &[
-    "amber", "bold", "brisk", "calm", "clever", "crisp", "dapper", "eager", "fleet", "gentle", "glad", "grand", "hardy", "keen",
-    "lively", "lucid", "mellow", "merry", "nimble", "noble", "placid", "proud", "quick", "quiet", "rare", "rustic", "serene",
-    "sharp", "silent", "sleek", "sly", "smooth", "spry", "steady", "stoic", "sunny", "swift", "tidy", "vivid", "wise",
+    "amber", "bold", "brisk", "calm", "clever", "crisp", "dapper", "eager", "fleet", "gentle", "glad", "grand", "hardy", "keen", "lively",
+    "lucid", "mellow", "merry", "nimble", "noble", "placid", "proud", "quick", "quiet", "rare", "rustic", "serene", "sharp", "silent",
+    "sleek", "sly", "smooth", "spry", "steady", "stoic", "sunny", "swift", "tidy", "vivid", "wise",
 ];
 const NOUNS: &[&str] = &[
-    "ant", "bass", "bear", "bee", "bird", "boar", "cat", "colt", "crab", "crane", "crow", "deer", "dove", "eel", "elk", "finch",
-    "fox", "frog", "gnu", "goat", "hare", "hawk", "heron", "ibis", "jay", "koi", "lark", "lynx", "mole", "moth", "newt", "owl",
-    "panda", "pike", "quail", "ram", "robin", "seal", "shrew", "snail", "swan", "toad", "trout", "vole", "wasp", "wolf", "wren",
+    "ant", "bass", "bear", "bee", "bird", "boar", "cat", "colt", "crab", "crane", "crow", "deer", "dove", "eel", "elk", "finch", "fox",
+    "frog", "gnu", "goat", "hare", "hawk", "heron", "ibis", "jay", "koi", "lark", "lynx", "mole", "moth", "newt", "owl", "panda", "pike",
+    "quail", "ram", "robin", "seal", "shrew", "snail", "swan", "toad", "trout", "vole", "wasp", "wolf", "wren",
 ];
 
 pub(crate) fn random_run_name() -> String {

@@ -6,15 +6,15 @@ use plinth_blob::{ArtifactPath, BlobStore, Entry};
 use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
 use plinth_core::time::now_millis;
 use plinth_core::tracking::{
-    DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, MetricWithRunId, ModelOutput, Page,
-    Run, RunInfo, RunStatus, ViewType,
+    DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, MetricWithRunId, ModelOutput, Page, Run,
+    RunInfo, RunStatus, ViewType,
 };
 use plinth_core::validation::{self as v, InvalidParameter};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 use plinth_store::TrackingStore;
 use plinth_store::tracking::{
-    ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate,
-    Rows, StepRange,
+    ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate,
+    StepRange,
 };
 
 use crate::artifacts::{ArtifactRoot, proxied_path};
@@ -175,9 +175,10 @@ impl TrackingService {
     }
 
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        self.store.find_experiment_by_name(name).await?.ok_or_else(|| {
-            Error::Store(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{name}')") })
-        })
+        self.store
+            .find_experiment_by_name(name)
+            .await?
+            .ok_or_else(|| Error::Store(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{name}')") }))
     }
 
     pub async fn search_experiments(&self, req: SearchExperiments) -> Result<Page<Experiment>> {
@@ -249,12 +250,18 @@ impl TrackingService {
         Ok(self.store.get_run(&run_id(id)?).await?)
     }
 
-    pub async fn update_run(&self, id: &str, status: Option<RunStatus>, end_time: Option<i64>, run_name: Option<String>) -> Result<RunInfo> {
+    pub async fn update_run(
+        &self,
+        id: &str,
+        status: Option<RunStatus>,
+        end_time: Option<i64>,
+        run_name: Option<String>,
+    ) -> Result<RunInfo> {
         let run_name = run_name.filter(|it| !it.is_empty()).map(|it| self.tag_value(it)).transpose()?;
-        if let Some(end_time) = end_time {
-            if end_time < 0 {
-                return Err(InvalidParameter::invalid_value("end_time", &end_time.to_string(), "").into());
-            }
+        if let Some(end_time) = end_time
+            && end_time < 0
+        {
+            return Err(InvalidParameter::invalid_value("end_time", &end_time.to_string(), "").into());
         }
         Ok(self.store.update_run(&run_id(id)?, &RunUpdate { status, end_time, run_name }).await?)
     }
@@ -356,8 +363,8 @@ impl TrackingService {
 
     /// Appends an MLmodel description to the run's `mlflow.log-model.history` tag.
     pub async fn log_model(&self, id: &str, model_json: &str) -> Result<()> {
-        let model: serde_json::Value =
-            serde_json::from_str(model_json).map_err(|_| InvalidParameter::invalid_value("model_json", model_json, "Malformed model info"))?;
+        let model: serde_json::Value = serde_json::from_str(model_json)
+            .map_err(|_| InvalidParameter::invalid_value("model_json", model_json, "Malformed model info"))?;
         for field in ["artifact_path", "flavors", "utc_time_created", "run_id"] {
             if model.get(field).is_none() {
                 return Err(Error::invalid(format!("Model json is missing mandatory fields: ['{field}']")));
@@ -389,7 +396,13 @@ impl TrackingService {
         Ok(into_page(self.store.search_runs(&query).await?, page))
     }
 
-    pub async fn get_metric_history(&self, id: &str, key: &str, max_results: Option<i64>, page_token: Option<&str>) -> Result<Page<Metric>> {
+    pub async fn get_metric_history(
+        &self,
+        id: &str,
+        key: &str,
+        max_results: Option<i64>,
+        page_token: Option<&str>,
+    ) -> Result<Page<Metric>> {
         let request = match max_results {
             Some(max) => page(Some(max), max, i64::MAX / 2, page_token)?,
             None => PageRequest { offset: page_token::decode(page_token)?, limit: MAX_HISTORY_POINTS },

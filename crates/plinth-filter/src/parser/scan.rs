@@ -71,15 +71,9 @@ pub(super) fn scan_filter(input: &str) -> Result<Vec<RawClause<'_>>, String> {
     loop {
         if cursor.at_keyword("AND") {
             return Err(if clauses.is_empty() {
-                format!(
-                    "expected a comparison before 'AND', found {}",
-                    found(cursor.rest())
-                )
+                format!("expected a comparison before 'AND', found {}", found(cursor.rest()))
             } else {
-                format!(
-                    "expected a comparison after 'AND', found {}",
-                    found(cursor.rest())
-                )
+                format!("expected a comparison after 'AND', found {}", found(cursor.rest()))
             });
         }
         let start = cursor.pos;
@@ -99,10 +93,7 @@ pub(super) fn scan_filter(input: &str) -> Result<Vec<RawClause<'_>>, String> {
         }
         cursor.skip_whitespace();
         if cursor.is_at_end() {
-            return Err(
-                "expected a comparison after the last 'AND', found the end of the filter"
-                    .to_owned(),
-            );
+            return Err("expected a comparison after the last 'AND', found the end of the filter".to_owned());
         }
     }
 }
@@ -120,18 +111,11 @@ pub(super) fn scan_order_by(input: &str) -> Result<RawOrderBy<'_>, String> {
     } else if cursor.is_at_end() {
         true
     } else {
-        return Err(format!(
-            "expected ASC, DESC or the end after '{}', found {}",
-            snippet(ident.text),
-            found(cursor.rest())
-        ));
+        return Err(format!("expected ASC, DESC or the end after '{}', found {}", snippet(ident.text), found(cursor.rest())));
     };
     cursor.skip_whitespace();
     if !cursor.is_at_end() {
-        return Err(format!(
-            "expected the end after the direction, found {}",
-            found(cursor.rest())
-        ));
+        return Err(format!("expected the end after the direction, found {}", found(cursor.rest())));
     }
     Ok(RawOrderBy { ident, ascending })
 }
@@ -190,11 +174,7 @@ fn is_number(text: &str) -> bool {
 
 /// Describes what was found where something else was expected.
 fn found(rest: &str) -> String {
-    if rest.is_empty() {
-        "the end of the input".to_owned()
-    } else {
-        format!("'{}'", snippet(rest))
-    }
+    if rest.is_empty() { "the end of the input".to_owned() } else { format!("'{}'", snippet(rest)) }
 }
 
 /// A position in the input, always on a character boundary.
@@ -252,12 +232,8 @@ impl<'a> Cursor<'a> {
     /// whole word.
     fn at_keyword(&self, keyword: &str) -> bool {
         let rest = self.rest();
-        rest.get(..keyword.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(keyword))
-            && !rest
-                .get(keyword.len()..)
-                .and_then(|after| after.chars().next())
-                .is_some_and(is_word)
+        rest.get(..keyword.len()).is_some_and(|head| head.eq_ignore_ascii_case(keyword))
+            && !rest.get(keyword.len()..).and_then(|after| after.chars().next()).is_some_and(is_word)
     }
 
     /// Consumes `keyword` if the input continues with it as a whole word.
@@ -289,62 +265,36 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         let head = match self.peek() {
             Some(quote @ ('`' | '"')) => self.scan_quoted(quote)?,
-            Some(c) if is_bare(c) && c != '.' => {
-                self.take_while(|c| is_bare(c) && c != '.').to_owned()
-            }
+            Some(c) if is_bare(c) && c != '.' => self.take_while(|c| is_bare(c) && c != '.').to_owned(),
             Some('(') => {
-                return Err(format!(
-                    "parentheses are not supported, found {}",
-                    found(self.rest())
-                ));
+                return Err(format!("parentheses are not supported, found {}", found(self.rest())));
             }
             _ => {
-                return Err(format!(
-                    "expected an identifier such as 'metrics.accuracy', found {}",
-                    found(self.rest())
-                ));
+                return Err(format!("expected an identifier such as 'metrics.accuracy', found {}", found(self.rest())));
             }
         };
         if self.peek() != Some('.') {
-            return Ok(RawIdent {
-                prefix: None,
-                name: head,
-                text: self.slice(start, self.pos),
-            });
+            return Ok(RawIdent { prefix: None, name: head, text: self.slice(start, self.pos) });
         }
         self.bump();
         let name = match self.peek() {
             Some(quote @ ('`' | '"')) => self.scan_quoted(quote)?,
             Some(c) if is_bare(c) => self.take_while(is_bare).to_owned(),
             _ => {
-                return Err(format!(
-                    "expected a key after '{}', found {}",
-                    snippet(self.slice(start, self.pos)),
-                    found(self.rest())
-                ));
+                return Err(format!("expected a key after '{}', found {}", snippet(self.slice(start, self.pos)), found(self.rest())));
             }
         };
         let text = self.slice(start, self.pos);
         if name.is_empty() {
             return Err(format!("the key of '{}' is empty", snippet(text)));
         }
-        Ok(RawIdent {
-            prefix: Some(head),
-            name,
-            text,
-        })
+        Ok(RawIdent { prefix: Some(head), name, text })
     }
 
     /// Scans a comparator; `after` is the identifier, for error messages.
     fn scan_op(&mut self, after: &str) -> Result<Op, String> {
         let start = self.pos;
-        let expected = |rest: &str| {
-            format!(
-                "expected a comparator after '{}', found {}",
-                snippet(after),
-                found(rest)
-            )
-        };
+        let expected = |rest: &str| format!("expected a comparator after '{}', found {}", snippet(after), found(rest));
         match self.peek() {
             Some(c) if is_symbol(c) => match self.take_while(is_symbol) {
                 "=" => Ok(Op::Eq),
@@ -353,11 +303,7 @@ impl<'a> Cursor<'a> {
                 ">=" => Ok(Op::Ge),
                 "<" => Ok(Op::Lt),
                 "<=" => Ok(Op::Le),
-                symbol => Err(format!(
-                    "unknown comparator '{}' after '{}'",
-                    snippet(symbol),
-                    snippet(after)
-                )),
+                symbol => Err(format!("unknown comparator '{}' after '{}'", snippet(symbol), snippet(after))),
             },
             Some(c) if is_word(c) => {
                 let word = self.take_while(is_word);
@@ -372,10 +318,7 @@ impl<'a> Cursor<'a> {
                     if self.eat_keyword("IN") {
                         Ok(Op::NotIn)
                     } else {
-                        Err(format!(
-                            "expected 'IN' after 'NOT', found {}",
-                            found(self.rest())
-                        ))
+                        Err(format!("expected 'IN' after 'NOT', found {}", found(self.rest())))
                     }
                 } else if word.eq_ignore_ascii_case("IS") {
                     self.skip_whitespace();
@@ -386,16 +329,10 @@ impl<'a> Cursor<'a> {
                         if self.eat_keyword("NULL") {
                             Ok(Op::IsNotNull)
                         } else {
-                            Err(format!(
-                                "expected 'NULL' after 'IS NOT', found {}",
-                                found(self.rest())
-                            ))
+                            Err(format!("expected 'NULL' after 'IS NOT', found {}", found(self.rest())))
                         }
                     } else {
-                        Err(format!(
-                            "expected 'NULL' or 'NOT NULL' after 'IS', found {}",
-                            found(self.rest())
-                        ))
+                        Err(format!("expected 'NULL' or 'NOT NULL' after 'IS', found {}", found(self.rest())))
                     }
                 } else {
                     Err(expected(self.slice(start, self.src.len())))
@@ -429,16 +366,10 @@ impl<'a> Cursor<'a> {
                 }
             }
             _ => {
-                return Err(format!(
-                    "expected a value after '{op}', found {}",
-                    found(self.rest())
-                ));
+                return Err(format!("expected a value after '{op}', found {}", found(self.rest())));
             }
         };
-        Ok(RawValue {
-            kind,
-            text: self.slice(start, self.pos),
-        })
+        Ok(RawValue { kind, text: self.slice(start, self.pos) })
     }
 
     /// Scans `( string [, string]* )`.
@@ -447,11 +378,9 @@ impl<'a> Cursor<'a> {
         self.bump();
         self.skip_whitespace();
         if self.peek() == Some(')') {
-            return Err(
-                "expected a non-empty list of quoted string values such as ('a', 'b'), \
+            return Err("expected a non-empty list of quoted string values such as ('a', 'b'), \
                  found an empty list"
-                    .to_owned(),
-            );
+                .to_owned());
         }
         let mut items = Vec::new();
         loop {
@@ -521,15 +450,10 @@ mod tests {
 
     #[test]
     fn numbers_follow_the_sql_grammar() {
-        for text in [
-            "1", "-1", "+1", "1.5", "-1.5e3", "1E-3", ".5", "5.", "0", "1e+10", "007",
-        ] {
+        for text in ["1", "-1", "+1", "1.5", "-1.5e3", "1E-3", ".5", "5.", "0", "1e+10", "007"] {
             assert!(is_number(text), "{text}");
         }
-        for text in [
-            "", "-", ".", "e5", "1e", "1e+", "inf", "NaN", "-inf", "1.2.3", "1x", "--1", "0x10",
-            "1_000",
-        ] {
+        for text in ["", "-", ".", "e5", "1e", "1e+", "inf", "NaN", "-inf", "1.2.3", "1x", "--1", "0x10", "1_000"] {
             assert!(!is_number(text), "{text}");
         }
     }
@@ -553,16 +477,11 @@ mod tests {
 
     #[test]
     fn quotes_are_escaped_by_doubling() {
-        let clauses = scan_filter("tags.`a``b` = 'it''s' AND params.\"c\"\"d\" = \"e\"\"f\"")
-            .expect("valid shape");
+        let clauses = scan_filter("tags.`a``b` = 'it''s' AND params.\"c\"\"d\" = \"e\"\"f\"").expect("valid shape");
         assert_eq!(clauses[0].ident.name, "a`b");
-        assert!(
-            matches!(&clauses[0].value, Some(value) if matches!(&value.kind, RawValueKind::Str(s) if s == "it's"))
-        );
+        assert!(matches!(&clauses[0].value, Some(value) if matches!(&value.kind, RawValueKind::Str(s) if s == "it's")));
         assert_eq!(clauses[1].ident.name, "c\"d");
-        assert!(
-            matches!(&clauses[1].value, Some(value) if matches!(&value.kind, RawValueKind::Str(s) if s == "e\"f"))
-        );
+        assert!(matches!(&clauses[1].value, Some(value) if matches!(&value.kind, RawValueKind::Str(s) if s == "e\"f")));
     }
 
     #[test]
@@ -572,13 +491,7 @@ mod tests {
             &clauses[0].value,
             Some(value) if matches!(&value.kind, RawValueKind::List(items) if items == &["a", "b", "c"])
         ));
-        for bad in [
-            "run_id IN ()",
-            "run_id IN (1)",
-            "run_id IN ('a',)",
-            "run_id IN ('a' 'b')",
-            "run_id IN ('a'",
-        ] {
+        for bad in ["run_id IN ()", "run_id IN (1)", "run_id IN ('a',)", "run_id IN ('a' 'b')", "run_id IN ('a'"] {
             assert!(scan_filter(bad).is_err(), "{bad}");
         }
     }
@@ -589,11 +502,7 @@ mod tests {
         assert_eq!(order.ident.name, "f1 score");
         assert!(!order.ascending);
         assert!(scan_order_by("start_time").expect("valid shape").ascending);
-        assert!(
-            scan_order_by("start_time Asc")
-                .expect("valid shape")
-                .ascending
-        );
+        assert!(scan_order_by("start_time Asc").expect("valid shape").ascending);
         assert!(scan_order_by("start_time up").is_err());
         assert!(scan_order_by("start_time DESC DESC").is_err());
         assert!(scan_order_by("").is_err());

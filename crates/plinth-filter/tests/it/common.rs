@@ -3,13 +3,8 @@
 use plinth_filter::{Attr, Clause, DatasetField, Grammar, Key, Op, Value};
 
 /// Every grammar, for tests that must hold in all of them.
-pub(crate) const GRAMMARS: [Grammar; 5] = [
-    Grammar::Runs,
-    Grammar::Experiments,
-    Grammar::LoggedModels,
-    Grammar::RegisteredModels,
-    Grammar::ModelVersions,
-];
+pub(crate) const GRAMMARS: [Grammar; 5] =
+    [Grammar::Runs, Grammar::Experiments, Grammar::LoggedModels, Grammar::RegisteredModels, Grammar::ModelVersions];
 
 pub(crate) fn metric(name: &str) -> Key {
     Key::Metric(name.to_owned())

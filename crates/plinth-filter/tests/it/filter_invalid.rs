@@ -85,37 +85,19 @@ fn malformed_filter_messages_say_what_is_wrong() {
                 "Invalid clause(s) in filter string: expected 'AND' or the end of the filter after 'metrics.a > 1', found 'OR metrics.b < 2'",
             ),
             ("(metrics.a > 1)", "parentheses are not supported"),
-            (
-                "metrics.a > 1 AND",
-                "expected a comparison after the last 'AND'",
-            ),
+            ("metrics.a > 1 AND", "expected a comparison after the last 'AND'"),
             ("AND metrics.a > 1", "expected a comparison before 'AND'"),
-            (
-                "metrics.a",
-                "expected a comparator after 'metrics.a', found the end of the input",
-            ),
-            (
-                "metrics.a >",
-                "expected a value after '>', found the end of the input",
-            ),
+            ("metrics.a", "expected a comparator after 'metrics.a', found the end of the input"),
+            ("metrics.a >", "expected a value after '>', found the end of the input"),
             ("metrics.a == 1", "unknown comparator '=='"),
             ("tags.a NOT LIKE 'x'", "expected 'IN' after 'NOT'"),
             ("tags.a IS 'x'", "expected 'NULL' or 'NOT NULL' after 'IS'"),
-            (
-                "tags.a = 'x",
-                "unterminated quoted string 'x (the closing ' is missing)",
-            ),
+            ("tags.a = 'x", "unterminated quoted string 'x (the closing ' is missing)"),
             ("metrics. > 1", "expected a key after 'metrics.'"),
             ("tags.`` = 'x'", "the key of 'tags.``' is empty"),
             ("metrics.a > 1e999", "the number '1e999' is out of range"),
-            (
-                "run_id IN ()",
-                "expected a non-empty list of quoted string values",
-            ),
-            (
-                "run_id IN (1, 2)",
-                "expected a quoted string in the list '(1, 2)', found '1, 2)'",
-            ),
+            ("run_id IN ()", "expected a non-empty list of quoted string values"),
+            ("run_id IN (1, 2)", "expected a quoted string in the list '(1, 2)', found '1, 2)'"),
         ],
     );
 }
@@ -125,41 +107,20 @@ fn runs() {
     check(
         Grammar::Runs,
         &[
-            (
-                "foo.bar = 'x'",
-                "Invalid entity type 'foo'. Valid values are ['metric', 'parameter', 'tag', 'attribute', 'dataset']",
-            ),
+            ("foo.bar = 'x'", "Invalid entity type 'foo'. Valid values are ['metric', 'parameter', 'tag', 'attribute', 'dataset']"),
             ("Metrics.a > 1", "Invalid entity type 'Metrics'"),
             ("TAGS.a = 'x'", "Invalid entity type 'TAGS'"),
-            (
-                "unknown_attr = 'x'",
-                "Invalid attribute key 'unknown_attr' specified. Valid keys are ['run_id', 'run_name',",
-            ),
+            ("unknown_attr = 'x'", "Invalid attribute key 'unknown_attr' specified. Valid keys are ['run_id', 'run_name',"),
             ("run_uuid = 'x'", "Invalid attribute key 'run_uuid'"),
-            (
-                "experiment_id = '1'",
-                "Invalid attribute key 'experiment_id'",
-            ),
+            ("experiment_id = '1'", "Invalid attribute key 'experiment_id'"),
             ("Start_Time > 1", "Invalid attribute key 'Start_Time'"),
-            (
-                "datasets.foo = 'x'",
-                "Invalid dataset key 'foo' specified. Valid keys are ['name', 'digest', 'context']",
-            ),
-            (
-                "metrics.a LIKE 'x'",
-                "Invalid comparator 'LIKE' not one of '['=', '!=', '>', '>=', '<', '<=']' for metric 'a'",
-            ),
+            ("datasets.foo = 'x'", "Invalid dataset key 'foo' specified. Valid keys are ['name', 'digest', 'context']"),
+            ("metrics.a LIKE 'x'", "Invalid comparator 'LIKE' not one of '['=', '!=', '>', '>=', '<', '<=']' for metric 'a'"),
             ("metrics.a IS NULL", "Invalid comparator 'IS NULL'"),
             ("metrics.a IN ('1')", "Invalid comparator 'IN'"),
-            (
-                "params.x > '1'",
-                "Invalid comparator '>' not one of '['=', '!=', 'LIKE', 'ILIKE', 'IS NULL', 'IS NOT NULL']' for param 'x'",
-            ),
+            ("params.x > '1'", "Invalid comparator '>' not one of '['=', '!=', 'LIKE', 'ILIKE', 'IS NULL', 'IS NOT NULL']' for param 'x'"),
             ("tags.x IN ('a')", "Invalid comparator 'IN' not one of"),
-            (
-                "tags.x NOT IN ('a')",
-                "Invalid comparator 'NOT IN' not one of",
-            ),
+            ("tags.x NOT IN ('a')", "Invalid comparator 'NOT IN' not one of"),
             ("start_time LIKE '1'", "for numeric attribute 'start_time'"),
             ("created IS NULL", "Invalid comparator 'IS NULL'"),
             (
@@ -169,51 +130,18 @@ fn runs() {
             ("status > 'a'", "Invalid comparator '>'"),
             ("datasets.name > 'a'", "for dataset 'name'"),
             ("datasets.context IS NULL", "Invalid comparator 'IS NULL'"),
-            (
-                "metrics.a > 'x'",
-                "Expected numeric value type for metric 'a'. Found 'x'",
-            ),
-            (
-                "metrics.a > abc",
-                "Expected numeric value type for metric 'a'. Found abc",
-            ),
-            (
-                "metrics.a > 1;",
-                "Expected numeric value type for metric 'a'. Found 1;",
-            ),
-            (
-                "start_time > '5'",
-                "Expected numeric value type for numeric attribute 'start_time'. Found '5'",
-            ),
-            (
-                "params.x = 1",
-                "Expected a quoted string value for param 'x' (e.g. 'my-value'). Got value 1",
-            ),
-            (
-                "params.x = abc",
-                "Expected a quoted string value for param 'x'",
-            ),
-            (
-                "tags.x = NULL",
-                "Expected a quoted string value for tag 'x'",
-            ),
+            ("metrics.a > 'x'", "Expected numeric value type for metric 'a'. Found 'x'"),
+            ("metrics.a > abc", "Expected numeric value type for metric 'a'. Found abc"),
+            ("metrics.a > 1;", "Expected numeric value type for metric 'a'. Found 1;"),
+            ("start_time > '5'", "Expected numeric value type for numeric attribute 'start_time'. Found '5'"),
+            ("params.x = 1", "Expected a quoted string value for param 'x' (e.g. 'my-value'). Got value 1"),
+            ("params.x = abc", "Expected a quoted string value for param 'x'"),
+            ("tags.x = NULL", "Expected a quoted string value for tag 'x'"),
             ("tags.x = `v`", "backticks quote keys"),
-            (
-                "status = ('a')",
-                "Expected a quoted string value for attribute 'status'",
-            ),
-            (
-                "datasets.name = 1",
-                "Expected a quoted string value for dataset 'name'",
-            ),
-            (
-                "run_id IN 'a'",
-                "Expected a list of quoted string values for 'IN' with attribute 'run_id' (e.g. ('a', 'b')). Got value 'a'",
-            ),
-            (
-                "datasets.name NOT IN 'a'",
-                "Expected a list of quoted string values for 'NOT IN'",
-            ),
+            ("status = ('a')", "Expected a quoted string value for attribute 'status'"),
+            ("datasets.name = 1", "Expected a quoted string value for dataset 'name'"),
+            ("run_id IN 'a'", "Expected a list of quoted string values for 'IN' with attribute 'run_id' (e.g. ('a', 'b')). Got value 'a'"),
+            ("datasets.name NOT IN 'a'", "Expected a list of quoted string values for 'NOT IN'"),
             // The first bad clause is reported.
             ("metrics.a > 1 AND params.b > 1", "for param 'b'"),
         ],
@@ -225,42 +153,21 @@ fn experiments() {
     check(
         Grammar::Experiments,
         &[
-            (
-                "metrics.a > 1",
-                "Invalid entity type 'metrics'. Valid values are ['attribute', 'tag']",
-            ),
+            ("metrics.a > 1", "Invalid entity type 'metrics'. Valid values are ['attribute', 'tag']"),
             ("params.a = 'x'", "Invalid entity type 'params'"),
             ("datasets.name = 'x'", "Invalid entity type 'datasets'"),
             (
                 "run_id = 'x'",
                 "Invalid attribute key 'run_id' specified. Valid keys are ['name', 'experiment_id', 'creation_time', 'last_update_time']",
             ),
-            (
-                "creation_timestamp > 1",
-                "Invalid attribute key 'creation_timestamp'",
-            ),
-            (
-                "name IN ('a')",
-                "Invalid comparator 'IN' not one of '['=', '!=', 'LIKE', 'ILIKE']' for attribute 'name'",
-            ),
+            ("creation_timestamp > 1", "Invalid attribute key 'creation_timestamp'"),
+            ("name IN ('a')", "Invalid comparator 'IN' not one of '['=', '!=', 'LIKE', 'ILIKE']' for attribute 'name'"),
             ("name IS NULL", "Invalid comparator 'IS NULL'"),
-            (
-                "experiment_id LIKE '1%'",
-                "Invalid comparator 'LIKE' not one of '['=', '!=', 'IN', 'NOT IN']' for attribute 'experiment_id'",
-            ),
-            (
-                "experiment_id = 1.5",
-                "Expected a quoted string value for attribute 'experiment_id'",
-            ),
-            (
-                "experiment_id = -1",
-                "Expected a quoted string value for attribute 'experiment_id'",
-            ),
+            ("experiment_id LIKE '1%'", "Invalid comparator 'LIKE' not one of '['=', '!=', 'IN', 'NOT IN']' for attribute 'experiment_id'"),
+            ("experiment_id = 1.5", "Expected a quoted string value for attribute 'experiment_id'"),
+            ("experiment_id = -1", "Expected a quoted string value for attribute 'experiment_id'"),
             ("experiment_id IN (1, 2)", CLAUSES),
-            (
-                "creation_time > 'x'",
-                "Expected numeric value type for numeric attribute 'creation_time'",
-            ),
+            ("creation_time > 'x'", "Expected numeric value type for numeric attribute 'creation_time'"),
             ("tags.a > 'x'", "Invalid comparator '>'"),
             ("tags.a = 1", "Expected a quoted string value for tag 'a'"),
         ],
@@ -272,20 +179,11 @@ fn logged_models() {
     check(
         Grammar::LoggedModels,
         &[
-            (
-                "datasets.name = 'x'",
-                "Invalid entity type 'datasets'. Valid values are ['metric', 'parameter', 'tag', 'attribute']",
-            ),
+            ("datasets.name = 'x'", "Invalid entity type 'datasets'. Valid values are ['metric', 'parameter', 'tag', 'attribute']"),
             ("run_id = 'x'", "Invalid attribute key 'run_id'"),
             ("start_time > 1", "Invalid attribute key 'start_time'"),
-            (
-                "metrics.a = 'x'",
-                "Expected numeric value type for metric 'a'",
-            ),
-            (
-                "creation_time LIKE 'x'",
-                "for numeric attribute 'creation_timestamp'",
-            ),
+            ("metrics.a = 'x'", "Expected numeric value type for metric 'a'"),
+            ("creation_time LIKE 'x'", "for numeric attribute 'creation_timestamp'"),
             ("model_type IS NULL", "Invalid comparator 'IS NULL'"),
             ("params.a IN ('x')", "Invalid comparator 'IN'"),
         ],
@@ -297,24 +195,12 @@ fn registered_models() {
     check(
         Grammar::RegisteredModels,
         &[
-            (
-                "version_number = 1",
-                "Invalid attribute key 'version_number' specified. Valid keys are ['name']",
-            ),
-            (
-                "creation_timestamp > 1",
-                "Invalid attribute key 'creation_timestamp'",
-            ),
+            ("version_number = 1", "Invalid attribute key 'version_number' specified. Valid keys are ['name']"),
+            ("creation_timestamp > 1", "Invalid attribute key 'creation_timestamp'"),
             ("timestamp > 1", "Invalid attribute key 'timestamp'"),
-            (
-                "metrics.a > 1",
-                "Invalid entity type 'metrics'. Valid values are ['attribute', 'tag']",
-            ),
+            ("metrics.a > 1", "Invalid entity type 'metrics'. Valid values are ['attribute', 'tag']"),
             ("name > 'a'", "Invalid comparator '>'"),
-            (
-                "name = 1",
-                "Expected a quoted string value for attribute 'name'",
-            ),
+            ("name = 1", "Expected a quoted string value for attribute 'name'"),
             ("tags.t IN ('a')", "Invalid comparator 'IN'"),
         ],
     );
@@ -325,27 +211,12 @@ fn model_versions() {
     check(
         Grammar::ModelVersions,
         &[
-            (
-                "source_path IN ('a')",
-                "Invalid comparator 'IN' not one of '['=', '!=', 'LIKE', 'ILIKE']' for attribute 'source_path'",
-            ),
-            (
-                "version_number = '1'",
-                "Expected numeric value type for numeric attribute 'version_number'. Found '1'",
-            ),
+            ("source_path IN ('a')", "Invalid comparator 'IN' not one of '['=', '!=', 'LIKE', 'ILIKE']' for attribute 'source_path'"),
+            ("version_number = '1'", "Expected numeric value type for numeric attribute 'version_number'. Found '1'"),
             ("version_number LIKE '1'", "Invalid comparator 'LIKE'"),
-            (
-                "creation_timestamp > 1",
-                "Invalid attribute key 'creation_timestamp'",
-            ),
-            (
-                "params.a = 'x'",
-                "Invalid entity type 'params'. Valid values are ['attribute', 'tag']",
-            ),
-            (
-                "run_id = 1",
-                "Expected a quoted string value for attribute 'run_id'",
-            ),
+            ("creation_timestamp > 1", "Invalid attribute key 'creation_timestamp'"),
+            ("params.a = 'x'", "Invalid entity type 'params'. Valid values are ['attribute', 'tag']"),
+            ("run_id = 1", "Expected a quoted string value for attribute 'run_id'"),
         ],
     );
 }
@@ -355,18 +226,14 @@ fn long_input_is_rejected_quickly_with_a_clear_message() {
     let long = format!("tags.a = '{}'", "x".repeat(70_000));
     for grammar in GRAMMARS {
         let error = parse_filter(grammar, &long).expect_err("longer than the limit");
-        assert_eq!(
-            error.message(),
-            "Invalid filter string: it is 70011 bytes long, which exceeds the limit of 65536 bytes"
-        );
+        assert_eq!(error.message(), "Invalid filter string: it is 70011 bytes long, which exceeds the limit of 65536 bytes");
     }
 }
 
 #[test]
 fn messages_quote_at_most_a_snippet_of_long_input() {
     let key = "k".repeat(10_000);
-    let error =
-        parse_filter(Grammar::Runs, &format!("params.{key} > 1")).expect_err("bad comparator");
+    let error = parse_filter(Grammar::Runs, &format!("params.{key} > 1")).expect_err("bad comparator");
     assert!(error.message().len() < 300, "{}", error.message());
     assert!(error.message().contains("..."));
 }

@@ -23,11 +23,7 @@ fn check_invalid(grammar: Grammar, cases: &[(&str, &str)]) {
         match parse_order_by(grammar, input) {
             Ok(order) => panic!("{grammar:?}: {input:?} parsed to {order:?}"),
             Err(error) => {
-                assert!(
-                    error.message().starts_with("Invalid order_by clause"),
-                    "{grammar:?}: {input:?} failed with {:?}",
-                    error.message()
-                );
+                assert!(error.message().starts_with("Invalid order_by clause"), "{grammar:?}: {input:?} failed with {:?}", error.message());
                 assert!(
                     error.message().contains(expected),
                     "{grammar:?}: {input:?} failed with {:?}, expected it to contain {expected:?}",
@@ -69,28 +65,16 @@ fn runs() {
         &[
             ("", "expected an identifier"),
             ("   ", "expected an identifier"),
-            (
-                "metrics.a UP",
-                "expected ASC, DESC or the end after 'metrics.a', found 'UP'",
-            ),
-            (
-                "metrics.a DESC extra",
-                "expected the end after the direction, found 'extra'",
-            ),
+            ("metrics.a UP", "expected ASC, DESC or the end after 'metrics.a', found 'UP'"),
+            ("metrics.a DESC extra", "expected the end after the direction, found 'extra'"),
             ("metrics.a DESCENDING", "expected ASC, DESC or the end"),
             ("metrics.a > 1", "found '> 1'"),
             ("metrics.a, metrics.b", "found ', metrics.b'"),
             ("(metrics.a)", "parentheses are not supported"),
             ("metrics. DESC", "expected a key after 'metrics.'"),
             ("metrics.`a DESC", "unterminated quoted string"),
-            (
-                "lifecycle_stage",
-                "Invalid attribute key 'lifecycle_stage' specified",
-            ),
-            (
-                "datasets.name",
-                "Invalid entity type 'datasets'. Valid values are ['metric', 'parameter', 'tag', 'attribute']",
-            ),
+            ("lifecycle_stage", "Invalid attribute key 'lifecycle_stage' specified"),
+            ("datasets.name", "Invalid entity type 'datasets'. Valid values are ['metric', 'parameter', 'tag', 'attribute']"),
             ("foo.bar DESC", "Invalid entity type 'foo'"),
         ],
     );
@@ -111,16 +95,10 @@ fn experiments() {
     check_invalid(
         Grammar::Experiments,
         &[
-            (
-                "tags.a",
-                "Invalid entity type 'tags'. Valid values are ['attribute']",
-            ),
+            ("tags.a", "Invalid entity type 'tags'. Valid values are ['attribute']"),
             ("metrics.a", "Invalid entity type 'metrics'"),
             ("run_id", "Invalid attribute key 'run_id'"),
-            (
-                "creation_timestamp",
-                "Invalid attribute key 'creation_timestamp'",
-            ),
+            ("creation_timestamp", "Invalid attribute key 'creation_timestamp'"),
         ],
     );
 }
@@ -132,27 +110,16 @@ fn logged_models() {
         &[
             ("name", attr(Attr::Name), true),
             ("model_id DESC", attr(Attr::ModelId), false),
-            (
-                "creation_timestamp DESC",
-                attr(Attr::CreationTimestamp),
-                false,
-            ),
+            ("creation_timestamp DESC", attr(Attr::CreationTimestamp), false),
             ("creation_time", attr(Attr::CreationTimestamp), true),
-            (
-                "last_updated_timestamp",
-                attr(Attr::LastUpdatedTimestamp),
-                true,
-            ),
+            ("last_updated_timestamp", attr(Attr::LastUpdatedTimestamp), true),
             ("metrics.acc DESC", metric("acc"), false),
         ],
     );
     check_invalid(
         Grammar::LoggedModels,
         &[
-            (
-                "params.a",
-                "Invalid entity type 'params'. Valid values are ['metric', 'attribute']",
-            ),
+            ("params.a", "Invalid entity type 'params'. Valid values are ['metric', 'attribute']"),
             ("tags.a", "Invalid entity type 'tags'"),
             ("model_type", "Invalid attribute key 'model_type'"),
             ("status", "Invalid attribute key 'status'"),
@@ -169,11 +136,7 @@ fn registered_models() {
             ("name DESC", attr(Attr::Name), false),
             ("timestamp DESC", attr(Attr::CreationTimestamp), false),
             ("creation_timestamp", attr(Attr::CreationTimestamp), true),
-            (
-                "last_updated_timestamp ASC",
-                attr(Attr::LastUpdatedTimestamp),
-                true,
-            ),
+            ("last_updated_timestamp ASC", attr(Attr::LastUpdatedTimestamp), true),
         ],
     );
     check_invalid(
@@ -194,11 +157,7 @@ fn model_versions() {
             ("name", attr(Attr::Name), true),
             ("version_number DESC", attr(Attr::VersionNumber), false),
             ("creation_timestamp", attr(Attr::CreationTimestamp), true),
-            (
-                "last_updated_timestamp DESC",
-                attr(Attr::LastUpdatedTimestamp),
-                false,
-            ),
+            ("last_updated_timestamp DESC", attr(Attr::LastUpdatedTimestamp), false),
         ],
     );
     check_invalid(
@@ -217,16 +176,8 @@ fn long_input_is_rejected() {
     let long = format!("metrics.{}", "m".repeat(70_000));
     for grammar in GRAMMARS {
         let error = parse_order_by(grammar, &long).expect_err("longer than the limit");
-        assert!(
-            error
-                .message()
-                .starts_with("Invalid order_by clause 'metrics.mmm")
-        );
-        assert!(
-            error
-                .message()
-                .ends_with("exceeds the limit of 65536 bytes")
-        );
+        assert!(error.message().starts_with("Invalid order_by clause 'metrics.mmm"));
+        assert!(error.message().ends_with("exceeds the limit of 65536 bytes"));
         assert!(error.message().len() < 200);
     }
 }

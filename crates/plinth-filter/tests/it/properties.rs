@@ -6,9 +6,7 @@
 //! the crate, so that they also check the crate's tables.
 
 use crate::common::GRAMMARS;
-use plinth_filter::{
-    Attr, Clause, DatasetField, Grammar, Key, Op, OrderBy, Value, parse_filter, parse_order_by,
-};
+use plinth_filter::{Attr, Clause, DatasetField, Grammar, Key, Op, OrderBy, Value, parse_filter, parse_order_by};
 use proptest::prelude::*;
 
 /// Fragments that, strung together, make inputs close to valid ones.
@@ -87,10 +85,7 @@ const TOKENS: &[&str] = &[
 
 /// Strings built from grammar tokens, with or without separating spaces.
 fn token_soup() -> impl Strategy<Value = String> {
-    (
-        prop::collection::vec(prop::sample::select(TOKENS), 0..24),
-        any::<bool>(),
-    )
+    (prop::collection::vec(prop::sample::select(TOKENS), 0..24), any::<bool>())
         .prop_map(|(tokens, spaced)| tokens.join(if spaced { " " } else { "" }))
 }
 
@@ -101,23 +96,18 @@ fn any_input() -> impl Strategy<Value = String> {
         any::<String>(),
         token_soup(),
         "[ -~]{0,64}",
-        (
-            any_grammar().prop_flat_map(filter),
-            any::<prop::sample::Index>(),
-            any::<char>()
-        )
-            .prop_map(|(clauses, index, replacement)| {
-                let text = print_filter(&clauses);
-                let chars: Vec<char> = text.chars().collect();
-                if chars.is_empty() {
-                    return replacement.to_string();
-                }
-                let at = index.index(chars.len());
-                let mut mutated: String = chars[..at].iter().collect();
-                mutated.push(replacement);
-                mutated.extend(&chars[at + 1..]);
-                mutated
-            }),
+        (any_grammar().prop_flat_map(filter), any::<prop::sample::Index>(), any::<char>()).prop_map(|(clauses, index, replacement)| {
+            let text = print_filter(&clauses);
+            let chars: Vec<char> = text.chars().collect();
+            if chars.is_empty() {
+                return replacement.to_string();
+            }
+            let at = index.index(chars.len());
+            let mut mutated: String = chars[..at].iter().collect();
+            mutated.push(replacement);
+            mutated.extend(&chars[at + 1..]);
+            mutated
+        }),
     ]
 }
 
@@ -142,14 +132,7 @@ enum Key2 {
 }
 
 const NUMERIC: &[Op] = &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le];
-const KEY_VALUE: &[Op] = &[
-    Op::Eq,
-    Op::Ne,
-    Op::Like,
-    Op::ILike,
-    Op::IsNull,
-    Op::IsNotNull,
-];
+const KEY_VALUE: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::IsNull, Op::IsNotNull];
 const STRING_LIST: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn];
 const STRING: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike];
 const ID: &[Op] = &[Op::Eq, Op::Ne, Op::In, Op::NotIn];
@@ -225,30 +208,10 @@ fn order_keys(grammar: Grammar) -> Vec<KeyKind> {
             a(Attr::StartTime),
             a(Attr::EndTime),
         ],
-        Grammar::Experiments => vec![
-            a(Attr::Name),
-            a(Attr::ExperimentId),
-            a(Attr::CreationTime),
-            a(Attr::LastUpdateTime),
-        ],
-        Grammar::LoggedModels => vec![
-            Metric,
-            a(Attr::Name),
-            a(Attr::ModelId),
-            a(Attr::CreationTimestamp),
-            a(Attr::LastUpdatedTimestamp),
-        ],
-        Grammar::RegisteredModels => vec![
-            a(Attr::Name),
-            a(Attr::CreationTimestamp),
-            a(Attr::LastUpdatedTimestamp),
-        ],
-        Grammar::ModelVersions => vec![
-            a(Attr::Name),
-            a(Attr::VersionNumber),
-            a(Attr::CreationTimestamp),
-            a(Attr::LastUpdatedTimestamp),
-        ],
+        Grammar::Experiments => vec![a(Attr::Name), a(Attr::ExperimentId), a(Attr::CreationTime), a(Attr::LastUpdateTime)],
+        Grammar::LoggedModels => vec![Metric, a(Attr::Name), a(Attr::ModelId), a(Attr::CreationTimestamp), a(Attr::LastUpdatedTimestamp)],
+        Grammar::RegisteredModels => vec![a(Attr::Name), a(Attr::CreationTimestamp), a(Attr::LastUpdatedTimestamp)],
+        Grammar::ModelVersions => vec![a(Attr::Name), a(Attr::VersionNumber), a(Attr::CreationTimestamp), a(Attr::LastUpdatedTimestamp)],
     }
 }
 
@@ -258,8 +221,7 @@ fn key_name() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z_][a-zA-Z0-9_.-]{0,12}",
         "[a-z `\"'.=<>()-]{1,8}",
-        prop::collection::vec(any::<char>(), 1..10)
-            .prop_map(|chars| chars.into_iter().collect::<String>()),
+        prop::collection::vec(any::<char>(), 1..10).prop_map(|chars| chars.into_iter().collect::<String>()),
     ]
 }
 
@@ -295,9 +257,7 @@ fn value(key: &Key, op: Op) -> BoxedStrategy<Value> {
     };
     match op {
         Op::IsNull | Op::IsNotNull => Just(Value::None).boxed(),
-        Op::In | Op::NotIn => prop::collection::vec(text(), 1..4)
-            .prop_map(Value::List)
-            .boxed(),
+        Op::In | Op::NotIn => prop::collection::vec(text(), 1..4).prop_map(Value::List).boxed(),
         _ if numeric => number().prop_map(Value::Number).boxed(),
         _ => text().prop_map(Value::String).boxed(),
     }
@@ -306,13 +266,8 @@ fn value(key: &Key, op: Op) -> BoxedStrategy<Value> {
 /// A clause valid in `grammar`.
 fn clause(grammar: Grammar) -> impl Strategy<Value = Clause> {
     prop::sample::select(filter_keys(grammar)).prop_flat_map(|(kind, ops)| {
-        (key(kind), prop::sample::select(ops)).prop_flat_map(|(key, op)| {
-            value(&key, op).prop_map(move |value| Clause {
-                key: key.clone(),
-                op,
-                value,
-            })
-        })
+        (key(kind), prop::sample::select(ops))
+            .prop_flat_map(|(key, op)| value(&key, op).prop_map(move |value| Clause { key: key.clone(), op, value }))
     })
 }
 
@@ -323,19 +278,12 @@ fn filter(grammar: Grammar) -> impl Strategy<Value = (Grammar, Vec<Clause>)> {
 
 /// An order-by entry valid in `grammar`, with the grammar.
 fn order(grammar: Grammar) -> impl Strategy<Value = (Grammar, OrderBy)> {
-    (prop::sample::select(order_keys(grammar)), any::<bool>()).prop_flat_map(
-        move |(kind, ascending)| {
-            key(kind).prop_map(move |key| (grammar, OrderBy { key, ascending }))
-        },
-    )
+    (prop::sample::select(order_keys(grammar)), any::<bool>())
+        .prop_flat_map(move |(kind, ascending)| key(kind).prop_map(move |key| (grammar, OrderBy { key, ascending })))
 }
 
 fn print_filter((_, clauses): &(Grammar, Vec<Clause>)) -> String {
-    clauses
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" AND ")
+    clauses.iter().map(ToString::to_string).collect::<Vec<_>>().join(" AND ")
 }
 
 /// Checks the invariants of a successfully parsed clause.

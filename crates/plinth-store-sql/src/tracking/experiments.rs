@@ -5,8 +5,8 @@ use plinth_core::tracking::{Experiment, KeyValue, LifecycleStage, ViewType};
 use plinth_filter::{Attr, Key, OrderBy};
 use plinth_store::tracking::{ArtifactLocation, ExperimentQuery, NewExperiment, Rows};
 use plinth_store::{Error, Result};
-use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 use super::filter::{push_experiment_clause, push_lifecycle};
 use super::rows::{get_i64, get_str, load_key_values};
@@ -42,7 +42,11 @@ fn from_row(row: &AnyRow) -> Result<Experiment, sqlx::Error> {
     })
 }
 
-async fn with_tags(conn: &mut AnyConnection, dialect: crate::Dialect, mut experiments: Vec<Experiment>) -> Result<Vec<Experiment>, sqlx::Error> {
+async fn with_tags(
+    conn: &mut AnyConnection,
+    dialect: crate::Dialect,
+    mut experiments: Vec<Experiment>,
+) -> Result<Vec<Experiment>, sqlx::Error> {
     let ids: Vec<Arg> = experiments.iter().filter_map(|it| numeric_id(&it.experiment_id)).map(Arg::I64).collect();
     let mut tags = load_key_values(conn, dialect, "experiment_tags", "experiment_id", &ids).await?;
     for it in &mut experiments {
@@ -168,8 +172,7 @@ pub(crate) async fn search(store: &SqlStore, query: &ExperimentQuery) -> Result<
     sql.push(" ORDER BY ");
     let mut has_id = false;
     for order in &query.order_by {
-        let column = order_column(order)
-            .ok_or_else(|| Error::invalid(format!("Invalid order_by clause '{order}'")))?;
+        let column = order_column(order).ok_or_else(|| Error::invalid(format!("Invalid order_by clause '{order}'")))?;
         has_id |= column == "e.experiment_id";
         sql.push(column).push(if order.ascending { " ASC, " } else { " DESC, " });
     }
@@ -189,7 +192,11 @@ pub(crate) async fn search(store: &SqlStore, query: &ExperimentQuery) -> Result<
 }
 
 /// Locks the experiment row for the transaction and returns its lifecycle stage.
-pub(crate) async fn lock_stage(store: &SqlStore, tx: &mut crate::sql::Tx, id: &ExperimentId) -> Result<(i64, LifecycleStage, String), TxError> {
+pub(crate) async fn lock_stage(
+    store: &SqlStore,
+    tx: &mut crate::sql::Tx,
+    id: &ExperimentId,
+) -> Result<(i64, LifecycleStage, String), TxError> {
     let key = key_of(id)?;
     let sql = format!("SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1{}", store.for_update());
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(&mut **tx).await?;
@@ -223,7 +230,8 @@ pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, 
 }
 
 pub(crate) async fn set_lifecycle(store: &SqlStore, id: &ExperimentId, stage: LifecycleStage, now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+    write_tx!(store, |tx| {
+        async {
         let (key, _, _) = lock_stage(store, tx, id).await?;
         match stage {
             LifecycleStage::Deleted => {
@@ -256,7 +264,8 @@ pub(crate) async fn set_lifecycle(store: &SqlStore, id: &ExperimentId, stage: Li
         }
         Ok::<_, TxError>(())
     }
-    .await)
+    .await
+    })
 }
 
 pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue) -> Result<()> {

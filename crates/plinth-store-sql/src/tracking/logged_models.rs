@@ -42,7 +42,11 @@ fn from_row(row: &AnyRow) -> Result<LoggedModel, sqlx::Error> {
     })
 }
 
-async fn load_children(conn: &mut AnyConnection, dialect: crate::Dialect, mut models: Vec<LoggedModel>) -> Result<Vec<LoggedModel>, sqlx::Error> {
+async fn load_children(
+    conn: &mut AnyConnection,
+    dialect: crate::Dialect,
+    mut models: Vec<LoggedModel>,
+) -> Result<Vec<LoggedModel>, sqlx::Error> {
     let ids: Vec<Arg> = models.iter().map(|it| Arg::from(it.model_id.as_str())).collect();
     let mut tags = load_key_values(conn, dialect, "logged_model_tags", "model_id", &ids).await?;
     let mut params = load_key_values(conn, dialect, "logged_model_params", "model_id", &ids).await?;
@@ -100,7 +104,8 @@ async fn upsert(tx: &mut Tx, table: &str, model_id: &LoggedModelId, items: &[Key
 }
 
 pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel) -> Result<LoggedModel> {
-    write_tx!(store, |tx| async {
+    write_tx!(store, |tx| {
+        async {
         let (key, stage, location) = lock_stage(store, tx, &new.experiment_id).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }.into());
@@ -124,7 +129,8 @@ pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel) -> Result<Logg
         upsert(tx, "logged_model_tags", &new.model_id, &new.tags).await?;
         Ok::<_, TxError>(())
     }
-    .await)?;
+    .await
+    })?;
     get(store, &new.model_id, false).await
 }
 
@@ -240,16 +246,15 @@ pub(crate) async fn search(store: &SqlStore, query: &LoggedModelQuery) -> Result
             Key::Metric(key) => {
                 // Order by the model's latest value of the metric.
                 let alias = format!("o{idx}");
-                sql.push(&format!(
-                    " LEFT JOIN (SELECT model_id, MAX(CASE WHEN is_nan = 1 THEN NULL ELSE value END) AS value FROM logged_model_metrics WHERE key = "
-                ))
+                sql.push(" LEFT JOIN (SELECT model_id, MAX(CASE WHEN is_nan = 1 THEN NULL ELSE value END) AS value FROM logged_model_metrics WHERE key = ")
                 .bind(key.as_str())
                 .push(&format!(" GROUP BY model_id) {alias} ON {alias}.model_id = lm.model_id"));
                 order_exprs.push((format!("({alias}.value IS NULL)"), true));
                 order_exprs.push((format!("{alias}.value"), order.ascending));
             }
             Key::Attribute(attr) => {
-                let column = logged_model_order_column(*attr).ok_or_else(|| Error::invalid(format!("Invalid order_by clause '{order}'")))?;
+                let column =
+                    logged_model_order_column(*attr).ok_or_else(|| Error::invalid(format!("Invalid order_by clause '{order}'")))?;
                 order_exprs.push((column.to_owned(), order.ascending));
             }
             _ => return Err(Error::invalid(format!("Invalid order_by clause '{order}'"))),

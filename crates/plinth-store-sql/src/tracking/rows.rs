@@ -57,13 +57,11 @@ pub(crate) fn hex_of(dialect: Dialect, expr: &str) -> String {
 /// Decodes hex digits (as `hex_of` writes them) back to text.
 pub(crate) fn unhex(field: &str) -> Option<String> {
     let bytes = field.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
-    let raw: Option<Vec<u8>> = bytes
-        .chunks(2)
-        .map(|pair| Some(((pair[0] as char).to_digit(16)? * 16 + (pair[1] as char).to_digit(16)?) as u8))
-        .collect();
+    let raw: Option<Vec<u8>> =
+        bytes.chunks(2).map(|pair| Some(((pair[0] as char).to_digit(16)? * 16 + (pair[1] as char).to_digit(16)?) as u8)).collect();
     String::from_utf8(raw?).ok()
 }
 
@@ -78,12 +76,8 @@ pub(crate) async fn load_key_values(
 ) -> Result<HashMap<String, Vec<KeyValue>>, sqlx::Error> {
     let mut res: HashMap<String, Vec<KeyValue>> = HashMap::new();
     for chunk in parents.chunks(500) {
-        let encoded = format!(
-            "{} || ',' || {} || ',' || {}",
-            hex_of(dialect, parent_column),
-            hex_of(dialect, "key"),
-            hex_of(dialect, "value")
-        );
+        let encoded =
+            format!("{} || ',' || {} || ',' || {}", hex_of(dialect, parent_column), hex_of(dialect, "key"), hex_of(dialect, "value"));
         let mut sql = Sql::new(&format!("SELECT string_agg({encoded}, ';' ORDER BY key) AS kvs FROM {table} WHERE {parent_column} IN "));
         sql.bind_list(chunk);
         let row = sql.query(dialect).fetch_one(&mut *conn).await?;

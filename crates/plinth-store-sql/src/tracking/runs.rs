@@ -7,7 +7,7 @@ use plinth_core::tracking::{
     Dataset, DatasetInput, KeyValue, LifecycleStage, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunStatus,
 };
 use plinth_filter::Key;
-use plinth_store::tracking::{NewRun, PageRequest, RunQuery, RunUpdate, Rows, StepRange};
+use plinth_store::tracking::{NewRun, PageRequest, Rows, RunQuery, RunUpdate, StepRange};
 use plinth_store::{Error, Result};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
@@ -15,9 +15,9 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use super::experiments::{lock_stage, numeric_id};
 use super::filter::{push_lifecycle, push_metric_on_alias, push_run_clause, run_order_column};
 use super::rows::{get_i64, get_opt_i64, get_opt_str, get_str, hex_of, load_key_values, metric_value_columns, parent_string, unhex};
+use crate::Dialect;
 use crate::SqlStore;
 use crate::sql::{Arg, SharedArg, Sql, Tx, TxError, sql_error, write_tx};
-use crate::Dialect;
 
 const COLUMNS: &str =
     "r.run_uuid, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
@@ -53,12 +53,7 @@ async fn load_runs(conn: &mut AnyConnection, dialect: Dialect, infos: Vec<RunInf
     let mut model_inputs: HashMap<String, Vec<String>> = HashMap::new();
     let mut outputs: HashMap<String, Vec<ModelOutput>> = HashMap::new();
     for chunk in ids.chunks(500) {
-        let encoded = format!(
-            "{} || ',' || {} || ',' || {}",
-            hex_of(dialect, "run_uuid"),
-            hex_of(dialect, "key"),
-            encoded_point(dialect)
-        );
+        let encoded = format!("{} || ',' || {} || ',' || {}", hex_of(dialect, "run_uuid"), hex_of(dialect, "key"), encoded_point(dialect));
         let mut sql = Sql::new(&format!("SELECT string_agg({encoded}, ';' ORDER BY key) AS pts FROM latest_metrics WHERE run_uuid IN "));
         sql.bind_list(chunk);
         let row = sql.query(dialect).fetch_one(&mut *conn).await?;
@@ -84,7 +79,9 @@ async fn load_runs(conn: &mut AnyConnection, dialect: Dialect, infos: Vec<RunInf
         sql.bind_list(chunk).push(" ORDER BY d.name, d.digest");
         let rows = sql.query(dialect).fetch_all(&mut *conn).await?;
         if !rows.is_empty() {
-            let mut sql = Sql::new("SELECT run_uuid AS parent, dataset_name, dataset_digest, key, value FROM run_dataset_input_tags WHERE run_uuid IN ");
+            let mut sql = Sql::new(
+                "SELECT run_uuid AS parent, dataset_name, dataset_digest, key, value FROM run_dataset_input_tags WHERE run_uuid IN ",
+            );
             sql.bind_list(chunk).push(" ORDER BY key");
             let mut input_tags: HashMap<(String, String, String), Vec<KeyValue>> = HashMap::new();
             for row in sql.query(dialect).fetch_all(&mut *conn).await? {
@@ -214,7 +211,7 @@ pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate)
         if let Some(name) = &update.run_name {
             upsert_tags(tx, store.dialect, run_id, &[KeyValue::new(RUN_NAME_TAG, name.clone())]).await?;
         }
-        get_info(&mut **tx, run_id).await
+        get_info(tx, run_id).await
     }
     .await)
 }
@@ -222,15 +219,19 @@ pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate)
 pub(crate) async fn set_lifecycle(store: &SqlStore, run_id: &RunId, stage: LifecycleStage, now: i64) -> Result<()> {
     write_tx!(store, |tx| async {
         let res = match stage {
-            LifecycleStage::Deleted => sqlx::query("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $1 WHERE run_uuid = $2")
-                .bind(now)
-                .bind(run_id.as_str().to_owned())
-                .execute(&mut **tx)
-                .await?,
-            LifecycleStage::Active => sqlx::query("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE run_uuid = $1")
-                .bind(run_id.as_str().to_owned())
-                .execute(&mut **tx)
-                .await?,
+            LifecycleStage::Deleted => {
+                sqlx::query("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $1 WHERE run_uuid = $2")
+                    .bind(now)
+                    .bind(run_id.as_str().to_owned())
+                    .execute(&mut **tx)
+                    .await?
+            }
+            LifecycleStage::Active => {
+                sqlx::query("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE run_uuid = $1")
+                    .bind(run_id.as_str().to_owned())
+                    .execute(&mut **tx)
+                    .await?
+            }
         };
         if res.rows_affected() == 0 {
             return Err(not_found(run_id).into());
@@ -325,16 +326,16 @@ async fn insert_params(tx: &mut Tx, dialect: Dialect, run_id: &RunId, params: &[
             .map(|row| Ok((get_str(row, "key")?, get_str(row, "value")?)))
             .collect::<Result<_, sqlx::Error>>()?;
         for p in chunk {
-            if let Some(old) = stored.get(&p.key) {
-                if *old != p.value {
-                    return Err(Error::ParamChanged {
-                        run_id: run_id.to_string(),
-                        key: p.key.clone(),
-                        old_value: old.clone(),
-                        new_value: p.value.clone(),
-                    }
-                    .into());
+            if let Some(old) = stored.get(&p.key)
+                && *old != p.value
+            {
+                return Err(Error::ParamChanged {
+                    run_id: run_id.to_string(),
+                    key: p.key.clone(),
+                    old_value: old.clone(),
+                    new_value: p.value.clone(),
                 }
+                .into());
             }
         }
     }
@@ -345,7 +346,18 @@ async fn insert_params(tx: &mut Tx, dialect: Dialect, run_id: &RunId, params: &[
 /// columns are literal `NULL`.
 fn push_metric_row(sql: &mut Sql, run: SharedArg, m: &Metric) {
     let (value, is_nan) = metric_value_columns(m.value);
-    sql.push("(").reuse(run).push(", ").bind(m.key.as_str()).push(", ").bind(m.step).push(", ").bind(m.timestamp).push(", ").bind(value).push(", ").bind(is_nan);
+    sql.push("(")
+        .reuse(run)
+        .push(", ")
+        .bind(m.key.as_str())
+        .push(", ")
+        .bind(m.step)
+        .push(", ")
+        .bind(m.timestamp)
+        .push(", ")
+        .bind(value)
+        .push(", ")
+        .bind(is_nan);
     sql.push(", ").bind(value.to_bits() as i64);
     for column in [&m.dataset_name, &m.dataset_digest, &m.model_id] {
         match column {
@@ -429,9 +441,10 @@ pub(crate) async fn delete_tag(store: &SqlStore, run_id: &RunId, key: &str) -> R
 }
 
 pub(crate) async fn log_inputs(store: &SqlStore, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String]) -> Result<()> {
-    write_tx!(store, |tx| async {
+    write_tx!(store, |tx| {
+        async {
         lock_active(store, tx, run_id, false).await?;
-        let experiment_id = get_info(&mut **tx, run_id).await?.experiment_id;
+        let experiment_id = get_info(tx, run_id).await?.experiment_id;
         let experiment_key = numeric_id(&experiment_id).unwrap_or_default();
         for input in datasets {
             let d = &input.dataset;
@@ -477,7 +490,8 @@ pub(crate) async fn log_inputs(store: &SqlStore, run_id: &RunId, datasets: &[Dat
         }
         Ok::<_, TxError>(())
     }
-    .await)
+    .await
+    })
 }
 
 pub(crate) async fn log_outputs(store: &SqlStore, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()> {
@@ -525,12 +539,15 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
                 inner_aliases.entry(key.as_str()).or_insert_with(|| alias.clone());
                 // A filter on this metric already drops runs without a (non-NaN) value, so an inner join
                 // returns the same rows and lets the database walk the (key, value) index in order.
-                sql.push(&format!(" JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.is_nan = 0 AND {alias}.key = "))
-                    .bind(key.as_str());
+                sql.push(&format!(
+                    " JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.is_nan = 0 AND {alias}.key = "
+                ))
+                .bind(key.as_str());
                 ("m", String::new(), format!("{alias}.value"))
             }
             Key::Metric(key) => {
-                sql.push(&format!(" LEFT JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = ")).bind(key.as_str());
+                sql.push(&format!(" LEFT JOIN latest_metrics {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "))
+                    .bind(key.as_str());
                 // Missing values sort last; NaN after every number but before missing (MLflow's order).
                 ("m", format!("({alias}.run_uuid IS NULL) ASC, ({alias}.is_nan = 1)"), format!("{alias}.value"))
             }
@@ -558,7 +575,9 @@ pub(crate) async fn search(store: &SqlStore, query: &RunQuery) -> Result<Rows<Ru
     for clause in &query.filter {
         sql.push(" AND ");
         match &clause.key {
-            Key::Metric(key) if inner_aliases.contains_key(key.as_str()) => push_metric_on_alias(&mut sql, &inner_aliases[key.as_str()], clause)?,
+            Key::Metric(key) if inner_aliases.contains_key(key.as_str()) => {
+                push_metric_on_alias(&mut sql, &inner_aliases[key.as_str()], clause)?
+            }
             _ => push_run_clause(&mut sql, clause)?,
         }
     }
@@ -613,7 +632,13 @@ fn encoded_point(dialect: Dialect) -> &'static str {
 const POINT_ORDER: &str = "step, timestamp, value, is_nan";
 
 /// Runs `SELECT <point> FROM metrics WHERE run_uuid = ? AND key = ? <rest>` aggregated into one text value.
-async fn fetch_points(store: &SqlStore, conn: &mut AnyConnection, run_id: &RunId, key: &str, rest: impl FnOnce(&mut Sql)) -> Result<Vec<Metric>> {
+async fn fetch_points(
+    store: &SqlStore,
+    conn: &mut AnyConnection,
+    run_id: &RunId,
+    key: &str,
+    rest: impl FnOnce(&mut Sql),
+) -> Result<Vec<Metric>> {
     let mut sql = Sql::new("SELECT string_agg(pt, ';' ORDER BY ");
     sql.push(POINT_ORDER).push(") AS pts FROM (SELECT ").push(encoded_point(store.dialect)).push(" AS pt, ").push(POINT_ORDER);
     sql.push(" FROM metrics WHERE run_uuid = ").bind(run_id.as_str()).push(" AND key = ").bind(key);
@@ -682,10 +707,12 @@ pub(crate) async fn metric_points_at_steps(store: &SqlStore, run_id: &RunId, key
     let mut conn = store.read_conn().await?;
     let mut res = Vec::new();
     for chunk in steps.chunks(INSERT_CHUNK) {
-        res.extend(fetch_points(store, &mut conn, run_id, key, |sql| {
-            sql.push(" AND step IN ").bind_list(chunk);
-        })
-        .await?);
+        res.extend(
+            fetch_points(store, &mut conn, run_id, key, |sql| {
+                sql.push(" AND step IN ").bind_list(chunk);
+            })
+            .await?,
+        );
     }
     Ok(res)
 }

@@ -14,7 +14,8 @@ async fn acknowledged_writes_survive_kill_9() {
     let (exp_id, run_id) = create_run(&client, &url, "durable").await;
     let mut acknowledged = 0;
     for batch in 0..20 {
-        let metrics: Vec<_> = (0..100).map(|i| json!({"key": "loss", "value": i as f64, "timestamp": 1000 + batch, "step": batch * 100 + i})).collect();
+        let metrics: Vec<_> =
+            (0..100).map(|i| json!({"key": "loss", "value": i as f64, "timestamp": 1000 + batch, "step": batch * 100 + i})).collect();
         let (status, body) = post(
             &client,
             &url,
@@ -32,7 +33,8 @@ async fn acknowledged_writes_survive_kill_9() {
         .await
         .expect("upload");
     assert_eq!(res.status(), 200);
-    let (status, _) = post(&client, &url, "/api/2.0/mlflow/runs/update", json!({"run_id": run_id, "status": "FINISHED", "end_time": 5})).await;
+    let (status, _) =
+        post(&client, &url, "/api/2.0/mlflow/runs/update", json!({"run_id": run_id, "status": "FINISHED", "end_time": 5})).await;
     assert_eq!(status, 200);
 
     server.kill9();

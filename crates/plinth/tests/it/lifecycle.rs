@@ -90,11 +90,7 @@ fn config_check_reports_every_problem() {
     std::fs::write(&file, &out.stdout).expect("write");
     let out = std::process::Command::new(bin()).args(["config", "check", "--config"]).arg(&file).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = std::process::Command::new(bin())
-        .args(["config", "check"])
-        .env("PLINTH__SERVER__PROT", "1")
-        .output()
-        .expect("run");
+    let out = std::process::Command::new(bin()).args(["config", "check"]).env("PLINTH__SERVER__PROT", "1").output().expect("run");
     assert!(!out.status.success(), "unknown keys from the environment are errors too");
 }
 

@@ -7,14 +7,38 @@ use serde_json::{Value, json};
 use super::{create_run, start};
 
 const POST_ENDPOINTS: &[&str] = &[
-    "experiments/create", "experiments/search", "experiments/update", "experiments/delete", "experiments/restore",
-    "experiments/set-experiment-tag", "experiments/delete-experiment-tag", "runs/create", "runs/update", "runs/delete",
-    "runs/restore", "runs/search", "runs/log-metric", "runs/log-parameter", "runs/set-tag", "runs/delete-tag",
-    "runs/log-batch", "runs/log-inputs", "runs/outputs", "runs/log-model", "logged-models", "logged-models/search",
+    "experiments/create",
+    "experiments/search",
+    "experiments/update",
+    "experiments/delete",
+    "experiments/restore",
+    "experiments/set-experiment-tag",
+    "experiments/delete-experiment-tag",
+    "runs/create",
+    "runs/update",
+    "runs/delete",
+    "runs/restore",
+    "runs/search",
+    "runs/log-metric",
+    "runs/log-parameter",
+    "runs/set-tag",
+    "runs/delete-tag",
+    "runs/log-batch",
+    "runs/log-inputs",
+    "runs/outputs",
+    "runs/log-model",
+    "logged-models",
+    "logged-models/search",
 ];
 const GET_ENDPOINTS: &[&str] = &[
-    "experiments/get", "experiments/get-by-name", "runs/get", "metrics/get-history", "metrics/get-history-bulk-interval",
-    "metrics/get-history-bulk", "artifacts/list", "logged-models/m-0000",
+    "experiments/get",
+    "experiments/get-by-name",
+    "runs/get",
+    "metrics/get-history",
+    "metrics/get-history-bulk-interval",
+    "metrics/get-history-bulk",
+    "artifacts/list",
+    "logged-models/m-0000",
 ];
 
 fn bodies(run_id: &str) -> Vec<Value> {
@@ -63,7 +87,13 @@ async fn malformed_requests_get_4xx_json_errors() {
         }
     }
     for endpoint in GET_ENDPOINTS {
-        for query in ["", "?run_id=nope&metric_key=", "?experiment_id=abc&run_ids=1&max_results=x", "?run_id=%00&path=../../etc", "?run_ids=a&metric_key=m&start_step=5"] {
+        for query in [
+            "",
+            "?run_id=nope&metric_key=",
+            "?experiment_id=abc&run_ids=1&max_results=x",
+            "?run_id=%00&path=../../etc",
+            "?run_ids=a&metric_key=m&start_step=5",
+        ] {
             let res = client.get(format!("{}/api/2.0/mlflow/{endpoint}{query}", server.url)).send().await.expect("send");
             assert!(res.status().as_u16() < 500, "{endpoint}{query} -> {}", res.status());
         }
