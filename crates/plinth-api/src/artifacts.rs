@@ -26,6 +26,20 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/mpu/abort/{*path}", post(mpu_abort))
 }
 
+/// The proxy routes exist only while artifacts are proxied; otherwise clients write to the
+/// artifact root themselves and the server must not touch the destination on their behalf.
+pub(crate) async fn require_serving(State(s): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
+    if s.serve_artifacts {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            plinth_core::ErrorCode::EndpointNotFound,
+            "artifact serving is disabled: this server's artifact root is not proxied (started with --no-serve-artifacts or a direct --default-artifact-root)",
+        )
+        .into_response()
+    }
+}
+
 fn body_stream(req: Request) -> ByteStream {
     Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other))
 }
@@ -86,10 +100,13 @@ async fn delete(State(s): State<AppState>, Path(path): Path<String>) -> Result<J
     Ok(Json(json!({})))
 }
 
-/// The base URL clients used to reach us, for the part URLs of a multipart upload.
+/// The base URL clients used to reach us, for the part URLs of a multipart upload; a reverse
+/// proxy's `X-Forwarded-Proto` and `X-Forwarded-Host` take precedence.
 fn base_url(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    format!("http://{host}")
+    let header = |name: &str| headers.get(name).and_then(|h| h.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim);
+    let proto = header("x-forwarded-proto").filter(|p| *p == "http" || *p == "https").unwrap_or("http");
+    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or("127.0.0.1");
+    format!("{proto}://{host}")
 }
 
 /// MLflow's client sends the multipart requests to `/api/2.0/...`; part URLs follow the same prefix.

@@ -112,8 +112,30 @@ fn key_values(items: Vec<KeyValueBody>) -> Option<Vec<KeyValue>> {
     items.into_iter().map(|it| Some(KeyValue { key: non_empty(it.key)?, value: it.value.unwrap_or_default() })).collect()
 }
 
+/// Whether the body has the shape the client sends: a JSON object whose lists hold objects.
+/// Derived deserializers would also take arrays in place of objects (`[["k", "v"]]`), which the
+/// generic parser refuses; such bodies (and any `[` directly inside a `[`, even within a string,
+/// which only costs the fast path) go to the generic parser.
+fn is_plain_object(body: &[u8]) -> bool {
+    let mut bytes = body.iter().copied().filter(|b| !b.is_ascii_whitespace());
+    if bytes.next() != Some(b'{') {
+        return false;
+    }
+    let mut previous = b'{';
+    for b in bytes {
+        if previous == b'[' && b == b'[' {
+            return false;
+        }
+        previous = b;
+    }
+    true
+}
+
 /// The batch, or `None` when the generic parser must handle (and explain) this body.
 pub(crate) fn parse(body: &[u8]) -> Option<Batch> {
+    if !is_plain_object(body) {
+        return None;
+    }
     let body: Body = serde_json::from_slice(body).ok()?;
     let run_id = non_empty(body.run_id).or_else(|| non_empty(body.run_uuid))?;
     let metrics = body
@@ -149,6 +171,9 @@ mod tests {
             br#"{"metrics": []}"#,
             br#""{\"run_id\": \"abc\"}""#,
             br#"{"run_id": "abc", "params": [{"value": "x"}]}"#,
+            br#"{"run_id": "abc", "params": [["k", "v"]]}"#,
+            br#"["abc", null]"#,
+            br#"{"run_id": "abc", "metrics": [ ["m", 1, 5, null, null, null, null]]}"#,
         ] {
             assert!(super::parse(deferred).is_none(), "{}", String::from_utf8_lossy(deferred));
         }

@@ -35,12 +35,15 @@ pub struct ApiLimits {
 pub struct AppState {
     pub tracking: Arc<TrackingService>,
     pub version: &'static str,
+    /// Whether the artifact proxy is on (artifacts live under `mlflow-artifacts:`); when clients write
+    /// to the artifact root themselves, the proxy routes answer `ENDPOINT_NOT_FOUND`.
+    pub serve_artifacts: bool,
 }
 
 /// The whole HTTP surface.
 pub fn router(state: AppState, limits: &ApiLimits) -> Router {
     let tracking = mlflow::routes();
-    let artifacts = artifacts::routes();
+    let artifacts = artifacts::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), artifacts::require_serving));
     Router::new()
         .nest("/api/2.0/mlflow", tracking.clone())
         .nest("/ajax-api/2.0/mlflow", tracking)

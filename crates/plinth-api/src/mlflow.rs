@@ -227,7 +227,9 @@ async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, JsonBody(bod
     if body.len() > MAX_BATCH_LOG_REQUEST_BYTES {
         return Err(ApiError::invalid(format!("Batched logging API requests must be at most 1 MB in size. Got {} bytes.", body.len())));
     }
-    let (run_id, batch) = match crate::batch::parse(&body) {
+    // The fast path reads the body alone; with a query string the generic path merges both.
+    let fast = if uri.query().is_none() { crate::batch::parse(&body) } else { None };
+    let (run_id, batch) = match fast {
         Some(fast) => (fast.run_id, LogBatch { metrics: fast.metrics, params: fast.params, tags: fast.tags }),
         None => {
             // The generic parser explains what is wrong, in MLflow's words.

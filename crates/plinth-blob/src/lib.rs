@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 
 pub use error::{Error, Result};
 pub use local::LocalBlobStore;
-pub use path::{ArtifactPath, MAX_PATH_BYTES};
+pub use path::{ArtifactPath, MAX_PATH_BYTES, MAX_SEGMENT_BYTES, RESERVED_ROOT_NAME};
 
 /// A stream of body chunks.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;

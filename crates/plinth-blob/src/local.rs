@@ -1,7 +1,9 @@
 //! `LocalBlobStore`: artifacts as files under a root directory, laid out as MLflow lays them out.
 //!
-//! Writes go to a staging directory beside the root and are renamed into place once complete.
-//! Multipart uploads keep their parts in staging until `complete_multipart` joins them.
+//! Writes go to a staging directory inside the root (`.plinth-staging`, owner-only, never
+//! addressable or listed) and are renamed into place once complete and fsynced, with the
+//! directories along the way fsynced too. Multipart uploads keep their parts in staging until
+//! `complete_multipart` joins them. Leftovers of a crash are swept on start.
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +11,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use crate::path::RESERVED_ROOT_NAME;
 use crate::{ArtifactPath, BlobStore, ByteStream, CompletedPart, Entry, Error, Object, Result};
 
 /// Read buffer for downloads.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Multipart uploads untouched for this long are removed on start.
+const ABANDONED_UPLOAD_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone)]
 pub struct LocalBlobStore {
@@ -21,13 +26,42 @@ pub struct LocalBlobStore {
 }
 
 impl LocalBlobStore {
-    /// Creates `root` and `staging` if missing. Both should be on one filesystem so renames are atomic.
-    pub fn new(root: impl Into<PathBuf>, staging: impl Into<PathBuf>) -> Result<LocalBlobStore> {
+    /// Creates `root` and its staging directory if missing, and sweeps what a crash left in staging.
+    pub fn new(root: impl Into<PathBuf>) -> Result<LocalBlobStore> {
         let root = root.into();
-        let staging = staging.into();
-        std::fs::create_dir_all(&root).map_err(Error::Io)?;
+        let staging = root.join(RESERVED_ROOT_NAME);
         std::fs::create_dir_all(staging.join("uploads")).map_err(Error::Io)?;
-        Ok(LocalBlobStore { root, staging })
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).map_err(Error::Io)?;
+        }
+        let store = LocalBlobStore { root, staging };
+        store.sweep_staging();
+        Ok(store)
+    }
+
+    /// Removes unfinished single uploads (none can be in flight before the server starts) and
+    /// multipart uploads abandoned for a week.
+    fn sweep_staging(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.staging) else { return };
+        for it in entries.flatten() {
+            if it.file_name().to_string_lossy().starts_with("put-") {
+                let _ = std::fs::remove_file(it.path());
+            }
+        }
+        let Ok(uploads) = std::fs::read_dir(self.staging.join("uploads")) else { return };
+        for it in uploads.flatten() {
+            let old = it
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > ABANDONED_UPLOAD_SECS);
+            if old {
+                let _ = std::fs::remove_dir_all(it.path());
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -49,27 +83,52 @@ impl LocalBlobStore {
         self.staging.join(format!("put-{}", uuid::Uuid::new_v4().simple()))
     }
 
-    /// Moves a finished staging file to its place, creating parent directories.
+    /// Moves a finished staging file to its place, creating parent directories, and fsyncs every
+    /// directory whose entries changed, so an acknowledged upload survives a power loss too.
     async fn publish(&self, temp: &Path, path: &ArtifactPath) -> Result<()> {
         let target = self.file_path(path);
         if path.is_root() {
             return Err(Error::InvalidPath);
         }
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(e, path))?;
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        // Directories about to be created, deepest last, and the existing one they hang from.
+        let mut created = Vec::new();
+        let mut existing = parent.clone();
+        while tokio::fs::metadata(&existing).await.is_err() && existing != self.root {
+            created.push(existing.clone());
+            existing = existing.parent().unwrap_or(&self.root).to_path_buf();
         }
+        tokio::fs::create_dir_all(&parent).await.map_err(|e| io_error(e, path))?;
         if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
             return Err(Error::IsDirectory { path: path.as_str().to_owned() });
         }
-        tokio::fs::rename(temp, &target).await.map_err(Error::Io)
+        tokio::fs::rename(temp, &target).await.map_err(|e| io_error(e, path))?;
+        sync_dir(&parent).await?;
+        for dir in created.iter().skip(1) {
+            sync_dir(dir).await?;
+        }
+        if !created.is_empty() {
+            sync_dir(&existing).await?;
+        }
+        Ok(())
     }
+}
+
+/// Flushes a directory's entries (a rename or a new child) to disk.
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let handle = tokio::fs::File::open(dir).await.map_err(Error::Io)?;
+    handle.sync_all().await.map_err(Error::Io)
 }
 
 fn io_error(e: std::io::Error, path: &ArtifactPath) -> Error {
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound { path: path.as_str().to_owned() },
-        // A file where a directory is needed (or the reverse) is the caller's mistake.
-        std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory | std::io::ErrorKind::AlreadyExists => Error::InvalidPath,
+        // A file where a directory is needed (or the reverse), or a name the file system refuses,
+        // is the caller's mistake.
+        std::io::ErrorKind::NotADirectory
+        | std::io::ErrorKind::IsADirectory
+        | std::io::ErrorKind::AlreadyExists
+        | std::io::ErrorKind::InvalidFilename => Error::InvalidPath,
         _ => Error::Io(e),
     }
 }
@@ -132,6 +191,9 @@ impl BlobStore for LocalBlobStore {
         let mut entries = Vec::new();
         while let Some(it) = read.next_entry().await.map_err(Error::Io)? {
             let Ok(name) = it.file_name().into_string() else { continue };
+            if path.is_root() && name == RESERVED_ROOT_NAME {
+                continue;
+            }
             let meta = it.metadata().await.map_err(Error::Io)?;
             let is_dir = meta.is_dir();
             entries.push(Entry { name, is_dir, size: if is_dir { None } else { Some(meta.len()) } });
@@ -169,10 +231,21 @@ impl BlobStore for LocalBlobStore {
         if tokio::fs::metadata(&dir).await.is_err() {
             return Err(Error::UploadNotFound { upload_id: upload_id.to_owned() });
         }
-        let temp = dir.join(format!("part-{part_number}.tmp"));
+        // Each attempt writes its own file; the last to finish wins, whole.
+        let temp = dir.join(format!("part-{part_number}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let hasher = std::sync::Arc::new(std::sync::Mutex::new(std::hash::DefaultHasher::new()));
+        let tap = hasher.clone();
+        let body: ByteStream = Box::pin(body.inspect(move |chunk| {
+            if let (Ok(bytes), Ok(mut h)) = (chunk, tap.lock()) {
+                std::hash::Hasher::write(&mut *h, bytes);
+            }
+        }));
         let n = write_stream(&temp, body).await?;
+        let digest = hasher.lock().map(|h| std::hash::Hasher::finish(&*h)).unwrap_or_default();
+        let etag = format!("{part_number}-{n}-{digest:016x}");
         tokio::fs::rename(&temp, dir.join(format!("part-{part_number}"))).await.map_err(Error::Io)?;
-        Ok(format!("{part_number}-{n}"))
+        tokio::fs::write(dir.join(format!("part-{part_number}.etag")), &etag).await.map_err(Error::Io)?;
+        Ok(etag)
     }
 
     async fn complete_multipart(&self, upload_id: &str, path: &ArtifactPath, parts: &[CompletedPart]) -> Result<()> {
@@ -189,8 +262,10 @@ impl BlobStore for LocalBlobStore {
             sorted.sort_by_key(|it| it.part_number);
             for part in &sorted {
                 let part_path = dir.join(format!("part-{}", part.part_number));
-                let len = tokio::fs::metadata(&part_path).await.map_err(|_| Error::PartMismatch { part_number: part.part_number })?.len();
-                if part.etag != format!("{}-{len}", part.part_number) {
+                let stored = tokio::fs::read_to_string(dir.join(format!("part-{}.etag", part.part_number)))
+                    .await
+                    .map_err(|_| Error::PartMismatch { part_number: part.part_number })?;
+                if part.etag != stored {
                     return Err(Error::PartMismatch { part_number: part.part_number });
                 }
                 let mut input = tokio::fs::File::open(&part_path).await.map_err(Error::Io)?;
@@ -239,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn put_get_list_delete() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalBlobStore::new(dir.path().join("artifacts"), dir.path().join("staging")).expect("store");
+        let store = LocalBlobStore::new(dir.path().join("artifacts")).expect("store");
         let p = |s: &str| ArtifactPath::parse(s).expect("path");
         assert_eq!(store.put(&p("1/run/artifacts/a.txt"), body(&[b"hel", b"lo"])).await.expect("put"), 5);
         store.put(&p("1/run/artifacts/dir/b.txt"), body(&[b"b"])).await.expect("put");
@@ -257,13 +332,15 @@ mod tests {
         assert!(matches!(store.put(&p("1/run/artifacts/a.txt/x"), body(&[b"x"])).await, Err(Error::InvalidPath)));
         store.delete(&p("1/run/artifacts/dir")).await.expect("delete dir");
         assert_eq!(store.list(&p("1/run/artifacts")).await.expect("list").len(), 1);
-        assert!(std::fs::read_dir(dir.path().join("staging")).expect("staging").all(|e| e.expect("entry").file_name() == "uploads"));
+        let staging = dir.path().join("artifacts").join(RESERVED_ROOT_NAME);
+        assert!(std::fs::read_dir(staging).expect("staging").all(|e| e.expect("entry").file_name() == "uploads"));
+        assert!(store.list(&ArtifactPath::root()).await.expect("root").iter().all(|e| e.name != RESERVED_ROOT_NAME), "staging is hidden");
     }
 
     #[tokio::test]
     async fn failed_upload_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalBlobStore::new(dir.path().join("a"), dir.path().join("s")).expect("store");
+        let store = LocalBlobStore::new(dir.path().join("a")).expect("store");
         let broken: ByteStream =
             futures::stream::iter(vec![Ok(Bytes::from_static(b"partial")), Err(std::io::Error::other("client went away"))]).boxed();
         assert!(matches!(store.put(&ArtifactPath::parse("x/y.bin").expect("path"), broken).await, Err(Error::Body(_))));
@@ -273,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn multipart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalBlobStore::new(dir.path().join("a"), dir.path().join("s")).expect("store");
+        let store = LocalBlobStore::new(dir.path().join("a")).expect("store");
         let path = ArtifactPath::parse("big/file.bin").expect("path");
         let id = store.create_multipart(&path).await.expect("create");
         let e2 = store.put_part(&id, 2, body(&[b"world"])).await.expect("part");

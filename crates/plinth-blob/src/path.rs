@@ -9,6 +9,10 @@ pub struct ArtifactPath(String);
 
 /// Longest accepted path, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest accepted path segment, in bytes (the file-name limit of common file systems).
+pub const MAX_SEGMENT_BYTES: usize = 255;
+/// The store's own directory at the root (staging files); never addressable by users.
+pub const RESERVED_ROOT_NAME: &str = ".plinth-staging";
 
 impl ArtifactPath {
     /// The store's root.
@@ -36,6 +40,9 @@ impl ArtifactPath {
         }
         check_plain(&decoded)?;
         let segments: Vec<&str> = raw.split('/').filter(|it| !it.is_empty() && *it != ".").collect();
+        if segments.first() == Some(&RESERVED_ROOT_NAME) || segments.iter().any(|it| it.len() > MAX_SEGMENT_BYTES) {
+            return Err(Error::InvalidPath);
+        }
         Ok(ArtifactPath(segments.join("/")))
     }
 
@@ -111,6 +118,12 @@ mod tests {
         ] {
             assert_eq!(ArtifactPath::parse(raw).expect(raw).as_str(), want);
         }
+    }
+
+    #[test]
+    fn refuses_overlong_segments() {
+        assert!(ArtifactPath::parse(&"a".repeat(255)).is_ok());
+        assert!(ArtifactPath::parse(&format!("x/{}", "a".repeat(256))).is_err());
     }
 
     #[test]

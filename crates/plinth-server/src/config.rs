@@ -4,7 +4,7 @@
 //! Unknown keys are errors. `Config::validate` reports every problem at once, before any port
 //! is opened. `Config::reference_toml` renders the commented defaults (`plinth config print-default`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -185,12 +185,6 @@ impl Config {
         }
     }
 
-    /// Staging files for uploads in progress, beside the artifacts so renames stay on one filesystem.
-    pub fn staging_dir(&self) -> PathBuf {
-        let dest = self.artifacts_destination();
-        dest.parent().unwrap_or(Path::new(".")).join(".plinth-staging")
-    }
-
     /// The commented default configuration.
     pub fn reference_toml() -> &'static str {
         include_str!("../../../config/plinth.example.toml")
@@ -208,14 +202,30 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
-/// A database URL with any password replaced, for messages and logs.
+/// A database URL with any password replaced (in the authority or a `password=` parameter),
+/// for messages and logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| if p.to_ascii_lowercase().starts_with("password=") { "password=***".to_owned() } else { p.to_owned() })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// MLflow's `--backend-store-uri` spellings as sqlx URLs: `sqlite:///rel.db` is relative and
@@ -280,5 +290,8 @@ mod tests {
         assert_eq!(from_mlflow_store_uri("sqlite:////tmp/m.db"), "sqlite:///tmp/m.db");
         assert_eq!(from_mlflow_store_uri("postgresql+psycopg2://u@h/db"), "postgresql://u@h/db");
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://h/db?sslmode=require&password=secret"), "postgres://h/db?sslmode=require&password=***");
+        assert_eq!(redact_url("sqlite://plinth-data/plinth.db"), "sqlite://plinth-data/plinth.db");
     }
 }

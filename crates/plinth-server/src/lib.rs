@@ -62,7 +62,7 @@ impl Server {
         })
         .await?;
         let destination = config.artifacts_destination();
-        let blobs = LocalBlobStore::new(&destination, config.staging_dir())
+        let blobs = LocalBlobStore::new(&destination)
             .map_err(|source| StartError::Artifacts { path: destination.display().to_string(), source })?;
         let artifact_root = match config.artifacts.default_artifact_root.as_deref().filter(|it| !it.is_empty()) {
             Some(uri) if !uri.starts_with("mlflow-artifacts:") => ArtifactRoot::Direct(uri.to_owned()),
@@ -74,7 +74,8 @@ impl Server {
             TrackingConfig { artifact_root, truncate_long_values: config.tracking.truncate_long_values },
         );
         tracking.init().await?;
-        let state = AppState { tracking: Arc::new(tracking), version: VERSION };
+        let serve_artifacts = tracking.config().artifact_root == ArtifactRoot::Proxied;
+        let state = AppState { tracking: Arc::new(tracking), version: VERSION, serve_artifacts };
         let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
 
         let bind = format!("{}:{}", config.server.host, config.server.port);
@@ -117,24 +118,25 @@ impl Server {
     }
 }
 
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn termination_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGINT and SIGTERM handlers now and returns a future that resolves on either, so a
+/// signal that arrives right after the readiness line is not missed.
+pub fn termination_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -55,6 +55,16 @@ pub(crate) async fn run(store: &SqlStore) -> Result<(), ConnectError> {
                 Dialect::Postgres => "BEGIN",
             };
             conn.execute(begin).await.map_err(fail(migration.version))?;
+            // Another process may have applied it between our first read and this transaction.
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM plinth_schema_migrations WHERE version = $1")
+                .bind(migration.version)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(fail(migration.version))?;
+            if row.try_get::<i64, _>("n").map_err(fail(migration.version))? > 0 {
+                conn.execute("ROLLBACK").await.map_err(fail(migration.version))?;
+                continue;
+            }
             let applied = async {
                 for statement in split_statements(sql) {
                     conn.execute(AssertSqlSafe(statement)).await?;

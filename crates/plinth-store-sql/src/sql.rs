@@ -200,6 +200,13 @@ impl TxError {
 
 /// Maps a database error that no caller handled to the port's error.
 pub(crate) fn sql_error(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &e {
+        // SQLSTATE class 22 (data exception: a NUL byte in text, a LIKE pattern ending in the
+        // escape character, a value out of range) is a problem with the request's values.
+        if db.code().is_some_and(|c| c.starts_with("22")) {
+            return Error::invalid(format!("a value in the request cannot be stored or compared: {}", db.message()));
+        }
+    }
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Error::Unavailable { source: Box::new(e) },
         sqlx::Error::Io(_) => Error::Unavailable { source: Box::new(e) },

@@ -109,6 +109,12 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     store.set_experiment_lifecycle(&id, LifecycleStage::Active, 40).await.expect("restore");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
     assert_eq!(store.get_run(&kept_deleted.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
+    // Restoring an active experiment or deleting a deleted one is refused, and cannot disturb the runs.
+    assert!(matches!(store.set_experiment_lifecycle(&id, LifecycleStage::Active, 45).await, Err(Error::ExperimentNotFound { .. })));
+    store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 50).await.expect("delete");
+    assert!(matches!(store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 60).await, Err(Error::ExperimentNotFound { .. })));
+    store.set_experiment_lifecycle(&id, LifecycleStage::Active, 70).await.expect("restore");
+    assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
 }
 
 pub async fn experiment_search(store: Arc<dyn TrackingStore>) {
@@ -327,6 +333,12 @@ pub async fn metric_history(store: Arc<dyn TrackingStore>) {
         store.log_batch(&run_id, chunk, &[], &[]).await.expect("log");
     }
     store.log_batch(&run_id, &points[..10], &[], &[]).await.expect("identical points are de-duplicated");
+    // History is ordered by (timestamp, step, value), as MLflow orders it.
+    let skew = [metric("skew", 1.0, 200, 0), metric("skew", 2.0, 100, 1)];
+    store.log_batch(&run_id, &skew, &[], &[]).await.expect("log");
+    let steps: Vec<i64> =
+        store.get_metric_history(&run_id, "skew", page(10)).await.expect("history").items.iter().map(|m| m.step).collect();
+    assert_eq!(steps, [1, 0]);
     let all = store.get_metric_history(&run_id, "loss", page(100_000)).await.expect("history");
     assert_eq!(all.items.len(), 2500);
     assert!(!all.has_more);

@@ -111,6 +111,37 @@ fn run_id(raw: &str) -> Result<RunId> {
     Ok(RunId::parse(raw)?)
 }
 
+/// Most order-by keys, filter clauses and experiment ids one search takes, and the longest string
+/// value in a filter: bounds that keep every query within the databases' limits.
+const MAX_ORDER_BY_KEYS: usize = 20;
+const MAX_FILTER_CLAUSES: usize = 256;
+const MAX_SEARCH_EXPERIMENTS: usize = 10_000;
+const MAX_FILTER_VALUE_BYTES: usize = 8_000;
+
+fn check_search_size(order_by: usize, filter: &[plinth_filter::Clause], experiments: usize) -> Result<()> {
+    if order_by > MAX_ORDER_BY_KEYS {
+        return Err(Error::invalid(format!("At most {MAX_ORDER_BY_KEYS} order_by keys are supported, got {order_by}")));
+    }
+    if filter.len() > MAX_FILTER_CLAUSES {
+        return Err(Error::invalid(format!("At most {MAX_FILTER_CLAUSES} filter clauses are supported, got {}", filter.len())));
+    }
+    if experiments > MAX_SEARCH_EXPERIMENTS {
+        return Err(Error::invalid(format!("At most {MAX_SEARCH_EXPERIMENTS} experiment_ids are supported, got {experiments}")));
+    }
+    let too_long = |s: &String| s.len() > MAX_FILTER_VALUE_BYTES;
+    for clause in filter {
+        let long = match &clause.value {
+            plinth_filter::Value::String(s) => too_long(s),
+            plinth_filter::Value::List(items) => items.iter().any(too_long),
+            _ => false,
+        };
+        if long {
+            return Err(Error::invalid(format!("Filter values are limited to {MAX_FILTER_VALUE_BYTES} bytes")));
+        }
+    }
+    Ok(())
+}
+
 fn page(max_results: Option<i64>, default: i64, limit: i64, token: Option<&str>) -> Result<PageRequest> {
     let max = max_results.unwrap_or(default);
     v::validate_max_results(max, limit)?;
@@ -189,6 +220,7 @@ impl TrackingService {
             order_by: req.order_by.iter().map(|it| parse_order_by(Grammar::Experiments, it)).collect::<Result<_, _>>()?,
             page,
         };
+        check_search_size(query.order_by.len(), &query.filter, 0)?;
         Ok(into_page(self.store.search_experiments(&query).await?, page))
     }
 
@@ -393,6 +425,7 @@ impl TrackingService {
             order_by: req.order_by.iter().map(|it| parse_order_by(Grammar::Runs, it)).collect::<Result<_, _>>()?,
             page,
         };
+        check_search_size(query.order_by.len(), &query.filter, query.experiment_ids.len())?;
         Ok(into_page(self.store.search_runs(&query).await?, page))
     }
 
@@ -510,6 +543,7 @@ impl TrackingService {
             order_by,
             page,
         };
+        check_search_size(query.order_by.len(), &query.filter, query.experiment_ids.len())?;
         Ok(into_page(self.store.search_logged_models(&query).await?, page))
     }
 

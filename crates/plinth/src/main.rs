@@ -133,13 +133,14 @@ fn serve(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::start(&config).await?;
         let token = server.shutdown_token();
+        let signal = termination_signal().context("cannot install signal handlers")?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "plinth {VERSION} listening on http://{}", server.local_addr())?;
             out.flush()?;
         }
         tokio::spawn(async move {
-            termination_signal().await;
+            signal.await;
             tracing::info!("Shutting down: finishing in-flight requests.");
             token.cancel();
         });

@@ -191,14 +191,17 @@ pub(crate) async fn search(store: &SqlStore, query: &ExperimentQuery) -> Result<
     Ok(Rows { items, has_more })
 }
 
-/// Locks the experiment row for the transaction and returns its lifecycle stage.
+/// Locks the experiment row for the transaction and returns its key, stage and artifact location.
+/// `exclusive` for changes to the experiment itself; a shared lock suffices to create things in it.
 pub(crate) async fn lock_stage(
     store: &SqlStore,
     tx: &mut crate::sql::Tx,
     id: &ExperimentId,
+    exclusive: bool,
 ) -> Result<(i64, LifecycleStage, String), TxError> {
     let key = key_of(id)?;
-    let sql = format!("SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1{}", store.for_update());
+    let lock = if exclusive { store.for_update() } else { store.for_share() };
+    let sql = format!("SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1{lock}");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(&mut **tx).await?;
     let Some(row) = row else { return Err(not_found(id).into()) };
     let stage = LifecycleStage::parse(&get_str(&row, "lifecycle_stage")?).unwrap_or(LifecycleStage::Active);
@@ -207,7 +210,7 @@ pub(crate) async fn lock_stage(
 
 pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, now: i64) -> Result<()> {
     write_tx!(store, |tx| async {
-        let (key, stage, _) = lock_stage(store, tx, id).await?;
+        let (key, stage, _) = lock_stage(store, tx, id, true).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActiveForRename { experiment_id: id.to_string() }.into());
         }
@@ -232,7 +235,13 @@ pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, 
 pub(crate) async fn set_lifecycle(store: &SqlStore, id: &ExperimentId, stage: LifecycleStage, now: i64) -> Result<()> {
     write_tx!(store, |tx| {
         async {
-        let (key, _, _) = lock_stage(store, tx, id).await?;
+        let (key, current, _) = lock_stage(store, tx, id, true).await?;
+        // Only an active experiment can be deleted and only a deleted one restored (MLflow looks it
+        // up in that view and answers "does not exist" otherwise). A second delete would also move
+        // the deletion time that restore uses to find the runs deleted with the experiment.
+        if current == stage {
+            return Err(not_found(id).into());
+        }
         match stage {
             LifecycleStage::Deleted => {
                 sqlx::query("UPDATE experiments SET lifecycle_stage = 'deleted', deleted_time = $1, last_update_time = $1 WHERE experiment_id = $2")
@@ -270,7 +279,7 @@ pub(crate) async fn set_lifecycle(store: &SqlStore, id: &ExperimentId, stage: Li
 
 pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue) -> Result<()> {
     write_tx!(store, |tx| async {
-        let (key, stage, _) = lock_stage(store, tx, id).await?;
+        let (key, stage, _) = lock_stage(store, tx, id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActive { experiment_id: id.to_string() }.into());
         }
@@ -282,7 +291,7 @@ pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue)
 
 pub(crate) async fn delete_tag(store: &SqlStore, id: &ExperimentId, tag_key: &str) -> Result<()> {
     write_tx!(store, |tx| async {
-        let (key, stage, _) = lock_stage(store, tx, id).await?;
+        let (key, stage, _) = lock_stage(store, tx, id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActive { experiment_id: id.to_string() }.into());
         }

@@ -106,7 +106,7 @@ async fn upsert(tx: &mut Tx, table: &str, model_id: &LoggedModelId, items: &[Key
 pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel) -> Result<LoggedModel> {
     write_tx!(store, |tx| {
         async {
-        let (key, stage, location) = lock_stage(store, tx, &new.experiment_id).await?;
+        let (key, stage, location) = lock_stage(store, tx, &new.experiment_id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }.into());
         }

@@ -169,7 +169,7 @@ async fn lock_active(store: &SqlStore, tx: &mut Tx, run_id: &RunId, exclusive: b
 
 pub(crate) async fn create(store: &SqlStore, new: NewRun) -> Result<Run> {
     write_tx!(store, |tx| async {
-        let (key, stage, location) = lock_stage(store, tx, &new.experiment_id).await?;
+        let (key, stage, location) = lock_stage(store, tx, &new.experiment_id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }.into());
         }
@@ -290,8 +290,10 @@ pub(crate) async fn log_batch(store: &SqlStore, run_id: &RunId, metrics: &[Metri
             _ => latest.push(m),
         }
     }
+    // A new `mlflow.runName` rewrites the run row: lock it exclusively from the start (no upgrade).
+    let renames = tags.iter().any(|t| t.key == RUN_NAME_TAG);
     write_tx!(store, |tx| async {
-        lock_active(store, tx, run_id, false).await?;
+        lock_active(store, tx, run_id, renames).await?;
         insert_params(tx, store.dialect, run_id, &params).await?;
         upsert_tags(tx, store.dialect, run_id, tags).await?;
         insert_metrics(tx, store.dialect, run_id, &metrics, &latest).await?;
@@ -629,7 +631,11 @@ fn encoded_point(dialect: Dialect) -> &'static str {
     }
 }
 
-const POINT_ORDER: &str = "step, timestamp, value, is_nan";
+/// Step order (bulk-interval sampling) and MLflow's history order.
+const STEP_ORDER: &str = "step, timestamp, value, is_nan";
+const HISTORY_ORDER: &str = "timestamp, step, value, is_nan";
+/// Points aggregated into one value at most: keeps each value far below the databases' 1 GB field limits.
+const AGGREGATE_POINTS: i64 = 50_000;
 
 /// Runs `SELECT <point> FROM metrics WHERE run_uuid = ? AND key = ? <rest>` aggregated into one text value.
 async fn fetch_points(
@@ -637,10 +643,11 @@ async fn fetch_points(
     conn: &mut AnyConnection,
     run_id: &RunId,
     key: &str,
+    order: &str,
     rest: impl FnOnce(&mut Sql),
 ) -> Result<Vec<Metric>> {
     let mut sql = Sql::new("SELECT string_agg(pt, ';' ORDER BY ");
-    sql.push(POINT_ORDER).push(") AS pts FROM (SELECT ").push(encoded_point(store.dialect)).push(" AS pt, ").push(POINT_ORDER);
+    sql.push(order).push(") AS pts FROM (SELECT ").push(encoded_point(store.dialect)).push(" AS pt, ").push(STEP_ORDER);
     sql.push(" FROM metrics WHERE run_uuid = ").bind(run_id.as_str()).push(" AND key = ").bind(key);
     rest(&mut sql);
     sql.push(") page");
@@ -681,10 +688,22 @@ fn decode_points(key: &str, encoded: &str) -> Option<Vec<Metric>> {
 pub(crate) async fn metric_history(store: &SqlStore, run_id: &RunId, key: &str, page: PageRequest) -> Result<Rows<Metric>> {
     let mut conn = store.read_conn().await?;
     check_exists(&mut conn, run_id).await?;
-    let mut items = fetch_points(store, &mut conn, run_id, key, |sql| {
-        sql.push(" ORDER BY ").push(POINT_ORDER).push(" LIMIT ").bind(page.limit + 1).push(" OFFSET ").bind(page.offset);
-    })
-    .await?;
+    // One more than the page tells whether another page follows; read in bounded sub-pages.
+    let want = page.limit + 1;
+    let mut items: Vec<Metric> = Vec::new();
+    while (items.len() as i64) < want {
+        let n = (want - items.len() as i64).min(AGGREGATE_POINTS);
+        let offset = page.offset + items.len() as i64;
+        let chunk = fetch_points(store, &mut conn, run_id, key, HISTORY_ORDER, |sql| {
+            sql.push(" ORDER BY ").push(HISTORY_ORDER).push(" LIMIT ").bind(n).push(" OFFSET ").bind(offset);
+        })
+        .await?;
+        let got = chunk.len() as i64;
+        items.extend(chunk);
+        if got < n {
+            break;
+        }
+    }
     let has_more = items.len() as i64 > page.limit;
     items.truncate(page.limit as usize);
     Ok(Rows { items, has_more })
@@ -708,7 +727,7 @@ pub(crate) async fn metric_points_at_steps(store: &SqlStore, run_id: &RunId, key
     let mut res = Vec::new();
     for chunk in steps.chunks(INSERT_CHUNK) {
         res.extend(
-            fetch_points(store, &mut conn, run_id, key, |sql| {
+            fetch_points(store, &mut conn, run_id, key, STEP_ORDER, |sql| {
                 sql.push(" AND step IN ").bind_list(chunk);
             })
             .await?,

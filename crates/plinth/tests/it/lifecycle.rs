@@ -47,7 +47,7 @@ async fn sigterm_lets_an_in_flight_upload_finish() {
     });
     tx.send(Ok(Bytes::from(vec![1u8; 1 << 16]))).await.expect("send");
     // Wait until the server has started writing the upload before asking it to stop.
-    let staging = server.data_dir.join(".plinth-staging");
+    let staging = server.data_dir.join("artifacts/.plinth-staging");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0) < 2 {
         assert!(std::time::Instant::now() < deadline, "upload never started");
