@@ -137,20 +137,7 @@ def start_server(data_dir: Path) -> ServerProcess:
     argv = [str(binary), "server", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
     env = dict(os.environ)
     env.setdefault("RUST_BACKTRACE", "1")
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        env=env,
-    )
-    lines: list[str] = []
-    q: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines, q), daemon=True)
-    reader.start()
+    proc, lines, q, reader = _spawn(argv, env=env)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         left = deadline - time.monotonic()
@@ -176,6 +163,25 @@ def start_server(data_dir: Path) -> ServerProcess:
             return ServerProcess(url=url, data_dir=data_dir, proc=proc, lines=lines, reader=reader)
 
 
+def _spawn(argv: list[str], **popen_kwargs):
+    """Starts `argv` with stdout and stderr merged; a thread collects the lines and queues them."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        **popen_kwargs,
+    )
+    lines: list[str] = []
+    q: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines, q), daemon=True)
+    reader.start()
+    return proc, lines, q, reader
+
+
 def _start_reference(data_dir: Path) -> ServerProcess:
     port = _free_port()
     binary = mlflow_bin()
@@ -193,20 +199,7 @@ def _start_reference(data_dir: Path) -> ServerProcess:
         "--artifacts-destination",
         str(data_dir / "artifacts"),
     ]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    q: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines, q), daemon=True)
-    reader.start()
+    proc, lines, _, reader = _spawn(argv, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + REFERENCE_READY_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -81,16 +81,7 @@ async fn download(State(s): State<AppState>, Path(path): Path<String>) -> Result
 async fn list(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&f.opt_str("path")?.unwrap_or_default())?;
     let entries = s.tracking.blobs().list(&path).await?;
-    let files: Vec<Value> = entries
-        .into_iter()
-        .map(|e| {
-            let mut v = json!({"path": e.name, "is_dir": e.is_dir});
-            if let Some(size) = e.size {
-                v["file_size"] = json!(size);
-            }
-            v
-        })
-        .collect();
+    let files: Vec<Value> = entries.iter().map(|e| crate::json::file_info(&e.name, e)).collect();
     Ok(Json(json!({"files": files})))
 }
 

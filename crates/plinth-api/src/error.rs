@@ -39,10 +39,6 @@ impl ApiError {
         }
         ApiError::new(code, err.to_string())
     }
-
-    pub fn code(&self) -> ErrorCode {
-        self.code
-    }
 }
 
 impl<E: HasErrorCode + std::error::Error> From<E> for ApiError {

@@ -146,6 +146,16 @@ impl Fields {
         }
     }
 
+    /// A proto enum field: its name (`"RUNNING"`) or its number (`1`), as text for the caller to parse.
+    pub(crate) fn opt_enum(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) if n.is_i64() => Ok(Some(n.to_string())),
+            Some(other) => Err(type_error(name, other, "an enum name or number")),
+        }
+    }
+
     pub(crate) fn opt_bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
             None => Ok(None),

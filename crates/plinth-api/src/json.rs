@@ -153,6 +153,15 @@ pub(crate) fn logged_model(m: &LoggedModel) -> Value {
     })
 }
 
+/// A directory entry as MLflow's `FileInfo`; `file_size` only for files.
+pub(crate) fn file_info(path: &str, entry: &plinth_blob::Entry) -> Value {
+    let mut v = json!({"path": path, "is_dir": entry.is_dir});
+    if let Some(size) = entry.size {
+        v["file_size"] = json!(size);
+    }
+    v
+}
+
 /// `{"<items_field>": [...], "next_page_token": "..."}`, the token omitted on the last page.
 pub(crate) fn page(items_field: &str, items: Vec<Value>, next_page_token: Option<String>) -> Value {
     let mut v = json!({ items_field: items });

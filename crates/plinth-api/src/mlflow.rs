@@ -58,16 +58,16 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/logged-models/{model_id}/artifacts/directories", get(list_logged_model_artifacts))
 }
 
-fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
-    match f.opt_str(name).ok().flatten() {
-        Some(s) => ViewType::parse(&s).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &s, "").into()),
-        None => match f.opt_i64(name)? {
-            Some(n) => {
-                ViewType::parse(&n.to_string()).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &n.to_string(), "").into())
-            }
-            None => Ok(None),
-        },
+/// An optional enum field parsed with `parse`; an unknown name or number is `INVALID_PARAMETER_VALUE`.
+fn enum_field<T>(f: &Fields, name: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
+    match f.opt_enum(name)? {
+        Some(raw) => parse(&raw).map(Some).ok_or_else(|| InvalidParameter::invalid_value(name, &raw, "").into()),
+        None => Ok(None),
     }
+}
+
+fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
+    enum_field(f, name, ViewType::parse)
 }
 
 // Experiments.
@@ -146,10 +146,7 @@ async fn get_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> 
 }
 
 async fn update_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let status = match f.opt_str("status").ok().flatten().or(f.opt_i64("status").ok().flatten().map(|n| n.to_string())) {
-        Some(raw) => Some(RunStatus::parse(&raw).ok_or_else(|| InvalidParameter::invalid_value("status", &raw, ""))?),
-        None => None,
-    };
+    let status = enum_field(&f, "status", RunStatus::parse)?;
     let info = s.tracking.update_run(&f.run_id()?, status, f.opt_i64("end_time")?, f.opt_str("run_name")?).await?;
     Ok(Json(json!({"run_info": json::run_info(&info)})))
 }
@@ -360,16 +357,7 @@ async fn get_metric_history_bulk_interval(
 // Artifacts of a run.
 
 fn file_infos(entries: Vec<(String, plinth_blob::Entry)>) -> Vec<Value> {
-    entries
-        .into_iter()
-        .map(|(path, entry)| {
-            let mut v = json!({"path": path, "is_dir": entry.is_dir});
-            if let Some(size) = entry.size {
-                v["file_size"] = json!(size);
-            }
-            v
-        })
-        .collect()
+    entries.iter().map(|(path, entry)| json::file_info(path, entry)).collect()
 }
 
 async fn list_artifacts(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
@@ -398,11 +386,7 @@ async fn get_logged_model(State(s): State<AppState>, Path(model_id): Path<String
 }
 
 async fn finalize_logged_model(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let raw = match f.opt_str("status").ok().flatten() {
-        Some(raw) => raw,
-        None => f.opt_i64("status")?.map(|n| n.to_string()).ok_or_else(|| InvalidParameter::missing("status"))?,
-    };
-    let status = LoggedModelStatus::parse(&raw).ok_or_else(|| InvalidParameter::invalid_value("status", &raw, ""))?;
+    let status = enum_field(&f, "status", LoggedModelStatus::parse)?.ok_or_else(|| InvalidParameter::missing("status"))?;
     let model = s.tracking.finalize_logged_model(&model_id, status).await?;
     Ok(Json(json!({"model": json::logged_model(&model)})))
 }
