@@ -170,3 +170,134 @@ pub(crate) fn page(items_field: &str, items: Vec<Value>, next_page_token: Option
     }
     v
 }
+
+// Registry.
+
+fn opt_str(map: &mut serde_json::Map<String, Value>, key: &str, value: &Option<String>) {
+    if let Some(v) = value {
+        map.insert(key.to_owned(), Value::String(v.clone()));
+    }
+}
+
+pub(crate) fn model_version(v: &plinth_core::registry::ModelVersion) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("name".into(), json!(v.name));
+    map.insert("version".into(), json!(v.version.to_string()));
+    map.insert("creation_timestamp".into(), json!(v.creation_timestamp));
+    map.insert("last_updated_timestamp".into(), json!(v.last_updated_timestamp));
+    opt_str(&mut map, "user_id", &v.user_id);
+    map.insert("current_stage".into(), json!(v.current_stage.as_str()));
+    opt_str(&mut map, "description", &v.description);
+    map.insert("source".into(), json!(v.source));
+    opt_str(&mut map, "run_id", &v.run_id);
+    map.insert("status".into(), json!(v.status.as_str()));
+    opt_str(&mut map, "status_message", &v.status_message);
+    map.insert("tags".into(), key_values(&v.tags));
+    opt_str(&mut map, "run_link", &v.run_link);
+    map.insert("aliases".into(), json!(v.aliases));
+    opt_str(&mut map, "model_id", &v.model_id);
+    Value::Object(map)
+}
+
+pub(crate) fn registered_model(m: &plinth_core::registry::RegisteredModel) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("name".into(), json!(m.name));
+    map.insert("creation_timestamp".into(), json!(m.creation_timestamp));
+    map.insert("last_updated_timestamp".into(), json!(m.last_updated_timestamp));
+    opt_str(&mut map, "description", &m.description);
+    map.insert("latest_versions".into(), Value::Array(m.latest_versions.iter().map(model_version).collect()));
+    map.insert("tags".into(), key_values(&m.tags));
+    map.insert(
+        "aliases".into(),
+        Value::Array(m.aliases.iter().map(|a| json!({"alias": a.alias, "version": a.version.to_string()})).collect()),
+    );
+    Value::Object(map)
+}
+
+pub(crate) fn gate(g: &plinth_core::registry::Gate) -> Value {
+    json!({
+        "name": g.model,
+        "target": g.spec.target,
+        "conditions": g.spec.conditions,
+        "required_tags": g.spec.required_tags,
+        "approvals_required": g.spec.approvals_required,
+        "description": g.spec.description,
+        "updated_by": g.updated_by,
+        "updated_at": g.updated_at,
+    })
+}
+
+pub(crate) fn gate_report(r: &plinth_registry::GateReport) -> Value {
+    json!({
+        "target": r.target,
+        "version": r.version.to_string(),
+        "current_version": r.current.map(|v| v.to_string()),
+        "conditions_passed": r.conditions_pass(),
+        "approved": r.approved(),
+        "approvals_required": r.approvals_required,
+        "approvals": r.approvals,
+        "checks": r.checks.iter().map(|c| json!({"condition": c.condition, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn promotion(p: &plinth_core::registry::PromotionRequest) -> Value {
+    json!({
+        "id": p.id.to_string(),
+        "name": p.model,
+        "version": p.version.to_string(),
+        "target": p.target,
+        "requester": p.requester,
+        "reason": p.reason,
+        "status": p.status.as_str(),
+        "created_at": p.created_at,
+        "expires_at": p.expires_at,
+        "updated_at": p.updated_at,
+        "reviews": p.reviews.iter().map(|r| json!({
+            "reviewer": r.reviewer, "decision": r.decision.as_str(), "comment": r.comment, "created_at": r.created_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn audit_event(e: &plinth_core::audit::AuditEvent) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "time": e.time,
+        "actor": e.actor,
+        "action": e.action,
+        "resource_type": e.resource_type,
+        "resource_id": e.resource_id,
+        "outcome": e.outcome.as_str(),
+        "message": e.message,
+        "changes": e.changes.iter().map(|c| json!({"field": c.field, "before": c.before, "after": c.after})).collect::<Vec<_>>(),
+    })
+}
+
+/// A webhook, without its secret.
+pub(crate) fn webhook(w: &plinth_store::webhooks::Webhook) -> Value {
+    json!({
+        "id": w.id,
+        "name": w.name,
+        "url": w.url,
+        "events": w.events,
+        "status": w.status.as_str(),
+        "description": w.description,
+        "has_secret": !w.secret.is_empty(),
+        "created_at": w.created_at,
+        "updated_at": w.updated_at,
+    })
+}
+
+pub(crate) fn delivery(d: &plinth_store::webhooks::Delivery) -> Value {
+    json!({
+        "id": d.id,
+        "webhook_id": d.webhook_id,
+        "event": d.event,
+        "status": d.status.as_str(),
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "created_at": d.created_at,
+        "next_attempt_at": d.next_attempt_at,
+        "finished_at": d.finished_at,
+    })
+}

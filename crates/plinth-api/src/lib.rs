@@ -1,6 +1,8 @@
 //! The only crate that knows wire formats: axum routers, request parsing, JSON rendering, errors.
 //!
-//! `router` mounts MLflow's tracking REST API under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`,
+//! `router` mounts MLflow's tracking and model registry REST APIs under `/api/2.0/mlflow` and
+//! `/ajax-api/2.0/mlflow`, Plinth's own API (gates, promotions, lineage, audit, webhooks) under
+//! `/api/plinth/v1`,
 //! the artifact proxy under `/api/2.0/mlflow-artifacts`, and the server's own `/health`,
 //! `/version` and `/api/3.0/mlflow/server-info`. Handlers are thin: they parse the request
 //! into service arguments, call `plinth_tracking::TrackingService`, and render the answer.
@@ -10,14 +12,18 @@ mod artifacts;
 mod batch;
 mod error;
 mod fields;
+mod identity;
 mod json;
 mod meta;
 mod mlflow;
+mod plinth_v1;
+mod registry;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use plinth_registry::RegistryService;
 use plinth_tracking::TrackingService;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -34,6 +40,7 @@ pub struct ApiLimits {
 #[derive(Clone)]
 pub struct AppState {
     pub tracking: Arc<TrackingService>,
+    pub registry: Arc<RegistryService>,
     pub version: &'static str,
     /// Whether the artifact proxy is on (artifacts live under `mlflow-artifacts:`); when clients write
     /// to the artifact root themselves, the proxy routes answer `ENDPOINT_NOT_FOUND`.
@@ -42,11 +49,12 @@ pub struct AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState, limits: &ApiLimits) -> Router {
-    let tracking = mlflow::routes();
+    let tracking = mlflow::routes().merge(registry::routes());
     let artifacts = artifacts::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), artifacts::require_serving));
     Router::new()
         .nest("/api/2.0/mlflow", tracking.clone())
         .nest("/ajax-api/2.0/mlflow", tracking)
+        .nest("/api/plinth/v1", plinth_v1::routes())
         .merge(meta::routes())
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         // Artifact bodies are streams of any size: no body limit.

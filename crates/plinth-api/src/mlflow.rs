@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::fields::{Fields, JsonBody, MlflowRequest};
+use crate::identity::Caller;
 use crate::json::{self, MetricJson};
 use crate::{ApiError, AppState};
 
@@ -72,10 +73,10 @@ fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
 
 // Experiments.
 
-async fn create_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_experiment(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let name = f.str("name")?;
     let location = f.opt_str("artifact_location")?;
-    let id = s.tracking.create_experiment(&name, location.as_deref(), f.key_values("tags")?).await?;
+    let id = s.tracking.acting(&actor).create_experiment(&name, location.as_deref(), f.key_values("tags")?).await?;
     Ok(Json(json!({"experiment_id": id.as_str()})))
 }
 
@@ -101,34 +102,34 @@ async fn search_experiments(State(s): State<AppState>, MlflowRequest(f): MlflowR
     Ok(Json(json::page("experiments", page.items.iter().map(json::experiment).collect(), page.next_page_token)))
 }
 
-async fn update_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.rename_experiment(&f.str("experiment_id")?, &f.str("new_name")?).await?;
+async fn update_experiment(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).rename_experiment(&f.str("experiment_id")?, &f.str("new_name")?).await?;
     empty()
 }
 
-async fn delete_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.delete_experiment(&f.str("experiment_id")?).await?;
+async fn delete_experiment(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).delete_experiment(&f.str("experiment_id")?).await?;
     empty()
 }
 
-async fn restore_experiment(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.restore_experiment(&f.str("experiment_id")?).await?;
+async fn restore_experiment(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).restore_experiment(&f.str("experiment_id")?).await?;
     empty()
 }
 
-async fn set_experiment_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.set_experiment_tag(&f.str("experiment_id")?, &f.str("key")?, &f.str_allow_empty("value")?).await?;
+async fn set_experiment_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).set_experiment_tag(&f.str("experiment_id")?, &f.str("key")?, &f.str_allow_empty("value")?).await?;
     empty()
 }
 
-async fn delete_experiment_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.delete_experiment_tag(&f.str("experiment_id")?, &f.str("key")?).await?;
+async fn delete_experiment_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).delete_experiment_tag(&f.str("experiment_id")?, &f.str("key")?).await?;
     empty()
 }
 
 // Runs.
 
-async fn create_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_run(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let req = CreateRun {
         experiment_id: f.opt_str("experiment_id")?,
         user_id: f.opt_str("user_id")?,
@@ -136,7 +137,7 @@ async fn create_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) 
         start_time: f.opt_i64("start_time")?,
         tags: f.key_values("tags")?,
     };
-    let run = s.tracking.create_run(req).await?;
+    let run = s.tracking.acting(&actor).create_run(req).await?;
     Ok(Json(json!({"run": json::run(&run)})))
 }
 
@@ -145,19 +146,19 @@ async fn get_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> 
     Ok(Json(json!({"run": json::run(&run)})))
 }
 
-async fn update_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn update_run(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let status = enum_field(&f, "status", RunStatus::parse)?;
-    let info = s.tracking.update_run(&f.run_id()?, status, f.opt_i64("end_time")?, f.opt_str("run_name")?).await?;
+    let info = s.tracking.acting(&actor).update_run(&f.run_id()?, status, f.opt_i64("end_time")?, f.opt_str("run_name")?).await?;
     Ok(Json(json!({"run_info": json::run_info(&info)})))
 }
 
-async fn delete_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.delete_run(&f.run_id()?).await?;
+async fn delete_run(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).delete_run(&f.run_id()?).await?;
     empty()
 }
 
-async fn restore_run(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.restore_run(&f.run_id()?).await?;
+async fn restore_run(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).restore_run(&f.run_id()?).await?;
     empty()
 }
 
@@ -194,33 +195,33 @@ fn metric(f: &mut Fields, index: usize) -> Result<Metric, ApiError> {
     })
 }
 
-async fn log_metric(State(s): State<AppState>, MlflowRequest(mut f): MlflowRequest) -> Answer {
+async fn log_metric(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(mut f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let m = metric(&mut f, usize::MAX)?;
-    s.tracking.log_batch(&run_id, LogBatch { metrics: vec![m], ..LogBatch::default() }).await?;
+    s.tracking.acting(&actor).log_batch(&run_id, LogBatch { metrics: vec![m], ..LogBatch::default() }).await?;
     empty()
 }
 
-async fn log_param(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn log_param(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let param = plinth_core::tracking::KeyValue { key: f.str("key")?, value: f.str_allow_empty("value")? };
-    s.tracking.log_batch(&run_id, LogBatch { params: vec![param], ..LogBatch::default() }).await?;
+    s.tracking.acting(&actor).log_batch(&run_id, LogBatch { params: vec![param], ..LogBatch::default() }).await?;
     empty()
 }
 
-async fn set_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn set_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let tag = plinth_core::tracking::KeyValue { key: f.str("key")?, value: f.str_allow_empty("value")? };
-    s.tracking.log_batch(&run_id, LogBatch { tags: vec![tag], ..LogBatch::default() }).await?;
+    s.tracking.acting(&actor).log_batch(&run_id, LogBatch { tags: vec![tag], ..LogBatch::default() }).await?;
     empty()
 }
 
-async fn delete_tag(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.tracking.delete_run_tag(&f.run_id()?, &f.str("key")?).await?;
+async fn delete_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.tracking.acting(&actor).delete_run_tag(&f.run_id()?, &f.str("key")?).await?;
     empty()
 }
 
-async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, JsonBody(body): JsonBody) -> Answer {
+async fn log_batch(State(s): State<AppState>, Caller(actor): Caller, uri: axum::http::Uri, JsonBody(body): JsonBody) -> Answer {
     if body.len() > MAX_BATCH_LOG_REQUEST_BYTES {
         return Err(ApiError::invalid(format!("Batched logging API requests must be at most 1 MB in size. Got {} bytes.", body.len())));
     }
@@ -241,7 +242,7 @@ async fn log_batch(State(s): State<AppState>, uri: axum::http::Uri, JsonBody(bod
             (run_id, LogBatch { metrics, params: f.take_key_values("params")?, tags: f.take_key_values("tags")? })
         }
     };
-    s.tracking.log_batch(&run_id, batch).await?;
+    s.tracking.acting(&actor).log_batch(&run_id, batch).await?;
     empty()
 }
 
@@ -367,7 +368,7 @@ async fn list_artifacts(State(s): State<AppState>, MlflowRequest(f): MlflowReque
 
 // Logged models.
 
-async fn create_logged_model(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_logged_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let req = CreateLoggedModel {
         experiment_id: f.str("experiment_id")?,
         name: f.opt_str("name")?,
@@ -376,7 +377,7 @@ async fn create_logged_model(State(s): State<AppState>, MlflowRequest(f): Mlflow
         params: f.key_values("params")?,
         tags: f.key_values("tags")?,
     };
-    let model = s.tracking.create_logged_model(req).await?;
+    let model = s.tracking.acting(&actor).create_logged_model(req).await?;
     Ok(Json(json!({"model": json::logged_model(&model)})))
 }
 
@@ -385,24 +386,38 @@ async fn get_logged_model(State(s): State<AppState>, Path(model_id): Path<String
     Ok(Json(json!({"model": json::logged_model(&model)})))
 }
 
-async fn finalize_logged_model(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn finalize_logged_model(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path(model_id): Path<String>,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
     let status = enum_field(&f, "status", LoggedModelStatus::parse)?.ok_or_else(|| InvalidParameter::missing("status"))?;
-    let model = s.tracking.finalize_logged_model(&model_id, status).await?;
+    let model = s.tracking.acting(&actor).finalize_logged_model(&model_id, status).await?;
     Ok(Json(json!({"model": json::logged_model(&model)})))
 }
 
-async fn delete_logged_model(State(s): State<AppState>, Path(model_id): Path<String>) -> Answer {
-    s.tracking.delete_logged_model(&model_id).await?;
+async fn delete_logged_model(State(s): State<AppState>, Caller(actor): Caller, Path(model_id): Path<String>) -> Answer {
+    s.tracking.acting(&actor).delete_logged_model(&model_id).await?;
     empty()
 }
 
-async fn set_logged_model_tags(State(s): State<AppState>, Path(model_id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let model = s.tracking.set_logged_model_tags(&model_id, f.key_values("tags")?).await?;
+async fn set_logged_model_tags(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path(model_id): Path<String>,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
+    let model = s.tracking.acting(&actor).set_logged_model_tags(&model_id, f.key_values("tags")?).await?;
     Ok(Json(json!({"model": json::logged_model(&model)})))
 }
 
-async fn delete_logged_model_tag(State(s): State<AppState>, Path((model_id, key)): Path<(String, String)>) -> Answer {
-    s.tracking.delete_logged_model_tag(&model_id, &key).await?;
+async fn delete_logged_model_tag(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path((model_id, key)): Path<(String, String)>,
+) -> Answer {
+    s.tracking.acting(&actor).delete_logged_model_tag(&model_id, &key).await?;
     empty()
 }
 

@@ -14,6 +14,7 @@ pub enum ErrorCode {
     EndpointNotFound,
     InvalidState,
     ResourceConflict,
+    InvalidStateTransition,
     PermissionDenied,
     Unauthenticated,
     RequestLimitExceeded,
@@ -79,6 +80,13 @@ const TABLE: &[Row] = &[
         http_status: 409,
         retryable: true,
         meaning: "A concurrent change won; retrying may succeed.",
+    },
+    Row {
+        code: ErrorCode::InvalidStateTransition,
+        name: "INVALID_STATE_TRANSITION",
+        http_status: 409,
+        retryable: false,
+        meaning: "A promotion gate refused to move an alias or stage onto a version; the message lists every failed condition.",
     },
     Row {
         code: ErrorCode::PermissionDenied,

@@ -4,8 +4,11 @@
 //! no workspace crate. Types here are deliberately not `Serialize`: wire formats live in
 //! `plinth-api`, persisted formats in the storage adapters.
 
+pub mod audit;
 pub mod error_code;
 pub mod ids;
+pub mod page_token;
+pub mod registry;
 pub mod time;
 pub mod tracking;
 pub mod validation;

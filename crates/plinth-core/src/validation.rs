@@ -113,7 +113,7 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), InvalidParameter> {
 }
 
 /// `posixpath.normpath`, for the "must not resolve to other names" rule.
-fn normalize_posix(path: &str) -> String {
+pub(crate) fn normalize_posix(path: &str) -> String {
     if path.is_empty() {
         return ".".to_owned();
     }
@@ -140,7 +140,7 @@ fn normalize_posix(path: &str) -> String {
     if res.is_empty() { ".".to_owned() } else { res }
 }
 
-fn is_unique_path(name: &str) -> bool {
+pub(crate) fn is_unique_path(name: &str) -> bool {
     let norm = normalize_posix(name);
     !(norm != name || norm == "." || norm.starts_with("..") || norm.starts_with('/'))
 }

@@ -15,6 +15,8 @@ pub struct Config {
     pub database: DatabaseSection,
     pub artifacts: ArtifactsSection,
     pub tracking: TrackingSection,
+    pub registry: RegistrySection,
+    pub webhooks: WebhooksSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -69,6 +71,41 @@ pub struct ArtifactsSection {
 pub struct TrackingSection {
     /// Truncate over-long param (6000) and tag (8000) values instead of refusing them, as MLflow does.
     pub truncate_long_values: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// How long a promotion request stays open when the requester names no TTL.
+    pub promotion_ttl_secs: i64,
+    /// The longest TTL a requester may ask for.
+    pub max_promotion_ttl_secs: i64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> RegistrySection {
+        RegistrySection { promotion_ttl_secs: 7 * 86_400, max_promotion_ttl_secs: 90 * 86_400 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Per-delivery request timeout.
+    pub timeout_ms: u64,
+    /// Attempts before a delivery is marked failed.
+    pub max_attempts: i64,
+    /// Delay before the first retry; it doubles per attempt up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// How often the outbox is polled for due retries.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> WebhooksSection {
+        WebhooksSection { timeout_ms: 10_000, max_attempts: 8, initial_backoff_ms: 1_000, max_backoff_ms: 600_000, poll_interval_ms: 1_000 }
+    }
 }
 
 impl Default for ServerSection {
@@ -159,6 +196,15 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".to_owned());
+        }
+        if self.registry.promotion_ttl_secs < 1 || self.registry.promotion_ttl_secs > self.registry.max_promotion_ttl_secs {
+            problems.push("registry.promotion_ttl_secs: must be at least 1 and at most registry.max_promotion_ttl_secs".to_owned());
+        }
+        if self.webhooks.max_attempts < 1 {
+            problems.push("webhooks.max_attempts: must be at least 1".to_owned());
+        }
+        if self.webhooks.timeout_ms == 0 || self.webhooks.poll_interval_ms == 0 || self.webhooks.initial_backoff_ms == 0 {
+            problems.push("webhooks: timeout_ms, poll_interval_ms and initial_backoff_ms must be positive".to_owned());
         }
         if let Some(dest) = &self.artifacts.destination
             && dest.contains("://")

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use plinth_api::{ApiLimits, AppState};
 use plinth_blob::LocalBlobStore;
+use plinth_registry::webhooks::{DispatchConfig, Dispatcher, Outbox};
+use plinth_registry::{RegistryConfig, RegistryService};
 use plinth_store_sql::{SqlConfig, SqlStore};
 use plinth_tracking::{ArtifactRoot, TrackingConfig, TrackingService};
 use tokio::net::TcpListener;
@@ -47,6 +49,8 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Background loops (the webhook dispatcher); they stop on the shutdown token.
+    background: Vec<tokio::task::JoinHandle<()>>,
     store: SqlStore,
     grace: Duration,
 }
@@ -68,14 +72,27 @@ impl Server {
             Some(uri) if !uri.starts_with("mlflow-artifacts:") => ArtifactRoot::Direct(uri.to_owned()),
             _ => ArtifactRoot::Proxied,
         };
+        let shared = Arc::new(store.clone());
         let tracking = TrackingService::new(
-            Arc::new(store.clone()),
+            shared.clone(),
             Arc::new(blobs),
+            shared.clone(),
             TrackingConfig { artifact_root, truncate_long_values: config.tracking.truncate_long_values },
         );
         tracking.init().await?;
         let serve_artifacts = tracking.config().artifact_root == ArtifactRoot::Proxied;
-        let state = AppState { tracking: Arc::new(tracking), version: VERSION, serve_artifacts };
+        let outbox = Outbox::new(shared.clone());
+        let registry = RegistryService::new(
+            shared.clone(),
+            shared.clone(),
+            shared.clone(),
+            outbox.clone(),
+            RegistryConfig {
+                promotion_ttl_secs: config.registry.promotion_ttl_secs,
+                max_promotion_ttl_secs: config.registry.max_promotion_ttl_secs,
+            },
+        );
+        let state = AppState { tracking: Arc::new(tracking), registry: Arc::new(registry), version: VERSION, serve_artifacts };
         let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
 
         let bind = format!("{}:{}", config.server.host, config.server.port);
@@ -85,7 +102,19 @@ impl Server {
         let signal = shutdown.clone();
         let task =
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await }).await });
-        Ok(Server { addr, shutdown, task, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
+        let hooks = &config.webhooks;
+        let dispatcher = Dispatcher::new(
+            outbox,
+            DispatchConfig {
+                timeout: Duration::from_millis(hooks.timeout_ms),
+                max_attempts: hooks.max_attempts,
+                initial_backoff: Duration::from_millis(hooks.initial_backoff_ms),
+                max_backoff: Duration::from_millis(hooks.max_backoff_ms),
+                poll_interval: Duration::from_millis(hooks.poll_interval_ms),
+            },
+        );
+        let background = vec![tokio::spawn(dispatcher.run(shutdown.clone()))];
+        Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -100,7 +129,7 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
     /// (up to the grace period) and closes the stores.
     pub async fn wait(self) -> std::io::Result<()> {
-        let Server { shutdown, mut task, store, grace, .. } = self;
+        let Server { shutdown, mut task, background, store, grace, .. } = self;
         let res = tokio::select! {
             res = &mut task => res,
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -109,6 +138,9 @@ impl Server {
                 Ok(Ok(()))
             }
         };
+        for job in background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), job).await;
+        }
         store.close().await;
         match res {
             Ok(inner) => inner,

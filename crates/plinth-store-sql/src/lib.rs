@@ -7,9 +7,12 @@
 //! readers; PostgreSQL uses one pool and retries transactions that lose a deadlock or a
 //! serialization race.
 
+mod audit;
 mod migrate;
+mod registry;
 mod sql;
 mod tracking;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -15,12 +15,20 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "tracking",
-    sqlite: include_str!("../migrations/sqlite/0001_tracking.sql"),
-    postgres: include_str!("../migrations/postgres/0001_tracking.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "tracking",
+        sqlite: include_str!("../migrations/sqlite/0001_tracking.sql"),
+        postgres: include_str!("../migrations/postgres/0001_tracking.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "registry",
+        sqlite: include_str!("../migrations/sqlite/0002_registry.sql"),
+        postgres: include_str!("../migrations/postgres/0002_registry.sql"),
+    },
+];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"
 

@@ -3,7 +3,7 @@
 mod experiments;
 mod filter;
 mod logged_models;
-mod rows;
+pub(crate) mod rows;
 mod runs;
 
 use async_trait::async_trait;

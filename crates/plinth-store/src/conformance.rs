@@ -12,11 +12,15 @@ use plinth_filter::{Grammar, parse_filter, parse_order_by};
 use crate::tracking::{
     ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate, StepRange,
 };
-use crate::{Error, TrackingStore};
+use crate::{AuditLog, Error, RegistryStore, TrackingStore, WebhookStore};
 
 /// A fresh store and whatever keeps it alive (a temporary directory, a scratch database).
+/// The port fields are views of the same store (`registry_conformance!` uses the last three).
 pub struct Harness {
     pub store: Arc<dyn TrackingStore>,
+    pub registry: Arc<dyn RegistryStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub webhooks: Arc<dyn WebhookStore>,
     pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
 

@@ -30,6 +30,21 @@ pub enum Error {
     LoggedModelNotFound { model_id: String },
     #[error("No tag with key: {key} in logged model {model_id}")]
     LoggedModelTagNotFound { model_id: String, key: String },
+    #[error("Registered Model with name={name} not found")]
+    RegisteredModelNotFound { name: String },
+    #[error("Registered Model (name={name}) already exists.")]
+    RegisteredModelExists { name: String },
+    #[error("Model Version (name={name}, version={version}) not found")]
+    ModelVersionNotFound { name: String, version: i64 },
+    #[error("Promotion request {id} not found")]
+    PromotionNotFound { id: i64 },
+    #[error("Webhook with ID {id} not found.")]
+    WebhookNotFound { id: String },
+    #[error("Webhook delivery {id} not found.")]
+    DeliveryNotFound { id: String },
+    /// A compare-and-set lost: the state changed since the caller read it.
+    #[error("{message}")]
+    Conflict { message: String },
     #[error("{message}")]
     InvalidArgument { message: String },
     #[error("the metadata store is unavailable")]
@@ -56,8 +71,14 @@ impl HasErrorCode for Error {
             | Error::RunTagNotFound { .. }
             | Error::ExperimentTagNotFound { .. }
             | Error::LoggedModelNotFound { .. }
-            | Error::LoggedModelTagNotFound { .. } => ErrorCode::ResourceDoesNotExist,
-            Error::ExperimentNameExists { .. } => ErrorCode::ResourceAlreadyExists,
+            | Error::LoggedModelTagNotFound { .. }
+            | Error::RegisteredModelNotFound { .. }
+            | Error::ModelVersionNotFound { .. }
+            | Error::PromotionNotFound { .. }
+            | Error::WebhookNotFound { .. }
+            | Error::DeliveryNotFound { .. } => ErrorCode::ResourceDoesNotExist,
+            Error::ExperimentNameExists { .. } | Error::RegisteredModelExists { .. } => ErrorCode::ResourceAlreadyExists,
+            Error::Conflict { .. } => ErrorCode::ResourceConflict,
             Error::ExperimentNotActiveForRename { .. } => ErrorCode::InvalidState,
             Error::ExperimentNotActive { .. } | Error::RunNotActive { .. } | Error::ParamChanged { .. } | Error::InvalidArgument { .. } => {
                 ErrorCode::InvalidParameterValue

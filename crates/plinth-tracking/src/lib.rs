@@ -6,13 +6,14 @@
 //! down-samples metric histories, and maps run artifact URIs onto the blob store. It knows
 //! no wire format.
 
+mod acting;
 mod artifacts;
 mod error;
 mod names;
-mod page_token;
 mod sampling;
 mod service;
 
+pub use acting::Acting;
 pub use artifacts::ArtifactRoot;
 pub use error::{Error, Result};
 pub use service::{

@@ -11,14 +11,14 @@ use plinth_core::tracking::{
 };
 use plinth_core::validation::{self as v, InvalidParameter};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
-use plinth_store::TrackingStore;
 use plinth_store::tracking::{
     ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate,
     StepRange,
 };
+use plinth_store::{AuditLog, TrackingStore};
 
 use crate::artifacts::{ArtifactRoot, proxied_path};
-use crate::{Error, Result, names, page_token, sampling};
+use crate::{Error, Result, names, sampling};
 
 const RUN_NAME_TAG: &str = "mlflow.runName";
 const LOG_MODEL_HISTORY_TAG: &str = "mlflow.log-model.history";
@@ -100,6 +100,7 @@ pub struct HistoryBulkInterval {
 pub struct TrackingService {
     store: Arc<dyn TrackingStore>,
     blobs: Arc<dyn BlobStore>,
+    audit: Arc<dyn AuditLog>,
     config: TrackingConfig,
 }
 
@@ -145,17 +146,26 @@ fn check_search_size(order_by: usize, filter: &[plinth_filter::Clause], experime
 fn page(max_results: Option<i64>, default: i64, limit: i64, token: Option<&str>) -> Result<PageRequest> {
     let max = max_results.unwrap_or(default);
     v::validate_max_results(max, limit)?;
-    Ok(PageRequest { offset: page_token::decode(token)?, limit: max })
+    Ok(PageRequest { offset: plinth_core::page_token::decode(token)?, limit: max })
 }
 
 fn into_page<T>(rows: Rows<T>, request: PageRequest) -> Page<T> {
-    let next = rows.has_more.then(|| page_token::encode(request.offset + request.limit));
+    let next = rows.has_more.then(|| plinth_core::page_token::encode(request.offset + request.limit));
     Page { items: rows.items, next_page_token: next }
 }
 
 impl TrackingService {
-    pub fn new(store: Arc<dyn TrackingStore>, blobs: Arc<dyn BlobStore>, config: TrackingConfig) -> TrackingService {
-        TrackingService { store, blobs, config }
+    pub fn new(
+        store: Arc<dyn TrackingStore>,
+        blobs: Arc<dyn BlobStore>,
+        audit: Arc<dyn AuditLog>,
+        config: TrackingConfig,
+    ) -> TrackingService {
+        TrackingService { store, blobs, audit, config }
+    }
+
+    pub(crate) fn audit_log(&self) -> &Arc<dyn AuditLog> {
+        &self.audit
     }
 
     /// Creates the Default experiment on first start.
@@ -187,7 +197,7 @@ impl TrackingService {
 
     // Experiments.
 
-    pub async fn create_experiment(&self, name: &str, artifact_location: Option<&str>, tags: Vec<KeyValue>) -> Result<ExperimentId> {
+    pub(crate) async fn create_experiment(&self, name: &str, artifact_location: Option<&str>, tags: Vec<KeyValue>) -> Result<ExperimentId> {
         v::validate_experiment_name(name)?;
         for tag in &tags {
             v::check_length("Experiment tag key", v::MAX_EXPERIMENT_TAG_KEY_LENGTH, &tag.key)?;
@@ -224,32 +234,32 @@ impl TrackingService {
         Ok(into_page(self.store.search_experiments(&query).await?, page))
     }
 
-    pub async fn rename_experiment(&self, id: &str, new_name: &str) -> Result<()> {
+    pub(crate) async fn rename_experiment(&self, id: &str, new_name: &str) -> Result<()> {
         v::validate_experiment_name(new_name)?;
         Ok(self.store.rename_experiment(&experiment_id(id)?, new_name, now_millis()).await?)
     }
 
-    pub async fn delete_experiment(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete_experiment(&self, id: &str) -> Result<()> {
         Ok(self.store.set_experiment_lifecycle(&experiment_id(id)?, LifecycleStage::Deleted, now_millis()).await?)
     }
 
-    pub async fn restore_experiment(&self, id: &str) -> Result<()> {
+    pub(crate) async fn restore_experiment(&self, id: &str) -> Result<()> {
         Ok(self.store.set_experiment_lifecycle(&experiment_id(id)?, LifecycleStage::Active, now_millis()).await?)
     }
 
-    pub async fn set_experiment_tag(&self, id: &str, key: &str, value: &str) -> Result<()> {
+    pub(crate) async fn set_experiment_tag(&self, id: &str, key: &str, value: &str) -> Result<()> {
         v::validate_key("key", key)?;
         v::check_length("Experiment tag value", v::MAX_EXPERIMENT_TAG_VALUE_LENGTH, value)?;
         Ok(self.store.set_experiment_tag(&experiment_id(id)?, &KeyValue::new(key, value)).await?)
     }
 
-    pub async fn delete_experiment_tag(&self, id: &str, key: &str) -> Result<()> {
+    pub(crate) async fn delete_experiment_tag(&self, id: &str, key: &str) -> Result<()> {
         Ok(self.store.delete_experiment_tag(&experiment_id(id)?, key).await?)
     }
 
     // Runs.
 
-    pub async fn create_run(&self, req: CreateRun) -> Result<Run> {
+    pub(crate) async fn create_run(&self, req: CreateRun) -> Result<Run> {
         let experiment_id = experiment_id(req.experiment_id.as_deref().filter(|it| !it.is_empty()).unwrap_or("0"))?;
         let mut tags = self.validate_tags(req.tags)?;
         let tag_name = tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
@@ -282,7 +292,7 @@ impl TrackingService {
         Ok(self.store.get_run(&run_id(id)?).await?)
     }
 
-    pub async fn update_run(
+    pub(crate) async fn update_run(
         &self,
         id: &str,
         status: Option<RunStatus>,
@@ -298,16 +308,16 @@ impl TrackingService {
         Ok(self.store.update_run(&run_id(id)?, &RunUpdate { status, end_time, run_name }).await?)
     }
 
-    pub async fn delete_run(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete_run(&self, id: &str) -> Result<()> {
         Ok(self.store.set_run_lifecycle(&run_id(id)?, LifecycleStage::Deleted, now_millis()).await?)
     }
 
-    pub async fn restore_run(&self, id: &str) -> Result<()> {
+    pub(crate) async fn restore_run(&self, id: &str) -> Result<()> {
         Ok(self.store.set_run_lifecycle(&run_id(id)?, LifecycleStage::Active, now_millis()).await?)
     }
 
     /// Validates the whole batch, then writes it in one transaction.
-    pub async fn log_batch(&self, id: &str, batch: LogBatch) -> Result<()> {
+    pub(crate) async fn log_batch(&self, id: &str, batch: LogBatch) -> Result<()> {
         let run_id = run_id(id)?;
         let LogBatch { metrics, params, tags } = batch;
         if metrics.len() > v::MAX_METRICS_PER_BATCH {
@@ -369,7 +379,7 @@ impl TrackingService {
         Ok(self.store.log_batch(&run_id, &metrics, &checked_params, &tags).await?)
     }
 
-    pub async fn delete_run_tag(&self, id: &str, key: &str) -> Result<()> {
+    pub(crate) async fn delete_run_tag(&self, id: &str, key: &str) -> Result<()> {
         Ok(self.store.delete_run_tag(&run_id(id)?, key).await?)
     }
 
@@ -438,7 +448,7 @@ impl TrackingService {
     ) -> Result<Page<Metric>> {
         let request = match max_results {
             Some(max) => page(Some(max), max, i64::MAX / 2, page_token)?,
-            None => PageRequest { offset: page_token::decode(page_token)?, limit: MAX_HISTORY_POINTS },
+            None => PageRequest { offset: plinth_core::page_token::decode(page_token)?, limit: MAX_HISTORY_POINTS },
         };
         Ok(into_page(self.store.get_metric_history(&run_id(id)?, key, request).await?, request))
     }
@@ -482,7 +492,7 @@ impl TrackingService {
 
     // Logged models.
 
-    pub async fn create_logged_model(&self, req: CreateLoggedModel) -> Result<LoggedModel> {
+    pub(crate) async fn create_logged_model(&self, req: CreateLoggedModel) -> Result<LoggedModel> {
         let source_run_id = req.source_run_id.filter(|it| !it.is_empty()).map(|it| run_id(&it)).transpose()?;
         let new = NewLoggedModel {
             model_id: LoggedModelId::generate(),
@@ -505,21 +515,21 @@ impl TrackingService {
         Ok(self.store.get_logged_model(&Self::model_id(id)?, allow_deleted).await?)
     }
 
-    pub async fn finalize_logged_model(&self, id: &str, status: LoggedModelStatus) -> Result<LoggedModel> {
+    pub(crate) async fn finalize_logged_model(&self, id: &str, status: LoggedModelStatus) -> Result<LoggedModel> {
         Ok(self.store.update_logged_model_status(&Self::model_id(id)?, status, None, now_millis()).await?)
     }
 
-    pub async fn delete_logged_model(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete_logged_model(&self, id: &str) -> Result<()> {
         Ok(self.store.delete_logged_model(&Self::model_id(id)?, now_millis()).await?)
     }
 
-    pub async fn set_logged_model_tags(&self, id: &str, tags: Vec<KeyValue>) -> Result<LoggedModel> {
+    pub(crate) async fn set_logged_model_tags(&self, id: &str, tags: Vec<KeyValue>) -> Result<LoggedModel> {
         let model_id = Self::model_id(id)?;
         self.store.set_logged_model_tags(&model_id, &tags, now_millis()).await?;
         Ok(self.store.get_logged_model(&model_id, false).await?)
     }
 
-    pub async fn delete_logged_model_tag(&self, id: &str, key: &str) -> Result<()> {
+    pub(crate) async fn delete_logged_model_tag(&self, id: &str, key: &str) -> Result<()> {
         Ok(self.store.delete_logged_model_tag(&Self::model_id(id)?, key, now_millis()).await?)
     }
 

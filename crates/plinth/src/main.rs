@@ -1,8 +1,11 @@
-//! The `plinth` binary: `plinth server` and `plinth config check|print-default`.
+//! The `plinth` binary: `plinth server`, `plinth config check|print-default`, and the client
+//! commands `plinth models …` and `plinth audit …` (see `client.rs`).
 //!
 //! Reads the config file, `PLINTH__…` environment overrides and flags (in that order of
 //! precedence, lowest first), starts the server, prints one readiness line on stdout
 //! (`plinth <version> listening on http://HOST:PORT`), and stops cleanly on SIGINT/SIGTERM.
+
+mod client;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +29,20 @@ enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Model registry: promotion gates, promotions and approvals, lineage (talks to a running server).
+    Models {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: client::ModelsCommand,
+    },
+    /// The audit trail (talks to a running server).
+    Audit {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: client::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +134,8 @@ fn main() -> anyhow::Result<()> {
             print!("{}", Config::reference_toml());
             Ok(())
         }
+        Command::Models { conn, command } => client::models(&conn, command),
+        Command::Audit { conn, command } => client::audit(&conn, command),
     }
 }
 

@@ -46,7 +46,9 @@ async fn fresh() -> Option<Harness> {
     let url = format!("{base}/{name}");
     let store = SqlStore::connect(&super::config(url)).await.expect("connect scratch database");
     let keep = Scratch { admin_url, name, store: store.clone() };
-    Some(Harness { store: Arc::new(store), keep: Box::new(keep) })
+    let store = Arc::new(store);
+    Some(Harness { store: store.clone(), registry: store.clone(), audit: store.clone(), webhooks: store, keep: Box::new(keep) })
 }
 
 plinth_store::tracking_conformance!(fresh);
+plinth_store::registry_conformance!(fresh);

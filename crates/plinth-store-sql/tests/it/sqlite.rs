@@ -8,11 +8,12 @@ use plinth_store_sql::SqlStore;
 async fn fresh() -> Option<Harness> {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("plinth.db").display());
-    let store = SqlStore::connect(&super::config(url)).await.expect("connect");
-    Some(Harness { store: Arc::new(store), keep: Box::new(dir) })
+    let store = Arc::new(SqlStore::connect(&super::config(url)).await.expect("connect"));
+    Some(Harness { store: store.clone(), registry: store.clone(), audit: store.clone(), webhooks: store, keep: Box::new(dir) })
 }
 
 plinth_store::tracking_conformance!(fresh);
+plinth_store::registry_conformance!(fresh);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_skips_applied_migrations() {

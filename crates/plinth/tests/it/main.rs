@@ -3,6 +3,7 @@
 mod durability;
 mod large_artifacts;
 mod lifecycle;
+mod registry;
 mod robustness;
 
 use std::path::Path;

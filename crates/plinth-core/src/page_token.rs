@@ -3,16 +3,16 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::Error;
+use crate::validation::InvalidParameter;
 
-pub(crate) fn encode(offset: i64) -> String {
+pub fn encode(offset: i64) -> String {
     STANDARD.encode(format!("{{\"offset\": {offset}}}"))
 }
 
 /// An absent or empty token is the first page.
-pub(crate) fn decode(token: Option<&str>) -> Result<i64, Error> {
+pub fn decode(token: Option<&str>) -> Result<i64, InvalidParameter> {
     let Some(token) = token.filter(|it| !it.is_empty()) else { return Ok(0) };
-    let bad = || Error::invalid("Invalid page token, could not base64-decode");
+    let bad = || InvalidParameter::new("Invalid page token, could not base64-decode");
     let raw = STANDARD.decode(token.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let inner = text.trim().strip_prefix('{').and_then(|it| it.strip_suffix('}')).ok_or_else(bad)?;

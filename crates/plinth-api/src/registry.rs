@@ -1,0 +1,177 @@
+//! MLflow's model registry REST API: one thin handler per endpoint, mounted under both prefixes.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use plinth_core::validation::InvalidParameter;
+use plinth_registry::{CreateVersion, SearchRequest};
+use serde_json::{Value, json};
+
+use crate::fields::{Fields, MlflowRequest};
+use crate::identity::Caller;
+use crate::{ApiError, AppState, json};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/registered-models/create", post(create_registered_model))
+        .route("/registered-models/get", get(get_registered_model))
+        .route("/registered-models/rename", post(rename_registered_model))
+        .route("/registered-models/update", axum::routing::patch(update_registered_model))
+        .route("/registered-models/delete", axum::routing::delete(delete_registered_model))
+        .route("/registered-models/search", get(search_registered_models))
+        .route("/registered-models/get-latest-versions", post(get_latest_versions).get(get_latest_versions))
+        .route("/registered-models/set-tag", post(set_registered_model_tag))
+        .route("/registered-models/delete-tag", axum::routing::delete(delete_registered_model_tag))
+        .route("/registered-models/alias", post(set_alias).delete(delete_alias).get(get_by_alias))
+        .route("/model-versions/create", post(create_model_version))
+        .route("/model-versions/get", get(get_model_version))
+        .route("/model-versions/update", axum::routing::patch(update_model_version))
+        .route("/model-versions/delete", axum::routing::delete(delete_model_version))
+        .route("/model-versions/search", get(search_model_versions))
+        .route("/model-versions/transition-stage", post(transition_stage))
+        .route("/model-versions/get-download-uri", get(get_download_uri))
+        .route("/model-versions/set-tag", post(set_model_version_tag))
+        .route("/model-versions/delete-tag", axum::routing::delete(delete_model_version_tag))
+}
+
+/// A version number field: a string (what the client sends) or a number.
+pub(crate) fn version(f: &Fields, name: &str) -> Result<String, ApiError> {
+    if let Ok(Some(s)) = f.opt_str(name) {
+        return if s.is_empty() { Err(InvalidParameter::missing(name).into()) } else { Ok(s) };
+    }
+    Ok(f.i64(name)?.to_string())
+}
+
+fn empty() -> Answer {
+    Ok(Json(json!({})))
+}
+
+fn search(f: &Fields) -> Result<SearchRequest, ApiError> {
+    Ok(SearchRequest {
+        filter: f.opt_str("filter")?,
+        order_by: f.str_list("order_by")?,
+        max_results: f.opt_i64("max_results")?,
+        page_token: f.opt_str("page_token")?,
+    })
+}
+
+async fn create_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let m = s.registry.create_registered_model(&actor, &f.str("name")?, f.key_values("tags")?, f.opt_str("description")?).await?;
+    Ok(Json(json!({"registered_model": json::registered_model(&m)})))
+}
+
+async fn get_registered_model(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let m = s.registry.get_registered_model(&f.str("name")?).await?;
+    Ok(Json(json!({"registered_model": json::registered_model(&m)})))
+}
+
+async fn rename_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let new_name = f.opt_str("new_name")?.unwrap_or_default();
+    let m = s.registry.rename_registered_model(&actor, &f.str("name")?, &new_name).await?;
+    Ok(Json(json!({"registered_model": json::registered_model(&m)})))
+}
+
+async fn update_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let m = s.registry.update_registered_model(&actor, &f.str("name")?, f.opt_str("description")?).await?;
+    Ok(Json(json!({"registered_model": json::registered_model(&m)})))
+}
+
+async fn delete_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.delete_registered_model(&actor, &f.str("name")?).await?;
+    empty()
+}
+
+async fn search_registered_models(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let page = s.registry.search_registered_models(search(&f)?).await?;
+    Ok(Json(json::page("registered_models", page.items.iter().map(json::registered_model).collect(), page.next_page_token)))
+}
+
+async fn get_latest_versions(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let versions = s.registry.get_latest_versions(&f.str("name")?, &f.str_list("stages")?).await?;
+    Ok(Json(json!({"model_versions": versions.iter().map(json::model_version).collect::<Vec<_>>()})))
+}
+
+async fn set_registered_model_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.set_registered_model_tag(&actor, &f.str("name")?, &f.str("key")?, &f.str_allow_empty("value")?).await?;
+    empty()
+}
+
+async fn delete_registered_model_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.delete_registered_model_tag(&actor, &f.str("name")?, &f.str("key")?).await?;
+    empty()
+}
+
+async fn set_alias(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.set_alias(&actor, &f.str("name")?, &f.str_allow_empty("alias")?, &version(&f, "version")?).await?;
+    empty()
+}
+
+async fn delete_alias(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.delete_alias(&actor, &f.str("name")?, &f.str_allow_empty("alias")?).await?;
+    empty()
+}
+
+async fn get_by_alias(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let v = s.registry.get_version_by_alias(&f.str("name")?, &f.str("alias")?).await?;
+    Ok(Json(json!({"model_version": json::model_version(&v)})))
+}
+
+async fn create_model_version(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let req = CreateVersion {
+        name: f.str("name")?,
+        source: f.str("source")?,
+        run_id: f.opt_str("run_id")?,
+        run_link: f.opt_str("run_link")?,
+        model_id: f.opt_str("model_id")?,
+        description: f.opt_str("description")?,
+        tags: f.key_values("tags")?,
+    };
+    let v = s.registry.create_model_version(&actor, req).await?;
+    Ok(Json(json!({"model_version": json::model_version(&v)})))
+}
+
+async fn get_model_version(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let v = s.registry.get_model_version(&f.str("name")?, &version(&f, "version")?).await?;
+    Ok(Json(json!({"model_version": json::model_version(&v)})))
+}
+
+async fn update_model_version(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let v = s.registry.update_model_version(&actor, &f.str("name")?, &version(&f, "version")?, f.opt_str("description")?).await?;
+    Ok(Json(json!({"model_version": json::model_version(&v)})))
+}
+
+async fn delete_model_version(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.delete_model_version(&actor, &f.str("name")?, &version(&f, "version")?).await?;
+    empty()
+}
+
+async fn search_model_versions(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let page = s.registry.search_model_versions(search(&f)?).await?;
+    Ok(Json(json::page("model_versions", page.items.iter().map(json::model_version).collect(), page.next_page_token)))
+}
+
+async fn transition_stage(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let archive = f.opt_bool("archive_existing_versions")?.ok_or_else(|| InvalidParameter::missing("archive_existing_versions"))?;
+    let v = s.registry.transition_stage(&actor, &f.str("name")?, &version(&f, "version")?, &f.str("stage")?, archive).await?;
+    Ok(Json(json!({"model_version": json::model_version(&v)})))
+}
+
+async fn get_download_uri(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let uri = s.registry.get_download_uri(&f.str("name")?, &version(&f, "version")?).await?;
+    Ok(Json(json!({"artifact_uri": uri})))
+}
+
+async fn set_model_version_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry
+        .set_model_version_tag(&actor, &f.str("name")?, &version(&f, "version")?, &f.str("key")?, &f.str_allow_empty("value")?)
+        .await?;
+    empty()
+}
+
+async fn delete_model_version_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.delete_model_version_tag(&actor, &f.str("name")?, &version(&f, "version")?, &f.str("key")?).await?;
+    empty()
+}

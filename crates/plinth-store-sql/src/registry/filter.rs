@@ -1,0 +1,152 @@
+//! Registered-model and model-version search filters (`plinth-filter` ASTs) rendered as SQL
+//! conditions with binds, and their order-by columns.
+//!
+//! Registered models are aliased `rm`, versions `mv`. Tag conditions test a row with that key, as
+//! the tracking filters do for runs (MLflow's SQL store joins the tag table): `tags.k != 'v'`
+//! matches entities that have `k` with another value, `IS NULL` entities without `k`.
+
+use plinth_filter::{Attr, Clause, Key, Op, OrderBy, Value};
+use plinth_store::{Error, Result};
+
+use crate::sql::{Sql, push_like};
+
+fn unsupported(clause: &Clause) -> Error {
+    Error::invalid(format!("Invalid clause '{clause}': unsupported comparison for this entity"))
+}
+
+pub(crate) fn invalid_order(order: &OrderBy) -> Error {
+    Error::invalid(format!("Invalid order_by clause '{order}'"))
+}
+
+fn comparator(op: Op) -> Option<&'static str> {
+    Some(match op {
+        Op::Eq => " = ",
+        Op::Ne => " <> ",
+        Op::Gt => " > ",
+        Op::Ge => " >= ",
+        Op::Lt => " < ",
+        Op::Le => " <= ",
+        _ => return None,
+    })
+}
+
+/// `column OP value` for a string column (`=`, `!=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`).
+fn push_string_condition(sql: &mut Sql, column: &str, clause: &Clause) -> Result<()> {
+    match (&clause.op, &clause.value) {
+        (Op::Like, Value::String(p)) => push_like(sql, column, p, false),
+        (Op::ILike, Value::String(p)) => push_like(sql, column, p, true),
+        (Op::In, Value::List(items)) if !items.is_empty() => {
+            sql.push(column).push(" IN ").bind_list(items);
+        }
+        (Op::NotIn, Value::List(items)) if !items.is_empty() => {
+            sql.push(column).push(" NOT IN ").bind_list(items);
+        }
+        (Op::Eq | Op::Ne, Value::String(s)) => {
+            let cmp = comparator(clause.op).ok_or_else(|| unsupported(clause))?;
+            sql.push(column).push(cmp).bind(s.as_str());
+        }
+        _ => return Err(unsupported(clause)),
+    }
+    Ok(())
+}
+
+/// `column OP number` for an integer column.
+fn push_number_condition(sql: &mut Sql, column: &str, clause: &Clause) -> Result<()> {
+    let Value::Number(n) = clause.value else { return Err(unsupported(clause)) };
+    let cmp = comparator(clause.op).ok_or_else(|| unsupported(clause))?;
+    sql.push(column).push(cmp);
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        sql.bind(n as i64);
+    } else {
+        sql.bind(n);
+    }
+    Ok(())
+}
+
+/// `[NOT] EXISTS (SELECT 1 FROM <table> kv WHERE <join> AND kv.key = ? [AND kv.value OP ?])`.
+fn push_tag_condition(sql: &mut Sql, table_and_join: &str, key: &str, clause: &Clause) -> Result<()> {
+    let negated = clause.op == Op::IsNull;
+    sql.push(if negated { "NOT EXISTS (SELECT 1 FROM " } else { "EXISTS (SELECT 1 FROM " })
+        .push(table_and_join)
+        .push(" AND kv.key = ")
+        .bind(key);
+    if !matches!(clause.op, Op::IsNull | Op::IsNotNull) {
+        sql.push(" AND ");
+        push_string_condition(sql, "kv.value", clause)?;
+    }
+    sql.push(")");
+    Ok(())
+}
+
+pub(crate) fn push_model_clause(sql: &mut Sql, clause: &Clause) -> Result<()> {
+    match &clause.key {
+        Key::Tag(key) => push_tag_condition(sql, "registered_model_tags kv WHERE kv.name = rm.name", key, clause),
+        Key::Attribute(Attr::Name) => push_string_condition(sql, "rm.name", clause),
+        _ => Err(unsupported(clause)),
+    }
+}
+
+pub(crate) fn push_version_clause(sql: &mut Sql, clause: &Clause) -> Result<()> {
+    match &clause.key {
+        Key::Tag(key) => push_tag_condition(sql, "model_version_tags kv WHERE kv.name = mv.name AND kv.version = mv.version", key, clause),
+        Key::Attribute(Attr::Name) => push_string_condition(sql, "mv.name", clause),
+        Key::Attribute(Attr::RunId) => push_string_condition(sql, "mv.run_id", clause),
+        Key::Attribute(Attr::SourcePath) => push_string_condition(sql, "mv.source", clause),
+        Key::Attribute(Attr::VersionNumber) => push_number_condition(sql, "mv.version", clause),
+        _ => Err(unsupported(clause)),
+    }
+}
+
+pub(crate) fn model_order_column(order: &OrderBy) -> Option<&'static str> {
+    match &order.key {
+        Key::Attribute(Attr::Name) => Some("rm.name"),
+        Key::Attribute(Attr::CreationTimestamp | Attr::CreationTime) => Some("rm.creation_time"),
+        Key::Attribute(Attr::LastUpdatedTimestamp | Attr::LastUpdateTime) => Some("rm.last_updated_time"),
+        _ => None,
+    }
+}
+
+pub(crate) fn version_order_column(order: &OrderBy) -> Option<&'static str> {
+    match &order.key {
+        Key::Attribute(Attr::Name) => Some("mv.name"),
+        Key::Attribute(Attr::VersionNumber) => Some("mv.version"),
+        Key::Attribute(Attr::CreationTimestamp | Attr::CreationTime) => Some("mv.creation_time"),
+        Key::Attribute(Attr::LastUpdatedTimestamp | Attr::LastUpdateTime) => Some("mv.last_updated_time"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plinth_filter::{Grammar, parse_filter};
+
+    use super::*;
+    use crate::Dialect;
+
+    fn render(grammar: Grammar, filter: &str) -> Result<String> {
+        let mut sql = Sql::new("");
+        for (idx, clause) in parse_filter(grammar, filter).expect("filter").iter().enumerate() {
+            if idx > 0 {
+                sql.push(" AND ");
+            }
+            match grammar {
+                Grammar::RegisteredModels => push_model_clause(&mut sql, clause)?,
+                _ => push_version_clause(&mut sql, clause)?,
+            }
+        }
+        Ok(sqlx::Execute::sql(sql.query(Dialect::Postgres)).as_str().to_owned())
+    }
+
+    #[test]
+    fn clauses_render_with_binds() {
+        assert_eq!(
+            render(Grammar::RegisteredModels, "name LIKE 'a%' AND tags.team = 'x'").expect("sql"),
+            "rm.name LIKE $1 AND EXISTS (SELECT 1 FROM registered_model_tags kv WHERE kv.name = rm.name AND kv.key = $2 AND kv.value = $3)"
+        );
+        assert_eq!(
+            render(Grammar::ModelVersions, "version_number >= 3 AND run_id IN ('a', 'b')").expect("sql"),
+            "mv.version >= $1 AND mv.run_id IN ($2, $3)"
+        );
+        assert_eq!(render(Grammar::ModelVersions, "source_path = 's'").expect("sql"), "mv.source = $1");
+    }
+}

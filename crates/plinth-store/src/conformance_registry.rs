@@ -1,0 +1,1081 @@
+//! The conformance suite of the registry, audit and webhook ports.
+//!
+//! An adapter's tests invoke `registry_conformance!(factory)` with the same factory as
+//! `tracking_conformance!`: an async fn returning a `Harness` over a fresh, empty, migrated store.
+//! The bodies panic on failure.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use plinth_core::audit::{AuditEvent, Change, Outcome};
+use plinth_core::registry::{
+    Gate, GateSpec, ModelVersion, ModelVersionStatus, PromotionStatus, RegisteredModel, Review, ReviewDecision, Stage,
+};
+use plinth_core::tracking::KeyValue;
+use plinth_filter::{Grammar, parse_filter, parse_order_by};
+
+use crate::audit::AuditQuery;
+use crate::conformance::Harness;
+use crate::registry::{
+    AliasMove, Expect, ModelVersionQuery, NewModelVersion, NewPromotion, NewRegisteredModel, PromotionQuery, RegisteredModelQuery,
+    StageMove,
+};
+use crate::tracking::PageRequest;
+use crate::webhooks::{Attempt, DeliveryStatus, OutboxEvent, Webhook, WebhookStatus, WebhookUpdate};
+use crate::{Error, RegistryStore};
+
+/// Generates one `#[tokio::test]` per conformance body, each on a fresh store from `$factory`.
+#[macro_export]
+macro_rules! registry_conformance {
+    ($factory:path) => {
+        $crate::registry_conformance!(@each $factory;
+            registry_model_lifecycle, registry_rename_and_delete_cascade, registry_tags, registry_version_numbering,
+            registry_concurrent_version_creation, registry_latest_versions, registry_stage_transitions,
+            registry_concurrent_stage_transitions, registry_alias_compare_and_set, registry_concurrent_alias_moves,
+            registry_alias_applies_promotion, registry_model_search, registry_version_search, registry_gates,
+            registry_promotions, audit_append_and_query, webhooks_crud, webhooks_outbox);
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if let Some(harness) = $factory().await {
+                    $crate::conformance_registry::$name(&harness).await;
+                    drop(harness);
+                }
+            }
+        )*
+    };
+}
+
+fn model(name: &str, now: i64) -> NewRegisteredModel {
+    NewRegisteredModel { name: name.to_owned(), description: None, tags: vec![], now }
+}
+
+fn version(name: &str, now: i64) -> NewModelVersion {
+    NewModelVersion {
+        name: name.to_owned(),
+        source: format!("models:/m-{name}-{now}"),
+        storage_location: format!("mlflow-artifacts:/1/models/m-{name}-{now}/artifacts"),
+        run_id: Some(format!("run-{now}")),
+        run_link: None,
+        model_id: Some(format!("m-{name}-{now}")),
+        description: None,
+        user_id: Some("alice".to_owned()),
+        tags: vec![],
+        now,
+    }
+}
+
+fn page(offset: i64, limit: i64) -> PageRequest {
+    PageRequest { offset, limit }
+}
+
+fn alias_move(name: &str, alias: &str, version: i64, expect: Expect) -> AliasMove {
+    AliasMove { name: name.to_owned(), alias: alias.to_owned(), version, expect, promotion_id: None, now: 500 }
+}
+
+fn stage_move(name: &str, version: i64, stage: Stage, archive_existing: bool, expect: Expect) -> StageMove {
+    StageMove { name: name.to_owned(), version, stage, archive_existing, expect, now: 600 }
+}
+
+async fn versions_of(registry: &Arc<dyn RegistryStore>, count: i64, name: &str) -> Vec<ModelVersion> {
+    let mut out = Vec::new();
+    for idx in 0..count {
+        out.push(registry.create_model_version(version(name, 100 + idx)).await.expect("create version"));
+    }
+    out
+}
+
+fn numbers(versions: &[ModelVersion]) -> Vec<i64> {
+    versions.iter().map(|v| v.version).collect()
+}
+
+pub async fn registry_model_lifecycle(h: &Harness) {
+    let registry = &h.registry;
+    let mut new = model("churn", 10);
+    new.description = Some("predicts churn".to_owned());
+    new.tags = vec![KeyValue::new("team", "a"), KeyValue::new("domain", "cx"), KeyValue::new("team", "b")];
+    let created = registry.create_registered_model(new).await.expect("create");
+    assert_eq!((created.name.as_str(), created.creation_timestamp, created.last_updated_timestamp), ("churn", 10, 10));
+    assert_eq!(created.description.as_deref(), Some("predicts churn"));
+    assert_eq!(created.tags, vec![KeyValue::new("domain", "cx"), KeyValue::new("team", "b")], "sorted by key, the last duplicate wins");
+    assert!(created.aliases.is_empty() && created.latest_versions.is_empty());
+    assert!(matches!(registry.create_registered_model(model("churn", 11)).await, Err(Error::RegisteredModelExists { .. })));
+    assert_eq!(registry.get_registered_model("churn").await.expect("get"), created);
+    assert!(matches!(registry.get_registered_model("nope").await, Err(Error::RegisteredModelNotFound { .. })));
+
+    let updated = registry.update_registered_model("churn", Some("v2"), 20).await.expect("update");
+    assert_eq!((updated.description.as_deref(), updated.last_updated_timestamp, updated.creation_timestamp), (Some("v2"), 20, 10));
+    let cleared = registry.update_registered_model("churn", None, 21).await.expect("clear description");
+    assert_eq!(cleared.description, None);
+    assert!(matches!(registry.update_registered_model("nope", None, 1).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(registry.delete_registered_model("nope").await, Err(Error::RegisteredModelNotFound { .. })));
+    // Names are case-sensitive and any characters the service lets through are stored as given.
+    registry.create_registered_model(model("Churn", 30)).await.expect("case differs");
+    registry.create_registered_model(model("it's 100% \"odd\" _name_ é", 31)).await.expect("odd characters");
+    assert_eq!(registry.get_registered_model("it's 100% \"odd\" _name_ é").await.expect("get").creation_timestamp, 31);
+}
+
+pub async fn registry_rename_and_delete_cascade(h: &Harness) {
+    let registry = &h.registry;
+    let mut new = model("old", 1);
+    new.tags = vec![KeyValue::new("k", "v")];
+    registry.create_registered_model(new).await.expect("create");
+    registry.create_registered_model(model("taken", 1)).await.expect("create");
+    let mut v = version("old", 2);
+    v.tags = vec![KeyValue::new("vk", "vv")];
+    registry.create_model_version(v).await.expect("v1");
+    registry.create_model_version(version("old", 3)).await.expect("v2");
+    registry.move_alias(&alias_move("old", "champion", 1, Expect::Anything)).await.expect("alias");
+    let gate = Gate {
+        model: "old".to_owned(),
+        spec: GateSpec {
+            target: "champion".to_owned(),
+            conditions: vec![],
+            required_tags: vec!["vk".to_owned()],
+            approvals_required: 1,
+            description: None,
+        },
+        updated_by: "admin".to_owned(),
+        updated_at: 4,
+    };
+    registry.put_gate(&gate).await.expect("gate");
+    let request = registry
+        .create_promotion(NewPromotion {
+            model: "old".to_owned(),
+            version: 2,
+            target: "champion".to_owned(),
+            requester: "bob".to_owned(),
+            reason: None,
+            now: 5,
+            expires_at: 1_000_000,
+        })
+        .await
+        .expect("promotion");
+
+    assert!(matches!(registry.rename_registered_model("old", "taken", 6).await, Err(Error::RegisteredModelExists { .. })));
+    assert!(matches!(registry.rename_registered_model("missing", "x", 6).await, Err(Error::RegisteredModelNotFound { .. })));
+    let renamed = registry.rename_registered_model("old", "new", 7).await.expect("rename");
+    assert_eq!((renamed.name.as_str(), renamed.last_updated_timestamp), ("new", 7));
+    assert_eq!(renamed.tags, vec![KeyValue::new("k", "v")]);
+    assert_eq!(renamed.aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect::<Vec<_>>(), [("champion", 1)]);
+    assert_eq!(renamed.latest_versions.len(), 1);
+    assert_eq!(renamed.latest_versions[0].name, "new");
+    assert!(matches!(registry.get_registered_model("old").await, Err(Error::RegisteredModelNotFound { .. })));
+    let v1 = registry.get_model_version("new", 1).await.expect("version follows");
+    assert_eq!((v1.tags.clone(), v1.aliases.clone()), (vec![KeyValue::new("vk", "vv")], vec!["champion".to_owned()]));
+    assert!(matches!(registry.get_model_version("old", 1).await, Err(Error::ModelVersionNotFound { .. })));
+    assert_eq!(registry.get_alias("new", "champion").await.expect("alias"), Some(1));
+    assert_eq!(registry.get_gate("new", "champion").await.expect("gate").map(|g| g.model), Some("new".to_owned()));
+    assert!(registry.list_gates("old").await.expect("gates").is_empty());
+    assert_eq!(registry.get_promotion(request.id).await.expect("promotion").model, "new");
+    // The counter moves with the model.
+    assert_eq!(registry.create_model_version(version("new", 8)).await.expect("v3").version, 3);
+
+    registry.delete_registered_model("new").await.expect("delete");
+    assert!(matches!(registry.get_registered_model("new").await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(registry.get_model_version("new", 1).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.get_promotion(request.id).await, Err(Error::PromotionNotFound { .. })));
+    assert!(registry.list_gates("new").await.expect("gates").is_empty());
+    let all = registry
+        .search_model_versions(&ModelVersionQuery { exclude_prompts: false, filter: vec![], order_by: vec![], page: page(0, 100) })
+        .await
+        .expect("search");
+    assert!(all.items.is_empty(), "a deleted model leaves no versions behind");
+    // The name is free again; the new model starts its own numbering and has nothing of the old one.
+    let again = registry.create_registered_model(model("new", 9)).await.expect("recreate");
+    assert!(again.tags.is_empty() && again.aliases.is_empty() && again.latest_versions.is_empty());
+    assert_eq!(registry.create_model_version(version("new", 10)).await.expect("v1").version, 1);
+    assert!(registry.get_model_version("new", 1).await.expect("v1").tags.is_empty());
+    assert!(registry.get_gate("new", "champion").await.expect("gate").is_none());
+}
+
+pub async fn registry_tags(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.set_registered_model_tag("m", &KeyValue::new("b", "1"), 2).await.expect("tag");
+    registry.set_registered_model_tag("m", &KeyValue::new("a", "x"), 2).await.expect("tag");
+    registry.set_registered_model_tag("m", &KeyValue::new("b", "2"), 3).await.expect("upsert");
+    assert_eq!(registry.get_registered_model("m").await.expect("get").tags, vec![KeyValue::new("a", "x"), KeyValue::new("b", "2")]);
+    registry.delete_registered_model_tag("m", "a").await.expect("delete");
+    registry.delete_registered_model_tag("m", "a").await.expect("deleting a missing tag is fine");
+    assert_eq!(registry.get_registered_model("m").await.expect("get").tags, vec![KeyValue::new("b", "2")]);
+    assert!(matches!(
+        registry.set_registered_model_tag("x", &KeyValue::new("a", "b"), 1).await,
+        Err(Error::RegisteredModelNotFound { .. })
+    ));
+    assert!(matches!(registry.delete_registered_model_tag("x", "a").await, Err(Error::RegisteredModelNotFound { .. })));
+
+    let mut new = version("m", 4);
+    new.tags = vec![KeyValue::new("z", "1"), KeyValue::new("y", ""), KeyValue::new("z", "2")];
+    let v = registry.create_model_version(new).await.expect("version");
+    assert_eq!(v.tags, vec![KeyValue::new("y", ""), KeyValue::new("z", "2")]);
+    registry.set_model_version_tag("m", 1, &KeyValue::new("y", "set"), 5).await.expect("upsert");
+    registry.set_model_version_tag("m", 1, &KeyValue::new("w", "new"), 5).await.expect("tag");
+    registry.delete_model_version_tag("m", 1, "z").await.expect("delete");
+    registry.delete_model_version_tag("m", 1, "z").await.expect("deleting a missing tag is fine");
+    assert_eq!(registry.get_model_version("m", 1).await.expect("get").tags, vec![KeyValue::new("w", "new"), KeyValue::new("y", "set")]);
+    assert!(matches!(registry.set_model_version_tag("m", 9, &KeyValue::new("a", "b"), 1).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.set_model_version_tag("x", 1, &KeyValue::new("a", "b"), 1).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.delete_model_version_tag("m", 9, "a").await, Err(Error::ModelVersionNotFound { .. })));
+    registry.delete_model_version("m", 1, 6).await.expect("delete version");
+    assert!(matches!(registry.set_model_version_tag("m", 1, &KeyValue::new("a", "b"), 7).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.delete_model_version_tag("m", 1, "w").await, Err(Error::ModelVersionNotFound { .. })));
+}
+
+pub async fn registry_version_numbering(h: &Harness) {
+    let registry = &h.registry;
+    assert!(matches!(registry.create_model_version(version("m", 1)).await, Err(Error::RegisteredModelNotFound { .. })));
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    let mut new = version("m", 2);
+    new.description = Some("first".to_owned());
+    new.run_link = Some("http://runs/1".to_owned());
+    let v1 = registry.create_model_version(new).await.expect("v1");
+    assert_eq!(v1.version, 1);
+    assert_eq!(
+        (v1.current_stage, v1.status, v1.creation_timestamp, v1.last_updated_timestamp),
+        (Stage::None, ModelVersionStatus::Ready, 2, 2)
+    );
+    assert_eq!(
+        (v1.description.as_deref(), v1.user_id.as_deref(), v1.run_link.as_deref()),
+        (Some("first"), Some("alice"), Some("http://runs/1"))
+    );
+    assert_eq!((v1.source.as_str(), v1.run_id.as_deref(), v1.model_id.as_deref()), ("models:/m-m-2", Some("run-2"), Some("m-m-2")));
+    assert_eq!(v1.storage_location, "mlflow-artifacts:/1/models/m-m-2/artifacts");
+    assert_eq!(v1.status_message, None);
+    assert_eq!(registry.get_model_version("m", 1).await.expect("get"), v1);
+    assert_eq!(registry.get_registered_model("m").await.expect("model").last_updated_timestamp, 2, "a new version touches the model");
+    let mut bare = version("m", 3);
+    bare.run_id = None;
+    bare.model_id = None;
+    bare.user_id = None;
+    let v2 = registry.create_model_version(bare).await.expect("v2");
+    assert_eq!((v2.version, v2.run_id.clone(), v2.user_id.clone()), (2, None, None));
+    let v3 = registry.create_model_version(version("m", 4)).await.expect("v3");
+    assert_eq!(v3.version, 3);
+
+    let updated = registry.update_model_version("m", 2, Some("second"), 5).await.expect("update");
+    assert_eq!((updated.description.as_deref(), updated.last_updated_timestamp), (Some("second"), 5));
+    assert!(matches!(registry.update_model_version("m", 9, None, 5).await, Err(Error::ModelVersionNotFound { .. })));
+
+    registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("alias");
+    registry.move_alias(&alias_move("m", "other", 2, Expect::Anything)).await.expect("alias");
+    let before = registry.get_model_version("m", 3).await.expect("v3");
+    let deleted = registry.delete_model_version("m", 3, 6).await.expect("delete");
+    assert_eq!(deleted, before, "delete returns the version as it was");
+    assert_eq!(deleted.aliases, vec!["champion".to_owned()]);
+    assert!(matches!(registry.get_model_version("m", 3).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.delete_model_version("m", 3, 7).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.update_model_version("m", 3, None, 7).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.delete_model_version("nope", 1, 7).await, Err(Error::ModelVersionNotFound { .. })));
+    assert_eq!(registry.get_alias("m", "champion").await.expect("alias"), None, "aliases of a deleted version go with it");
+    assert_eq!(registry.get_alias("m", "other").await.expect("alias"), Some(2));
+    let m = registry.get_registered_model("m").await.expect("model");
+    assert_eq!(m.last_updated_timestamp, 6);
+    assert_eq!(m.aliases.iter().map(|a| a.alias.as_str()).collect::<Vec<_>>(), ["other"]);
+    // Numbers are never reused, also the highest one after it is deleted.
+    assert_eq!(registry.create_model_version(version("m", 8)).await.expect("v4").version, 4);
+    registry.delete_model_version("m", 4, 9).await.expect("delete");
+    assert_eq!(registry.create_model_version(version("m", 10)).await.expect("v5").version, 5);
+    let all = registry
+        .search_model_versions(&ModelVersionQuery {
+            exclude_prompts: false,
+            filter: parse_filter(Grammar::ModelVersions, "name = 'm'").expect("filter"),
+            order_by: vec![parse_order_by(Grammar::ModelVersions, "version_number ASC").expect("order")],
+            page: page(0, 100),
+        })
+        .await
+        .expect("search");
+    assert_eq!(numbers(&all.items), [1, 2, 5], "deleted versions are not found by search");
+}
+
+pub async fn registry_concurrent_version_creation(h: &Harness) {
+    h.registry.create_registered_model(model("contended", 1)).await.expect("create");
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let registry = h.registry.clone();
+        tasks.push(tokio::spawn(async move { registry.create_model_version(version("contended", 100 + worker)).await }));
+    }
+    let mut got = BTreeSet::new();
+    for task in tasks {
+        let v = task.await.expect("join").expect("every creator gets a version");
+        assert!(got.insert(v.version), "version {} handed out twice", v.version);
+    }
+    assert_eq!(got, (1..=32).collect::<BTreeSet<i64>>(), "distinct, gap-free numbers");
+    assert_eq!(h.registry.create_model_version(version("contended", 1)).await.expect("next").version, 33);
+}
+
+pub async fn registry_latest_versions(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    versions_of(registry, 6, "m").await;
+    for (v, stage) in [(1, Stage::Production), (2, Stage::Staging), (3, Stage::Production), (4, Stage::Archived)] {
+        registry.transition_stage(&stage_move("m", v, stage, false, Expect::Anything)).await.expect("transition");
+    }
+    registry.transition_stage(&stage_move("m", 6, Stage::Staging, false, Expect::Anything)).await.expect("transition");
+    registry.delete_model_version("m", 6, 700).await.expect("delete the newest staging version");
+    registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("alias");
+    let mut tagged = version("m", 800);
+    tagged.tags = vec![KeyValue::new("t", "1")];
+    let m = registry.get_registered_model("m").await.expect("get");
+    let latest: Vec<(Stage, i64)> = m.latest_versions.iter().map(|v| (v.current_stage, v.version)).collect();
+    assert_eq!(latest, [(Stage::None, 5), (Stage::Staging, 2), (Stage::Production, 3), (Stage::Archived, 4)]);
+    let production = &m.latest_versions[2];
+    assert_eq!(production.aliases, vec!["champion".to_owned()], "latest versions carry their aliases");
+    registry.create_model_version(tagged).await.expect("v7");
+    let m = registry.get_registered_model("m").await.expect("get");
+    let none = &m.latest_versions[0];
+    assert_eq!((none.version, none.tags.clone()), (7, vec![KeyValue::new("t", "1")]), "and their tags");
+}
+
+pub async fn registry_stage_transitions(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    versions_of(registry, 4, "m").await;
+    let moved = registry.transition_stage(&stage_move("m", 1, Stage::Production, false, Expect::Holder(None))).await.expect("first");
+    assert_eq!(
+        (moved.previous_stage, moved.version.current_stage, moved.version.last_updated_timestamp),
+        (Stage::None, Stage::Production, 600)
+    );
+    assert!(moved.archived.is_empty());
+    assert_eq!(registry.get_registered_model("m").await.expect("model").last_updated_timestamp, 600);
+    registry.transition_stage(&stage_move("m", 2, Stage::Production, false, Expect::Holder(Some(1)))).await.expect("second");
+    // A failing precondition names the stage and both versions and changes nothing.
+    let err = registry.transition_stage(&stage_move("m", 3, Stage::Production, true, Expect::Holder(Some(1)))).await;
+    let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
+    assert!(message.contains("Production") && message.contains('2') && message.contains('1'), "{message}");
+    assert_eq!(registry.get_model_version("m", 3).await.expect("v3").current_stage, Stage::None);
+    assert_eq!(registry.get_model_version("m", 1).await.expect("v1").current_stage, Stage::Production);
+    let err = registry.transition_stage(&stage_move("m", 3, Stage::Production, false, Expect::Holder(None))).await;
+    assert!(matches!(err, Err(Error::Conflict { .. })), "{err:?}");
+    // The holder is the newest other version in the stage; archive_existing empties the stage.
+    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Production, true, Expect::Holder(Some(2)))).await.expect("archive");
+    assert_eq!((moved.previous_stage, moved.archived.clone()), (Stage::None, vec![1, 2]));
+    for (v, stage) in [(1, Stage::Archived), (2, Stage::Archived), (3, Stage::Production), (4, Stage::None)] {
+        assert_eq!(registry.get_model_version("m", v).await.expect("version").current_stage, stage, "version {v}");
+    }
+    assert_eq!(registry.get_model_version("m", 1).await.expect("v1").last_updated_timestamp, 600);
+    // The version itself does not count as the holder; moving within a stage is allowed.
+    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Production, false, Expect::Holder(None))).await.expect("same stage");
+    assert_eq!(moved.previous_stage, Stage::Production);
+    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Staging, false, Expect::Anything)).await.expect("back");
+    assert_eq!(moved.previous_stage, Stage::Production);
+    // Deleted versions neither move nor hold a stage.
+    registry.transition_stage(&stage_move("m", 4, Stage::Staging, false, Expect::Anything)).await.expect("v4 staging");
+    registry.delete_model_version("m", 4, 650).await.expect("delete v4");
+    assert!(matches!(
+        registry.transition_stage(&stage_move("m", 4, Stage::Production, false, Expect::Anything)).await,
+        Err(Error::ModelVersionNotFound { .. })
+    ));
+    let moved = registry.transition_stage(&stage_move("m", 1, Stage::Staging, true, Expect::Holder(Some(3)))).await.expect("v1 staging");
+    assert_eq!(moved.archived, vec![3]);
+    assert!(matches!(
+        registry.transition_stage(&stage_move("m", 9, Stage::Production, false, Expect::Anything)).await,
+        Err(Error::ModelVersionNotFound { .. })
+    ));
+    assert!(matches!(
+        registry.transition_stage(&stage_move("nope", 1, Stage::Production, false, Expect::Anything)).await,
+        Err(Error::ModelVersionNotFound { .. })
+    ));
+    assert!(matches!(
+        registry.transition_stage(&stage_move("m", 2, Stage::Archived, true, Expect::Anything)).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+pub async fn registry_concurrent_stage_transitions(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    versions_of(registry, 8, "m").await;
+    let mut tasks = Vec::new();
+    for v in 1..=8 {
+        let registry = registry.clone();
+        tasks.push(tokio::spawn(async move {
+            registry.transition_stage(&stage_move("m", v, Stage::Production, true, Expect::Holder(None))).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(moved) => winners.push(moved.version.version),
+            Err(Error::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one version enters the empty stage");
+    let m = registry.get_registered_model("m").await.expect("model");
+    let production: Vec<i64> = m.latest_versions.iter().filter(|v| v.current_stage == Stage::Production).map(|v| v.version).collect();
+    assert_eq!(production, winners);
+}
+
+pub async fn registry_alias_compare_and_set(h: &Harness) {
+    let registry = &h.registry;
+    assert!(matches!(registry.get_alias("nope", "a").await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(registry.move_alias(&alias_move("nope", "a", 1, Expect::Anything)).await, Err(Error::RegisteredModelNotFound { .. })));
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    versions_of(registry, 3, "m").await;
+    assert_eq!(registry.get_alias("m", "champion").await.expect("get"), None);
+    assert!(matches!(
+        registry.move_alias(&alias_move("m", "champion", 9, Expect::Anything)).await,
+        Err(Error::ModelVersionNotFound { .. })
+    ));
+    let err = registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(Some(2)))).await;
+    let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
+    assert!(message.contains("champion"), "{message}");
+    assert_eq!(registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(None))).await.expect("set"), None);
+    assert!(matches!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(None))).await, Err(Error::Conflict { .. })));
+    assert!(matches!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(Some(3)))).await, Err(Error::Conflict { .. })));
+    assert_eq!(registry.get_alias("m", "champion").await.expect("get"), Some(1), "a failed move changes nothing");
+    assert_eq!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(Some(1)))).await.expect("cas"), Some(1));
+    assert_eq!(registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("last writer wins"), Some(2));
+    assert_eq!(registry.move_alias(&alias_move("m", "backup", 3, Expect::Anything)).await.expect("second alias"), None);
+    assert_eq!(registry.move_alias(&alias_move("m", "alpha", 1, Expect::Anything)).await.expect("third alias"), None);
+    let m = registry.get_registered_model("m").await.expect("model");
+    let aliases: Vec<(&str, i64)> = m.aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect();
+    assert_eq!(aliases, [("alpha", 1), ("backup", 3), ("champion", 3)], "sorted by alias");
+    assert_eq!(registry.get_model_version("m", 3).await.expect("v3").aliases, vec!["backup".to_owned(), "champion".to_owned()]);
+    assert_eq!(registry.delete_alias("m", "backup", 700).await.expect("delete"), Some(3));
+    assert_eq!(registry.delete_alias("m", "backup", 701).await.expect("delete unset"), None);
+    assert!(matches!(registry.delete_alias("nope", "backup", 701).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert_eq!(registry.get_model_version("m", 3).await.expect("v3").aliases, vec!["champion".to_owned()]);
+    registry.delete_model_version("m", 2, 702).await.expect("delete v2");
+    assert!(matches!(
+        registry.move_alias(&alias_move("m", "champion", 2, Expect::Anything)).await,
+        Err(Error::ModelVersionNotFound { .. })
+    ));
+}
+
+pub async fn registry_concurrent_alias_moves(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    versions_of(registry, 3, "m").await;
+    for round in 0..8 {
+        registry.move_alias(&alias_move("m", "champion", 1, Expect::Anything)).await.expect("reset");
+        let mut tasks = Vec::new();
+        for target in [2, 3] {
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(async move {
+                (target, registry.move_alias(&alias_move("m", "champion", target, Expect::Holder(Some(1)))).await)
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut conflicts = 0;
+        for task in tasks {
+            match task.await.expect("join") {
+                (target, Ok(previous)) => {
+                    assert_eq!(previous, Some(1));
+                    winners.push(target);
+                }
+                (_, Err(Error::Conflict { .. })) => conflicts += 1,
+                (_, Err(other)) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert_eq!((winners.len(), conflicts), (1, 1), "round {round}: exactly one compare-and-set wins");
+        assert_eq!(registry.get_alias("m", "champion").await.expect("get"), Some(winners[0]));
+    }
+}
+
+pub async fn registry_alias_applies_promotion(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    versions_of(registry, 3, "m").await;
+    let promotion = |version: i64, target: &str| NewPromotion {
+        model: "m".to_owned(),
+        version,
+        target: target.to_owned(),
+        requester: "bob".to_owned(),
+        reason: Some("better".to_owned()),
+        now: 10,
+        expires_at: 10_000,
+    };
+    let request = registry.create_promotion(promotion(2, "champion")).await.expect("request");
+    let mut change = alias_move("m", "champion", 2, Expect::Holder(None));
+    change.promotion_id = Some(request.id);
+    // A request for another version or target cannot be applied by this move.
+    let mut wrong = change.clone();
+    wrong.version = 3;
+    assert!(matches!(registry.move_alias(&wrong).await, Err(Error::Conflict { .. })));
+    let mut wrong = change.clone();
+    wrong.alias = "challenger".to_owned();
+    assert!(matches!(registry.move_alias(&wrong).await, Err(Error::Conflict { .. })));
+    let mut missing = change.clone();
+    missing.promotion_id = Some(request.id + 1000);
+    assert!(matches!(registry.move_alias(&missing).await, Err(Error::PromotionNotFound { .. })));
+    assert_eq!(registry.get_alias("m", "champion").await.expect("alias"), None, "refused moves change nothing");
+    assert_eq!(registry.get_promotion(request.id).await.expect("get").status, PromotionStatus::Pending);
+
+    assert_eq!(registry.move_alias(&change).await.expect("apply"), None);
+    let applied = registry.get_promotion(request.id).await.expect("get");
+    assert_eq!((applied.status, applied.updated_at), (PromotionStatus::Applied, 500));
+    assert_eq!(registry.get_alias("m", "champion").await.expect("alias"), Some(2));
+    // A second apply of the same request conflicts, and the alias stays.
+    let mut again = change.clone();
+    again.expect = Expect::Anything;
+    let err = registry.move_alias(&again).await;
+    let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
+    assert!(message.contains("APPLIED"), "{message}");
+    // A failing alias precondition leaves the request pending.
+    let other = registry.create_promotion(promotion(3, "champion")).await.expect("request");
+    let mut stale = alias_move("m", "champion", 3, Expect::Holder(Some(1)));
+    stale.promotion_id = Some(other.id);
+    assert!(matches!(registry.move_alias(&stale).await, Err(Error::Conflict { .. })));
+    assert_eq!(registry.get_promotion(other.id).await.expect("get").status, PromotionStatus::Pending);
+    stale.expect = Expect::Holder(Some(2));
+    assert_eq!(registry.move_alias(&stale).await.expect("apply"), Some(2));
+    assert_eq!(registry.get_promotion(other.id).await.expect("get").status, PromotionStatus::Applied);
+}
+
+pub async fn registry_model_search(h: &Harness) {
+    let registry = &h.registry;
+    for idx in 0..7i64 {
+        let mut new = model(&format!("model-{idx}"), 100 + (idx % 3));
+        new.tags = vec![KeyValue::new("team", if idx % 2 == 0 { "Vision" } else { "nlp" })];
+        if idx == 3 {
+            new.tags.push(KeyValue::new("special", "yes"));
+        }
+        registry.create_registered_model(new).await.expect("create");
+    }
+    registry.create_registered_model(model("other_x", 50)).await.expect("create");
+    registry.create_model_version(version("model-1", 200)).await.expect("version");
+    registry.create_model_version(version("model-1", 201)).await.expect("version");
+    registry.transition_stage(&stage_move("model-1", 1, Stage::Production, false, Expect::Anything)).await.expect("stage");
+    registry.move_alias(&alias_move("model-1", "champion", 1, Expect::Anything)).await.expect("alias");
+    let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
+        let registry = registry.clone();
+        let query = RegisteredModelQuery {
+            exclude_prompts: false,
+            filter: parse_filter(Grammar::RegisteredModels, filter).expect("filter"),
+            order_by: order.iter().map(|it| parse_order_by(Grammar::RegisteredModels, it).expect("order")).collect(),
+            page: page(offset, limit),
+        };
+        async move { registry.search_registered_models(&query).await.expect("search") }
+    };
+    let names = |models: &[RegisteredModel]| models.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    let all = search("", &[], 0, 100).await;
+    assert_eq!(names(&all.items), ["model-0", "model-1", "model-2", "model-3", "model-4", "model-5", "model-6", "other_x"], "name ASC");
+    assert!(!all.has_more);
+    let m1 = all.items.iter().find(|m| m.name == "model-1").expect("model-1");
+    assert_eq!(m1.tags, vec![KeyValue::new("team", "nlp")]);
+    assert_eq!(m1.aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect::<Vec<_>>(), [("champion", 1)]);
+    assert_eq!(
+        m1.latest_versions.iter().map(|v| (v.current_stage, v.version)).collect::<Vec<_>>(),
+        [(Stage::None, 2), (Stage::Production, 1)]
+    );
+    assert_eq!(m1.latest_versions[1].aliases, vec!["champion".to_owned()]);
+    assert_eq!(names(&search("name = 'model-2'", &[], 0, 100).await.items), ["model-2"]);
+    assert_eq!(names(&search("name != 'model-2' AND name LIKE 'model-%'", &[], 0, 100).await.items).len(), 6);
+    assert_eq!(names(&search("name LIKE 'MODEL-%'", &[], 0, 100).await.items).len(), 0, "LIKE is case-sensitive");
+    assert_eq!(names(&search("name ILIKE 'MODEL-1%'", &[], 0, 100).await.items), ["model-1"]);
+    assert_eq!(names(&search("name LIKE 'other%'", &[], 0, 100).await.items), ["other_x"]);
+    assert_eq!(names(&search("name IN ('model-3', 'model-5', 'none')", &[], 0, 100).await.items), ["model-3", "model-5"]);
+    assert_eq!(names(&search("tags.team = 'Vision'", &[], 0, 100).await.items), ["model-0", "model-2", "model-4", "model-6"]);
+    assert_eq!(
+        names(&search("tags.team ILIKE 'vision'", &["name DESC"], 0, 100).await.items),
+        ["model-6", "model-4", "model-2", "model-0"]
+    );
+    assert_eq!(names(&search("tags.team LIKE 'vision'", &[], 0, 100).await.items).len(), 0);
+    // `!=` matches models that have the tag with another value (MLflow's SQL store), not models without it.
+    assert_eq!(names(&search("tags.team != 'Vision'", &[], 0, 100).await.items), ["model-1", "model-3", "model-5"]);
+    assert_eq!(names(&search("tags.special = 'yes' AND tags.team = 'nlp'", &[], 0, 100).await.items), ["model-3"]);
+    assert_eq!(names(&search("tags.special IS NOT NULL", &[], 0, 100).await.items), ["model-3"]);
+    assert_eq!(names(&search("tags.team IS NULL", &[], 0, 100).await.items), ["other_x"]);
+    // Orders, with name as the tiebreak.
+    assert_eq!(
+        names(&search("name LIKE 'model-%'", &["creation_timestamp DESC"], 0, 100).await.items),
+        ["model-2", "model-5", "model-1", "model-4", "model-0", "model-3", "model-6"]
+    );
+    assert_eq!(names(&search("", &["timestamp ASC"], 0, 2).await.items), ["other_x", "model-0"]);
+    let by_update = search("", &["last_updated_timestamp DESC"], 0, 1).await;
+    assert_eq!((names(&by_update.items), by_update.has_more), (vec!["model-1".to_owned()], true));
+    // Pages cover every model exactly once.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let res = search("", &["creation_timestamp ASC"], offset, 3).await;
+        seen.extend(names(&res.items));
+        if !res.has_more {
+            break;
+        }
+        offset += 3;
+    }
+    assert_eq!(seen.len(), 8);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 8);
+    let query = RegisteredModelQuery {
+        exclude_prompts: false,
+        filter: vec![],
+        order_by: vec![parse_order_by(Grammar::ModelVersions, "version_number").expect("order")],
+        page: page(0, 10),
+    };
+    assert!(matches!(registry.search_registered_models(&query).await, Err(Error::InvalidArgument { .. })));
+}
+
+pub async fn registry_version_search(h: &Harness) {
+    let registry = &h.registry;
+    for name in ["alpha", "beta"] {
+        registry.create_registered_model(model(name, 1)).await.expect("create");
+    }
+    // alpha: versions 1..=5 at times 10..=14; beta: 1..=3 at times 12..=14 (ties with alpha).
+    for idx in 0..5i64 {
+        let mut new = version("alpha", 10 + idx);
+        new.tags = vec![KeyValue::new("parity", if idx % 2 == 0 { "odd" } else { "even" })];
+        new.source = format!("s3://bucket/alpha/{}", idx + 1);
+        registry.create_model_version(new).await.expect("alpha version");
+    }
+    for idx in 0..3i64 {
+        let mut new = version("beta", 12 + idx);
+        new.run_id = Some(format!("beta-run-{idx}"));
+        registry.create_model_version(new).await.expect("beta version");
+    }
+    registry.delete_model_version("alpha", 5, 14).await.expect("delete");
+    registry.move_alias(&alias_move("beta", "prod", 2, Expect::Anything)).await.expect("alias");
+    let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
+        let registry = registry.clone();
+        let query = ModelVersionQuery {
+            exclude_prompts: false,
+            filter: parse_filter(Grammar::ModelVersions, filter).expect("filter"),
+            order_by: order.iter().map(|it| parse_order_by(Grammar::ModelVersions, it).expect("order")).collect(),
+            page: page(offset, limit),
+        };
+        async move { registry.search_model_versions(&query).await.expect("search") }
+    };
+    let keys = |versions: &[ModelVersion]| versions.iter().map(|v| format!("{}/{}", v.name, v.version)).collect::<Vec<_>>();
+    // Default order: last_updated_timestamp DESC, name ASC, version DESC.
+    let all = search("", &[], 0, 100).await;
+    assert_eq!(keys(&all.items), ["beta/3", "alpha/4", "beta/2", "alpha/3", "beta/1", "alpha/2", "alpha/1"]);
+    let beta2 = all.items.iter().find(|v| v.name == "beta" && v.version == 2).expect("beta/2");
+    assert_eq!(beta2.aliases, vec!["prod".to_owned()]);
+    let alpha2 = all.items.iter().find(|v| v.name == "alpha" && v.version == 2).expect("alpha/2");
+    assert_eq!(alpha2.tags, vec![KeyValue::new("parity", "even")]);
+    assert_eq!(keys(&search("name = 'beta'", &["version_number ASC"], 0, 100).await.items), ["beta/1", "beta/2", "beta/3"]);
+    assert_eq!(keys(&search("name = 'alpha' AND version_number >= 3", &[], 0, 100).await.items), ["alpha/4", "alpha/3"]);
+    assert_eq!(keys(&search("version_number = 2", &["name DESC"], 0, 100).await.items), ["beta/2", "alpha/2"]);
+    assert_eq!(
+        keys(&search("version_number != 2 AND version_number < 4 AND name = 'beta'", &[], 0, 100).await.items),
+        ["beta/3", "beta/1"]
+    );
+    assert_eq!(keys(&search("run_id = 'beta-run-1'", &[], 0, 100).await.items), ["beta/2"]);
+    assert_eq!(keys(&search("run_id IN ('beta-run-0', 'beta-run-2', 'x')", &[], 0, 100).await.items), ["beta/3", "beta/1"]);
+    assert_eq!(keys(&search("source_path = 's3://bucket/alpha/3'", &[], 0, 100).await.items), ["alpha/3"]);
+    assert_eq!(keys(&search("source_path LIKE 's3://bucket/alpha/%'", &["version_number ASC"], 0, 100).await.items).len(), 4);
+    assert_eq!(keys(&search("tags.parity = 'odd'", &["version_number ASC"], 0, 100).await.items), ["alpha/1", "alpha/3"]);
+    assert_eq!(keys(&search("tags.parity != 'odd'", &[], 0, 100).await.items), ["alpha/4", "alpha/2"]);
+    assert_eq!(keys(&search("tags.parity IS NULL", &["version_number DESC"], 0, 100).await.items), ["beta/3", "beta/2", "beta/1"]);
+    assert_eq!(
+        keys(&search("name ILIKE 'BET%' AND version_number > 1", &["creation_timestamp ASC"], 0, 100).await.items),
+        ["beta/2", "beta/3"]
+    );
+    assert!(search("name = 'alpha' AND version_number = 5", &[], 0, 100).await.items.is_empty(), "deleted versions are not found");
+    // Pages cover every live version exactly once, in order.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let res = search("", &[], offset, 2).await;
+        assert!(res.items.len() <= 2);
+        seen.extend(keys(&res.items));
+        if !res.has_more {
+            break;
+        }
+        offset += 2;
+    }
+    assert_eq!(seen, keys(&all.items));
+    let query = ModelVersionQuery {
+        exclude_prompts: false,
+        filter: vec![],
+        order_by: vec![parse_order_by(Grammar::Runs, "metrics.acc").expect("order")],
+        page: page(0, 10),
+    };
+    assert!(matches!(registry.search_model_versions(&query).await, Err(Error::InvalidArgument { .. })));
+}
+
+pub async fn registry_gates(h: &Harness) {
+    let registry = &h.registry;
+    let gate = |target: &str, approvals: u32, at: i64| Gate {
+        model: "m".to_owned(),
+        spec: GateSpec {
+            target: target.to_owned(),
+            conditions: vec!["metrics.auc >= 0.85".to_owned(), "metrics.auc >= current.metrics.auc".to_owned()],
+            required_tags: vec!["validated".to_owned(), "it's \"quoted\", with, commas".to_owned()],
+            approvals_required: approvals,
+            description: Some("prod gate".to_owned()),
+        },
+        updated_by: "admin".to_owned(),
+        updated_at: at,
+    };
+    assert!(matches!(registry.put_gate(&gate("production", 1, 1)).await, Err(Error::RegisteredModelNotFound { .. })));
+    registry.create_registered_model(model("m", 1)).await.expect("create");
+    assert_eq!(registry.put_gate(&gate("production", 1, 2)).await.expect("put"), None);
+    assert_eq!(registry.get_gate("m", "production").await.expect("get"), Some(gate("production", 1, 2)));
+    assert_eq!(registry.put_gate(&gate("production", 2, 3)).await.expect("replace"), Some(gate("production", 1, 2)));
+    let mut empty = gate("champion", 0, 4);
+    empty.spec.conditions.clear();
+    empty.spec.required_tags.clear();
+    empty.spec.description = None;
+    registry.put_gate(&empty).await.expect("put");
+    assert_eq!(registry.list_gates("m").await.expect("list"), vec![empty.clone(), gate("production", 2, 3)], "by target");
+    assert_eq!(registry.get_gate("m", "staging").await.expect("get"), None);
+    assert_eq!(registry.delete_gate("m", "production").await.expect("delete"), Some(gate("production", 2, 3)));
+    assert_eq!(registry.delete_gate("m", "production").await.expect("delete again"), None);
+    assert_eq!(registry.list_gates("m").await.expect("list"), vec![empty]);
+    assert!(registry.list_gates("nope").await.expect("list").is_empty());
+}
+
+pub async fn registry_promotions(h: &Harness) {
+    let registry = &h.registry;
+    let promotion = |model: &str, version: i64, now: i64, expires_at: i64| NewPromotion {
+        model: model.to_owned(),
+        version,
+        target: "champion".to_owned(),
+        requester: "bob".to_owned(),
+        reason: None,
+        now,
+        expires_at,
+    };
+    assert!(matches!(registry.create_promotion(promotion("m", 1, 1, 2)).await, Err(Error::RegisteredModelNotFound { .. })));
+    for name in ["m", "n"] {
+        registry.create_registered_model(model(name, 1)).await.expect("create");
+        versions_of(registry, 3, name).await;
+    }
+    assert!(matches!(registry.create_promotion(promotion("m", 9, 1, 2)).await, Err(Error::ModelVersionNotFound { .. })));
+    registry.delete_model_version("m", 3, 5).await.expect("delete");
+    assert!(matches!(registry.create_promotion(promotion("m", 3, 1, 2)).await, Err(Error::ModelVersionNotFound { .. })));
+
+    let mut with_reason = promotion("m", 1, 10, 100);
+    with_reason.reason = Some("auc up".to_owned());
+    let first = registry.create_promotion(with_reason).await.expect("create");
+    assert_eq!((first.status, first.created_at, first.updated_at, first.expires_at), (PromotionStatus::Pending, 10, 10, 100));
+    assert_eq!((first.reason.as_deref(), first.requester.as_str(), first.target.as_str()), (Some("auc up"), "bob", "champion"));
+    assert!(first.reviews.is_empty());
+    assert_eq!(registry.get_promotion(first.id).await.expect("get"), first);
+    assert!(matches!(registry.get_promotion(first.id + 1000).await, Err(Error::PromotionNotFound { .. })));
+    let second = registry.create_promotion(promotion("m", 2, 20, 50)).await.expect("create");
+    let third = registry.create_promotion(promotion("n", 1, 30, 1000)).await.expect("create");
+    assert!(first.id < second.id && second.id < third.id, "ids grow");
+
+    // Reviews: ordered by time, one per reviewer (a later review replaces the earlier one).
+    let review = |reviewer: &str, decision, at| Review { reviewer: reviewer.to_owned(), decision, comment: None, created_at: at };
+    registry.add_review(first.id, &review("carol", ReviewDecision::Reject, 12)).await.expect("review");
+    let mut with_comment = review("dave", ReviewDecision::Approve, 11);
+    with_comment.comment = Some("ship it".to_owned());
+    registry.add_review(first.id, &with_comment).await.expect("review");
+    let reviewed = registry.add_review(first.id, &review("carol", ReviewDecision::Approve, 13)).await.expect("replace");
+    let got: Vec<(&str, ReviewDecision, i64)> = reviewed.reviews.iter().map(|r| (r.reviewer.as_str(), r.decision, r.created_at)).collect();
+    assert_eq!(got, [("dave", ReviewDecision::Approve, 11), ("carol", ReviewDecision::Approve, 13)]);
+    assert_eq!(reviewed.reviews[0].comment.as_deref(), Some("ship it"));
+    assert_eq!(reviewed.updated_at, 13);
+    assert_eq!(reviewed.approvers(), ["dave", "carol"]);
+    assert_eq!(registry.get_promotion(first.id).await.expect("get"), reviewed);
+    assert!(matches!(
+        registry.add_review(first.id + 1000, &review("x", ReviewDecision::Approve, 1)).await,
+        Err(Error::PromotionNotFound { .. })
+    ));
+
+    // Status compare-and-set.
+    let rejected = registry.set_promotion_status(third.id, PromotionStatus::Pending, PromotionStatus::Rejected, 40).await.expect("reject");
+    assert_eq!((rejected.status, rejected.updated_at), (PromotionStatus::Rejected, 40));
+    let err = registry.set_promotion_status(third.id, PromotionStatus::Pending, PromotionStatus::Cancelled, 41).await;
+    let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
+    assert!(message.contains("REJECTED") && message.contains("PENDING"), "{message}");
+    let err = registry.add_review(third.id, &review("x", ReviewDecision::Approve, 42)).await;
+    let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
+    assert_eq!(message, format!("Promotion request {} is REJECTED, not PENDING", third.id));
+    assert!(matches!(
+        registry.set_promotion_status(third.id + 1000, PromotionStatus::Pending, PromotionStatus::Cancelled, 41).await,
+        Err(Error::PromotionNotFound { .. })
+    ));
+
+    // Listing: newest first, filtered, paged.
+    let query =
+        |model: Option<&str>, status, offset, limit| PromotionQuery { model: model.map(str::to_owned), status, page: page(offset, limit) };
+    let ids = |rows: &[plinth_core::registry::PromotionRequest]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = registry.list_promotions(&query(None, None, 0, 100)).await.expect("list");
+    assert_eq!(ids(&all.items), [third.id, second.id, first.id]);
+    assert_eq!(all.items[2].reviews.len(), 2, "listed requests carry their reviews");
+    assert_eq!(ids(&registry.list_promotions(&query(Some("m"), None, 0, 100)).await.expect("list").items), [second.id, first.id]);
+    assert_eq!(
+        ids(&registry.list_promotions(&query(None, Some(PromotionStatus::Rejected), 0, 100)).await.expect("list").items),
+        [third.id]
+    );
+    let first_page = registry.list_promotions(&query(None, None, 0, 2)).await.expect("list");
+    assert_eq!((ids(&first_page.items), first_page.has_more), (vec![third.id, second.id], true));
+    let last_page = registry.list_promotions(&query(None, None, 2, 2)).await.expect("list");
+    assert_eq!((ids(&last_page.items), last_page.has_more), (vec![first.id], false));
+
+    // Expiry: pending requests whose deadline passed, and only those.
+    assert!(registry.expire_promotions(50).await.expect("expire").is_empty(), "expires_at is not before now");
+    let expired = registry.expire_promotions(60).await.expect("expire");
+    assert_eq!(ids(&expired), [second.id]);
+    assert_eq!((expired[0].status, expired[0].updated_at), (PromotionStatus::Expired, 60));
+    let expired = registry.expire_promotions(10_000).await.expect("expire");
+    assert_eq!(ids(&expired), [first.id], "the rejected request stays rejected");
+    assert_eq!(expired[0].reviews.len(), 2);
+    assert!(registry.expire_promotions(20_000).await.expect("expire").is_empty());
+    assert_eq!(registry.get_promotion(third.id).await.expect("get").status, PromotionStatus::Rejected);
+}
+
+pub async fn audit_append_and_query(h: &Harness) {
+    let audit = &h.audit;
+    let event = |time: i64, actor: &str, action: &str, resource_type: &str, resource_id: &str| AuditEvent {
+        id: 0,
+        time,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        resource_type: resource_type.to_owned(),
+        resource_id: resource_id.to_owned(),
+        outcome: Outcome::Ok,
+        message: None,
+        changes: vec![],
+    };
+    let mut ids = Vec::new();
+    let first = event(100, "alice", "registered_model.create", "registered_model", "churn")
+        .with_change(Change::set("name", "churn"))
+        .with_change(Change::new("description", Some("a \"quoted\", text".to_owned()), None));
+    let events = [
+        first.clone(),
+        event(110, "alice", "model_version.create", "model_version", "churn/1"),
+        event(120, "bob", "model_version.create", "model_version", "churn/2"),
+        event(130, "bob", "alias.set", "alias", "churn@champion").with_outcome(Outcome::Refused, "gate production: approvals 0 of 1"),
+        event(140, "carol", "model_version.create", "model_version", "churn_x/1"),
+        event(150, "carol", "model_version.create", "model_version", "churnAx/1"),
+        event(160, "alice", "model_version.delete", "model_version", "churn/1").with_outcome(Outcome::Failed, "not found"),
+        event(170, "system", "promotion.expire", "promotion", "7"),
+    ];
+    for e in &events {
+        ids.push(audit.append(e).await.expect("append"));
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow with append order: {ids:?}");
+    let query = |f: &dyn Fn(&mut AuditQuery)| {
+        let mut q = AuditQuery { limit: 100, ..AuditQuery::default() };
+        f(&mut q);
+        let audit = audit.clone();
+        async move { audit.query(&q).await.expect("query") }
+    };
+    let times = |rows: &[AuditEvent]| rows.iter().map(|e| e.time).collect::<Vec<_>>();
+    let all = query(&|_| {}).await;
+    assert_eq!(times(&all.items), [170, 160, 150, 140, 130, 120, 110, 100], "newest first");
+    assert!(!all.has_more);
+    let mut stored = first.clone();
+    stored.id = ids[0];
+    assert_eq!(all.items.last(), Some(&stored), "events come back exactly");
+    assert_eq!(all.items[4].outcome, Outcome::Refused);
+    assert_eq!(all.items[4].message.as_deref(), Some("gate production: approvals 0 of 1"));
+    assert_eq!(times(&query(&|q| q.actor = Some("bob".to_owned())).await.items), [130, 120]);
+    assert_eq!(times(&query(&|q| q.action = Some("model_version.create".to_owned())).await.items), [150, 140, 120, 110]);
+    assert_eq!(times(&query(&|q| q.outcome = Some(Outcome::Failed)).await.items), [160]);
+    assert_eq!(times(&query(&|q| q.resource_type = Some("alias".to_owned())).await.items), [130]);
+    assert_eq!(times(&query(&|q| q.resource_id = Some("churn/1".to_owned())).await.items), [160, 110]);
+    // A trailing `*` is a prefix; `_` and `%` in the prefix are literal characters.
+    assert_eq!(times(&query(&|q| q.resource_id = Some("churn/*".to_owned())).await.items), [160, 120, 110]);
+    assert_eq!(times(&query(&|q| q.resource_id = Some("churn_*".to_owned())).await.items), [140]);
+    assert_eq!(times(&query(&|q| q.resource_id = Some("churn*".to_owned())).await.items), [160, 150, 140, 130, 120, 110, 100]);
+    assert!(query(&|q| q.resource_id = Some("%*".to_owned())).await.items.is_empty());
+    assert_eq!(times(&query(&|q| q.resource_id = Some("*".to_owned())).await.items).len(), 8);
+    assert_eq!(
+        times(
+            &query(&|q| {
+                q.resource_type = Some("model_version".to_owned());
+                q.resource_id = Some("churn/*".to_owned());
+                q.actor = Some("alice".to_owned());
+                q.outcome = Some(Outcome::Ok);
+            })
+            .await
+            .items
+        ),
+        [110]
+    );
+    // Time bounds: since inclusive, until exclusive.
+    assert_eq!(
+        times(
+            &query(&|q| {
+                q.since = Some(120);
+                q.until = Some(150);
+            })
+            .await
+            .items
+        ),
+        [140, 130, 120]
+    );
+    // The id cursor pages through everything exactly once.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let res = query(&|q| {
+            q.limit = 3;
+            q.before_id = before;
+        })
+        .await;
+        assert!(res.items.len() <= 3);
+        seen.extend(times(&res.items));
+        before = res.items.last().map(|e| e.id);
+        if !res.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, times(&all.items));
+    let none = query(&|q| q.limit = 0).await;
+    assert!(none.items.is_empty() && none.has_more);
+}
+
+fn hook(id: &str, events: &[&str], status: WebhookStatus, at: i64) -> Webhook {
+    Webhook {
+        id: id.to_owned(),
+        name: format!("hook {id}"),
+        url: format!("https://example.test/{id}"),
+        events: events.iter().map(|it| (*it).to_owned()).collect(),
+        secret: "s3cret".to_owned(),
+        status,
+        description: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+pub async fn webhooks_crud(h: &Harness) {
+    let webhooks = &h.webhooks;
+    let a = hook("wh-b", &["model_version.created", "promotion_request.approved"], WebhookStatus::Active, 10);
+    let b = hook("wh-a", &[], WebhookStatus::Disabled, 20);
+    webhooks.create_webhook(&a).await.expect("create");
+    webhooks.create_webhook(&b).await.expect("create");
+    assert!(matches!(webhooks.create_webhook(&a).await, Err(Error::Conflict { .. })));
+    assert_eq!(webhooks.get_webhook("wh-b").await.expect("get"), a);
+    assert!(matches!(webhooks.get_webhook("nope").await, Err(Error::WebhookNotFound { .. })));
+    let listed = webhooks.list_webhooks(page(0, 100)).await.expect("list");
+    assert_eq!((listed.items.clone(), listed.has_more), (vec![a.clone(), b.clone()], false), "oldest first");
+    let first = webhooks.list_webhooks(page(0, 1)).await.expect("list");
+    assert_eq!((first.items.len(), first.has_more), (1, true));
+    let second = webhooks.list_webhooks(page(1, 1)).await.expect("list");
+    assert_eq!((second.items.clone(), second.has_more), (vec![b.clone()], false));
+
+    let unchanged = webhooks.update_webhook("wh-b", &WebhookUpdate::default(), 30).await.expect("no-op update");
+    assert_eq!(unchanged, Webhook { updated_at: 30, ..a.clone() });
+    let update = WebhookUpdate {
+        name: Some("renamed".to_owned()),
+        url: Some("https://example.test/new".to_owned()),
+        events: Some(vec!["alias.set".to_owned()]),
+        secret: Some("rotated".to_owned()),
+        status: Some(WebhookStatus::Disabled),
+        description: Some("notes".to_owned()),
+    };
+    let updated = webhooks.update_webhook("wh-b", &update, 40).await.expect("update");
+    let want = Webhook {
+        name: "renamed".to_owned(),
+        url: "https://example.test/new".to_owned(),
+        events: vec!["alias.set".to_owned()],
+        secret: "rotated".to_owned(),
+        status: WebhookStatus::Disabled,
+        description: Some("notes".to_owned()),
+        updated_at: 40,
+        ..a.clone()
+    };
+    assert_eq!(updated, want);
+    assert_eq!(webhooks.get_webhook("wh-b").await.expect("get"), want);
+    assert!(matches!(webhooks.update_webhook("nope", &update, 40).await, Err(Error::WebhookNotFound { .. })));
+
+    webhooks.delete_webhook("wh-a").await.expect("delete");
+    assert!(matches!(webhooks.delete_webhook("wh-a").await, Err(Error::WebhookNotFound { .. })));
+    assert!(matches!(webhooks.get_webhook("wh-a").await, Err(Error::WebhookNotFound { .. })));
+    assert_eq!(webhooks.list_webhooks(page(0, 100)).await.expect("list").items.len(), 1);
+}
+
+pub async fn webhooks_outbox(h: &Harness) {
+    let webhooks = &h.webhooks;
+    webhooks.create_webhook(&hook("subscribed", &["model_version.created", "alias.set"], WebhookStatus::Active, 1)).await.expect("create");
+    webhooks.create_webhook(&hook("also", &["model_version.created"], WebhookStatus::Active, 2)).await.expect("create");
+    webhooks.create_webhook(&hook("disabled", &["model_version.created"], WebhookStatus::Disabled, 3)).await.expect("create");
+    webhooks.create_webhook(&hook("other", &["alias.set", "model_version.created.extra"], WebhookStatus::Active, 4)).await.expect("create");
+    let counter = Arc::new(AtomicU64::new(0));
+    let ids = {
+        let counter = counter.clone();
+        move || format!("delivery-{:03}", counter.fetch_add(1, Ordering::SeqCst))
+    };
+    let event =
+        |name: &str, payload: &str, now: i64| OutboxEvent { event: name.to_owned(), only_webhook: None, payload: payload.to_owned(), now };
+    let created = event("model_version.created", "{\"name\":\"m\",\"version\":\"1\"}", 100);
+    assert_eq!(webhooks.enqueue(&created, &ids).await.expect("enqueue"), 2, "active subscribers only");
+    assert_eq!(webhooks.enqueue(&event("alias.set", "{}", 110), &ids).await.expect("enqueue"), 2);
+    assert_eq!(webhooks.enqueue(&event("nobody.cares", "{}", 120), &ids).await.expect("enqueue"), 0);
+    assert_eq!(counter.load(Ordering::SeqCst), 4, "one id per delivery");
+
+    let due = webhooks.due_deliveries(99, 100).await.expect("due");
+    assert!(due.is_empty(), "nothing is due before it was queued");
+    let due = webhooks.due_deliveries(200, 100).await.expect("due");
+    assert_eq!(due.len(), 4);
+    assert!(due.windows(2).all(|w| w[0].next_attempt_at <= w[1].next_attempt_at), "oldest first");
+    let first = &due[0];
+    assert_eq!((first.event.as_str(), first.payload.as_str()), ("model_version.created", created.payload.as_str()));
+    assert_eq!((first.status, first.attempts, first.next_attempt_at, first.created_at), (DeliveryStatus::Pending, 0, 100, 100));
+    assert_eq!((first.last_status_code, first.last_error.clone(), first.finished_at), (None, None, None));
+    let hooks: BTreeSet<&str> = due.iter().filter(|d| d.event == "model_version.created").map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(hooks, BTreeSet::from(["also", "subscribed"]));
+    assert_eq!(webhooks.due_deliveries(200, 1).await.expect("due").len(), 1, "limit");
+
+    // A failed attempt is retried later; a success or a final failure finishes the delivery.
+    let retry = Attempt {
+        status: DeliveryStatus::Pending,
+        status_code: Some(503),
+        error: Some("unavailable".to_owned()),
+        next_attempt_at: 300,
+        now: 200,
+    };
+    webhooks.record_attempt(&first.id, &retry).await.expect("attempt");
+    let got = webhooks.get_delivery(&first.id).await.expect("get");
+    assert_eq!(
+        (got.status, got.attempts, got.next_attempt_at, got.last_status_code, got.finished_at),
+        (DeliveryStatus::Pending, 1, 300, Some(503), None)
+    );
+    assert_eq!(got.last_error.as_deref(), Some("unavailable"));
+    assert!(webhooks.due_deliveries(250, 100).await.expect("due").iter().all(|d| d.id != first.id), "not due before its retry time");
+    let due_later = webhooks.due_deliveries(300, 100).await.expect("due");
+    assert_eq!(due_later.last().map(|d| d.id.as_str()), Some(first.id.as_str()), "the retried delivery is now the one due last");
+    let done = Attempt { status: DeliveryStatus::Succeeded, status_code: Some(200), error: None, next_attempt_at: 300, now: 310 };
+    webhooks.record_attempt(&first.id, &done).await.expect("attempt");
+    let got = webhooks.get_delivery(&first.id).await.expect("get");
+    assert_eq!(
+        (got.status, got.attempts, got.last_status_code, got.last_error.clone(), got.finished_at),
+        (DeliveryStatus::Succeeded, 2, Some(200), None, Some(310))
+    );
+    let failed = Attempt {
+        status: DeliveryStatus::Failed,
+        status_code: None,
+        error: Some("connection refused".to_owned()),
+        next_attempt_at: 0,
+        now: 320,
+    };
+    webhooks.record_attempt(&due[1].id, &failed).await.expect("attempt");
+    assert_eq!(webhooks.get_delivery(&due[1].id).await.expect("get").finished_at, Some(320));
+    assert_eq!(webhooks.due_deliveries(1000, 100).await.expect("due").len(), 2, "finished deliveries are never due");
+    assert!(matches!(webhooks.record_attempt("nope", &done).await, Err(Error::DeliveryNotFound { .. })));
+    assert!(matches!(webhooks.get_delivery("nope").await, Err(Error::DeliveryNotFound { .. })));
+
+    // A webhook's deliveries, newest first; deleting the webhook deletes them.
+    let listed = webhooks.list_deliveries("subscribed", page(0, 100)).await.expect("list");
+    let events: Vec<&str> = listed.items.iter().map(|d| d.event.as_str()).collect();
+    assert_eq!(events, ["alias.set", "model_version.created"]);
+    assert!(listed.items.iter().all(|d| d.webhook_id == "subscribed"));
+    let first_page = webhooks.list_deliveries("subscribed", page(0, 1)).await.expect("list");
+    assert_eq!((first_page.items.len(), first_page.has_more), (1, true));
+    assert!(webhooks.list_deliveries("disabled", page(0, 100)).await.expect("list").items.is_empty());
+    assert!(matches!(webhooks.list_deliveries("nope", page(0, 100)).await, Err(Error::WebhookNotFound { .. })));
+    let doomed: Vec<String> = listed.items.iter().map(|d| d.id.clone()).collect();
+    webhooks.delete_webhook("subscribed").await.expect("delete");
+    for id in doomed {
+        assert!(matches!(webhooks.get_delivery(&id).await, Err(Error::DeliveryNotFound { .. })));
+    }
+    assert!(webhooks.due_deliveries(1000, 100).await.expect("due").iter().all(|d| d.webhook_id != "subscribed"));
+    // Disabling a webhook stops new deliveries to it.
+    let disable = WebhookUpdate { status: Some(WebhookStatus::Disabled), ..WebhookUpdate::default() };
+    webhooks.update_webhook("also", &disable, 400).await.expect("disable");
+    assert_eq!(webhooks.enqueue(&event("model_version.created", "{}", 500), &ids).await.expect("enqueue"), 0);
+    // A ping goes to the one webhook named, whatever it subscribes to and whatever its status.
+    let ping =
+        OutboxEvent { event: "webhook.ping".to_owned(), only_webhook: Some("disabled".to_owned()), payload: "{}".to_owned(), now: 600 };
+    assert_eq!(webhooks.enqueue(&ping, &ids).await.expect("ping"), 1);
+    let pinged = webhooks.list_deliveries("disabled", page(0, 100)).await.expect("list");
+    assert_eq!(pinged.items.iter().map(|d| (d.event.as_str(), d.status)).collect::<Vec<_>>(), [("webhook.ping", DeliveryStatus::Pending)]);
+    assert!(webhooks.list_deliveries("other", page(0, 100)).await.expect("list").items.iter().all(|d| d.event != "webhook.ping"));
+    let missing = OutboxEvent { only_webhook: Some("nope".to_owned()), ..ping };
+    assert!(matches!(webhooks.enqueue(&missing, &ids).await, Err(Error::WebhookNotFound { .. })));
+}

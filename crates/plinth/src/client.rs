@@ -1,0 +1,283 @@
+//! Client commands: `plinth models …` and `plinth audit …` talk to a running server over its
+//! REST API (`/api/plinth/v1`), as the caller named by `--user`.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Args, Clone)]
+pub(crate) struct Connection {
+    /// The server's base URL.
+    #[arg(long, env = "PLINTH_SERVER", default_value = "http://127.0.0.1:5000", global = true)]
+    server: String,
+    /// Who you are (sent as the HTTP Basic user name, what the MLflow client sends).
+    #[arg(long, env = "PLINTH_USER", global = true)]
+    user: Option<String>,
+    /// Password or token for `--user` (read from the environment only, never from the command line).
+    #[arg(skip = std::env::var("PLINTH_PASSWORD").ok())]
+    password: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// Promotion gates of a registered model.
+    #[command(subcommand)]
+    Gate(GateCommand),
+    /// Move an alias onto a version through its gate, or (`--request`) ask for approval to.
+    Promote(PromoteArgs),
+    /// Promotion requests: list, approve, reject, apply, cancel.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+    /// Where a version came from: its run, the run's datasets, its logged model.
+    Lineage { name: String, version: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GateCommand {
+    /// Create or replace the gate on TARGET (an alias such as `champion`, or a stage: `production`, `staging`).
+    Set {
+        name: String,
+        target: String,
+        /// A condition, e.g. "metrics.auc >= 0.85" or "metrics.auc >= current.metrics.auc" (repeatable).
+        #[arg(long = "condition")]
+        conditions: Vec<String>,
+        /// A tag the version must carry (repeatable).
+        #[arg(long = "require-tag")]
+        required_tags: Vec<String>,
+        /// Approvals (by people other than the requester) needed before the move.
+        #[arg(long, default_value_t = 0)]
+        approvals: u32,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Get {
+        name: String,
+        target: String,
+    },
+    List {
+        name: String,
+    },
+    Delete {
+        name: String,
+        target: String,
+    },
+    /// What the gate says about a version now, without moving anything.
+    Check {
+        name: String,
+        target: String,
+        #[arg(long)]
+        version: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct PromoteArgs {
+    name: String,
+    /// The alias to move.
+    #[arg(long)]
+    alias: String,
+    #[arg(long)]
+    version: String,
+    /// Only move if the alias points at this version now (`none`: only if it is unset).
+    #[arg(long)]
+    expect_current: Option<String>,
+    /// Open a promotion request for approval instead of moving the alias directly.
+    #[arg(long)]
+    request: bool,
+    /// Why (with `--request`).
+    #[arg(long)]
+    reason: Option<String>,
+    /// How long the request stays open (with `--request`).
+    #[arg(long)]
+    ttl_secs: Option<i64>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RequestsCommand {
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        /// PENDING, APPLIED, REJECTED, EXPIRED or CANCELLED.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Re-check an approved request whose conditions failed earlier, and move the alias if they pass now.
+    Apply {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Audit events, newest first.
+    List {
+        /// experiment, run, logged_model, registered_model, model_version, alias, gate, promotion, webhook.
+        #[arg(long)]
+        resource_type: Option<String>,
+        /// Exact id, or a prefix ending in `*` (`churn/*`).
+        #[arg(long)]
+        resource_id: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// OK, REFUSED or FAILED.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only events at or after this time (Unix milliseconds).
+        #[arg(long)]
+        since: Option<i64>,
+        /// Only events before this time (Unix milliseconds).
+        #[arg(long)]
+        until: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+struct Client {
+    base: String,
+    http: reqwest::blocking::Client,
+    conn: Connection,
+}
+
+fn enc(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    fn new(conn: &Connection) -> anyhow::Result<Client> {
+        let http = reqwest::blocking::Client::builder().build().context("cannot build the HTTP client")?;
+        Ok(Client { base: format!("{}/api/plinth/v1", conn.server.trim_end_matches('/')), http, conn: conn.clone() })
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).query(query);
+        if let Some(user) = &self.conn.user {
+            req = req.basic_auth(user, self.conn.password.as_deref());
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().with_context(|| format!("cannot reach the server at {}", self.conn.server))?;
+        let status = resp.status();
+        let value: Value = resp.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            let code = value["error_code"].as_str().unwrap_or("HTTP_ERROR");
+            let message = value["message"].as_str().unwrap_or("(no message)");
+            bail!("{code} (HTTP {}): {message}", status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub(crate) fn models(conn: &Connection, command: ModelsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = Client::new(conn)?;
+    let value = match command {
+        ModelsCommand::Gate(GateCommand::Set { name, target, conditions, required_tags, approvals, description }) => c.call(
+            Method::PUT,
+            &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target)),
+            &[],
+            Some(json!({"conditions": conditions, "required_tags": required_tags, "approvals_required": approvals, "description": description})),
+        )?,
+        ModelsCommand::Gate(GateCommand::Get { name, target }) => {
+            c.call(Method::GET, &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target)), &[], None)?
+        }
+        ModelsCommand::Gate(GateCommand::List { name }) => c.call(Method::GET, &format!("/registered-models/{}/gates", enc(&name)), &[], None)?,
+        ModelsCommand::Gate(GateCommand::Delete { name, target }) => {
+            c.call(Method::DELETE, &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target)), &[], None)?
+        }
+        ModelsCommand::Gate(GateCommand::Check { name, target, version }) => c.call(
+            Method::POST,
+            &format!("/registered-models/{}/gates/{}/check", enc(&name), enc(&target)),
+            &[],
+            Some(json!({"version": version})),
+        )?,
+        ModelsCommand::Promote(args) if args.request => c.call(
+            Method::POST,
+            "/promotions",
+            &[],
+            Some(json!({"name": args.name, "version": args.version, "target": args.alias, "reason": args.reason, "ttl_secs": args.ttl_secs})),
+        )?,
+        ModelsCommand::Promote(args) => {
+            let mut body = json!({"version": args.version});
+            if let Some(expect) = args.expect_current {
+                body["expected_current_version"] = if expect.eq_ignore_ascii_case("none") { Value::Null } else { Value::String(expect) };
+            }
+            c.call(Method::POST, &format!("/registered-models/{}/aliases/{}/promote", enc(&args.name), enc(&args.alias)), &[], Some(body))?
+        }
+        ModelsCommand::Requests(RequestsCommand::List { name, status }) => {
+            let mut query = Vec::new();
+            if let Some(n) = name {
+                query.push(("name", n));
+            }
+            if let Some(s) = status {
+                query.push(("status", s));
+            }
+            c.call(Method::GET, "/promotions", &query, None)?
+        }
+        ModelsCommand::Requests(RequestsCommand::Get { id }) => c.call(Method::GET, &format!("/promotions/{}", enc(&id)), &[], None)?,
+        ModelsCommand::Requests(RequestsCommand::Approve { id, comment }) => {
+            c.call(Method::POST, &format!("/promotions/{}/approve", enc(&id)), &[], Some(json!({"comment": comment})))?
+        }
+        ModelsCommand::Requests(RequestsCommand::Reject { id, comment }) => {
+            c.call(Method::POST, &format!("/promotions/{}/reject", enc(&id)), &[], Some(json!({"comment": comment})))?
+        }
+        ModelsCommand::Requests(RequestsCommand::Apply { id }) => c.call(Method::POST, &format!("/promotions/{}/apply", enc(&id)), &[], None)?,
+        ModelsCommand::Requests(RequestsCommand::Cancel { id }) => c.call(Method::POST, &format!("/promotions/{}/cancel", enc(&id)), &[], None)?,
+        ModelsCommand::Lineage { name, version } => {
+            c.call(Method::GET, &format!("/registered-models/{}/versions/{}/lineage", enc(&name), enc(&version)), &[], None)?
+        }
+    };
+    print(&value)
+}
+
+pub(crate) fn audit(conn: &Connection, command: AuditCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    let AuditCommand::List { resource_type, resource_id, actor, action, outcome, since, until, limit } = command;
+    let mut query: Vec<(&str, String)> = vec![("max_results", limit.to_string())];
+    for (key, value) in
+        [("resource_type", resource_type), ("resource_id", resource_id), ("actor", actor), ("action", action), ("outcome", outcome)]
+    {
+        if let Some(v) = value {
+            query.push((key, v));
+        }
+    }
+    if let Some(s) = since {
+        query.push(("since", s.to_string()));
+    }
+    if let Some(u) = until {
+        query.push(("until", u.to_string()));
+    }
+    print(&c.call(reqwest::Method::GET, "/audit", &query, None)?)
+}
