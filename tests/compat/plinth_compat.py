@@ -126,8 +126,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path) -> ServerProcess:
-    """Starts a fresh server on `data_dir` and waits for its readiness line."""
+def start_server(data_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    """Starts a fresh server on `data_dir` and waits for its readiness line.
+
+    `env` adds (or overrides) environment variables of the server process only, e.g.
+    ``{"PLINTH__WEBHOOKS__INITIAL_BACKOFF_MS": "100"}``; the reference server ignores them.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     if REFERENCE:
         return _start_reference(data_dir)
@@ -135,9 +139,10 @@ def start_server(data_dir: Path) -> ServerProcess:
     if not binary.exists():
         pytest.fail(f"plinth binary not found at {binary} (set PLINTH_BIN or build it)")
     argv = [str(binary), "server", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
-    env = dict(os.environ)
-    env.setdefault("RUST_BACKTRACE", "1")
-    proc, lines, q, reader = _spawn(argv, env=env)
+    full_env = dict(os.environ)
+    full_env.setdefault("RUST_BACKTRACE", "1")
+    full_env.update(env or {})
+    proc, lines, q, reader = _spawn(argv, env=full_env)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         left = deadline - time.monotonic()
@@ -297,3 +302,50 @@ def now_ms() -> int:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------------------------
+# Plinth's own API (/api/plinth/v1), for the plinth_only tests.
+
+
+class Native:
+    """Plinth's native JSON API. `user` is sent as HTTP Basic credentials (identity only)."""
+
+    PREFIX = "/api/plinth/v1"
+
+    def __init__(self, base: str, user: str | None = None):
+        self.base = base.rstrip("/")
+        self.user = user
+        self.session = requests.Session()
+
+    def as_user(self, user: str | None) -> "Native":
+        return Native(self.base, user)
+
+    def request(self, method: str, path: str, body: Any = None, params: Any = None) -> requests.Response:
+        """`body` is sent as JSON, except for GET, where it is the query string (unless `params` is given)."""
+        if method.upper() == "GET" and params is None:
+            body, params = None, body
+        kw: dict[str, Any] = {"timeout": 60, "params": params}
+        if body is not None:
+            kw["json"] = body
+        if self.user is not None:
+            kw["auth"] = (self.user, "any-password")
+        return self.session.request(method, self.base + self.PREFIX + path, **kw)
+
+    def ok(self, method: str, path: str, body: Any = None, params: Any = None) -> dict:
+        r = self.request(method, path, body, params)
+        assert r.status_code == 200, f"{method} {path} {body!r:.300} -> {r.status_code} {r.text[:1000]}"
+        return r.json() if r.content else {}
+
+
+def wait_for(what: str, probe, timeout: float = 20.0, interval: float = 0.05):
+    """Calls `probe()` until it returns something truthy (returned) or `timeout` passes (fails)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}; last probe: {last!r}", pytrace=False)
+        time.sleep(interval)

@@ -89,6 +89,11 @@ impl Fields {
         self.get(name).is_some()
     }
 
+    /// Whether the field is present with an explicit JSON `null` (which `has` treats as absent).
+    pub(crate) fn is_null(&self, name: &str) -> bool {
+        self.map.get(name).is_some_and(Value::is_null)
+    }
+
     pub(crate) fn opt_str(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.get(name) {
             None => Ok(None),

@@ -101,15 +101,15 @@ async fn promote(
     Path((name, alias)): Path<(String, String)>,
     MlflowRequest(f): MlflowRequest,
 ) -> Answer {
-    let expected = if f.has("expected_current_version") {
-        match f.opt_i64("expected_current_version") {
-            Ok(v) => Some(v),
-            Err(_) if matches!(f.opt_str("expected_current_version"), Ok(Some(ref s)) if s.is_empty()) => Some(None),
-            Err(e) => return Err(e),
-        }
-    } else {
-        None
-    };
+    // Absent: no precondition. `null` or "": the alias must be unset. A version: it must point there.
+    let expected =
+        if f.is_null("expected_current_version") || matches!(f.opt_str("expected_current_version"), Ok(Some(ref v)) if v.is_empty()) {
+            Some(None)
+        } else if f.has("expected_current_version") {
+            Some(Some(f.i64("expected_current_version")?))
+        } else {
+            None
+        };
     let report = s.registry.promote(&actor, &name, &alias, &version(&f, "version")?, expected).await?;
     Ok(Json(json!({"gate_report": json::gate_report(&report)})))
 }
