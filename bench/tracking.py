@@ -101,8 +101,8 @@ def _requirement_lines(path: Path) -> set[str]:
     return lines
 
 
-def ensure_venv(with_mlflow: bool) -> None:
-    """Create/update the benchmark venv and re-exec this script inside it.
+def ensure_venv(with_mlflow: bool, script: Optional[Path] = None) -> None:
+    """Create/update the benchmark venv and re-exec `script` (default: this file) inside it.
 
     Idempotent: a stamp file records the requirement lines already installed, so a
     second run does no pip work at all. Setting PLINTH_BENCH_NO_VENV=1 skips all of
@@ -141,7 +141,7 @@ def ensure_venv(with_mlflow: bool) -> None:
         if os.environ.get(REEXEC_ENV) == "1":
             raise SetupError(f"re-exec did not land in {VENV_DIR} (sys.prefix={sys.prefix})")
         env = dict(os.environ, **{REEXEC_ENV: "1"})
-        os.execve(str(venv_python), [str(venv_python), str(Path(__file__).resolve())]
+        os.execve(str(venv_python), [str(venv_python), str((script or Path(__file__)).resolve())]
                   + sys.argv[1:], env)
 
 

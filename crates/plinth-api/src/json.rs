@@ -277,7 +277,7 @@ pub(crate) fn webhook(w: &plinth_store::webhooks::Webhook) -> Value {
     json!({
         "id": w.id,
         "name": w.name,
-        "url": w.url,
+        "url": plinth_registry::webhooks::display_url(&w.url),
         "events": w.events,
         "status": w.status.as_str(),
         "description": w.description,

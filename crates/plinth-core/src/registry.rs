@@ -30,6 +30,9 @@ pub const MAX_GATE_APPROVALS: u32 = 20;
 /// Longest promotion reason or review comment.
 pub const MAX_COMMENT_LENGTH: usize = 5000;
 
+/// Gate targets that name a stage start with this (`stage:production`).
+pub const STAGE_TARGET_PREFIX: &str = "stage:";
+
 /// A model version's deprecated stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
@@ -61,9 +64,16 @@ impl Stage {
         matches!(self, Stage::Staging | Stage::Production)
     }
 
-    /// The promotion-gate target that guards moves into this stage (`production` for Production).
+    /// The promotion-gate target that guards moves into this stage (`stage:production`); gates on
+    /// aliases are named by the alias itself, so the two never share a gate.
     pub fn gate_target(self) -> String {
-        self.as_str().to_ascii_lowercase()
+        format!("{STAGE_TARGET_PREFIX}{}", self.as_str().to_ascii_lowercase())
+    }
+
+    /// The stage a gate target names (`stage:Production`, any case), if it names one.
+    pub fn from_gate_target(target: &str) -> Option<Stage> {
+        let rest = target.get(..STAGE_TARGET_PREFIX.len()).filter(|p| p.eq_ignore_ascii_case(STAGE_TARGET_PREFIX))?;
+        Stage::parse(&target[rest.len()..])
     }
 }
 
@@ -194,7 +204,7 @@ pub fn parse_version(raw: &str) -> Result<i64, InvalidParameter> {
 /// The rules an alias (or a stage, through its lowercase name) enforces before it may point at a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateSpec {
-    /// `production`, `champion`: an alias name, or a stage name in lowercase.
+    /// An alias name as spelled (`champion`; aliases are case-sensitive), or `stage:<stage>` in lowercase (`stage:production`).
     pub target: String,
     /// Conditions in the gate grammar (`metrics.auc >= 0.85`, `metrics.auc >= current.metrics.auc`).
     pub conditions: Vec<String>,
@@ -339,6 +349,9 @@ mod tests {
         assert_eq!(Stage::parse("production"), Some(Stage::Production));
         assert_eq!(Stage::parse("NONE"), Some(Stage::None));
         assert_eq!(Stage::parse("deleted"), None);
-        assert_eq!(Stage::Production.gate_target(), "production");
+        assert_eq!(Stage::Production.gate_target(), "stage:production");
+        assert_eq!(Stage::from_gate_target("Stage:Production"), Some(Stage::Production));
+        assert_eq!(Stage::from_gate_target("production"), None);
+        assert_eq!(Stage::from_gate_target("stage:live"), None);
     }
 }

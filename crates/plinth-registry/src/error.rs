@@ -21,6 +21,17 @@ pub enum Error {
         "Moving '{target}' of registered model '{model}' needs {required} approval(s) under its promotion gate; request a promotion instead (POST /api/plinth/v1/promotions or `plinth models promote --request`)"
     )]
     ApprovalRequired { model: String, target: String, required: u32 },
+    #[error(
+        "Stage transitions to {stage} of registered model '{model}' need {required} approval(s) under the gate 'stage:{}', and a stage transition cannot carry approvals; promote an alias through a promotion request instead, or change the gate",
+        .stage.to_ascii_lowercase()
+    )]
+    StageApprovalRequired { model: String, stage: String, required: u32 },
+    #[error(
+        "Alias '{alias}' of registered model '{model}' is guarded by a promotion gate and cannot be {what}; delete the gate first (that is recorded in the audit trail)"
+    )]
+    GatedAliasRemoval { model: String, alias: String, what: String },
+    #[error("Latest version not found for model {name}.")]
+    NoLatestVersion { name: String },
     #[error("Registered model '{model}' has no promotion gate on '{target}'")]
     GateNotFound { model: String, target: String },
     #[error("{message}")]
@@ -51,7 +62,11 @@ impl HasErrorCode for Error {
             Error::Invalid(e) => e.error_code(),
             Error::Filter(_) => ErrorCode::InvalidParameterValue,
             Error::Store(e) => e.error_code(),
-            Error::GateFailed { .. } | Error::ApprovalRequired { .. } => ErrorCode::InvalidStateTransition,
+            Error::GateFailed { .. }
+            | Error::ApprovalRequired { .. }
+            | Error::StageApprovalRequired { .. }
+            | Error::GatedAliasRemoval { .. } => ErrorCode::InvalidStateTransition,
+            Error::NoLatestVersion { .. } => ErrorCode::ResourceDoesNotExist,
             Error::GateNotFound { .. } => ErrorCode::ResourceDoesNotExist,
             Error::Forbidden { .. } => ErrorCode::PermissionDenied,
             Error::Conflict { .. } => ErrorCode::ResourceConflict,

@@ -224,8 +224,10 @@ impl<'a> Parser<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Subject {
     pub version: i64,
-    /// `None` when the version has no source run (or it is gone).
+    /// `None` when the version has no source run (or it is gone, or its link to the run is not verified).
     pub run_id: Option<String>,
+    /// A run the version names but whose artifacts it does not provably come from.
+    pub unverified_run: Option<String>,
     pub metrics: Vec<Metric>,
     pub params: Vec<KeyValue>,
     pub run_tags: Vec<KeyValue>,
@@ -249,7 +251,14 @@ impl fmt::Display for Resolved {
 
 fn lookup(subject: &Subject, scope: Scope, key: &str, label: &str) -> Result<Resolved, String> {
     let find = |list: &[KeyValue]| list.iter().find(|kv| kv.key == key).map(|kv| kv.value.clone());
-    let missing_run = || format!("{label} version {} has no source run, so {}.{key} cannot be read", subject.version, scope.prefix());
+    let missing_run = || match &subject.unverified_run {
+        Some(run) => format!(
+            "{label} version {} names run {run}, but its artifacts are neither under that run's artifact root nor a logged model of it, so {}.{key} is not trusted",
+            subject.version,
+            scope.prefix()
+        ),
+        None => format!("{label} version {} has no source run, so {}.{key} cannot be read", subject.version, scope.prefix()),
+    };
     match scope {
         Scope::Metrics => {
             let run = subject.run_id.as_deref().ok_or_else(missing_run)?;
@@ -343,6 +352,7 @@ mod tests {
         Subject {
             version,
             run_id: Some(format!("run{version}")),
+            unverified_run: None,
             metrics: auc
                 .map(|v| Metric {
                     key: "auc".into(),

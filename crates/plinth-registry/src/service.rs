@@ -165,7 +165,8 @@ fn tags(list: &[KeyValue]) -> Result<()> {
 /// Decodes percent-escapes repeatedly, so `%252e%252e` is seen as `..`.
 fn fully_unescaped(source: &str) -> String {
     let mut current = source.to_owned();
-    for _ in 0..8 {
+    // Each round shortens the text, so this ends.
+    loop {
         let decoded: String = form_urlencoded_decode(&current);
         if decoded == current {
             break;
@@ -218,13 +219,18 @@ fn validate_source_path(source: &str) -> Result<()> {
     Ok(())
 }
 
-fn scheme(uri: &str) -> Option<&str> {
+/// The URI scheme, lowercased (schemes are case-insensitive: `FILE:` is `file:`).
+fn scheme(uri: &str) -> Option<String> {
     let (scheme, _) = uri.split_once(':')?;
-    let ok = !scheme.is_empty()
-        && scheme.len() > 1
+    let ok = scheme.len() > 1
         && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    ok.then_some(scheme)
+    ok.then(|| scheme.to_ascii_lowercase())
+}
+
+/// The part of a URI after its scheme and colon.
+fn after_scheme(uri: &str) -> &str {
+    uri.split_once(':').map_or(uri, |(_, rest)| rest)
 }
 
 /// What a `models:/` URI names.
@@ -263,9 +269,13 @@ impl RegistryService {
     async fn audited<T>(&self, event: AuditEvent, res: Result<T>) -> Result<T> {
         let event = match &res {
             Ok(_) => event,
-            Err(e @ (Error::GateFailed { .. } | Error::ApprovalRequired { .. } | Error::Forbidden { .. })) => {
-                event.with_outcome(Outcome::Refused, e.to_string())
-            }
+            Err(
+                e @ (Error::GateFailed { .. }
+                | Error::ApprovalRequired { .. }
+                | Error::StageApprovalRequired { .. }
+                | Error::GatedAliasRemoval { .. }
+                | Error::Forbidden { .. }),
+            ) => event.with_outcome(Outcome::Refused, e.to_string()),
             Err(e) if e.error_code().is_internal() => event.with_outcome(Outcome::Failed, "internal error"),
             Err(e) => event.with_outcome(Outcome::Failed, e.to_string()),
         };
@@ -276,8 +286,13 @@ impl RegistryService {
     /// Appends to the audit trail. An audit write that fails fails the request: an
     /// acknowledged change always has its record.
     async fn record(&self, event: &AuditEvent) -> Result<()> {
-        self.audit.append(event).await?;
-        Ok(())
+        // In its own task: a client that hangs up after the change committed does not cancel the record.
+        let audit = self.audit.clone();
+        let event = event.clone();
+        match tokio::spawn(async move { audit.append(&event).await }).await {
+            Ok(res) => res.map(|_| ()).map_err(Error::from),
+            Err(join) => Err(Error::Store(plinth_store::Error::internal(join))),
+        }
     }
 
     // Registered models.
@@ -454,18 +469,32 @@ impl RegistryService {
             RunId::parse(id)?;
         }
         validate_source_path(&req.source)?;
-        let storage_location = match scheme(&req.source) {
-            Some("models") => match parse_models_uri(&req.source)? {
+        let source_scheme = scheme(&req.source);
+        let storage_location = match source_scheme.as_deref() {
+            Some("models") => match parse_models_uri(&format!("models:{}", after_scheme(&req.source)))? {
                 ModelsUri::LoggedModel(id) => {
                     let id = LoggedModelId::parse(&id)?;
+                    if model_id.as_deref().is_some_and(|given| given != id.as_str()) {
+                        return Err(Error::invalid(format!(
+                            "Invalid model version source: '{}'. The model_id request parameter must match the logged model of the source.",
+                            req.source
+                        )));
+                    }
                     let model = self.tracking.get_logged_model(&id, false).await?;
-                    run_id = run_id.or_else(|| model.source_run_id.as_ref().map(|r| r.as_str().to_owned()));
+                    let model_run = model.source_run_id.as_ref().map(|r| r.as_str().to_owned());
+                    if run_id.is_some() && model_run.is_some() && run_id != model_run {
+                        return Err(Error::invalid(format!(
+                            "Invalid model version source: '{}'. The run_id request parameter must be the logged model's source run.",
+                            req.source
+                        )));
+                    }
+                    run_id = run_id.or(model_run);
                     model_id = Some(id.as_str().to_owned());
                     model.artifact_location
                 }
                 ModelsUri::Version(name, version) => {
                     let from = self.store.get_model_version(&name, version).await?;
-                    if run_id.is_some() && run_id != from.run_id {
+                    if (run_id.is_some() && run_id != from.run_id) || (model_id.is_some() && model_id != from.model_id) {
                         return Err(Error::invalid(format!(
                             "Invalid model version source: '{}'. The run_id and model_id request parameters must match the referenced model version.",
                             req.source
@@ -477,8 +506,8 @@ impl RegistryService {
                 }
             },
             Some("runs") => {
-                let rest = req.source.trim_start_matches("runs:").trim_start_matches('/');
-                if req.source.starts_with("runs://") {
+                let rest = after_scheme(&req.source).trim_start_matches('/');
+                if after_scheme(&req.source).starts_with("//") {
                     return Err(Error::invalid(format!(
                         "Invalid model version source: '{}'. A runs:/ source may not name a host.",
                         req.source
@@ -504,7 +533,10 @@ impl RegistryService {
                         let run = self.tracking.get_run(&RunId::parse(rid)?).await?;
                         let root = run.info.artifact_uri.trim_end_matches('/').to_owned();
                         let root_path = root.strip_prefix("file://").unwrap_or(&root).to_owned();
-                        let src_path = req.source.strip_prefix("file://").unwrap_or(&req.source).to_owned();
+                        let src_path = match source_scheme.as_deref() {
+                            Some(_) => after_scheme(&req.source).trim_start_matches("//").to_owned(),
+                            None => req.source.clone(),
+                        };
                         (root.starts_with('/') || root.starts_with("file:"))
                             && (src_path == root_path || src_path.starts_with(&format!("{root_path}/")))
                     }
@@ -591,6 +623,16 @@ impl RegistryService {
         let res = async {
             r::validate_model_name("name", name)?;
             let number = r::parse_version(version)?;
+            let current = self.store.get_model_version(name, number).await?;
+            for alias in &current.aliases {
+                if self.store.get_gate(name, alias).await?.is_some() {
+                    return Err(Error::GatedAliasRemoval {
+                        model: name.to_owned(),
+                        alias: alias.clone(),
+                        what: format!("removed by deleting version {number}, which it points at"),
+                    });
+                }
+            }
             let before = self.store.delete_model_version(name, number, now_millis()).await?;
             event.changes.push(Change::new("source", Some(before.source), None));
             for alias in before.aliases {
@@ -676,21 +718,22 @@ impl RegistryService {
                     "Model version transition cannot archive existing model versions because '{stage}' is not an Active stage. Valid stages are ['Staging', 'Production']"
                 )));
             }
-            let gate = self.store.get_gate(name, &target.gate_target()).await?;
             let mut attempt = 0;
             loop {
                 attempt += 1;
+                let gate = self.store.get_gate(name, &target.gate_target()).await?;
+                let gate_stamp = Some(gate.as_ref().map(|g| g.updated_at));
                 let expect = match &gate {
                     None => Expect::Anything,
                     Some(gate) => {
                         if gate.spec.approvals_required > 0 {
-                            return Err(Error::ApprovalRequired {
+                            return Err(Error::StageApprovalRequired {
                                 model: name.to_owned(),
-                                target: target.as_str().to_owned(),
+                                stage: target.as_str().to_owned(),
                                 required: gate.spec.approvals_required,
                             });
                         }
-                        let holder = self.stage_holder(name, target, number).await?;
+                        let holder = self.store.stage_holder(name, target, number).await?;
                         let report = self.evaluate(gate, number, holder, &[]).await?;
                         if !report.conditions_pass() {
                             return Err(Error::GateFailed {
@@ -703,7 +746,8 @@ impl RegistryService {
                         Expect::Holder(holder)
                     }
                 };
-                let change = StageMove { name: name.to_owned(), version: number, stage: target, archive_existing, expect, now: now_millis() };
+                let change =
+                    StageMove { name: name.to_owned(), version: number, stage: target, archive_existing, expect, gate_stamp, now: now_millis() };
                 match self.store.transition_stage(&change).await {
                     Ok(moved) => {
                         event.changes.push(Change::new("stage", Some(moved.previous_stage.as_str().to_owned()), Some(target.as_str().to_owned())));
@@ -721,29 +765,6 @@ impl RegistryService {
         self.audited(event, res).await
     }
 
-    /// The newest live version other than `except` in `stage`.
-    async fn stage_holder(&self, name: &str, stage: Stage, except: i64) -> Result<Option<i64>> {
-        let filter = parse_filter(Grammar::ModelVersions, &format!("name = '{}'", name.replace('\'', "\\'")))?;
-        let mut offset = 0;
-        let mut best: Option<i64> = None;
-        loop {
-            let page = PageRequest { offset, limit: 1000 };
-            let rows = self
-                .store
-                .search_model_versions(&ModelVersionQuery { filter: filter.clone(), exclude_prompts: false, order_by: vec![], page })
-                .await?;
-            for v in &rows.items {
-                if v.current_stage == stage && v.version != except {
-                    best = best.max(Some(v.version));
-                }
-            }
-            if !rows.has_more {
-                return Ok(best);
-            }
-            offset += 1000;
-        }
-    }
-
     // Aliases.
 
     pub async fn get_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
@@ -754,7 +775,7 @@ impl RegistryService {
                 .latest_versions
                 .into_iter()
                 .max_by_key(|v| v.version)
-                .ok_or_else(|| plinth_store::Error::invalid(format!("Latest version not found for model {name}.")).into());
+                .ok_or_else(|| Error::NoLatestVersion { name: name.to_owned() });
         }
         match self.store.get_alias(name, alias).await? {
             Some(version) => Ok(self.store.get_model_version(name, version).await?),
@@ -786,26 +807,33 @@ impl RegistryService {
             r::validate_model_name("name", name)?;
             r::validate_alias(alias)?;
             let number = r::parse_version(version)?;
-            let gate = self.store.get_gate(name, alias).await?;
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let (expect, report) = match &gate {
-                    None => {
-                        let current = match expected {
-                            Some(e) => e,
-                            None => self.store.get_alias(name, alias).await?,
-                        };
-                        let report = GateReport {
-                            target: alias.to_owned(),
-                            version: number,
-                            current,
-                            checks: vec![],
-                            approvals_required: 0,
-                            approvals: vec![],
-                        };
-                        (expected.map_or(Expect::Anything, Expect::Holder), report)
-                    }
+                let gate = self.store.get_gate(name, alias).await?;
+                let holder = self.store.get_alias(name, alias).await?;
+                if let Some(want) = expected
+                    && want != holder
+                {
+                    return Err(alias_moved(name, alias, want, holder));
+                }
+                let mut report = GateReport {
+                    target: alias.to_owned(),
+                    version: number,
+                    current: holder,
+                    checks: vec![],
+                    approvals_required: 0,
+                    approvals: vec![],
+                };
+                if holder == Some(number) {
+                    // Already there (a retried request): nothing to judge or move. The version must still be live.
+                    self.store.get_model_version(name, number).await?;
+                    event.changes.push(Change::new("version", Some(number.to_string()), Some(number.to_string())));
+                    return Ok(report);
+                }
+                let expect = match &gate {
+                    // No gate: MLflow's last-writer-wins, unless the caller pinned the holder.
+                    None => expected.map_or(Expect::Anything, Expect::Holder),
                     Some(gate) => {
                         if gate.spec.approvals_required > 0 {
                             return Err(Error::ApprovalRequired {
@@ -814,13 +842,7 @@ impl RegistryService {
                                 required: gate.spec.approvals_required,
                             });
                         }
-                        let holder = self.store.get_alias(name, alias).await?;
-                        if let Some(want) = expected
-                            && want != holder
-                        {
-                            return Err(alias_moved(name, alias, want, holder));
-                        }
-                        let report = self.evaluate(gate, number, holder, &[]).await?;
+                        report = self.evaluate(gate, number, holder, &[]).await?;
                         if !report.conditions_pass() {
                             return Err(Error::GateFailed {
                                 model: name.to_owned(),
@@ -829,7 +851,7 @@ impl RegistryService {
                                 failures: report.failures(),
                             });
                         }
-                        (Expect::Holder(holder), report)
+                        Expect::Holder(holder)
                     }
                 };
                 let change = AliasMove {
@@ -837,6 +859,7 @@ impl RegistryService {
                     alias: alias.to_owned(),
                     version: number,
                     expect,
+                    gate_stamp: Some(gate.as_ref().map(|g| g.updated_at)),
                     promotion_id: None,
                     now: now_millis(),
                 };
@@ -845,10 +868,10 @@ impl RegistryService {
                         event.changes.push(Change::new("version", previous.map(|v| v.to_string()), Some(number.to_string())));
                         return Ok(report);
                     }
-                    // Someone moved it between our read and our write: re-evaluate against the new holder,
-                    // unless the caller pinned what it expected.
+                    // The holder or the gate changed between our read and our write: judge again against
+                    // the new state, unless the caller pinned what it expected.
                     Err(plinth_store::Error::Conflict { message }) => {
-                        if expected.is_some() || gate.is_none() || attempt >= GATED_MOVE_ATTEMPTS {
+                        if expected.is_some() || attempt >= GATED_MOVE_ATTEMPTS {
                             return Err(Error::Conflict { message });
                         }
                     }
@@ -867,6 +890,9 @@ impl RegistryService {
         let res = async {
             r::validate_model_name("name", name)?;
             r::validate_alias(alias)?;
+            if self.store.get_gate(name, alias).await?.is_some() {
+                return Err(Error::GatedAliasRemoval { model: name.to_owned(), alias: alias.to_owned(), what: "deleted".into() });
+            }
             let previous = self.store.delete_alias(name, alias, now_millis()).await?;
             event.changes.push(Change::new("version", previous.map(|v| v.to_string()), None));
             Ok(())
@@ -896,7 +922,8 @@ impl RegistryService {
     pub async fn get_gate(&self, model: &str, target: &str) -> Result<Gate> {
         r::validate_model_name("name", model)?;
         self.store.get_registered_model(model).await?;
-        self.store.get_gate(model, &target.to_ascii_lowercase()).await?.ok_or_else(|| no_gate(model, target))
+        let target = gate_target(target)?;
+        self.store.get_gate(model, &target).await?.ok_or_else(|| no_gate(model, &target))
     }
 
     pub async fn list_gates(&self, model: &str) -> Result<Vec<Gate>> {
@@ -910,7 +937,7 @@ impl RegistryService {
         let res = async {
             r::validate_model_name("name", model)?;
             self.store.get_registered_model(model).await?;
-            match self.store.delete_gate(model, &target.to_ascii_lowercase()).await? {
+            match self.store.delete_gate(model, &gate_target(target)?).await? {
                 Some(previous) => {
                     event.changes.push(Change::new("gate", Some(describe_gate(&previous)), None));
                     Ok(())
@@ -966,10 +993,30 @@ impl RegistryService {
         if let Some(rid) = v.run_id.as_deref().and_then(|it| RunId::parse(it).ok()) {
             match self.tracking.get_run(&rid).await {
                 Ok(run) => {
-                    subject.run_id = Some(rid.as_str().to_owned());
-                    subject.metrics = run.data.metrics;
-                    subject.params = run.data.params;
-                    subject.run_tags = run.data.tags;
+                    // A run's facts count only when the version's artifacts provably came from it: they lie
+                    // under the run's artifact root, or they are a logged model of that run. A run_id merely
+                    // claimed next to an unrelated source must not lend the version the run's metrics.
+                    let root = run.info.artifact_uri.trim_end_matches('/');
+                    let location = v.storage_location.trim_end_matches('/');
+                    let mut verified = location == root || location.starts_with(&format!("{root}/"));
+                    if !verified && let Some(mid) = v.model_id.as_deref().and_then(|it| LoggedModelId::parse(it).ok()) {
+                        match self.tracking.get_logged_model(&mid, true).await {
+                            Ok(m) => {
+                                verified = m.source_run_id.as_ref().is_some_and(|r| r.as_str() == rid.as_str())
+                                    && m.artifact_location.trim_end_matches('/') == location;
+                            }
+                            Err(plinth_store::Error::LoggedModelNotFound { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    if verified {
+                        subject.run_id = Some(rid.as_str().to_owned());
+                        subject.metrics = run.data.metrics;
+                        subject.params = run.data.params;
+                        subject.run_tags = run.data.tags;
+                    } else {
+                        subject.unverified_run = Some(rid.as_str().to_owned());
+                    }
                 }
                 Err(plinth_store::Error::RunNotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -982,10 +1029,10 @@ impl RegistryService {
     pub async fn check_gate(&self, model: &str, target: &str, version: &str) -> Result<GateReport> {
         r::validate_model_name("name", model)?;
         let number = r::parse_version(version)?;
-        let target = target.to_ascii_lowercase();
+        let target = gate_target(target)?;
         let gate = self.store.get_gate(model, &target).await?.ok_or_else(|| no_gate(model, &target))?;
-        let holder = match Stage::parse(&target) {
-            Some(stage) => self.stage_holder(model, stage, number).await?,
+        let holder = match Stage::from_gate_target(&target) {
+            Some(stage) => self.store.stage_holder(model, stage, number).await?,
             None => self.store.get_alias(model, &target).await?,
         };
         self.evaluate(&gate, number, holder, &[]).await
@@ -1038,8 +1085,7 @@ impl RegistryService {
     }
 
     pub async fn get_promotion(&self, id: i64) -> Result<PromotionOutcome> {
-        self.expire().await?;
-        let request = self.store.get_promotion(id).await?;
+        let request = shown(self.store.get_promotion(id).await?);
         let report = self.report_for(&request).await?;
         Ok(PromotionOutcome { request, report })
     }
@@ -1051,9 +1097,10 @@ impl RegistryService {
         max_results: Option<i64>,
         token: Option<&str>,
     ) -> Result<Page<PromotionRequest>> {
-        self.expire().await?;
         let page = page(max_results, 100, 1000, token)?;
-        let rows = self.store.list_promotions(&PromotionQuery { model, status, page }).await?;
+        let mut rows = self.store.list_promotions(&PromotionQuery { model, status, page }).await?;
+        // Overdue requests read as EXPIRED before the expiry loop records it.
+        rows.items = rows.items.into_iter().map(shown).filter(|r| status.is_none_or(|s| s == r.status)).collect();
         Ok(into_page(rows, page))
     }
 
@@ -1084,11 +1131,8 @@ impl RegistryService {
                 return Err(Error::Conflict { message: format!("Promotion request {id} is {}, not PENDING", request.status.as_str()) });
             }
             let review = Review { reviewer: actor.name.clone(), decision, comment: comment.clone(), created_at: now_millis() };
-            let mut request = self.store.add_review(id, &review).await?;
-            if decision == ReviewDecision::Reject {
-                request = self.store.set_promotion_status(id, PromotionStatus::Pending, PromotionStatus::Rejected, now_millis()).await?;
-            }
-            Ok(request)
+            // A rejection ends the request in the same transaction.
+            Ok(self.store.add_review(id, &review).await?)
         }
         .await;
         let request = self.audited(event, res).await?;
@@ -1129,20 +1173,36 @@ impl RegistryService {
     }
 
     async fn report_for(&self, request: &PromotionRequest) -> Result<GateReport> {
+        Ok(self.judge(request).await?.0)
+    }
+
+    /// The gate's verdict on a request, and the gate's stamp (`updated_at`, `None` without a gate).
+    async fn judge(&self, request: &PromotionRequest) -> Result<(GateReport, Option<i64>)> {
         let approvals: Vec<String> = request.approvers().into_iter().map(str::to_owned).collect();
         let gate = self.store.get_gate(&request.model, &request.target).await?;
         let holder = self.store.get_alias(&request.model, &request.target).await?;
-        match gate {
-            Some(gate) => self.evaluate(&gate, request.version, holder, &approvals).await,
-            None => Ok(GateReport {
+        let stamp = gate.as_ref().map(|g| g.updated_at);
+        let report = match gate {
+            // The alias already points at the version: the conditions have nothing left to decide.
+            Some(gate) if holder == Some(request.version) => GateReport {
+                target: request.target.clone(),
+                version: request.version,
+                current: holder,
+                checks: vec![],
+                approvals_required: gate.spec.approvals_required,
+                approvals,
+            },
+            Some(gate) => self.evaluate(&gate, request.version, holder, &approvals).await?,
+            None => GateReport {
                 target: request.target.clone(),
                 version: request.version,
                 current: holder,
                 checks: vec![],
                 approvals_required: 0,
                 approvals,
-            }),
-        }
+            },
+        };
+        Ok((report, stamp))
     }
 
     /// Moves the alias if the request has its approvals and the conditions pass; otherwise leaves it pending.
@@ -1150,7 +1210,7 @@ impl RegistryService {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let report = self.report_for(&request).await?;
+            let (report, stamp) = self.judge(&request).await?;
             if !report.approved() {
                 return Ok(PromotionOutcome { request, report });
             }
@@ -1170,6 +1230,7 @@ impl RegistryService {
                 alias: request.target.clone(),
                 version: request.version,
                 expect: Expect::Holder(report.current),
+                gate_stamp: Some(stamp),
                 promotion_id: Some(request.id),
                 now: now_millis(),
             };
@@ -1181,6 +1242,11 @@ impl RegistryService {
                         Some(request.version.to_string()),
                     ));
                     self.record(&event).await?;
+                    // The alias's own history shows the move too.
+                    let alias_event = AuditEvent::new(actor, "alias.set", "alias", format!("{}@{}", request.model, request.target))
+                        .with_change(Change::new("version", previous.map(|v| v.to_string()), Some(request.version.to_string())))
+                        .with_change(Change::set("promotion", request.id.to_string()));
+                    self.record(&alias_event).await?;
                     let applied = self.store.get_promotion(request.id).await?;
                     self.outbox
                         .emit(Event::AliasSet { name: request.model.clone(), alias: request.target.clone(), version: request.version })
@@ -1189,6 +1255,11 @@ impl RegistryService {
                 }
                 Err(plinth_store::Error::Conflict { message }) => {
                     let fresh = self.store.get_promotion(request.id).await?;
+                    if fresh.status == PromotionStatus::Applied {
+                        // A concurrent approval applied it: this caller's approval is in, the outcome is the same.
+                        let report = self.report_for(&fresh).await?;
+                        return Ok(PromotionOutcome { request: fresh, report });
+                    }
                     if fresh.status != PromotionStatus::Pending || attempt >= GATED_MOVE_ATTEMPTS {
                         self.record(&event.with_outcome(Outcome::Failed, message.clone())).await?;
                         return Err(Error::Conflict { message });
@@ -1199,6 +1270,19 @@ impl RegistryService {
                     self.record(&event.with_outcome(Outcome::Failed, e.to_string())).await?;
                     return Err(e);
                 }
+            }
+        }
+    }
+
+    /// Expires overdue requests every `interval` until `shutdown`.
+    pub async fn run_expiry(self: Arc<Self>, interval: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.expire().await {
+                tracing::warn!(error = %e, "expiring promotion requests failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {},
             }
         }
     }
@@ -1275,6 +1359,14 @@ impl RegistryService {
     }
 }
 
+/// A request as readers see it: a pending one past its expiry reads as `EXPIRED` (the expiry loop records it).
+fn shown(mut request: PromotionRequest) -> PromotionRequest {
+    if request.status == PromotionStatus::Pending && request.expires_at < now_millis() {
+        request.status = PromotionStatus::Expired;
+    }
+    request
+}
+
 fn alias_moved(name: &str, alias: &str, want: Option<i64>, have: Option<i64>) -> Error {
     let show = |v: Option<i64>| v.map_or("unset".to_owned(), |v| format!("version {v}"));
     Error::Conflict {
@@ -1287,7 +1379,7 @@ fn alias_moved(name: &str, alias: &str, want: Option<i64>, have: Option<i64>) ->
 }
 
 fn no_gate(model: &str, target: &str) -> Error {
-    Error::GateNotFound { model: model.to_owned(), target: target.to_ascii_lowercase() }
+    Error::GateNotFound { model: model.to_owned(), target: target.to_owned() }
 }
 
 fn describe_gate(gate: &Gate) -> String {
@@ -1297,11 +1389,22 @@ fn describe_gate(gate: &Gate) -> String {
     )
 }
 
-fn validate_gate(mut spec: GateSpec) -> Result<GateSpec> {
-    spec.target = spec.target.to_ascii_lowercase();
-    if Stage::parse(&spec.target).is_none() {
-        r::validate_alias(&spec.target)?;
+/// A gate target as stored: an alias as spelled (validated), or `stage:<stage>` in lowercase.
+fn gate_target(raw: &str) -> Result<String> {
+    if let Some(stage) = Stage::from_gate_target(raw) {
+        return Ok(stage.gate_target());
     }
+    if raw.len() >= r::STAGE_TARGET_PREFIX.len() && raw[..r::STAGE_TARGET_PREFIX.len()].eq_ignore_ascii_case(r::STAGE_TARGET_PREFIX) {
+        return Err(Error::invalid(format!(
+            "Invalid gate target '{raw}': use stage:staging, stage:production, stage:archived or stage:none"
+        )));
+    }
+    r::validate_alias(raw)?;
+    Ok(raw.to_owned())
+}
+
+fn validate_gate(mut spec: GateSpec) -> Result<GateSpec> {
+    spec.target = gate_target(&spec.target)?;
     if spec.conditions.len() > r::MAX_GATE_CONDITIONS {
         return Err(Error::invalid(format!("A gate has at most {} conditions, got {}", r::MAX_GATE_CONDITIONS, spec.conditions.len())));
     }

@@ -226,26 +226,26 @@ pub struct Dispatcher {
 const BATCH: i64 = 64;
 
 impl Dispatcher {
-    pub fn new(outbox: Outbox, config: DispatchConfig) -> Dispatcher {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Dispatcher { outbox, client, config }
+    /// Fails only if the HTTP client cannot be built: better at start than silently without the
+    /// timeout and the no-redirect policy.
+    pub fn new(outbox: Outbox, config: DispatchConfig) -> Result<Dispatcher, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(config.timeout).redirect(reqwest::redirect::Policy::none()).no_proxy().build()?;
+        Ok(Dispatcher { outbox, client, config })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            let delivered = match self.round().await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook dispatch round failed");
-                    0
-                }
+            let delivered = tokio::select! {
+                () = shutdown.cancelled() => return,
+                res = self.round() => match res {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook dispatch round failed");
+                        0
+                    }
+                },
             };
-            if delivered as i64 >= BATCH {
+            if delivered as i64 >= BATCH && !shutdown.is_cancelled() {
                 continue;
             }
             tokio::select! {
@@ -259,7 +259,11 @@ impl Dispatcher {
     /// Delivers one batch of due entries; returns how many were attempted.
     pub async fn round(&self) -> plinth_store::Result<usize> {
         let store = &self.outbox.store;
-        let due = store.due_deliveries(now_millis(), BATCH).await?;
+        // Lease the batch for longer than its requests can take, so another server's dispatcher skips it.
+        let now = now_millis();
+        let timeout_ms = i64::try_from(self.config.timeout.as_millis()).unwrap_or(i64::MAX / 4);
+        let lease = now.saturating_add(timeout_ms.saturating_mul(2)).saturating_add(60_000);
+        let due = store.claim_due(now, BATCH, lease).await?;
         let mut hooks: HashMap<String, Option<Webhook>> = HashMap::new();
         for d in &due {
             if !hooks.contains_key(&d.webhook_id) {
@@ -273,8 +277,13 @@ impl Dispatcher {
         }
         let attempts = due.iter().map(|d| self.deliver(d, hooks.get(&d.webhook_id).cloned().flatten()));
         let results = futures::future::join_all(attempts).await;
+        // Each attempt is recorded on its own: one failure (a webhook deleted meanwhile took its
+        // deliveries with it) must not leave the others unrecorded and sent again.
         for (d, attempt) in due.iter().zip(results) {
-            store.record_attempt(&d.id, &attempt).await?;
+            match store.record_attempt(&d.id, &attempt).await {
+                Ok(()) | Err(plinth_store::Error::DeliveryNotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, delivery = %d.id, "could not record a webhook delivery attempt"),
+            }
         }
         Ok(due.len())
     }
@@ -290,6 +299,16 @@ impl Dispatcher {
                 now,
             };
         };
+        // Test pings go to disabled webhooks too; events queued before a webhook was disabled do not.
+        if hook.status == plinth_store::webhooks::WebhookStatus::Disabled && d.event != "webhook.test" {
+            return Attempt {
+                status: DeliveryStatus::Failed,
+                status_code: None,
+                error: Some("the webhook is disabled".into()),
+                next_attempt_at: now,
+                now,
+            };
+        }
         let timestamp = (now / 1000).to_string();
         let mut req = self
             .client
@@ -321,9 +340,11 @@ impl Dispatcher {
             }
             Err(e) => (true, None, Some(describe(e))),
         };
-        let backoff = self.config.initial_backoff.saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32).min(self.config.max_backoff);
+        let shift = u32::try_from((attempts - 1).clamp(0, 20)).unwrap_or(20);
+        let backoff = self.config.initial_backoff.saturating_mul(1u32 << shift).min(self.config.max_backoff);
         let status = if retryable && attempts < self.config.max_attempts { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
-        Attempt { status, status_code, error, next_attempt_at: now + backoff.as_millis() as i64, now: now_millis() }
+        let backoff_ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
+        Attempt { status, status_code, error, next_attempt_at: now.saturating_add(backoff_ms), now: now_millis() }
     }
 }
 
@@ -340,14 +361,27 @@ fn describe(e: reqwest::Error) -> String {
 
 /// Checks a webhook target: an absolute http(s) URL.
 pub fn validate_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("Invalid webhook URL '{url}': {e}"))?;
+    // The URL may carry credentials: messages never repeat it.
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("Invalid webhook URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("Invalid webhook URL '{url}': the scheme must be http or https"));
+        return Err("Invalid webhook URL: the scheme must be http or https".to_owned());
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("Invalid webhook URL '{url}': it names no host"));
+        return Err("Invalid webhook URL: it names no host".to_owned());
     }
     Ok(())
+}
+
+/// The URL without its user name and password, for showing.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "(invalid URL)".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -203,6 +203,9 @@ impl Config {
         if self.webhooks.max_attempts < 1 {
             problems.push("webhooks.max_attempts: must be at least 1".to_owned());
         }
+        if self.webhooks.initial_backoff_ms > self.webhooks.max_backoff_ms || self.webhooks.max_backoff_ms > 7 * 86_400_000 {
+            problems.push("webhooks: initial_backoff_ms must not exceed max_backoff_ms, which is at most 7 days".to_owned());
+        }
         if self.webhooks.timeout_ms == 0 || self.webhooks.poll_interval_ms == 0 || self.webhooks.initial_backoff_ms == 0 {
             problems.push("webhooks: timeout_ms, poll_interval_ms and initial_backoff_ms must be positive".to_owned());
         }

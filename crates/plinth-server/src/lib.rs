@@ -36,6 +36,8 @@ pub enum StartError {
     },
     #[error("cannot initialize tracking")]
     Tracking(#[from] plinth_tracking::Error),
+    #[error("cannot start the webhook dispatcher")]
+    Webhooks(#[source] reqwest::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -92,7 +94,8 @@ impl Server {
                 max_promotion_ttl_secs: config.registry.max_promotion_ttl_secs,
             },
         );
-        let state = AppState { tracking: Arc::new(tracking), registry: Arc::new(registry), version: VERSION, serve_artifacts };
+        let registry = Arc::new(registry);
+        let state = AppState { tracking: Arc::new(tracking), registry: registry.clone(), version: VERSION, serve_artifacts };
         let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
 
         let bind = format!("{}:{}", config.server.host, config.server.port);
@@ -112,8 +115,10 @@ impl Server {
                 max_backoff: Duration::from_millis(hooks.max_backoff_ms),
                 poll_interval: Duration::from_millis(hooks.poll_interval_ms),
             },
-        );
-        let background = vec![tokio::spawn(dispatcher.run(shutdown.clone()))];
+        )
+        .map_err(StartError::Webhooks)?;
+        let expiry = registry.clone().run_expiry(Duration::from_secs(5), shutdown.clone());
+        let background = vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry)];
         Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
     }
 
@@ -138,8 +143,10 @@ impl Server {
                 Ok(Ok(()))
             }
         };
-        for job in background {
-            let _ = tokio::time::timeout(Duration::from_secs(5), job).await;
+        for mut job in background {
+            if tokio::time::timeout(Duration::from_secs(5), &mut job).await.is_err() {
+                job.abort();
+            }
         }
         store.close().await;
         match res {

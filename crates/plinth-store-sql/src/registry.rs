@@ -15,7 +15,7 @@ pub(crate) mod rows;
 mod versions;
 
 use async_trait::async_trait;
-use plinth_core::registry::{Gate, ModelVersion, PromotionRequest, PromotionStatus, RegisteredModel, Review};
+use plinth_core::registry::{Gate, ModelVersion, PromotionRequest, PromotionStatus, RegisteredModel, Review, Stage};
 use plinth_core::tracking::KeyValue;
 use plinth_store::registry::{
     AliasMove, ModelVersionQuery, NewModelVersion, NewPromotion, NewRegisteredModel, PromotionQuery, RegisteredModelQuery, StageMove,
@@ -78,6 +78,9 @@ impl RegistryStore for SqlStore {
     }
     async fn transition_stage(&self, change: &StageMove) -> Result<StageMoved> {
         versions::transition_stage(self, change).await
+    }
+    async fn stage_holder(&self, name: &str, stage: Stage, except: i64) -> Result<Option<i64>> {
+        versions::stage_holder(self, name, stage, except).await
     }
 
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<i64>> {

@@ -205,20 +205,33 @@ impl WebhookStore for SqlStore {
         .await)
     }
 
-    async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = $1 AND next_attempt_at <= $2 \
-             ORDER BY next_attempt_at, created_at, id LIMIT $3"
-        );
-        let mut conn = self.read_conn().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(DeliveryStatus::Pending.as_str())
-            .bind(now)
-            .bind(limit.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        rows.iter().map(delivery_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)
+    async fn claim_due(&self, now: i64, limit: i64, lease_until: i64) -> Result<Vec<Delivery>> {
+        let skip_locked = match self.dialect {
+            crate::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            crate::Dialect::Sqlite => "",
+        };
+        write_tx!(self, |tx| async {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = $1 AND next_attempt_at <= $2 \
+                 ORDER BY next_attempt_at, created_at, id LIMIT $3{skip_locked}"
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(DeliveryStatus::Pending.as_str())
+                .bind(now)
+                .bind(limit.max(0))
+                .fetch_all(&mut **tx)
+                .await?;
+            let due = rows.iter().map(delivery_from_row).collect::<Result<Vec<_>, _>>()?;
+            for d in &due {
+                sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2")
+                    .bind(lease_until)
+                    .bind(d.id.clone())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok::<_, TxError>(due)
+        }
+        .await)
     }
 
     async fn record_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()> {

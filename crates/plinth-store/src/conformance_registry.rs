@@ -34,7 +34,7 @@ macro_rules! registry_conformance {
             registry_concurrent_version_creation, registry_latest_versions, registry_stage_transitions,
             registry_concurrent_stage_transitions, registry_alias_compare_and_set, registry_concurrent_alias_moves,
             registry_alias_applies_promotion, registry_model_search, registry_version_search, registry_gates,
-            registry_promotions, audit_append_and_query, webhooks_crud, webhooks_outbox);
+            registry_promotions, registry_gate_stamp_guards_moves, audit_append_and_query, webhooks_crud, webhooks_outbox);
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -73,11 +73,11 @@ fn page(offset: i64, limit: i64) -> PageRequest {
 }
 
 fn alias_move(name: &str, alias: &str, version: i64, expect: Expect) -> AliasMove {
-    AliasMove { name: name.to_owned(), alias: alias.to_owned(), version, expect, promotion_id: None, now: 500 }
+    AliasMove { name: name.to_owned(), alias: alias.to_owned(), version, expect, gate_stamp: None, promotion_id: None, now: 500 }
 }
 
 fn stage_move(name: &str, version: i64, stage: Stage, archive_existing: bool, expect: Expect) -> StageMove {
-    StageMove { name: name.to_owned(), version, stage, archive_existing, expect, now: 600 }
+    StageMove { name: name.to_owned(), version, stage, archive_existing, expect, gate_stamp: None, now: 600 }
 }
 
 async fn versions_of(registry: &Arc<dyn RegistryStore>, count: i64, name: &str) -> Vec<ModelVersion> {
@@ -691,6 +691,42 @@ pub async fn registry_version_search(h: &Harness) {
     assert!(matches!(registry.search_model_versions(&query).await, Err(Error::InvalidArgument { .. })));
 }
 
+/// A move judged under one gate does not commit if the gate changed meanwhile; the stage holder query.
+pub async fn registry_gate_stamp_guards_moves(h: &Harness) {
+    let registry = &h.registry;
+    registry.create_registered_model(model("g", 1)).await.expect("model");
+    versions_of(registry, 3, "g").await;
+    let gate = |target: &str, at: i64| Gate {
+        model: "g".to_owned(),
+        spec: GateSpec { target: target.to_owned(), conditions: vec![], required_tags: vec![], approvals_required: 0, description: None },
+        updated_by: "admin".to_owned(),
+        updated_at: at,
+    };
+    // Judged with no gate, but one appeared: refused.
+    registry.put_gate(&gate("champion", 10)).await.expect("gate");
+    let mut change = alias_move("g", "champion", 1, Expect::Anything);
+    change.gate_stamp = Some(None);
+    assert!(matches!(registry.move_alias(&change).await, Err(Error::Conflict { .. })));
+    // Judged under the gate as it is: accepted; after it changed: refused.
+    change.gate_stamp = Some(Some(10));
+    registry.move_alias(&change).await.expect("same gate");
+    registry.put_gate(&gate("champion", 11)).await.expect("gate changed");
+    let mut change = alias_move("g", "champion", 2, Expect::Anything);
+    change.gate_stamp = Some(Some(10));
+    assert!(matches!(registry.move_alias(&change).await, Err(Error::Conflict { .. })));
+    assert_eq!(registry.get_alias("g", "champion").await.expect("alias"), Some(1), "nothing moved");
+    // Stages: the gate of `stage:production`.
+    registry.put_gate(&gate(&Stage::Production.gate_target(), 20)).await.expect("stage gate");
+    let mut change = stage_move("g", 2, Stage::Production, false, Expect::Anything);
+    change.gate_stamp = Some(None);
+    assert!(matches!(registry.transition_stage(&change).await, Err(Error::Conflict { .. })));
+    change.gate_stamp = Some(Some(20));
+    registry.transition_stage(&change).await.expect("stage move");
+    assert_eq!(registry.stage_holder("g", Stage::Production, 3).await.expect("holder"), Some(2));
+    assert_eq!(registry.stage_holder("g", Stage::Production, 2).await.expect("holder"), None, "the version itself is excluded");
+    assert_eq!(registry.stage_holder("g", Stage::Staging, 1).await.expect("holder"), None);
+}
+
 pub async fn registry_gates(h: &Harness) {
     let registry = &h.registry;
     let gate = |target: &str, approvals: u32, at: i64| Gate {
@@ -757,7 +793,7 @@ pub async fn registry_promotions(h: &Harness) {
 
     // Reviews: ordered by time, one per reviewer (a later review replaces the earlier one).
     let review = |reviewer: &str, decision, at| Review { reviewer: reviewer.to_owned(), decision, comment: None, created_at: at };
-    registry.add_review(first.id, &review("carol", ReviewDecision::Reject, 12)).await.expect("review");
+    registry.add_review(first.id, &review("carol", ReviewDecision::Approve, 12)).await.expect("review");
     let mut with_comment = review("dave", ReviewDecision::Approve, 11);
     with_comment.comment = Some("ship it".to_owned());
     registry.add_review(first.id, &with_comment).await.expect("review");
@@ -773,9 +809,9 @@ pub async fn registry_promotions(h: &Harness) {
         Err(Error::PromotionNotFound { .. })
     ));
 
-    // Status compare-and-set.
-    let rejected = registry.set_promotion_status(third.id, PromotionStatus::Pending, PromotionStatus::Rejected, 40).await.expect("reject");
-    assert_eq!((rejected.status, rejected.updated_at), (PromotionStatus::Rejected, 40));
+    // A rejection ends the request in the same transaction; then status compare-and-set.
+    let rejected = registry.add_review(third.id, &review("erin", ReviewDecision::Reject, 40)).await.expect("reject");
+    assert_eq!((rejected.status, rejected.updated_at, rejected.reviews.len()), (PromotionStatus::Rejected, 40, 1));
     let err = registry.set_promotion_status(third.id, PromotionStatus::Pending, PromotionStatus::Cancelled, 41).await;
     let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
     assert!(message.contains("REJECTED") && message.contains("PENDING"), "{message}");
@@ -999,10 +1035,11 @@ pub async fn webhooks_outbox(h: &Harness) {
     assert_eq!(webhooks.enqueue(&event("nobody.cares", "{}", 120), &ids).await.expect("enqueue"), 0);
     assert_eq!(counter.load(Ordering::SeqCst), 4, "one id per delivery");
 
-    let due = webhooks.due_deliveries(99, 100).await.expect("due");
+    let due = webhooks.claim_due(99, 100, 1000).await.expect("due");
     assert!(due.is_empty(), "nothing is due before it was queued");
-    let due = webhooks.due_deliveries(200, 100).await.expect("due");
+    let due = webhooks.claim_due(200, 100, 1000).await.expect("due");
     assert_eq!(due.len(), 4);
+    assert!(webhooks.claim_due(200, 100, 1000).await.expect("due").is_empty(), "claimed deliveries are leased, not handed out twice");
     assert!(due.windows(2).all(|w| w[0].next_attempt_at <= w[1].next_attempt_at), "oldest first");
     let first = &due[0];
     assert_eq!((first.event.as_str(), first.payload.as_str()), ("model_version.created", created.payload.as_str()));
@@ -1010,7 +1047,6 @@ pub async fn webhooks_outbox(h: &Harness) {
     assert_eq!((first.last_status_code, first.last_error.clone(), first.finished_at), (None, None, None));
     let hooks: BTreeSet<&str> = due.iter().filter(|d| d.event == "model_version.created").map(|d| d.webhook_id.as_str()).collect();
     assert_eq!(hooks, BTreeSet::from(["also", "subscribed"]));
-    assert_eq!(webhooks.due_deliveries(200, 1).await.expect("due").len(), 1, "limit");
 
     // A failed attempt is retried later; a success or a final failure finishes the delivery.
     let retry = Attempt {
@@ -1027,9 +1063,13 @@ pub async fn webhooks_outbox(h: &Harness) {
         (DeliveryStatus::Pending, 1, 300, Some(503), None)
     );
     assert_eq!(got.last_error.as_deref(), Some("unavailable"));
-    assert!(webhooks.due_deliveries(250, 100).await.expect("due").iter().all(|d| d.id != first.id), "not due before its retry time");
-    let due_later = webhooks.due_deliveries(300, 100).await.expect("due");
-    assert_eq!(due_later.last().map(|d| d.id.as_str()), Some(first.id.as_str()), "the retried delivery is now the one due last");
+    assert!(webhooks.claim_due(250, 100, 2000).await.expect("due").is_empty(), "not due before its retry time");
+    let due_later = webhooks.claim_due(300, 100, 2000).await.expect("due");
+    assert_eq!(
+        due_later.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        [first.id.as_str()],
+        "the retried delivery is due; the others are still leased"
+    );
     let done = Attempt { status: DeliveryStatus::Succeeded, status_code: Some(200), error: None, next_attempt_at: 300, now: 310 };
     webhooks.record_attempt(&first.id, &done).await.expect("attempt");
     let got = webhooks.get_delivery(&first.id).await.expect("get");
@@ -1046,7 +1086,8 @@ pub async fn webhooks_outbox(h: &Harness) {
     };
     webhooks.record_attempt(&due[1].id, &failed).await.expect("attempt");
     assert_eq!(webhooks.get_delivery(&due[1].id).await.expect("get").finished_at, Some(320));
-    assert_eq!(webhooks.due_deliveries(1000, 100).await.expect("due").len(), 2, "finished deliveries are never due");
+    assert_eq!(webhooks.claim_due(1000, 1, 3000).await.expect("due").len(), 1, "limit");
+    assert_eq!(webhooks.claim_due(1000, 100, 3000).await.expect("due").len(), 1, "finished deliveries are never due; the lease expired");
     assert!(matches!(webhooks.record_attempt("nope", &done).await, Err(Error::DeliveryNotFound { .. })));
     assert!(matches!(webhooks.get_delivery("nope").await, Err(Error::DeliveryNotFound { .. })));
 
@@ -1064,7 +1105,7 @@ pub async fn webhooks_outbox(h: &Harness) {
     for id in doomed {
         assert!(matches!(webhooks.get_delivery(&id).await, Err(Error::DeliveryNotFound { .. })));
     }
-    assert!(webhooks.due_deliveries(1000, 100).await.expect("due").iter().all(|d| d.webhook_id != "subscribed"));
+    assert!(webhooks.claim_due(5000, 100, 6000).await.expect("due").iter().all(|d| d.webhook_id != "subscribed"));
     // Disabling a webhook stops new deliveries to it.
     let disable = WebhookUpdate { status: Some(WebhookStatus::Disabled), ..WebhookUpdate::default() };
     webhooks.update_webhook("also", &disable, 400).await.expect("disable");

@@ -73,6 +73,9 @@ pub struct AliasMove {
     pub alias: String,
     pub version: i64,
     pub expect: Expect,
+    /// The gate the move was judged under: `Some(Some(updated_at))` that gate must be unchanged,
+    /// `Some(None)` there must be no gate, `None` no check. A mismatch is `Error::Conflict`.
+    pub gate_stamp: Option<Option<i64>>,
     /// A pending promotion request this move carries out: it becomes `APPLIED` in the same transaction.
     pub promotion_id: Option<i64>,
     pub now: i64,
@@ -88,6 +91,8 @@ pub struct StageMove {
     pub archive_existing: bool,
     /// Precondition on the newest other version in `stage`.
     pub expect: Expect,
+    /// As `AliasMove::gate_stamp`, for the stage's gate (target `stage:<stage>`).
+    pub gate_stamp: Option<Option<i64>>,
     pub now: i64,
 }
 
@@ -145,6 +150,8 @@ pub trait RegistryStore: Send + Sync + 'static {
     async fn set_model_version_tag(&self, name: &str, version: i64, tag: &KeyValue, now: i64) -> Result<()>;
     async fn delete_model_version_tag(&self, name: &str, version: i64, key: &str) -> Result<()>;
     async fn transition_stage(&self, change: &StageMove) -> Result<StageMoved>;
+    /// The newest live version other than `except` in `stage`.
+    async fn stage_holder(&self, name: &str, stage: Stage, except: i64) -> Result<Option<i64>>;
 
     /// The version the alias points at, if it is set. The model must exist.
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<i64>>;
@@ -163,7 +170,8 @@ pub trait RegistryStore: Send + Sync + 'static {
     async fn get_promotion(&self, id: i64) -> Result<PromotionRequest>;
     /// Newest first.
     async fn list_promotions(&self, query: &PromotionQuery) -> Result<Rows<PromotionRequest>>;
-    /// Records a review of a `PENDING` request (a reviewer's later review replaces their earlier one).
+    /// Records a review of a `PENDING` request (a reviewer's later review replaces their earlier one);
+    /// a rejection also makes the request `REJECTED`, in the same transaction.
     async fn add_review(&self, id: i64, review: &Review) -> Result<PromotionRequest>;
     /// Compare-and-set of a request's status; a request not in `from` is `Error::Conflict`.
     async fn set_promotion_status(&self, id: i64, from: PromotionStatus, to: PromotionStatus, now: i64) -> Result<PromotionRequest>;

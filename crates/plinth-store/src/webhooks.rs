@@ -124,8 +124,10 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Queues one delivery per active webhook subscribed to `event.event`, in one transaction;
     /// returns how many. `new_id` makes each delivery's id.
     async fn enqueue(&self, event: &OutboxEvent, new_id: &(dyn Fn() -> String + Send + Sync)) -> Result<usize>;
-    /// Pending deliveries due at `now`, oldest first, at most `limit`.
-    async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>>;
+    /// Claims pending deliveries due at `now`, oldest first, at most `limit`: their
+    /// `next_attempt_at` moves to `lease_until`, so another dispatcher (another server on the same
+    /// database) does not take them while this one is sending; `record_attempt` then sets it.
+    async fn claim_due(&self, now: i64, limit: i64, lease_until: i64) -> Result<Vec<Delivery>>;
     async fn record_attempt(&self, delivery_id: &str, attempt: &Attempt) -> Result<()>;
     /// A webhook's deliveries, newest first.
     async fn list_deliveries(&self, webhook_id: &str, page: PageRequest) -> Result<Rows<Delivery>>;

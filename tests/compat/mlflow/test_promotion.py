@@ -194,7 +194,11 @@ def test_alias_gate_conditions_and_required_tags(client, api, experiment_id):
 
 def test_stage_gate(client, api, experiment_id):
     name, (v1, v2) = _model(client, experiment_id, [0.8, 0.9])
-    _put_gate(api, name, "production", {"conditions": ["metrics.auc >= 0.85"]})
+    # A gate on the alias named "production" does not guard the stage: stages have their own targets.
+    _put_gate(api, name, "production", {"conditions": ["metrics.auc >= 0.99"]})
+    _put_gate(api, name, "Stage:Production", {"conditions": ["metrics.auc >= 0.85"]})
+    targets = sorted(g["target"] for g in api.ok("GET", f"/registered-models/{name}/gates")["gates"])
+    assert targets == ["production", "stage:production"]
     with raises_mlflow("INVALID_STATE_TRANSITION", match="metrics.auc >= 0.85"):
         client.transition_model_version_stage(name, v1, "Production")
     assert client.get_model_version(name, v1).current_stage == "None"
@@ -204,8 +208,45 @@ def test_stage_gate(client, api, experiment_id):
 
     mv = client.transition_model_version_stage(name, v2, "Production", archive_existing_versions=True)
     assert mv.current_stage == "Production"
-    report = api.ok("POST", f"/registered-models/{name}/gates/production/check", {"version": v1})["gate_report"]
+    report = api.ok("POST", f"/registered-models/{name}/gates/stage:production/check", {"version": v1})["gate_report"]
     assert report["conditions_passed"] is False
+    assert report["current_version"] == v2
+
+    # A stage gate that needs approvals refuses stage transitions outright.
+    _put_gate(api, name, "stage:staging", {"approvals_required": 1})
+    with raises_mlflow("INVALID_STATE_TRANSITION", match="cannot carry approvals"):
+        client.transition_model_version_stage(name, v2, "Staging")
+    expect_error(api.request("PUT", f"/registered-models/{name}/gates/stage:live", {}), "INVALID_PARAMETER_VALUE", 400)
+
+
+def test_gated_alias_cannot_be_cleared(client, api, experiment_id):
+    name, (v1, v2) = _model(client, experiment_id, [0.9, 0.95])
+    client.set_registered_model_alias(name, "champion", v1)
+    _put_gate(api, name, "champion", {"conditions": ["metrics.auc > current.metrics.auc"]})
+    # Clearing the holder would let a worse version in under a `current.` comparison: refused.
+    with raises_mlflow("INVALID_STATE_TRANSITION", match="guarded by a promotion gate"):
+        client.delete_registered_model_alias(name, "champion")
+    with raises_mlflow("INVALID_STATE_TRANSITION", match="guarded by a promotion gate"):
+        client.delete_model_version(name, v1)
+    assert _holder(client, name) == v1
+    # Setting the alias to the version it already holds is a no-op, not a refusal.
+    client.set_registered_model_alias(name, "champion", v1)
+    # Aliases are case-sensitive: the gate on "champion" does not guard "Champion".
+    client.set_registered_model_alias(name, "Champion", v1)
+    client.delete_registered_model_alias(name, "Champion")
+    api.ok("DELETE", f"/registered-models/{name}/gates/champion")
+    client.delete_registered_model_alias(name, "champion")
+
+
+def test_unverified_run_link_lends_no_metrics(client, api, experiment_id):
+    # A version whose source is unrelated to the run it names cannot borrow that run's metrics.
+    name, _ = _model(client, experiment_id, [0.99])
+    best_run = client.get_model_version(name, "1").run_id
+    mv = client.create_model_version(name, "s3://bucket/elsewhere/model", run_id=best_run)
+    _put_gate(api, name, "champion", {"conditions": ["metrics.auc >= 0.5"]})
+    with raises_mlflow("INVALID_STATE_TRANSITION", match="not trusted"):
+        client.set_registered_model_alias(name, "champion", mv.version)
+    client.set_registered_model_alias(name, "champion", "1")
 
 
 def test_promote_preconditions(client, api, experiment_id):

@@ -97,6 +97,7 @@ pub(crate) async fn move_alias(store: &SqlStore, change: &AliasMove) -> Result<O
             }
             .into());
         }
+        super::gates::check_stamp(tx, &change.name, &change.alias, change.gate_stamp).await?;
         if let Some(id) = change.promotion_id {
             apply_promotion(store, tx, id, change).await?;
         }

@@ -85,3 +85,27 @@ pub(crate) async fn delete(store: &SqlStore, model: &str, target: &str) -> Resul
     }
     .await)
 }
+
+/// Checks, inside a transaction holding the model lock, that the gate of `target` is the one the
+/// caller judged the move under (`stamp`: its `updated_at`, or `None` for no gate).
+pub(crate) async fn check_stamp(tx: &mut crate::sql::Tx, model: &str, target: &str, stamp: Option<Option<i64>>) -> Result<(), TxError> {
+    let Some(expected) = stamp else { return Ok(()) };
+    let row = sqlx::query("SELECT updated_at FROM registry_gates WHERE model = $1 AND target = $2")
+        .bind(model.to_owned())
+        .bind(target.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let current = match row {
+        Some(row) => Some(get_i64(&row, "updated_at")?),
+        None => None,
+    };
+    if current != expected {
+        return Err(plinth_store::Error::Conflict {
+            message: format!(
+                "The promotion gate of '{target}' on registered model '{model}' changed while the move was being checked; retry"
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}

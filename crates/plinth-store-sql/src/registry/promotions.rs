@@ -163,7 +163,12 @@ pub(crate) async fn add_review(store: &SqlStore, id: i64, review: &Review) -> Re
         .bind(review.created_at)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE promotion_requests SET updated_at = $1 WHERE id = $2")
+        let status = match review.decision {
+            ReviewDecision::Reject => PromotionStatus::Rejected,
+            ReviewDecision::Approve => PromotionStatus::Pending,
+        };
+        sqlx::query("UPDATE promotion_requests SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status.as_str())
             .bind(review.created_at)
             .bind(id)
             .execute(&mut **tx)

@@ -252,6 +252,7 @@ pub(crate) async fn transition_stage(store: &SqlStore, change: &StageMove) -> Re
     let (name, version, stage) = (change.name.as_str(), change.version, change.stage.as_str());
     write_tx!(store, |tx| async {
         let previous_stage = lock_live(store, tx, name, version).await?;
+        super::gates::check_stamp(tx, name, &change.stage.gate_target(), change.gate_stamp).await?;
         if let Expect::Holder(expected) = change.expect {
             let row = sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE name = $1 AND current_stage = $2 AND version <> $3")
                 .bind(name.to_owned())
@@ -302,4 +303,16 @@ pub(crate) async fn transition_stage(store: &SqlStore, change: &StageMove) -> Re
         Ok::<_, TxError>(StageMoved { version, previous_stage, archived })
     }
     .await)
+}
+
+pub(crate) async fn stage_holder(store: &SqlStore, name: &str, stage: Stage, except: i64) -> Result<Option<i64>> {
+    let mut conn = store.read_conn().await?;
+    let row = sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE name = $1 AND current_stage = $2 AND version <> $3")
+        .bind(name.to_owned())
+        .bind(stage.as_str())
+        .bind(except)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql_error)?;
+    get_opt_i64(&row, "v").map_err(sql_error)
 }
