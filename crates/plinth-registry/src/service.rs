@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use plinth_core::HasErrorCode;
 use plinth_core::audit::{Actor, AuditEvent, Change, Outcome};
 use plinth_core::ids::{LoggedModelId, RunId};
 use plinth_core::registry::{
@@ -13,7 +14,6 @@ use plinth_core::registry::{
 use plinth_core::time::now_millis;
 use plinth_core::tracking::{KeyValue, LoggedModel, Page, Run};
 use plinth_core::validation::{InvalidParameter, check_length, validate_max_results};
-use plinth_core::{HasErrorCode, page_token};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 use plinth_store::audit::AuditQuery;
 use plinth_store::registry::{
@@ -110,14 +110,11 @@ pub struct RegistryService {
 }
 
 fn page(max_results: Option<i64>, default: i64, limit: i64, token: Option<&str>) -> Result<PageRequest> {
-    let max = max_results.unwrap_or(default);
-    validate_max_results(max, limit)?;
-    Ok(PageRequest { offset: page_token::decode(token)?, limit: max })
+    Ok(PageRequest::from_client(max_results, default, limit, token)?)
 }
 
 fn into_page<T>(rows: Rows<T>, request: PageRequest) -> Page<T> {
-    let next = rows.has_more.then(|| page_token::encode(request.offset + request.limit));
-    Page { items: rows.items, next_page_token: next }
+    rows.into_page(request)
 }
 
 fn check_search(order_by: usize, clauses: usize) -> Result<()> {

@@ -281,6 +281,20 @@ macro_rules! write_tx {
 }
 pub(crate) use write_tx;
 
+/// The SQL operator of a filter comparison (`=`, `<>`, `<`, …); `None` for LIKE, IN and the null tests.
+pub(crate) fn comparator(op: plinth_filter::Op) -> Option<&'static str> {
+    use plinth_filter::Op;
+    Some(match op {
+        Op::Eq => " = ",
+        Op::Ne => " <> ",
+        Op::Gt => " > ",
+        Op::Ge => " >= ",
+        Op::Lt => " < ",
+        Op::Le => " <= ",
+        _ => return None,
+    })
+}
+
 /// Escapes nothing: LIKE patterns are the user's, as in MLflow. Case-insensitive matching lowers both sides.
 pub(crate) fn push_like(sql: &mut Sql, column: &str, pattern: &str, case_insensitive: bool) {
     if case_insensitive {

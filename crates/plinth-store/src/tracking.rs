@@ -67,11 +67,34 @@ pub struct PageRequest {
     pub limit: i64,
 }
 
+impl PageRequest {
+    /// The page a client asks for: `max_results` (default `default`, at most `limit`) from the
+    /// offset its page token carries.
+    pub fn from_client(
+        max_results: Option<i64>,
+        default: i64,
+        limit: i64,
+        token: Option<&str>,
+    ) -> Result<PageRequest, plinth_core::validation::InvalidParameter> {
+        let max = max_results.unwrap_or(default);
+        plinth_core::validation::validate_max_results(max, limit)?;
+        Ok(PageRequest { offset: plinth_core::page_token::decode(token)?, limit: max })
+    }
+}
+
 /// Rows of one page and whether any follow it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rows<T> {
     pub items: Vec<T>,
     pub has_more: bool,
+}
+
+impl<T> Rows<T> {
+    /// The page for the client: the rows and, when more follow, the token of the next page.
+    pub fn into_page(self, request: PageRequest) -> plinth_core::tracking::Page<T> {
+        let next = self.has_more.then(|| plinth_core::page_token::encode(request.offset + request.limit));
+        plinth_core::tracking::Page { items: self.items, next_page_token: next }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -144,14 +144,11 @@ fn check_search_size(order_by: usize, filter: &[plinth_filter::Clause], experime
 }
 
 fn page(max_results: Option<i64>, default: i64, limit: i64, token: Option<&str>) -> Result<PageRequest> {
-    let max = max_results.unwrap_or(default);
-    v::validate_max_results(max, limit)?;
-    Ok(PageRequest { offset: plinth_core::page_token::decode(token)?, limit: max })
+    Ok(PageRequest::from_client(max_results, default, limit, token)?)
 }
 
 fn into_page<T>(rows: Rows<T>, request: PageRequest) -> Page<T> {
-    let next = rows.has_more.then(|| plinth_core::page_token::encode(request.offset + request.limit));
-    Page { items: rows.items, next_page_token: next }
+    rows.into_page(request)
 }
 
 impl TrackingService {

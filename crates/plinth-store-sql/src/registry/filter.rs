@@ -8,7 +8,7 @@
 use plinth_filter::{Attr, Clause, Key, Op, OrderBy, Value};
 use plinth_store::{Error, Result};
 
-use crate::sql::{Sql, push_like};
+use crate::sql::{Sql, comparator, push_like};
 
 fn unsupported(clause: &Clause) -> Error {
     Error::invalid(format!("Invalid clause '{clause}': unsupported comparison for this entity"))
@@ -16,18 +16,6 @@ fn unsupported(clause: &Clause) -> Error {
 
 pub(crate) fn invalid_order(order: &OrderBy) -> Error {
     Error::invalid(format!("Invalid order_by clause '{order}'"))
-}
-
-fn comparator(op: Op) -> Option<&'static str> {
-    Some(match op {
-        Op::Eq => " = ",
-        Op::Ne => " <> ",
-        Op::Gt => " > ",
-        Op::Ge => " >= ",
-        Op::Lt => " < ",
-        Op::Le => " <= ",
-        _ => return None,
-    })
 }
 
 /// `column OP value` for a string column (`=`, `!=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`).

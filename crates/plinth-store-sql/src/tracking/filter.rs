@@ -10,7 +10,7 @@ use plinth_filter::{Attr, Clause, DatasetField, Key, Op, Value};
 use plinth_store::{Error, Result};
 
 use super::experiments::view_stages;
-use crate::sql::{Sql, push_like};
+use crate::sql::{Sql, comparator, push_like};
 
 pub(crate) fn push_lifecycle(sql: &mut Sql, column: &str, view: ViewType) {
     let stages = view_stages(view);
@@ -19,18 +19,6 @@ pub(crate) fn push_lifecycle(sql: &mut Sql, column: &str, view: ViewType) {
 
 fn unsupported(clause: &Clause) -> Error {
     Error::invalid(format!("Invalid clause '{clause}': unsupported comparison for this entity"))
-}
-
-fn comparator(op: Op) -> Option<&'static str> {
-    Some(match op {
-        Op::Eq => " = ",
-        Op::Ne => " <> ",
-        Op::Gt => " > ",
-        Op::Ge => " >= ",
-        Op::Lt => " < ",
-        Op::Le => " <= ",
-        _ => return None,
-    })
 }
 
 /// `column OP value` for a string-valued column (`=`, `!=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`).
