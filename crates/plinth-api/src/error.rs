@@ -16,6 +16,10 @@ impl ApiError {
         ApiError { code, message: message.into() }
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::InvalidParameterValue, message)
     }

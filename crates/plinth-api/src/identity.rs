@@ -1,6 +1,7 @@
-//! Who is calling. Until authentication lands, the caller is the user name an HTTP Basic
-//! `Authorization` header presents (what the MLflow client sends with `MLFLOW_TRACKING_USERNAME`),
-//! unverified, or `anonymous`. The password is never read or kept.
+//! Who is calling. With auth on, the principal the authentication layer verified. With auth off
+//! (the single-user default on loopback), the user name an HTTP Basic `Authorization` header
+//! presents (what the MLflow client sends with `MLFLOW_TRACKING_USERNAME`), unverified, or
+//! `anonymous`; the password is never read or kept.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -35,6 +36,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, Self::Rejection> {
+        // With auth on, the authentication layer put the verified principal here.
+        if let Some(p) = parts.extensions.get::<plinth_auth::Principal>() {
+            return Ok(Caller(p.actor()));
+        }
         Ok(Caller(actor_from(parts)))
     }
 }

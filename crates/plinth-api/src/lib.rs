@@ -8,7 +8,9 @@
 //! into service arguments, call `plinth_tracking::TrackingService`, and render the answer.
 //! Every error leaves as MLflow's `{"error_code", "message"}` with MLflow's status.
 
+mod access;
 mod artifacts;
+mod auth;
 mod batch;
 mod error;
 mod fields;
@@ -23,10 +25,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use plinth_auth::AuthService;
 use plinth_registry::RegistryService;
 use plinth_tracking::TrackingService;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use access::route_table;
 pub use error::ApiError;
 
 /// Limits the HTTP layer enforces; no `Default`: the server decides.
@@ -41,6 +45,11 @@ pub struct ApiLimits {
 pub struct AppState {
     pub tracking: Arc<TrackingService>,
     pub registry: Arc<RegistryService>,
+    pub auth: Arc<AuthService>,
+    /// Whether every request must carry credentials (`auth.enabled`).
+    pub auth_enabled: bool,
+    /// `ApiLimits::max_request_bytes`, for the permission check that reads request fields.
+    pub max_request_bytes: usize,
     pub version: &'static str,
     /// Whether the artifact proxy is on (artifacts live under `mlflow-artifacts:`); when clients write
     /// to the artifact root themselves, the proxy routes answer `ENDPOINT_NOT_FOUND`.
@@ -54,7 +63,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
     Router::new()
         .nest("/api/2.0/mlflow", tracking.clone())
         .nest("/ajax-api/2.0/mlflow", tracking)
-        .nest("/api/plinth/v1", plinth_v1::routes())
+        .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()))
         .merge(meta::routes())
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         // Artifact bodies are streams of any size: no body limit.
@@ -62,6 +71,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
         .fallback(error::endpoint_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
 }

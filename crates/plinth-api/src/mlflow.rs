@@ -4,6 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
+use plinth_core::auth::ResourceKind;
 use plinth_core::tracking::{Dataset, DatasetInput, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType};
 use plinth_core::validation::{InvalidParameter, MAX_BATCH_LOG_REQUEST_BYTES};
 use plinth_tracking::{CreateLoggedModel, CreateRun, HistoryBulkInterval, LogBatch, SearchExperiments, SearchLoggedModels, SearchRuns};
@@ -16,6 +17,7 @@ use crate::json::{self, MetricJson};
 use crate::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
+type Ext = Option<axum::Extension<plinth_auth::Principal>>;
 
 fn empty() -> Answer {
     Ok(Json(json!({})))
@@ -73,10 +75,11 @@ fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
 
 // Experiments.
 
-async fn create_experiment(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_experiment(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let name = f.str("name")?;
     let location = f.opt_str("artifact_location")?;
     let id = s.tracking.acting(&actor).create_experiment(&name, location.as_deref(), f.key_values("tags")?).await?;
+    crate::auth::grant_creator(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment, id.as_str()).await?;
     Ok(Json(json!({"experiment_id": id.as_str()})))
 }
 
@@ -90,7 +93,7 @@ async fn get_experiment_by_name(State(s): State<AppState>, MlflowRequest(f): Mlf
     Ok(Json(json!({"experiment": json::experiment(&e)})))
 }
 
-async fn search_experiments(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn search_experiments(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
     let req = SearchExperiments {
         view_type: view_type(&f, "view_type")?,
         filter: f.opt_str("filter")?,
@@ -98,7 +101,11 @@ async fn search_experiments(State(s): State<AppState>, MlflowRequest(f): MlflowR
         max_results: f.opt_i64("max_results")?,
         page_token: f.opt_str("page_token")?,
     };
-    let page = s.tracking.search_experiments(req).await?;
+    let mut page = s.tracking.search_experiments(req).await?;
+    // With auth on, only what the caller may read (a page can then hold fewer than max_results).
+    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment).await? {
+        page.items.retain(|e| readable.contains(e.experiment_id.as_str()));
+    }
     Ok(Json(json::page("experiments", page.items.iter().map(json::experiment).collect(), page.next_page_token)))
 }
 

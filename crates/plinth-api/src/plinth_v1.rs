@@ -182,11 +182,25 @@ async fn get_promotion(State(s): State<AppState>, Path(id): Path<String>) -> Ans
     outcome(&s.registry.get_promotion(promotion_id(&id)?).await?)
 }
 
-async fn approve(State(s): State<AppState>, Caller(actor): Caller, Path(id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn approve(
+    State(s): State<AppState>,
+    p: Option<axum::Extension<plinth_auth::Principal>>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
+    crate::auth::require_approver(&s, p.as_ref().map(|e| &e.0))?;
     outcome(&s.registry.review_promotion(&actor, promotion_id(&id)?, ReviewDecision::Approve, f.opt_str("comment")?).await?)
 }
 
-async fn reject(State(s): State<AppState>, Caller(actor): Caller, Path(id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn reject(
+    State(s): State<AppState>,
+    p: Option<axum::Extension<plinth_auth::Principal>>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
+    crate::auth::require_approver(&s, p.as_ref().map(|e| &e.0))?;
     outcome(&s.registry.review_promotion(&actor, promotion_id(&id)?, ReviewDecision::Reject, f.opt_str("comment")?).await?)
 }
 

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
+use plinth_core::auth::ResourceKind;
 use plinth_core::validation::InvalidParameter;
 use plinth_registry::{CreateVersion, SearchRequest};
 use serde_json::{Value, json};
@@ -13,6 +14,7 @@ use crate::identity::Caller;
 use crate::{ApiError, AppState, json};
 
 type Answer = Result<Json<Value>, ApiError>;
+type Ext = Option<axum::Extension<plinth_auth::Principal>>;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -58,8 +60,9 @@ fn search(f: &Fields) -> Result<SearchRequest, ApiError> {
     })
 }
 
-async fn create_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_registered_model(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let m = s.registry.create_registered_model(&actor, &f.str("name")?, f.key_values("tags")?, f.opt_str("description")?).await?;
+    crate::auth::grant_creator(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel, &m.name).await?;
     Ok(Json(json!({"registered_model": json::registered_model(&m)})))
 }
 
@@ -70,7 +73,10 @@ async fn get_registered_model(State(s): State<AppState>, MlflowRequest(f): Mlflo
 
 async fn rename_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let new_name = f.opt_str("new_name")?.unwrap_or_default();
-    let m = s.registry.rename_registered_model(&actor, &f.str("name")?, &new_name).await?;
+    let old = f.str("name")?;
+    let m = s.registry.rename_registered_model(&actor, &old, &new_name).await?;
+    // Grants follow the model.
+    s.auth.rename_resource(ResourceKind::RegisteredModel, &old, &m.name).await?;
     Ok(Json(json!({"registered_model": json::registered_model(&m)})))
 }
 
@@ -80,12 +86,18 @@ async fn update_registered_model(State(s): State<AppState>, Caller(actor): Calle
 }
 
 async fn delete_registered_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.registry.delete_registered_model(&actor, &f.str("name")?).await?;
+    let name = f.str("name")?;
+    s.registry.delete_registered_model(&actor, &name).await?;
+    // A later model of the same name must not inherit the old one's grants.
+    s.auth.forget_resource(ResourceKind::RegisteredModel, &name).await?;
     empty()
 }
 
-async fn search_registered_models(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let page = s.registry.search_registered_models(search(&f)?).await?;
+async fn search_registered_models(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
+    let mut page = s.registry.search_registered_models(search(&f)?).await?;
+    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel).await? {
+        page.items.retain(|m| readable.contains(&m.name));
+    }
     Ok(Json(json::page("registered_models", page.items.iter().map(json::registered_model).collect(), page.next_page_token)))
 }
 
@@ -148,8 +160,11 @@ async fn delete_model_version(State(s): State<AppState>, Caller(actor): Caller, 
     empty()
 }
 
-async fn search_model_versions(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let page = s.registry.search_model_versions(search(&f)?).await?;
+async fn search_model_versions(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
+    let mut page = s.registry.search_model_versions(search(&f)?).await?;
+    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel).await? {
+        page.items.retain(|v| readable.contains(&v.name));
+    }
     Ok(Json(json::page("model_versions", page.items.iter().map(json::model_version).collect(), page.next_page_token)))
 }
 

@@ -5,6 +5,7 @@
 //! `plinth-api`, persisted formats in the storage adapters.
 
 pub mod audit;
+pub mod auth;
 pub mod error_code;
 pub mod ids;
 pub mod page_token;

@@ -17,6 +17,59 @@ pub struct Config {
     pub tracking: TrackingSection,
     pub registry: RegistrySection,
     pub webhooks: WebhooksSection,
+    pub auth: AuthSection,
+}
+
+/// A secret from the configuration: never printed, never in `Debug`.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Require credentials (HTTP Basic with a password or token, or a Bearer token) on every request.
+    pub enabled: bool,
+    /// With no enabled admin in the database, create this admin on start, with
+    /// `bootstrap_admin_password` (set it through `PLINTH__AUTH__BOOTSTRAP_ADMIN_PASSWORD`).
+    pub bootstrap_admin: String,
+    pub bootstrap_admin_password: Secret,
+    /// Failed sign-ins allowed per user name, and per source address, within `failure_window_secs`.
+    pub max_failures_per_user: u32,
+    pub max_failures_per_address: u32,
+    pub failure_window_secs: u64,
+    /// Longest token lifetime; 0 allows tokens that never expire.
+    pub max_token_ttl_secs: i64,
+}
+
+impl Default for AuthSection {
+    fn default() -> AuthSection {
+        AuthSection {
+            enabled: false,
+            bootstrap_admin: "admin".into(),
+            bootstrap_admin_password: Secret::default(),
+            max_failures_per_user: 10,
+            max_failures_per_address: 100,
+            failure_window_secs: 300,
+            max_token_ttl_secs: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -24,6 +77,9 @@ pub struct Config {
 pub struct ServerSection {
     /// Address to listen on.
     pub host: String,
+    /// Serve a non-loopback address with auth off. Refused otherwise: anyone who can reach the
+    /// port would read and change everything.
+    pub allow_unauthenticated: bool,
     /// Port to listen on; 0 picks a free one (the readiness line tells which).
     pub port: u16,
     /// Directory for the embedded defaults: the SQLite database, artifacts, staging files.
@@ -112,6 +168,7 @@ impl Default for ServerSection {
     fn default() -> ServerSection {
         ServerSection {
             host: "127.0.0.1".into(),
+            allow_unauthenticated: false,
             port: 5000,
             data_dir: PathBuf::from("./plinth-data"),
             max_request_bytes: 32 * 1024 * 1024,
@@ -137,6 +194,12 @@ impl Default for TrackingSection {
 #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
 pub struct ConfigError {
     pub problems: Vec<String>,
+}
+
+/// Whether `host` only listens on this machine (`127.0.0.0/8`, `::1`, `localhost`).
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The environment-variable prefix for overrides: `PLINTH__SERVER__PORT=8080`.
@@ -176,12 +239,30 @@ impl Config {
                 return Err(ConfigError { problems });
             }
         };
-        problems.extend(config.problems());
+        // The exposure rule waits for the command-line flags (`--host`, `--allow-unauthenticated`).
+        problems.extend(config.field_problems());
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
 
     /// Checks values that parse but cannot work; every problem is listed.
+    /// Every problem, including serving a non-loopback address without auth.
     pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.field_problems();
+        problems.extend(self.exposure_problem());
+        problems
+    }
+
+    /// Serving a non-loopback address with auth off, unless explicitly allowed.
+    pub fn exposure_problem(&self) -> Option<String> {
+        (!self.auth.enabled && !self.server.allow_unauthenticated && !is_loopback(&self.server.host)).then(|| {
+            format!(
+                "server.host: '{}' is not a loopback address and auth is off; enable [auth] (auth.enabled = true) or pass --allow-unauthenticated (server.allow_unauthenticated = true) to serve it without authentication",
+                self.server.host
+            )
+        })
+    }
+
+    fn field_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.server.host.trim().is_empty() {
             problems.push("server.host: must not be empty".to_owned());
@@ -208,6 +289,18 @@ impl Config {
         }
         if self.webhooks.timeout_ms == 0 || self.webhooks.poll_interval_ms == 0 || self.webhooks.initial_backoff_ms == 0 {
             problems.push("webhooks: timeout_ms, poll_interval_ms and initial_backoff_ms must be positive".to_owned());
+        }
+        if !self.auth.bootstrap_admin_password.is_empty() && self.auth.bootstrap_admin.trim().is_empty() {
+            problems.push("auth.bootstrap_admin: must name the admin that auth.bootstrap_admin_password is for".to_owned());
+        }
+        if !self.auth.bootstrap_admin_password.is_empty() && self.auth.bootstrap_admin_password.expose().chars().count() < 12 {
+            problems.push("auth.bootstrap_admin_password: needs at least 12 characters".to_owned());
+        }
+        if self.auth.max_failures_per_user == 0 || self.auth.max_failures_per_address == 0 || self.auth.failure_window_secs == 0 {
+            problems.push("auth: max_failures_per_user, max_failures_per_address and failure_window_secs must be positive".to_owned());
+        }
+        if self.auth.max_token_ttl_secs < 0 {
+            problems.push("auth.max_token_ttl_secs: must not be negative".to_owned());
         }
         if let Some(dest) = &self.artifacts.destination
             && dest.contains("://")
@@ -309,6 +402,16 @@ mod tests {
         .expect("valid");
         assert_eq!(config.server.port, 7000, "env beats file");
         assert_eq!(config.server.host, "0.0.0.0", "file beats default");
+        assert!(config.exposure_problem().is_some(), "0.0.0.0 without auth is refused once flags are applied");
+        let mut allowed = config.clone();
+        allowed.server.allow_unauthenticated = true;
+        assert!(allowed.problems().is_empty());
+        let mut with_auth = config.clone();
+        with_auth.auth.enabled = true;
+        assert!(with_auth.problems().is_empty());
+        assert!(
+            is_loopback("127.0.0.2") && is_loopback("::1") && is_loopback("[::1]") && is_loopback("localhost") && !is_loopback("10.0.0.1")
+        );
         assert_eq!(config.database.max_connections, 3);
         assert!(!config.tracking.truncate_long_values);
         assert_eq!(config.database_url(), "sqlite://./plinth-data/plinth.db");

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_api::{ApiLimits, AppState};
+use plinth_auth::limiter::Limits;
+use plinth_auth::{AuthConfig, AuthService};
 use plinth_blob::LocalBlobStore;
 use plinth_registry::webhooks::{DispatchConfig, Dispatcher, Outbox};
 use plinth_registry::{RegistryConfig, RegistryService};
@@ -36,6 +38,10 @@ pub enum StartError {
     },
     #[error("cannot initialize tracking")]
     Tracking(#[from] plinth_tracking::Error),
+    #[error("{0}")]
+    Exposed(String),
+    #[error("cannot create the first admin")]
+    Auth(#[source] plinth_auth::Error),
     #[error("cannot start the webhook dispatcher")]
     Webhooks(#[source] reqwest::Error),
     #[error("cannot listen on {addr}")]
@@ -44,6 +50,33 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The authentication service over the metadata store, as configured.
+pub fn auth_service(config: &Config, store: Arc<SqlStore>) -> AuthService {
+    AuthService::new(
+        store.clone(),
+        store,
+        AuthConfig {
+            limits: Limits {
+                max_failures_per_user: config.auth.max_failures_per_user,
+                max_failures_per_address: config.auth.max_failures_per_address,
+                window: Duration::from_secs(config.auth.failure_window_secs),
+            },
+            max_token_ttl_secs: (config.auth.max_token_ttl_secs > 0).then_some(config.auth.max_token_ttl_secs),
+        },
+    )
+}
+
+/// Opens (and migrates) the metadata store the configuration names, for administrative commands.
+pub async fn open_store(config: &Config) -> Result<SqlStore, StartError> {
+    Ok(SqlStore::connect(&SqlConfig {
+        url: config.database_url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+        sqlite_synchronous_full: config.database.sqlite_synchronous == config::SqliteSynchronous::Full,
+    })
+    .await?)
 }
 
 /// A started server.
@@ -60,6 +93,9 @@ pub struct Server {
 impl Server {
     /// Opens everything and starts serving; returns once the listener is bound.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
+        if let Some(problem) = config.exposure_problem() {
+            return Err(StartError::Exposed(problem));
+        }
         let store = SqlStore::connect(&SqlConfig {
             url: config.database_url(),
             max_connections: config.database.max_connections,
@@ -95,7 +131,24 @@ impl Server {
             },
         );
         let registry = Arc::new(registry);
-        let state = AppState { tracking: Arc::new(tracking), registry: registry.clone(), version: VERSION, serve_artifacts };
+        let auth = Arc::new(auth_service(config, shared.clone()));
+        if !config.auth.bootstrap_admin_password.is_empty()
+            && auth
+                .bootstrap_admin(&config.auth.bootstrap_admin, config.auth.bootstrap_admin_password.expose())
+                .await
+                .map_err(StartError::Auth)?
+        {
+            tracing::info!(admin = %config.auth.bootstrap_admin, "Created the first admin from auth.bootstrap_admin_password.");
+        }
+        let state = AppState {
+            tracking: Arc::new(tracking),
+            registry: registry.clone(),
+            auth,
+            auth_enabled: config.auth.enabled,
+            max_request_bytes: config.server.max_request_bytes,
+            version: VERSION,
+            serve_artifacts,
+        };
         let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
 
         let bind = format!("{}:{}", config.server.host, config.server.port);
@@ -103,8 +156,11 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
-        let task =
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await }).await });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { signal.cancelled().await })
+                .await
+        });
         let hooks = &config.webhooks;
         let dispatcher = Dispatcher::new(
             outbox,

@@ -8,6 +8,7 @@
 //! serialization race.
 
 mod audit;
+mod auth;
 mod migrate;
 mod registry;
 mod sql;

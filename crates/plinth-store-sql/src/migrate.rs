@@ -28,6 +28,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_registry.sql"),
         postgres: include_str!("../migrations/postgres/0002_registry.sql"),
     },
+    Migration {
+        version: 3,
+        description: "auth",
+        sqlite: include_str!("../migrations/sqlite/0003_auth.sql"),
+        postgres: include_str!("../migrations/postgres/0003_auth.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"
@@ -129,8 +135,14 @@ fn split_statements(sql: &str) -> Vec<String> {
 mod tests {
     #[test]
     fn migrations_split_into_statements() {
-        for m in super::MIGRATIONS {
-            assert!(super::split_statements(m.sqlite).len() > 10);
+        for (idx, m) in super::MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, idx as i64 + 1, "versions are consecutive");
+            // Every statement is a CREATE: a mis-split would leave a fragment.
+            for statement in super::split_statements(m.sqlite).iter().chain(&super::split_statements(m.postgres)) {
+                assert!(statement.trim_start().starts_with("CREATE "), "{statement}");
+                assert!(statement.trim_end().ends_with(';'), "{statement}");
+            }
+            assert!(super::split_statements(m.sqlite).len() >= 5);
             assert_eq!(super::split_statements(m.sqlite).len(), super::split_statements(m.postgres).len());
         }
     }

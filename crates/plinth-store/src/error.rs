@@ -38,6 +38,12 @@ pub enum Error {
     ModelVersionNotFound { name: String, version: i64 },
     #[error("Promotion request {id} not found")]
     PromotionNotFound { id: i64 },
+    #[error("User '{name}' already exists")]
+    UserExists { name: String },
+    #[error("User '{name}' not found")]
+    UserNotFound { name: String },
+    #[error("Token {id} not found")]
+    TokenNotFound { id: String },
     #[error("Webhook with ID {id} not found.")]
     WebhookNotFound { id: String },
     #[error("Webhook delivery {id} not found.")]
@@ -76,8 +82,12 @@ impl HasErrorCode for Error {
             | Error::ModelVersionNotFound { .. }
             | Error::PromotionNotFound { .. }
             | Error::WebhookNotFound { .. }
+            | Error::UserNotFound { .. }
+            | Error::TokenNotFound { .. }
             | Error::DeliveryNotFound { .. } => ErrorCode::ResourceDoesNotExist,
-            Error::ExperimentNameExists { .. } | Error::RegisteredModelExists { .. } => ErrorCode::ResourceAlreadyExists,
+            Error::ExperimentNameExists { .. } | Error::RegisteredModelExists { .. } | Error::UserExists { .. } => {
+                ErrorCode::ResourceAlreadyExists
+            }
             Error::Conflict { .. } => ErrorCode::ResourceConflict,
             Error::ExperimentNotActiveForRename { .. } => ErrorCode::InvalidState,
             Error::ExperimentNotActive { .. } | Error::RunNotActive { .. } | Error::ParamChanged { .. } | Error::InvalidArgument { .. } => {

@@ -1,6 +1,6 @@
 //! Storage ports for Plinth's metadata, and the conformance suite every adapter runs.
 //!
-//! A port is a trait (`TrackingStore`, `RegistryStore`, `AuditLog`, `WebhookStore`) written in domain types from `plinth-core` and search
+//! A port is a trait (`TrackingStore`, `RegistryStore`, `AuditLog`, `WebhookStore`, `AuthStore`) written in domain types from `plinth-core` and search
 //! ASTs from `plinth-filter`. Adapters (SQLite and PostgreSQL in `plinth-store-sql`) implement
 //! it and prove it with `conformance`. The transaction rules every adapter keeps:
 //! - one call is one transaction: it commits whole or not at all;
@@ -9,7 +9,9 @@
 //! - an acknowledged call is durable (it survives `kill -9` of the process).
 
 pub mod audit;
+pub mod auth;
 pub mod conformance;
+pub mod conformance_auth;
 pub mod conformance_registry;
 mod error;
 pub mod registry;
@@ -17,6 +19,7 @@ pub mod tracking;
 pub mod webhooks;
 
 pub use audit::AuditLog;
+pub use auth::AuthStore;
 pub use error::{Error, Result};
 pub use registry::RegistryStore;
 pub use tracking::TrackingStore;

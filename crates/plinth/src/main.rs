@@ -5,6 +5,7 @@
 //! precedence, lowest first), starts the server, prints one readiness line on stdout
 //! (`plinth <version> listening on http://HOST:PORT`), and stops cleanly on SIGINT/SIGTERM.
 
+mod admin;
 mod client;
 
 use std::io::Write;
@@ -36,6 +37,20 @@ enum Command {
         #[command(subcommand)]
         command: client::ModelsCommand,
     },
+    /// Users and service accounts, on the server's database (how the first admin is made).
+    Users {
+        #[command(flatten)]
+        args: ServerArgs,
+        #[command(subcommand)]
+        command: admin::UsersCommand,
+    },
+    /// API tokens, on the server's database.
+    Tokens {
+        #[command(flatten)]
+        args: ServerArgs,
+        #[command(subcommand)]
+        command: admin::TokensCommand,
+    },
     /// The audit trail (talks to a running server).
     Audit {
         #[command(flatten)]
@@ -56,32 +71,35 @@ enum ConfigCommand {
 #[derive(Args)]
 struct ServerArgs {
     /// Configuration file (TOML).
-    #[arg(long, env = "PLINTH_CONFIG")]
+    #[arg(long, env = "PLINTH_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long)]
+    #[arg(long, global = true)]
     host: Option<String>,
     /// Port to listen on; 0 picks a free port.
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', global = true)]
     port: Option<u16>,
     /// Data directory of the embedded defaults.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// MLflow's flag: the metadata store (sqlite:///path.db or postgresql://…).
-    #[arg(long)]
+    #[arg(long, global = true)]
     backend_store_uri: Option<String>,
     /// MLflow's flag: root of new experiments' artifact locations.
-    #[arg(long)]
+    #[arg(long, global = true)]
     default_artifact_root: Option<String>,
     /// MLflow's flag: where proxied artifacts are stored.
-    #[arg(long)]
+    #[arg(long, global = true)]
     artifacts_destination: Option<String>,
     /// MLflow's flag: proxy artifacts through the server (the default).
-    #[arg(long, conflicts_with = "no_serve_artifacts")]
+    #[arg(long, conflicts_with = "no_serve_artifacts", global = true)]
     serve_artifacts: bool,
     /// MLflow's flag: clients write artifacts to the artifact root themselves.
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_serve_artifacts: bool,
+    /// Serve a non-loopback address with auth off (refused without it).
+    #[arg(long, global = true)]
+    allow_unauthenticated: bool,
 }
 
 impl ServerArgs {
@@ -105,6 +123,9 @@ impl ServerArgs {
         }
         if let Some(root) = &self.default_artifact_root {
             config.artifacts.default_artifact_root = Some(root.clone());
+        }
+        if self.allow_unauthenticated {
+            config.server.allow_unauthenticated = true;
         }
         if let Some(dest) = &self.artifacts_destination {
             config.artifacts.destination = Some(dest.clone());
@@ -135,6 +156,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Models { conn, command } => client::models(&conn, command),
+        Command::Users { args, command } => admin::users(&args.config()?, command),
+        Command::Tokens { args, command } => admin::tokens(&args.config()?, command),
         Command::Audit { conn, command } => client::audit(&conn, command),
     }
 }

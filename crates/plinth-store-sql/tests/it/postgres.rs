@@ -47,8 +47,16 @@ async fn fresh() -> Option<Harness> {
     let store = SqlStore::connect(&super::config(url)).await.expect("connect scratch database");
     let keep = Scratch { admin_url, name, store: store.clone() };
     let store = Arc::new(store);
-    Some(Harness { store: store.clone(), registry: store.clone(), audit: store.clone(), webhooks: store, keep: Box::new(keep) })
+    Some(Harness {
+        store: store.clone(),
+        registry: store.clone(),
+        audit: store.clone(),
+        webhooks: store.clone(),
+        auth: store,
+        keep: Box::new(keep),
+    })
 }
 
 plinth_store::tracking_conformance!(fresh);
 plinth_store::registry_conformance!(fresh);
+plinth_store::auth_conformance!(fresh);

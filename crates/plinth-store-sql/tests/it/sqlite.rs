@@ -9,11 +9,19 @@ async fn fresh() -> Option<Harness> {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("plinth.db").display());
     let store = Arc::new(SqlStore::connect(&super::config(url)).await.expect("connect"));
-    Some(Harness { store: store.clone(), registry: store.clone(), audit: store.clone(), webhooks: store, keep: Box::new(dir) })
+    Some(Harness {
+        store: store.clone(),
+        registry: store.clone(),
+        audit: store.clone(),
+        webhooks: store.clone(),
+        auth: store,
+        keep: Box::new(dir),
+    })
 }
 
 plinth_store::tracking_conformance!(fresh);
 plinth_store::registry_conformance!(fresh);
+plinth_store::auth_conformance!(fresh);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_skips_applied_migrations() {

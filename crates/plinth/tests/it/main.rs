@@ -1,5 +1,6 @@
 //! Black-box tests of the real `plinth` binary: lifecycle, durability, robustness, path safety.
 
+mod auth;
 mod durability;
 mod large_artifacts;
 mod lifecycle;

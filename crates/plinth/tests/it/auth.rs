@@ -1,0 +1,225 @@
+//! Auth through the binary: the first admin made with the CLI, every route walked with every role
+//! against the permission table, tokens, rate limiting, the loopback rule.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use plinth_test_support::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::bin;
+
+const ADMIN_PASSWORD: &str = "root-password-0001";
+
+fn cli(data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plinth");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+struct Auth {
+    server: TestServer,
+    client: reqwest::Client,
+    _config: tempfile::TempDir,
+    data: std::path::PathBuf,
+}
+
+async fn start() -> Auth {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (ok, _, err) = cli(&data, &["users", "add", "root", "--role", "admin", "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n")));
+    assert!(ok, "bootstrap: {err}");
+    let config = dir.path().join("plinth.toml");
+    std::fs::write(&config, "[auth]\nenabled = true\nmax_failures_per_user = 5\nmax_failures_per_address = 100000\n").expect("config");
+    let server = TestServer::start_in(bin(), &data, &["--config", config.to_str().expect("utf-8")]).expect("start");
+    let a = Auth { server, client: reqwest::Client::new(), _config: dir, data };
+    for (name, role) in [("member1", "member"), ("viewer1", "viewer")] {
+        let (status, body) = a
+            .call(
+                Some(("root", ADMIN_PASSWORD)),
+                Method::POST,
+                "/api/plinth/v1/users",
+                Some(json!({"name": name, "password": format!("{name}-password-01"), "role": role})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    a
+}
+
+impl Auth {
+    async fn call(&self, who: Option<(&str, &str)>, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.server.url));
+        if let Some((user, pass)) = who {
+            req = req.basic_auth(user, Some(pass));
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+const RUN: &str = "0123456789abcdef0123456789abcdef";
+
+/// A concrete request for a route of the table, naming resources nobody but admins may touch.
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "not-granted")
+        .replace("{target}", "champion")
+        .replace("{alias}", "champion")
+        .replace("{version}", "1")
+        .replace("{run_id}", RUN)
+        .replace("{model_id}", "m-0123456789abcdef0123456789abcdef")
+        .replace("{id}", "1")
+        .replace("{key}", "k")
+        .replace("{*path}", "0/x.txt")
+        .replace("{upload_id}", "u")
+        .replace("{part_number}", "1")
+}
+
+fn fields() -> Value {
+    json!({"experiment_id": "0", "experiment_ids": ["0"], "run_id": RUN, "run_ids": [RUN], "name": "not-granted", "path": "0", "experiment_name": "Default"})
+}
+
+#[tokio::test]
+async fn every_route_with_every_role() {
+    let a = start().await;
+    let table = plinth_api::route_table();
+    assert!(table.len() > 90);
+    let mut failures = Vec::new();
+    for (method, path, kind) in table {
+        let method: Method = method.parse().expect("method");
+        let mut url = concrete(path);
+        let body = if method == Method::GET {
+            url.push_str(
+                "?experiment_id=0&experiment_ids=0&run_id=0123456789abcdef0123456789abcdef&name=not-granted&path=0&experiment_name=Default",
+            );
+            None
+        } else {
+            Some(fields())
+        };
+        // Creating routes create under their own names, so no role comes to own the resources the
+        // other routes name.
+        let body_for = |who: &str| if kind == "create" { Some(json!({"name": format!("walk-{path}-{who}")})) } else { body.clone() };
+        let anonymous = a.call(None, method.clone(), &url, body_for("anonymous")).await.0;
+        let viewer = a.call(Some(("viewer1", "viewer1-password-01")), method.clone(), &url, body_for("viewer")).await.0;
+        let member = a.call(Some(("member1", "member1-password-01")), method.clone(), &url, body_for("member")).await.0;
+        let admin = a.call(Some(("root", ADMIN_PASSWORD)), method.clone(), &url, body_for("admin")).await.0;
+        let denied = |s: u16| s == 401 || s == 403;
+        let ok = match kind {
+            "public" => !denied(anonymous) && !denied(viewer) && !denied(admin),
+            "signed_in" => anonymous == 401 && viewer != 401 && member != 401 && !denied(admin),
+            "admin" => anonymous == 401 && viewer == 403 && member == 403 && !denied(admin),
+            "create" => anonymous == 401 && viewer == 403 && !denied(member) && !denied(admin),
+            "resource" => anonymous == 401 && viewer == 403 && member == 403 && !denied(admin),
+            other => panic!("unknown kind {other}"),
+        };
+        if !ok {
+            failures.push(format!("{method} {path} ({kind}): anonymous {anonymous}, viewer {viewer}, member {member}, admin {admin}"));
+        }
+    }
+    assert!(failures.is_empty(), "routes that do not follow the table:\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn grants_tokens_and_limits() {
+    let a = start().await;
+    let member = Some(("member1", "member1-password-01"));
+    let viewer = Some(("viewer1", "viewer1-password-01"));
+    // The creator manages what it creates; others see nothing of it until granted.
+    let (status, body) = a.call(member, Method::POST, "/api/2.0/mlflow/experiments/create", Some(json!({"name": "mine"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let exp = body["experiment_id"].as_str().expect("id").to_owned();
+    let (_, found) = a.call(viewer, Method::GET, "/api/2.0/mlflow/experiments/search?max_results=100", None).await;
+    assert!(found["experiments"].as_array().is_none_or(|e| e.iter().all(|x| x["name"] != "mine")), "search leaks names: {found}");
+    let (status, _) = a.call(viewer, Method::GET, &format!("/api/2.0/mlflow/experiments/get?experiment_id={exp}"), None).await;
+    assert_eq!(status, 403);
+    let (status, body) = a
+        .call(
+            member,
+            Method::PUT,
+            "/api/plinth/v1/grants",
+            Some(json!({"user": "viewer1", "kind": "experiment", "resource": exp, "level": "EDIT"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = a.call(viewer, Method::GET, &format!("/api/2.0/mlflow/experiments/get?experiment_id={exp}"), None).await;
+    assert_eq!(status, 200, "granted");
+    // A viewer is capped at READ whatever it was granted.
+    let (status, _) = a.call(viewer, Method::POST, "/api/2.0/mlflow/runs/create", Some(json!({"experiment_id": exp}))).await;
+    assert_eq!(status, 403);
+    let (_, found) = a.call(viewer, Method::GET, "/api/2.0/mlflow/experiments/search?max_results=100", None).await;
+    assert!(found["experiments"].as_array().is_some_and(|e| e.iter().any(|x| x["name"] == "mine")), "{found}");
+
+    // Tokens: created with the CLI, shown once, usable as Bearer and as the Basic password, revocable.
+    let (ok, token, err) = cli(&a.data, &["tokens", "create", "--user", "member1", "--name", "ci"], None);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("plt_"), "{token}");
+    let res = a.client.get(format!("{}/api/plinth/v1/auth/me", a.server.url)).bearer_auth(&token).send().await.expect("me");
+    assert_eq!(res.status().as_u16(), 200);
+    let (status, me) = a.call(Some(("member1", &token)), Method::GET, "/api/plinth/v1/auth/me", None).await;
+    assert_eq!((status, me["user"]["name"].as_str()), (200, Some("member1")));
+    let (status, _) = a.call(Some(("viewer1", &token)), Method::GET, "/api/plinth/v1/auth/me", None).await;
+    assert_eq!(status, 401, "a token works only for its own user");
+    let id = token.trim_start_matches("plt_").split('_').next().expect("id").to_owned();
+    let (status, _) = a.call(member, Method::DELETE, &format!("/api/plinth/v1/tokens/{id}"), None).await;
+    assert_eq!(status, 200);
+    let res = a.client.get(format!("{}/api/plinth/v1/auth/me", a.server.url)).bearer_auth(&token).send().await.expect("me");
+    assert_eq!(res.status().as_u16(), 401, "revoked");
+
+    // Failed sign-ins are limited per user, with the same answer for unknown users.
+    for _ in 0..5 {
+        let (status, body) = a.call(Some(("member1", "wrong-password-000")), Method::GET, "/api/plinth/v1/auth/me", None).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error_code"], "UNAUTHENTICATED");
+    }
+    let (status, body) = a.call(member, Method::GET, "/api/plinth/v1/auth/me", None).await;
+    assert_eq!((status, body["error_code"].as_str()), (429, Some("REQUEST_LIMIT_EXCEEDED")), "locked even with the right password");
+    let (status, unknown) = a.call(Some(("nobody", "wrong-password-000")), Method::GET, "/api/plinth/v1/auth/me", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(unknown["message"], body_message_of_wrong_password());
+
+    // Denials and sign-in failures are in the audit trail, without secrets.
+    let (status, audit) = a.call(Some(("root", ADMIN_PASSWORD)), Method::GET, "/api/plinth/v1/audit?max_results=1000", None).await;
+    assert_eq!(status, 200);
+    let text = audit.to_string();
+    assert!(text.contains("request.deny") && text.contains("auth.login") && text.contains("token.create"), "{text}");
+    assert!(
+        !text.contains("member1-password-01") && !text.contains(&token) && !text.contains(ADMIN_PASSWORD),
+        "secrets in the audit trail"
+    );
+}
+
+fn body_message_of_wrong_password() -> &'static str {
+    "Invalid credentials: send HTTP Basic (user name with a password or a token) or a Bearer token"
+}
+
+#[test]
+fn non_loopback_without_auth_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin()).args(["config", "check", "--host", "0.0.0.0", "--data-dir"]).arg(dir.path()).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-unauthenticated"));
+    let out = Command::new(bin())
+        .args(["config", "check", "--host", "0.0.0.0", "--allow-unauthenticated", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
