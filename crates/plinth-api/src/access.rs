@@ -288,6 +288,9 @@ pub(crate) async fn authorize(s: &AppState, principal: &Principal, req: Request)
             if principal.is_admin() {
                 return Ok(req);
             }
+            if let ExperimentName(field) = locate {
+                return by_name(s, principal, req, field, level).await;
+            }
             let (ids, req) = resources(s, principal, req, &matched, &path, locate).await?;
             if ids.is_empty() {
                 return Err(denied(principal, "names no resource this route can check"));
@@ -304,7 +307,23 @@ async fn check(s: &AppState, principal: &Principal, kind: ResourceKind, id: &str
     if s.auth.allows(principal, kind, id, level).await? {
         Ok(())
     } else {
-        Err(denied(principal, &format!("lacks {} on {} '{id}'", level.as_str(), kind.as_str())))
+        // The message names no resource: an existing one and a missing one are refused alike.
+        Err(denied(principal, &format!("lacks {} on this {}", level.as_str(), kind.as_str().replace('_', " "))))
+    }
+}
+
+/// `experiments/get-by-name`: a name nobody may read is answered as if it did not exist, which is
+/// what MLflow's client needs to create it (`mlflow.set_experiment` creates a name only after a
+/// `RESOURCE_DOES_NOT_EXIST`). Names are unique across users, so creating a taken name still says
+/// it is taken, as in MLflow.
+async fn by_name(s: &AppState, principal: &Principal, req: Request, field: &str, level: Level) -> Result<Request, ApiError> {
+    let (f, req) = fields(req, s.max_request_bytes).await?;
+    let wanted = f.opt_str(field).ok().flatten().unwrap_or_default();
+    match s.tracking.get_experiment_by_name(&wanted).await {
+        Ok(e) if s.auth.allows(principal, ResourceKind::Experiment, e.experiment_id.as_str(), level).await? => Ok(req),
+        Ok(_) => Err(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{wanted}')") }.into()),
+        // Missing: the handler answers RESOURCE_DOES_NOT_EXIST in its own words.
+        Err(_) => Ok(req),
     }
 }
 
@@ -335,13 +354,8 @@ async fn resources(
     let ids = match locate {
         Field(name) => vec![f.opt_str(name).ok().flatten().unwrap_or_default()],
         FieldOrDefault(name) => vec![f.opt_str(name).ok().flatten().filter(|v| !v.is_empty()).unwrap_or_else(|| "0".into())],
-        ExperimentName(name) => {
-            let wanted = f.opt_str(name).ok().flatten().unwrap_or_default();
-            match s.tracking.get_experiment_by_name(&wanted).await {
-                Ok(e) => vec![e.experiment_id.as_str().to_owned()],
-                Err(_) => vec![format!("(name {wanted})")],
-            }
-        }
+        // Handled by `by_name` before this; no ids means refused.
+        ExperimentName(_) => Vec::new(),
         Run(name) => vec![run_experiment(f.opt_str(name).ok().flatten().unwrap_or_default()).await?],
         Runs(_) => {
             // The bulk history routes take `run_id` or `run_ids`: both count.
