@@ -36,6 +36,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -43,6 +44,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -72,6 +74,34 @@ PLINTH_MEMBER = "bench-member"
 # MLflow basic-auth principals.
 MLFLOW_ADMIN = "admin"
 MLFLOW_USER = "bench-user"
+
+
+# --------------------------------------------------------------------------------------
+# MLflow's auth extra
+# --------------------------------------------------------------------------------------
+
+
+def ensure_mlflow_auth_extra() -> None:
+    """Install `mlflow[auth]` (Flask-WTF) into the benchmark venv if it is missing.
+
+    The basic-auth app refuses to start without Flask-WTF, which requirements-mlflow.txt
+    (shared with the other benchmarks) does not pull in. Runs inside the venv, after
+    common.ensure_venv; a second run finds the module and does no pip work.
+    """
+    if importlib.util.find_spec("flask_wtf") is not None:
+        return
+    pins = [line for line in common._requirement_lines(common.MLFLOW_REQUIREMENTS)
+            if line.lower().startswith("mlflow==")]
+    requirement = "mlflow[auth]" + (pins[0][len("mlflow"):] if pins else "")
+    if os.environ.get("PLINTH_BENCH_NO_VENV") == "1":
+        raise SetupError(f"MLflow's basic-auth app needs Flask-WTF; pip install '{requirement}'")
+    log(f"installing {requirement} into {sys.prefix}")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                           "--disable-pip-version-check", requirement],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"pip install {requirement} failed:\n{proc.stdout}{proc.stderr}")
+    importlib.invalidate_caches()
 
 
 # --------------------------------------------------------------------------------------
@@ -182,9 +212,6 @@ class Principal:
     run_id: str = ""
     step: int = 0          # the next log-metric step, so no two points collide
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": self.authorization} if self.authorization else {}
-
 
 def new_session(authorization: Optional[str]):
     s = common.requests.Session()
@@ -215,7 +242,9 @@ class Admin:
         if resp.status_code != expect:
             raise BenchFailure(f"{method} {path} -> HTTP {resp.status_code} (expected {expect}): "
                                f"{resp.text[:1000]}")
-        return resp.json() if resp.content.strip() else {}
+        if expect != 200 or not resp.content.strip():
+            return {}  # e.g. MLflow's 401 answer is plain text
+        return resp.json()
 
     def own_run(self) -> str:
         """An experiment created by this principal (so it owns it) and a run in it."""
@@ -403,6 +432,8 @@ def mlflow_instance(workdir: Path, args: argparse.Namespace, auth: bool,
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             f"auth_cache_ttl_seconds = {args.mlflow_auth_cache_ttl}\n")
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+        # The basic-auth app refuses to start without a static key for its CSRF protection.
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
         srv.argv = srv.argv + ["--app-name", "basic-auth"]
         settings.update({"app_name": "basic-auth", "default_permission": "READ",
                          "auth_cache_ttl_seconds": args.mlflow_auth_cache_ttl})
@@ -549,8 +580,20 @@ def find_case(results: list[InstanceResult], server: str, mode: str, request: st
     return None
 
 
-def pct(new: float, old: float) -> str:
-    return f"{(new / old - 1) * 100:+.0f}%" if old > 0 else "-"
+def change(new: float, old: float) -> str:
+    """new versus old: a percentage for small changes, a factor for large ones."""
+    if old <= 0 or new <= 0:
+        return "-"
+    r = new / old
+    if r >= 2:
+        return f"×{r:.1f}"
+    if r <= 0.5:
+        return f"÷{1 / r:.1f}"
+    return f"{(r - 1) * 100:+.0f}%"
+
+
+def signed(v: float) -> str:
+    return ("+" if v >= 0 else "-") + common.fmt_num(abs(v))
 
 
 def overhead_text(c: CaseResult, base: Optional[CaseResult]) -> str:
@@ -559,10 +602,9 @@ def overhead_text(c: CaseResult, base: Optional[CaseResult]) -> str:
         return "(baseline)"
     if base is None:
         return "-"
-    dp50 = c.p50_ms - base.p50_ms
-    dcpu = c.server_cpu_us_per_req - base.server_cpu_us_per_req
-    return (f"req/s {pct(c.req_per_s, base.req_per_s)}, p50 {dp50:+.2f} ms "
-            f"({pct(c.p50_ms, base.p50_ms)}), CPU {dcpu:+,.0f} µs/req")
+    return (f"req/s {change(c.req_per_s, base.req_per_s)}, "
+            f"p50 {signed(c.p50_ms - base.p50_ms)} ms ({change(c.p50_ms, base.p50_ms)}), "
+            f"CPU {signed(c.server_cpu_us_per_req - base.server_cpu_us_per_req)} µs/req")
 
 
 def render(lines: list[tuple[str, ...]], right: set[int]) -> str:
@@ -700,6 +742,8 @@ def main(argv: list[str]) -> int:
     try:
         common.ensure_venv(args.with_mlflow, script=Path(__file__))
         common.import_driver_deps()
+        if args.with_mlflow:
+            ensure_mlflow_auth_extra()
         signal.signal(signal.SIGTERM, common._raise_interrupt)
         scale = SCALES[args.scale]
         plinth_bin = common.resolve_plinth_binary(args.plinth_bin) \

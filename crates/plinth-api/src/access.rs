@@ -319,11 +319,12 @@ async fn check(s: &AppState, principal: &Principal, kind: ResourceKind, id: &str
 async fn by_name(s: &AppState, principal: &Principal, req: Request, field: &str, level: Level) -> Result<Request, ApiError> {
     let (f, req) = fields(req, s.max_request_bytes).await?;
     let wanted = f.opt_str(field).ok().flatten().unwrap_or_default();
+    let not_found = || ApiError::from(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{wanted}')") });
     match s.tracking.get_experiment_by_name(&wanted).await {
         Ok(e) if s.auth.allows(principal, ResourceKind::Experiment, e.experiment_id.as_str(), level).await? => Ok(req),
-        Ok(_) => Err(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{wanted}')") }.into()),
-        // Missing: the handler answers RESOURCE_DOES_NOT_EXIST in its own words.
-        Err(_) => Ok(req),
+        Ok(_) => Err(not_found()),
+        Err(e) if e.error_code() == ErrorCode::ResourceDoesNotExist => Err(not_found()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -342,11 +343,13 @@ async fn resources(
         ArtifactPath if matched.ends_with("{*path}") => (Fields::default(), req),
         _ => fields(req, s.max_request_bytes).await?,
     };
+    // A resource that does not exist is refused like one the caller may not read.
+    let missing = || denied(principal, "may not use a resource it cannot read");
     let run_experiment = |run: String| async move {
         match s.tracking.get_run(&run).await {
             Ok(r) => Ok(r.info.experiment_id.as_str().to_owned()),
             Err(e) if e.error_code() == ErrorCode::ResourceDoesNotExist || e.error_code() == ErrorCode::InvalidParameterValue => {
-                Ok(format!("(run {run})"))
+                Err(missing())
             }
             Err(e) => Err(ApiError::from(e)),
         }
@@ -360,7 +363,15 @@ async fn resources(
         Runs(_) => {
             // The bulk history routes take `run_id` or `run_ids`: both count.
             let mut out = Vec::new();
-            let runs = f.str_list("run_id").unwrap_or_default().into_iter().chain(f.str_list("run_ids").unwrap_or_default());
+            let runs: Vec<String> =
+                f.str_list("run_id").unwrap_or_default().into_iter().chain(f.str_list("run_ids").unwrap_or_default()).collect();
+            if runs.len() > plinth_core::validation::MAX_HISTORY_BULK_RUN_IDS {
+                return Err(ApiError::invalid(format!(
+                    "At most {} run ids may be given, got {}",
+                    plinth_core::validation::MAX_HISTORY_BULK_RUN_IDS,
+                    runs.len()
+                )));
+            }
             for run in runs {
                 out.push(run_experiment(run).await?);
             }
@@ -373,7 +384,10 @@ async fn resources(
             let id = path_param(matched, path, name).unwrap_or_default();
             match s.tracking.get_logged_model(&id, true).await {
                 Ok(m) => vec![m.experiment_id.as_str().to_owned()],
-                Err(_) => vec![format!("(logged model {id})")],
+                Err(e) if e.error_code() == ErrorCode::ResourceDoesNotExist || e.error_code() == ErrorCode::InvalidParameterValue => {
+                    return Err(missing());
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         ArtifactPath => {
@@ -388,12 +402,11 @@ async fn resources(
         }
         PromotionPath(name) => {
             let id = path_param(matched, path, name).unwrap_or_default();
-            match id.parse::<i64>() {
-                Ok(n) => match s.registry.get_promotion(n).await {
-                    Ok(p) => vec![p.request.model],
-                    Err(_) => vec![format!("(promotion {id})")],
-                },
-                Err(_) => vec![format!("(promotion {id})")],
+            let Ok(n) = id.parse::<i64>() else { return Err(missing()) };
+            match s.registry.get_promotion(n).await {
+                Ok(p) => vec![p.request.model],
+                Err(e) if e.error_code() == ErrorCode::ResourceDoesNotExist => return Err(missing()),
+                Err(e) => return Err(e.into()),
             }
         }
     };

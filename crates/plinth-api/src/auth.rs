@@ -50,6 +50,12 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
         Err(e) => return unauthenticated(e),
     };
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // A POST that does not declare JSON is what a cross-site form can send without a preflight:
+    // with auth on (and credentials a browser may have cached), it is refused.
+    if method == axum::http::Method::POST && !crate::fields::is_json(req.headers()) {
+        return ApiError::new(ErrorCode::BadRequest, "With authentication on, POST requests must declare Content-Type: application/json")
+            .into_response();
+    }
     let mut req = match crate::access::authorize(&s, &principal, req).await {
         Ok(req) => req,
         Err(denial) => {
@@ -168,6 +174,10 @@ async fn list_tokens(State(s): State<AppState>, p: Ext, MlflowRequest(f): Mlflow
 
 async fn create_token(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let p = principal(&s, p.map(|e| e.0))?;
+    if p.via_token && !p.is_admin() {
+        // A leaked token must not mint more: tokens are created after a password sign-in.
+        return Err(ApiError::new(ErrorCode::PermissionDenied, "Sign in with a password to create tokens"));
+    }
     let owner = f.opt_str("user")?.unwrap_or_else(|| p.name.clone());
     if owner != p.name && !p.is_admin() {
         return Err(ApiError::new(ErrorCode::PermissionDenied, "Only admins may create tokens for other users"));
@@ -247,7 +257,14 @@ async fn put_grant(State(s): State<AppState>, p: Ext, Caller(actor): Caller, Mlf
     let level =
         plinth_core::auth::Level::parse(&raw).ok_or_else(|| InvalidParameter::invalid_value("level", &raw, "Use READ, EDIT or MANAGE."))?;
     let user = f.str("user")?;
-    s.auth.get_user(&user).await?;
+    // Grants are only on resources that exist (a grant on a future name would own it).
+    let exists = match kind {
+        plinth_core::auth::ResourceKind::Experiment => s.tracking.get_experiment(&resource).await.is_ok(),
+        plinth_core::auth::ResourceKind::RegisteredModel => s.registry.get_registered_model(&resource).await.is_ok(),
+    };
+    if !exists {
+        return Err(ApiError::new(ErrorCode::ResourceDoesNotExist, format!("No {} '{resource}'", kind.as_str())));
+    }
     s.auth.put_grant(&actor, &user, kind, &resource, level).await?;
     Ok(Json(json!({})))
 }

@@ -94,18 +94,19 @@ async fn get_experiment_by_name(State(s): State<AppState>, MlflowRequest(f): Mlf
 }
 
 async fn search_experiments(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
+    // With auth on, the search itself is limited to what the caller may read, so pages and page
+    // tokens say nothing about the rest.
+    let restrict_to =
+        crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment).await?.map(|set| set.into_iter().collect());
     let req = SearchExperiments {
+        restrict_to,
         view_type: view_type(&f, "view_type")?,
         filter: f.opt_str("filter")?,
         order_by: f.str_list("order_by")?,
         max_results: f.opt_i64("max_results")?,
         page_token: f.opt_str("page_token")?,
     };
-    let mut page = s.tracking.search_experiments(req).await?;
-    // With auth on, only what the caller may read (a page can then hold fewer than max_results).
-    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment).await? {
-        page.items.retain(|e| readable.contains(e.experiment_id.as_str()));
-    }
+    let page = s.tracking.search_experiments(req).await?;
     Ok(Json(json::page("experiments", page.items.iter().map(json::experiment).collect(), page.next_page_token)))
 }
 

@@ -116,8 +116,21 @@ async fn promote(
 
 // Lineage.
 
-async fn lineage(State(s): State<AppState>, Path((name, number)): Path<(String, String)>) -> Answer {
-    let l = s.registry.lineage(&name, &number).await?;
+async fn lineage(
+    State(s): State<AppState>,
+    p: Option<axum::Extension<plinth_auth::Principal>>,
+    Path((name, number)): Path<(String, String)>,
+) -> Answer {
+    let mut l = s.registry.lineage(&name, &number).await?;
+    // The run and the logged model show only to those who may read their experiment.
+    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), plinth_core::auth::ResourceKind::Experiment).await? {
+        if l.run.as_ref().is_some_and(|r| !readable.contains(r.info.experiment_id.as_str())) {
+            l.run = None;
+        }
+        if l.logged_model.as_ref().is_some_and(|m| !readable.contains(m.experiment_id.as_str())) {
+            l.logged_model = None;
+        }
+    }
     let run = l.run.as_ref().map(|r| {
         json!({
             "run_id": r.info.run_id.as_str(),
@@ -143,8 +156,15 @@ async fn lineage(State(s): State<AppState>, Path((name, number)): Path<(String, 
     })))
 }
 
-async fn versions_from_run(State(s): State<AppState>, Path(run_id): Path<String>) -> Answer {
-    let versions = s.registry.versions_from_run(&run_id).await?;
+async fn versions_from_run(
+    State(s): State<AppState>,
+    p: Option<axum::Extension<plinth_auth::Principal>>,
+    Path(run_id): Path<String>,
+) -> Answer {
+    let mut versions = s.registry.versions_from_run(&run_id).await?;
+    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), plinth_core::auth::ResourceKind::RegisteredModel).await? {
+        versions.retain(|v| readable.contains(&v.name));
+    }
     Ok(Json(json!({"model_versions": versions.iter().map(json::model_version).collect::<Vec<_>>()})))
 }
 

@@ -51,8 +51,9 @@ fn empty() -> Answer {
     Ok(Json(json!({})))
 }
 
-fn search(f: &Fields) -> Result<SearchRequest, ApiError> {
+fn search(f: &Fields, restrict_to: Option<std::collections::HashSet<String>>) -> Result<SearchRequest, ApiError> {
     Ok(SearchRequest {
+        restrict_to: restrict_to.map(|set| set.into_iter().collect()),
         filter: f.opt_str("filter")?,
         order_by: f.str_list("order_by")?,
         max_results: f.opt_i64("max_results")?,
@@ -76,7 +77,7 @@ async fn rename_registered_model(State(s): State<AppState>, Caller(actor): Calle
     let old = f.str("name")?;
     let m = s.registry.rename_registered_model(&actor, &old, &new_name).await?;
     // Grants follow the model.
-    s.auth.rename_resource(ResourceKind::RegisteredModel, &old, &m.name).await?;
+    s.auth.rename_resource(&actor, ResourceKind::RegisteredModel, &old, &m.name).await?;
     Ok(Json(json!({"registered_model": json::registered_model(&m)})))
 }
 
@@ -89,15 +90,14 @@ async fn delete_registered_model(State(s): State<AppState>, Caller(actor): Calle
     let name = f.str("name")?;
     s.registry.delete_registered_model(&actor, &name).await?;
     // A later model of the same name must not inherit the old one's grants.
-    s.auth.forget_resource(ResourceKind::RegisteredModel, &name).await?;
+    s.auth.forget_resource(&actor, ResourceKind::RegisteredModel, &name).await?;
     empty()
 }
 
 async fn search_registered_models(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
-    let mut page = s.registry.search_registered_models(search(&f)?).await?;
-    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel).await? {
-        page.items.retain(|m| readable.contains(&m.name));
-    }
+    // With auth on, the search itself is limited to what the caller may read.
+    let readable = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel).await?;
+    let page = s.registry.search_registered_models(search(&f, readable)?).await?;
     Ok(Json(json::page("registered_models", page.items.iter().map(json::registered_model).collect(), page.next_page_token)))
 }
 
@@ -131,7 +131,55 @@ async fn get_by_alias(State(s): State<AppState>, MlflowRequest(f): MlflowRequest
     Ok(Json(json!({"model_version": json::model_version(&v)})))
 }
 
-async fn create_model_version(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+/// With auth on, a version may only reference what its creator may read: the run, the logged
+/// model, or the registered model version its source and fields name. Otherwise a member could
+/// copy another team's artifacts and lineage into a model of its own.
+async fn check_references(s: &AppState, p: Option<&plinth_auth::Principal>, f: &Fields) -> Result<(), ApiError> {
+    let Some(p) = p.filter(|_| s.auth_enabled) else { return Ok(()) };
+    if p.is_admin() {
+        return Ok(());
+    }
+    let refuse = || {
+        ApiError::new(
+            plinth_core::ErrorCode::PermissionDenied,
+            format!("Permission denied: user '{}' may not reference a run, logged model or model version it cannot read", p.name),
+        )
+    };
+    let readable_experiment =
+        |id: String| async move { s.auth.allows(p, ResourceKind::Experiment, &id, plinth_core::auth::Level::Read).await };
+    let mut runs: Vec<String> = f.opt_str("run_id")?.filter(|r| !r.is_empty()).into_iter().collect();
+    let mut logged: Vec<String> = f.opt_str("model_id")?.filter(|m| !m.is_empty()).into_iter().collect();
+    let source = f.opt_str("source")?.unwrap_or_default();
+    let (scheme, rest) = source.split_once(':').unwrap_or(("", ""));
+    let rest = rest.trim_start_matches('/');
+    if scheme.eq_ignore_ascii_case("runs") {
+        runs.push(rest.split('/').next().unwrap_or("").to_owned());
+    } else if scheme.eq_ignore_ascii_case("models") {
+        if rest.starts_with("m-") && !rest.contains('/') {
+            logged.push(rest.to_owned());
+        } else if let Some((name, _)) = rest.split_once('/')
+            && !s.auth.allows(p, ResourceKind::RegisteredModel, name, plinth_core::auth::Level::Read).await?
+        {
+            return Err(refuse());
+        }
+    }
+    for run in runs {
+        let Ok(r) = s.tracking.get_run(&run).await else { return Err(refuse()) };
+        if !readable_experiment(r.info.experiment_id.as_str().to_owned()).await? {
+            return Err(refuse());
+        }
+    }
+    for id in logged {
+        let Ok(m) = s.tracking.get_logged_model(&id, true).await else { return Err(refuse()) };
+        if !readable_experiment(m.experiment_id.as_str().to_owned()).await? {
+            return Err(refuse());
+        }
+    }
+    Ok(())
+}
+
+async fn create_model_version(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    check_references(&s, p.as_ref().map(|e| &e.0), &f).await?;
     let req = CreateVersion {
         name: f.str("name")?,
         source: f.str("source")?,
@@ -161,10 +209,8 @@ async fn delete_model_version(State(s): State<AppState>, Caller(actor): Caller, 
 }
 
 async fn search_model_versions(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
-    let mut page = s.registry.search_model_versions(search(&f)?).await?;
-    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel).await? {
-        page.items.retain(|v| readable.contains(&v.name));
-    }
+    let readable = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::RegisteredModel).await?;
+    let page = s.registry.search_model_versions(search(&f, readable)?).await?;
     Ok(Json(json::page("model_versions", page.items.iter().map(json::model_version).collect(), page.next_page_token)))
 }
 

@@ -33,6 +33,8 @@ pub struct Principal {
     pub kind: PrincipalKind,
     pub role: Role,
     pub approver: bool,
+    /// Signed in with an API token rather than a password.
+    pub via_token: bool,
 }
 
 impl Principal {
@@ -85,6 +87,9 @@ pub struct AuthService {
     /// pay a full argon2id verification. An entry only counts while the stored hash is the same one
     /// (a password change invalidates it) and for `VERIFIED_TTL`.
     verified: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// argon2id runs at once, at most: each takes 19 MiB and a core for tens of milliseconds, so a
+    /// burst of sign-ins must queue rather than exhaust memory or the blocking pool.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a verified password is trusted without another argon2id run.
@@ -110,6 +115,7 @@ impl AuthService {
             config,
             last_login_recorded: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            hashing: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))),
         }
     }
 
@@ -125,48 +131,67 @@ impl AuthService {
     /// `UNAUTHENTICATED`; too many failures for a user or an address are `REQUEST_LIMIT_EXCEEDED`.
     pub async fn authenticate(&self, header: Option<&str>, address: Option<IpAddr>) -> Result<Principal> {
         let Some(header) = header else { return Err(Error::Unauthenticated) };
-        let creds = match credentials(header) {
-            Ok(c) => c,
-            Err(e) => {
-                self.refuse(None, address, "malformed Authorization header").await?;
-                return Err(e);
-            }
-        };
+        let creds = credentials(header);
+        // The per-user limit guards passwords; a token is 256 random bits, and locking its user
+        // would let anyone lock a CI account out by guessing passwords under its name.
         let claimed = match &creds {
-            Credentials::Basic { user, .. } => Some(user.clone()),
-            Credentials::Bearer(_) => None,
+            Ok(Credentials::Basic { user, secret }) if token::parse(secret).is_none() && a::validate_user_name(user).is_ok() => {
+                Some(user.clone())
+            }
+            _ => None,
         };
-        if !self.limiter.allowed(claimed.as_deref(), address) {
-            self.refuse(claimed.as_deref(), address, "rate limited").await?;
+        let Some(attempt) = self.limiter.reserve(claimed.as_deref(), address) else {
             return Err(Error::RateLimited);
-        }
+        };
         let verdict = match creds {
-            Credentials::Bearer(text) => self.by_token(None, &text).await?,
-            Credentials::Basic { user, secret } if token::parse(&secret).is_some() => self.by_token(Some(&user), &secret).await?,
-            Credentials::Basic { user, secret } => self.by_password(&user, &secret).await?,
+            Err(_) => Ok(Err("malformed Authorization header")),
+            Ok(Credentials::Bearer(text)) => self.by_token(None, &text).await,
+            Ok(Credentials::Basic { user, secret }) if token::parse(&secret).is_some() => self.by_token(Some(&user), &secret).await,
+            Ok(Credentials::Basic { user, secret }) => self.by_password(&user, &secret).await,
         };
         match verdict {
-            Ok(principal) => {
+            Ok(Ok(principal)) => {
+                self.limiter.succeeded(attempt);
                 self.note_login(&principal, address).await?;
                 Ok(principal)
             }
-            Err(reason) => {
-                self.limiter.failed(claimed.as_deref(), address);
+            Ok(Err(reason)) => {
+                self.limiter.failed(attempt);
                 self.refuse(claimed.as_deref(), address, reason).await?;
                 Err(Error::Unauthenticated)
+            }
+            Err(e) => {
+                self.limiter.succeeded(attempt);
+                Err(e)
             }
         }
     }
 
+    /// Runs an argon2id verification off the async workers, with at most one per core at a time.
+    async fn argon2_verify(&self, secret: &str, phc: Option<&str>) -> bool {
+        let Ok(_permit) = self.hashing.clone().acquire_owned().await else { return false };
+        let secret = secret.to_owned();
+        let phc = phc.map(str::to_owned);
+        tokio::task::spawn_blocking(move || match phc {
+            Some(phc) => password::verify(&secret, &phc),
+            None => {
+                password::verify_nothing(&secret);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// `Ok(Err(reason))` is a refusal; the reason goes to the audit trail, never to the caller.
     async fn by_password(&self, user: &str, secret: &str) -> Result<std::result::Result<Principal, &'static str>> {
-        let record = self.store.get_user(user).await?;
+        let record = if a::validate_user_name(user).is_ok() { self.store.get_user(user).await? } else { None };
         let Some(record) = record else {
-            password::verify_nothing(secret);
+            self.argon2_verify(secret, None).await;
             return Ok(Err("unknown user"));
         };
         let Some(hash) = record.password_hash.as_deref() else {
-            password::verify_nothing(secret);
+            self.argon2_verify(secret, None).await;
             return Ok(Err("the account has no password (a service account signs in with tokens)"));
         };
         let key = (user.to_owned(), token::hash_secret(secret));
@@ -175,11 +200,7 @@ impl AuthService {
             cache.get(&key).is_some_and(|(phc, at)| phc == hash && at.elapsed() < VERIFIED_TTL)
         };
         if !remembered {
-            let secret = secret.to_owned();
-            let phc = hash.to_owned();
-            // argon2id is deliberately slow: keep it off the async worker threads.
-            let ok = tokio::task::spawn_blocking(move || password::verify(&secret, &phc)).await.unwrap_or(false);
-            if !ok {
+            if !self.argon2_verify(secret, Some(hash)).await {
                 return Ok(Err("wrong password"));
             }
             let mut cache = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -194,7 +215,7 @@ impl AuthService {
         if record.user.disabled {
             return Ok(Err("the account is disabled"));
         }
-        Ok(Ok(principal(&record.user)))
+        Ok(Ok(principal(&record.user, false)))
     }
 
     async fn by_token(&self, user: Option<&str>, text: &str) -> Result<std::result::Result<Principal, &'static str>> {
@@ -215,11 +236,13 @@ impl AuthService {
             return Ok(Err("the account is disabled"));
         }
         self.store.touch_token(id, now).await?;
-        Ok(Ok(principal(&owner.user)))
+        Ok(Ok(principal(&owner.user, true)))
     }
 
     async fn refuse(&self, user: Option<&str>, address: Option<IpAddr>, reason: &str) -> Result<()> {
-        let who = user.filter(|u| a::validate_user_name(u).is_ok()).unwrap_or(Actor::ANONYMOUS);
+        // A name that is really a token or a password typed into the wrong slot is not recorded:
+        // only names that could be user names and are not token-shaped.
+        let who = user.filter(|u| a::validate_user_name(u).is_ok() && !u.starts_with(token::PREFIX)).unwrap_or(Actor::ANONYMOUS);
         let mut event = AuditEvent::new(&Actor::new(who), "auth.login", "user", who).with_outcome(Outcome::Refused, reason);
         if let Some(addr) = address {
             event.changes.push(Change::set("source_address", addr.to_string()));
@@ -396,8 +419,8 @@ impl AuthService {
     }
 }
 
-fn principal(user: &User) -> Principal {
-    Principal { name: user.name.clone(), kind: user.kind, role: user.role, approver: user.approver }
+fn principal(user: &User, via_token: bool) -> Principal {
+    Principal { name: user.name.clone(), kind: user.kind, role: user.role, approver: user.approver, via_token }
 }
 
 /// What a principal may do on one resource: admins everything; others their grant, capped by
@@ -433,7 +456,8 @@ impl AuthService {
         Ok(Some(grants.into_iter().filter(|g| g.kind == kind).map(|g| g.resource).collect()))
     }
 
-    /// The creator of a resource manages it.
+    /// The creator of a resource manages it, alone: grants left from an earlier resource of the
+    /// same name go, in the same transaction.
     pub async fn grant_creator(&self, principal: &Principal, kind: a::ResourceKind, resource: &str) -> Result<()> {
         let grant = a::Grant {
             user: principal.name.clone(),
@@ -443,7 +467,10 @@ impl AuthService {
             granted_by: principal.name.clone(),
             granted_at: now_millis(),
         };
-        Ok(self.store.put_grant(&grant).await?)
+        let event = AuditEvent::new(&principal.actor(), "grant.owner", kind.as_str(), resource)
+            .with_change(Change::set(format!("grants.{}", principal.name), a::Level::Manage.as_str()));
+        let res = async { Ok(self.store.set_owner(&grant).await?) }.await;
+        self.finish(event, res).await
     }
 
     pub async fn put_grant(&self, actor: &Actor, user: &str, kind: a::ResourceKind, resource: &str, level: a::Level) -> Result<()> {
@@ -476,17 +503,22 @@ impl AuthService {
         Ok(self.store.grants_of(user).await?)
     }
 
-    pub async fn rename_resource(&self, kind: a::ResourceKind, from: &str, to: &str) -> Result<()> {
-        Ok(self.store.rename_grants(kind, from, to).await?)
+    pub async fn rename_resource(&self, actor: &Actor, kind: a::ResourceKind, from: &str, to: &str) -> Result<()> {
+        let event = AuditEvent::new(actor, "grant.rename", kind.as_str(), from).with_change(Change::new(
+            "resource",
+            Some(from.to_owned()),
+            Some(to.to_owned()),
+        ));
+        let res = async { Ok(self.store.rename_grants(kind, from, to).await?) }.await;
+        self.finish(event, res).await
     }
 }
 
 impl AuthService {
     /// Drops every grant on a resource that no longer exists.
-    pub async fn forget_resource(&self, kind: a::ResourceKind, resource: &str) -> Result<()> {
-        for g in self.store.grants_on(kind, resource).await? {
-            self.store.delete_grant(&g.user, kind, resource).await?;
-        }
-        Ok(())
+    pub async fn forget_resource(&self, actor: &Actor, kind: a::ResourceKind, resource: &str) -> Result<()> {
+        let event = AuditEvent::new(actor, "grant.forget", kind.as_str(), resource);
+        let res = async { Ok(self.store.delete_grants_on(kind, resource).await.map(|_| ())?) }.await;
+        self.finish(event, res).await
     }
 }

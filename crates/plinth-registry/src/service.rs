@@ -95,6 +95,8 @@ pub struct CreateVersion {
 }
 
 pub struct SearchRequest {
+    /// Only these registered models (with auth on: what the caller may read).
+    pub restrict_to: Option<Vec<String>>,
     pub filter: Option<String>,
     pub order_by: Vec<String>,
     pub max_results: Option<i64>,
@@ -377,7 +379,10 @@ impl RegistryService {
         check_search(req.order_by.len(), filter.len())?;
         let order_by = req.order_by.iter().map(|it| parse_order_by(Grammar::RegisteredModels, it)).collect::<Result<Vec<_>, _>>()?;
         let (filter, exclude_prompts) = prompt_scope(filter);
-        let rows = self.store.search_registered_models(&RegisteredModelQuery { filter, exclude_prompts, order_by, page }).await?;
+        let rows = self
+            .store
+            .search_registered_models(&RegisteredModelQuery { restrict_to: req.restrict_to, filter, exclude_prompts, order_by, page })
+            .await?;
         Ok(into_page(rows, page))
     }
 
@@ -647,7 +652,10 @@ impl RegistryService {
         check_search(req.order_by.len(), filter.len())?;
         let order_by = req.order_by.iter().map(|it| parse_order_by(Grammar::ModelVersions, it)).collect::<Result<Vec<_>, _>>()?;
         let (filter, exclude_prompts) = prompt_scope(filter);
-        let rows = self.store.search_model_versions(&ModelVersionQuery { filter, exclude_prompts, order_by, page }).await?;
+        let rows = self
+            .store
+            .search_model_versions(&ModelVersionQuery { restrict_to: req.restrict_to, filter, exclude_prompts, order_by, page })
+            .await?;
         Ok(into_page(rows, page))
     }
 
@@ -1331,6 +1339,7 @@ impl RegistryService {
         let rows = self
             .store
             .search_model_versions(&ModelVersionQuery {
+                restrict_to: None,
                 filter,
                 exclude_prompts: false,
                 order_by,

@@ -335,6 +335,44 @@ impl AuthStore for SqlStore {
         .await)
     }
 
+    async fn set_owner(&self, grant: &Grant) -> Result<()> {
+        write_tx!(self, |tx| async {
+            require_user(tx, &grant.user).await?;
+            sqlx::query("DELETE FROM grants WHERE kind = $1 AND resource = $2")
+                .bind(grant.kind.as_str())
+                .bind(grant.resource.clone())
+                .execute(&mut **tx)
+                .await?;
+            let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(grant.user.clone())
+                .bind(grant.kind.as_str())
+                .bind(grant.resource.clone())
+                .bind(grant.level.as_str())
+                .bind(grant.granted_by.clone())
+                .bind(grant.granted_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    map_insert_error(e, &grant.user, || Error::Conflict { message: "The grant changed concurrently; retry".to_owned() })
+                })?;
+            Ok::<_, TxError>(())
+        }
+        .await)
+    }
+
+    async fn delete_grants_on(&self, kind: ResourceKind, resource: &str) -> Result<u64> {
+        write_tx!(self, |tx| async {
+            let res = sqlx::query("DELETE FROM grants WHERE kind = $1 AND resource = $2")
+                .bind(kind.as_str())
+                .bind(resource.to_owned())
+                .execute(&mut **tx)
+                .await?;
+            Ok::<_, TxError>(res.rows_affected())
+        }
+        .await)
+    }
+
     async fn delete_grant(&self, user: &str, kind: ResourceKind, resource: &str) -> Result<bool> {
         write_tx!(self, |tx| async {
             let res = sqlx::query("DELETE FROM grants WHERE user_name = $1 AND kind = $2 AND resource = $3")

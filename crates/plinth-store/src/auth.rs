@@ -75,6 +75,11 @@ pub trait AuthStore: Send + Sync + 'static {
 
     /// Creates or replaces the grant of `grant.user` on the resource; the user must exist.
     async fn put_grant(&self, grant: &Grant) -> Result<()>;
+    /// Makes `grant.user` the only grantee of the resource (its creator, with MANAGE), in one
+    /// transaction: grants left over from an earlier resource of the same name go.
+    async fn set_owner(&self, grant: &Grant) -> Result<()>;
+    /// Deletes every grant on the resource (it was deleted); returns how many.
+    async fn delete_grants_on(&self, kind: ResourceKind, resource: &str) -> Result<u64>;
     /// Returns whether there was one.
     async fn delete_grant(&self, user: &str, kind: ResourceKind, resource: &str) -> Result<bool>;
     /// Grants on one resource, by user.

@@ -133,6 +133,7 @@ pub async fn experiment_search(store: Arc<dyn TrackingStore>) {
     }
     store.set_experiment_lifecycle(&ids[6], LifecycleStage::Deleted, 500).await.expect("delete");
     let query = |filter: &str, order: &[&str], view, offset, limit| ExperimentQuery {
+        restrict_to: None,
         view_type: view,
         filter: parse_filter(Grammar::Experiments, filter).expect("filter"),
         order_by: order.iter().map(|it| parse_order_by(Grammar::Experiments, it).expect("order")).collect(),

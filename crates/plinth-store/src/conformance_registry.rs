@@ -180,7 +180,13 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
     assert!(matches!(registry.get_promotion(request.id).await, Err(Error::PromotionNotFound { .. })));
     assert!(registry.list_gates("new").await.expect("gates").is_empty());
     let all = registry
-        .search_model_versions(&ModelVersionQuery { exclude_prompts: false, filter: vec![], order_by: vec![], page: page(0, 100) })
+        .search_model_versions(&ModelVersionQuery {
+            restrict_to: None,
+            exclude_prompts: false,
+            filter: vec![],
+            order_by: vec![],
+            page: page(0, 100),
+        })
         .await
         .expect("search");
     assert!(all.items.is_empty(), "a deleted model leaves no versions behind");
@@ -281,6 +287,7 @@ pub async fn registry_version_numbering(h: &Harness) {
     assert_eq!(registry.create_model_version(version("m", 10)).await.expect("v5").version, 5);
     let all = registry
         .search_model_versions(&ModelVersionQuery {
+            restrict_to: None,
             exclude_prompts: false,
             filter: parse_filter(Grammar::ModelVersions, "name = 'm'").expect("filter"),
             order_by: vec![parse_order_by(Grammar::ModelVersions, "version_number ASC").expect("order")],
@@ -545,6 +552,7 @@ pub async fn registry_model_search(h: &Harness) {
     let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
         let registry = registry.clone();
         let query = RegisteredModelQuery {
+            restrict_to: None,
             exclude_prompts: false,
             filter: parse_filter(Grammar::RegisteredModels, filter).expect("filter"),
             order_by: order.iter().map(|it| parse_order_by(Grammar::RegisteredModels, it).expect("order")).collect(),
@@ -605,6 +613,7 @@ pub async fn registry_model_search(h: &Harness) {
     seen.dedup();
     assert_eq!(seen.len(), 8);
     let query = RegisteredModelQuery {
+        restrict_to: None,
         exclude_prompts: false,
         filter: vec![],
         order_by: vec![parse_order_by(Grammar::ModelVersions, "version_number").expect("order")],
@@ -635,6 +644,7 @@ pub async fn registry_version_search(h: &Harness) {
     let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
         let registry = registry.clone();
         let query = ModelVersionQuery {
+            restrict_to: None,
             exclude_prompts: false,
             filter: parse_filter(Grammar::ModelVersions, filter).expect("filter"),
             order_by: order.iter().map(|it| parse_order_by(Grammar::ModelVersions, it).expect("order")).collect(),
@@ -683,6 +693,7 @@ pub async fn registry_version_search(h: &Harness) {
     }
     assert_eq!(seen, keys(&all.items));
     let query = ModelVersionQuery {
+        restrict_to: None,
         exclude_prompts: false,
         filter: vec![],
         order_by: vec![parse_order_by(Grammar::Runs, "metrics.acc").expect("order")],

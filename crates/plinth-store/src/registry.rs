@@ -44,6 +44,8 @@ pub struct RegisteredModelQuery {
     pub filter: Vec<Clause>,
     /// Leave out prompts (models tagged `mlflow.prompt.is_prompt = 'true'`), MLflow's default.
     pub exclude_prompts: bool,
+    /// Only these registered models (what the caller may read); `None`: no restriction.
+    pub restrict_to: Option<Vec<String>>,
     pub order_by: Vec<OrderBy>,
     pub page: PageRequest,
 }
@@ -53,6 +55,8 @@ pub struct ModelVersionQuery {
     pub filter: Vec<Clause>,
     /// Leave out versions of prompts (any version of the name tagged `mlflow.prompt.is_prompt = 'true'`).
     pub exclude_prompts: bool,
+    /// Only versions of these registered models; `None`: no restriction.
+    pub restrict_to: Option<Vec<String>>,
     pub order_by: Vec<OrderBy>,
     pub page: PageRequest,
 }

@@ -100,6 +100,8 @@ impl<T> Rows<T> {
 #[derive(Debug, Clone)]
 pub struct ExperimentQuery {
     pub view_type: ViewType,
+    /// Only these experiment ids (what the caller may read); `None`: no restriction.
+    pub restrict_to: Option<Vec<String>>,
     pub filter: Vec<Clause>,
     pub order_by: Vec<OrderBy>,
     pub page: PageRequest,

@@ -52,6 +52,8 @@ pub struct LogBatch {
 #[derive(Debug, Clone, Default)]
 pub struct SearchExperiments {
     pub view_type: Option<ViewType>,
+    /// Only these experiment ids (with auth on: what the caller may read).
+    pub restrict_to: Option<Vec<String>>,
     pub filter: Option<String>,
     pub order_by: Vec<String>,
     pub max_results: Option<i64>,
@@ -222,6 +224,7 @@ impl TrackingService {
     pub async fn search_experiments(&self, req: SearchExperiments) -> Result<Page<Experiment>> {
         let page = page(req.max_results, 1000, v::MAX_RESULTS_PER_PAGE, req.page_token.as_deref())?;
         let query = ExperimentQuery {
+            restrict_to: req.restrict_to,
             view_type: req.view_type.unwrap_or(ViewType::ActiveOnly),
             filter: parse_filter(Grammar::Experiments, req.filter.as_deref().unwrap_or(""))?,
             order_by: req.order_by.iter().map(|it| parse_order_by(Grammar::Experiments, it)).collect::<Result<_, _>>()?,

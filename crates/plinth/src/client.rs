@@ -176,12 +176,15 @@ impl Client {
     }
 
     fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).query(query);
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).query(query);
         if let Some(user) = &self.conn.user {
             req = req.basic_auth(user, self.conn.password.as_deref());
         }
-        if let Some(body) = body {
-            req = req.json(&body);
+        // POSTs always declare JSON (with auth on, the server refuses any other POST).
+        match body {
+            Some(body) => req = req.json(&body),
+            None if method == reqwest::Method::POST => req = req.json(&json!({})),
+            None => {}
         }
         let resp = req.send().with_context(|| format!("cannot reach the server at {}", self.conn.server))?;
         let status = resp.status();

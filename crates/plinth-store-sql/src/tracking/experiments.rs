@@ -165,6 +165,14 @@ fn order_column(order: &OrderBy) -> Option<&'static str> {
 pub(crate) async fn search(store: &SqlStore, query: &ExperimentQuery) -> Result<Rows<Experiment>> {
     let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM experiments e WHERE "));
     push_lifecycle(&mut sql, "e.lifecycle_stage", query.view_type);
+    if let Some(ids) = &query.restrict_to {
+        let ids: Vec<i64> = ids.iter().filter_map(|id| id.parse::<i64>().ok()).collect();
+        if ids.is_empty() {
+            sql.push(" AND 1 = 0");
+        } else {
+            sql.push(" AND e.experiment_id IN ").bind_list(&ids);
+        }
+    }
     for clause in &query.filter {
         sql.push(" AND ");
         push_experiment_clause(&mut sql, clause)?;

@@ -151,6 +151,19 @@ async fn grants_tokens_and_limits() {
     assert!(found["experiments"].as_array().is_none_or(|e| e.iter().all(|x| x["name"] != "mine")), "search leaks names: {found}");
     let (status, _) = a.call(viewer, Method::GET, &format!("/api/2.0/mlflow/experiments/get?experiment_id={exp}"), None).await;
     assert_eq!(status, 403);
+    // Not even a page token hints at experiments the caller may not read.
+    let (_, page) = a.call(viewer, Method::GET, "/api/2.0/mlflow/experiments/search?max_results=1", None).await;
+    assert!(page.get("next_page_token").is_none_or(Value::is_null), "{page}");
+    // A POST that is not declared JSON (what a cross-site form sends) is refused.
+    let res = a
+        .client
+        .post(format!("{}/api/2.0/mlflow/experiments/delete?experiment_id={exp}", a.server.url))
+        .basic_auth("member1", Some("member1-password-01"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 400);
     let (status, body) = a
         .call(
             member,
