@@ -175,8 +175,9 @@ async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, req: 
 }
 
 async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
-    ArtifactPath::parse(&path)?;
+    let dir = ArtifactPath::parse(&path)?;
     let f = fields_after_path(&s, req).await?;
-    s.tracking.blobs().abort_multipart(&upload_id(&f)?).await?;
+    let path = mpu_target(&dir, &f)?;
+    s.tracking.blobs().abort_multipart(&upload_id(&f)?, &path).await?;
     Ok(Json(json!({})))
 }

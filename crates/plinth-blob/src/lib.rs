@@ -60,5 +60,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_part(&self, upload_id: &str, part_number: u32, body: ByteStream) -> Result<String>;
     /// Joins the listed parts, in order, into the object.
     async fn complete_multipart(&self, upload_id: &str, path: &ArtifactPath, parts: &[CompletedPart]) -> Result<()>;
-    async fn abort_multipart(&self, upload_id: &str) -> Result<()>;
+    /// Aborts an upload to `path`; an upload to another path is `InvalidPath` (an upload id does not
+    /// let its holder touch uploads elsewhere).
+    async fn abort_multipart(&self, upload_id: &str, path: &ArtifactPath) -> Result<()>;
 }

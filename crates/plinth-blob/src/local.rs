@@ -284,8 +284,13 @@ impl BlobStore for LocalBlobStore {
         Ok(())
     }
 
-    async fn abort_multipart(&self, upload_id: &str) -> Result<()> {
+    async fn abort_multipart(&self, upload_id: &str, path: &ArtifactPath) -> Result<()> {
         let dir = self.upload_dir(upload_id)?;
+        let target =
+            tokio::fs::read_to_string(dir.join("target")).await.map_err(|_| Error::UploadNotFound { upload_id: upload_id.to_owned() })?;
+        if target != path.as_str() {
+            return Err(Error::InvalidPath);
+        }
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::UploadNotFound { upload_id: upload_id.to_owned() }),
@@ -363,7 +368,9 @@ mod tests {
         assert!(matches!(store.put_part(&id, 3, body(&[b"x"])).await, Err(Error::UploadNotFound { .. })));
         assert!(matches!(store.put_part("../../etc", 1, body(&[b"x"])).await, Err(Error::UploadNotFound { .. })));
         let id = store.create_multipart(&path).await.expect("create");
-        store.abort_multipart(&id).await.expect("abort");
-        assert!(matches!(store.abort_multipart(&id).await, Err(Error::UploadNotFound { .. })));
+        let elsewhere = ArtifactPath::parse("other/file.bin").expect("path");
+        assert!(matches!(store.abort_multipart(&id, &elsewhere).await, Err(Error::InvalidPath)), "bound to its target");
+        store.abort_multipart(&id, &path).await.expect("abort");
+        assert!(matches!(store.abort_multipart(&id, &path).await, Err(Error::UploadNotFound { .. })));
     }
 }

@@ -20,10 +20,23 @@ pub struct Config {
     pub auth: AuthSection,
 }
 
-/// A secret from the configuration: never printed, never in `Debug`.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
+/// A secret from the configuration: never printed, never in `Debug`. Any scalar is taken as its
+/// text, so a numeric password given as `PLINTH__AUTH__…=123…` (read as a TOML integer) neither
+/// fails nor shows up in a type error.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        match toml::Value::deserialize(d) {
+            Ok(toml::Value::String(s)) => Ok(Secret(s)),
+            Ok(toml::Value::Integer(i)) => Ok(Secret(i.to_string())),
+            Ok(toml::Value::Float(f)) => Ok(Secret(f.to_string())),
+            Ok(toml::Value::Boolean(b)) => Ok(Secret(b.to_string())),
+            _ => Err(serde::de::Error::custom("a secret must be a string")),
+        }
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
