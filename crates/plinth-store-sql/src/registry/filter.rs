@@ -104,6 +104,29 @@ pub(crate) fn version_order_column(order: &OrderBy) -> Option<&'static str> {
     }
 }
 
+/// ` AND …` limiting a registry search to the names in `restrict_to` (none: nothing) and, with
+/// `exclude_prompts`, leaving out names that carry the prompt tag in `tag_table`.
+pub(crate) fn push_scope(sql: &mut Sql, name_column: &str, tag_table: &str, restrict_to: Option<&[String]>, exclude_prompts: bool) {
+    match restrict_to {
+        Some([]) => {
+            sql.push(" AND 1 = 0");
+        }
+        Some(names) => {
+            sql.push(" AND ").push(name_column).push(" IN ").bind_list(names);
+        }
+        None => {}
+    }
+    if exclude_prompts {
+        sql.push(" AND NOT EXISTS (SELECT 1 FROM ")
+            .push(tag_table)
+            .push(" p WHERE p.name = ")
+            .push(name_column)
+            .push(" AND p.key = ")
+            .bind(plinth_store::registry::PROMPT_TAG)
+            .push(" AND p.value = 'true')");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use plinth_filter::{Grammar, parse_filter};

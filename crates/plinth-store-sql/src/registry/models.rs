@@ -149,18 +149,7 @@ pub(crate) async fn delete(store: &SqlStore, name: &str) -> Result<()> {
 pub(crate) async fn search(store: &SqlStore, query: &RegisteredModelQuery) -> Result<Rows<RegisteredModel>> {
     let limit = query.page.limit.max(0);
     let mut sql = Sql::new(&format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE 1 = 1"));
-    if let Some(names) = &query.restrict_to {
-        if names.is_empty() {
-            sql.push(" AND 1 = 0");
-        } else {
-            sql.push(" AND rm.name IN ").bind_list(names);
-        }
-    }
-    if query.exclude_prompts {
-        sql.push(" AND NOT EXISTS (SELECT 1 FROM registered_model_tags p WHERE p.name = rm.name AND p.key = ")
-            .bind(plinth_store::registry::PROMPT_TAG)
-            .push(" AND p.value = 'true')");
-    }
+    super::filter::push_scope(&mut sql, "rm.name", "registered_model_tags", query.restrict_to.as_deref(), query.exclude_prompts);
     for clause in &query.filter {
         sql.push(" AND ");
         push_model_clause(&mut sql, clause)?;

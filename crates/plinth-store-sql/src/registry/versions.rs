@@ -174,18 +174,7 @@ pub(crate) async fn delete(store: &SqlStore, name: &str, version: i64, now: i64)
 pub(crate) async fn search(store: &SqlStore, query: &ModelVersionQuery) -> Result<Rows<ModelVersion>> {
     let limit = query.page.limit.max(0);
     let mut sql = Sql::new(&format!("SELECT {VERSION_COLUMNS} FROM model_versions mv WHERE {LIVE}"));
-    if let Some(names) = &query.restrict_to {
-        if names.is_empty() {
-            sql.push(" AND 1 = 0");
-        } else {
-            sql.push(" AND mv.name IN ").bind_list(names);
-        }
-    }
-    if query.exclude_prompts {
-        sql.push(" AND NOT EXISTS (SELECT 1 FROM model_version_tags p WHERE p.name = mv.name AND p.key = ")
-            .bind(plinth_store::registry::PROMPT_TAG)
-            .push(" AND p.value = 'true')");
-    }
+    super::filter::push_scope(&mut sql, "mv.name", "model_version_tags", query.restrict_to.as_deref(), query.exclude_prompts);
     for clause in &query.filter {
         sql.push(" AND ");
         push_version_clause(&mut sql, clause)?;
