@@ -593,7 +593,10 @@ def change(new: float, old: float) -> str:
 
 
 def signed(v: float) -> str:
-    return ("+" if v >= 0 else "-") + common.fmt_num(abs(v))
+    text = common.fmt_num(abs(v))
+    if text.strip("0.,") == "":
+        return "±0"
+    return ("+" if v > 0 else "-") + text
 
 
 def overhead_text(c: CaseResult, base: Optional[CaseResult]) -> str:
