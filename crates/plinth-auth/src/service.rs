@@ -123,11 +123,8 @@ impl AuthService {
     }
 
     async fn record(&self, event: AuditEvent) -> Result<()> {
-        let audit = self.audit.clone();
-        match tokio::spawn(async move { audit.append(&event).await }).await {
-            Ok(res) => res.map(|_| ()).map_err(Error::from),
-            Err(join) => Err(Error::Store(plinth_store::Error::internal(join))),
-        }
+        plinth_store::audit::append_detached(&self.audit, event).await?;
+        Ok(())
     }
 
     /// Who the `Authorization` header says is calling, checked. Every failure is the same
@@ -420,12 +417,7 @@ impl AuthService {
     }
 
     async fn finish<T>(&self, event: AuditEvent, res: Result<T>) -> Result<T> {
-        let event = match &res {
-            Ok(_) => event,
-            Err(e @ Error::Forbidden { .. }) => event.with_outcome(Outcome::Refused, e.to_string()),
-            Err(e) => event.with_outcome(Outcome::Failed, e.to_string()),
-        };
-        self.record(event).await?;
+        self.record(event.concluded(&res)).await?;
         res
     }
 

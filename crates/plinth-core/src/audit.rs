@@ -1,5 +1,7 @@
 //! The audit trail's domain: who did what to which resource, when, with what outcome.
 
+use crate::{ErrorCode, HasErrorCode};
+
 /// Who made a request. Until authentication lands this is the name the request presents
 /// (the HTTP Basic user name), or `anonymous`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,5 +115,54 @@ impl AuditEvent {
         self.outcome = outcome;
         self.message = Some(message.into());
         self
+    }
+
+    /// The event with the outcome of `res`: a rule's refusal (`INVALID_STATE_TRANSITION`,
+    /// `PERMISSION_DENIED`) is `Refused`, any other error `Failed`; an internal error's message,
+    /// which may carry server details, is not kept.
+    pub fn concluded<T, E: HasErrorCode + std::fmt::Display>(self, res: &Result<T, E>) -> AuditEvent {
+        match res {
+            Ok(_) => self,
+            Err(e) => match e.error_code() {
+                ErrorCode::InvalidStateTransition | ErrorCode::PermissionDenied => self.with_outcome(Outcome::Refused, e.to_string()),
+                code if code.is_internal() => self.with_outcome(Outcome::Failed, "internal error"),
+                _ => self.with_outcome(Outcome::Failed, e.to_string()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Coded(ErrorCode, &'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.1)
+        }
+    }
+
+    impl HasErrorCode for Coded {
+        fn error_code(&self) -> ErrorCode {
+            self.0
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_error_code() {
+        let event = || AuditEvent::new(&Actor::new("alice"), "alias.set", "alias", "m@champion");
+        let ok: Result<(), Coded> = Ok(());
+        assert_eq!(event().concluded(&ok).outcome, Outcome::Ok);
+        let refused = event().concluded(&Err::<(), _>(Coded(ErrorCode::InvalidStateTransition, "gate said no")));
+        assert_eq!((refused.outcome, refused.message.as_deref()), (Outcome::Refused, Some("gate said no")));
+        let denied = event().concluded(&Err::<(), _>(Coded(ErrorCode::PermissionDenied, "no")));
+        assert_eq!(denied.outcome, Outcome::Refused);
+        let failed = event().concluded(&Err::<(), _>(Coded(ErrorCode::ResourceDoesNotExist, "missing")));
+        assert_eq!((failed.outcome, failed.message.as_deref()), (Outcome::Failed, Some("missing")));
+        let internal = event().concluded(&Err::<(), _>(Coded(ErrorCode::InternalError, "SELECT … at /srv/db")));
+        assert_eq!((internal.outcome, internal.message.as_deref()), (Outcome::Failed, Some("internal error")), "no server details");
     }
 }

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use plinth_core::HasErrorCode;
 use plinth_core::audit::{Actor, AuditEvent, Change, Outcome};
 use plinth_core::ids::{LoggedModelId, RunId};
 use plinth_core::registry::{
@@ -15,7 +14,7 @@ use plinth_core::time::now_millis;
 use plinth_core::tracking::{KeyValue, LoggedModel, Page, Run};
 use plinth_core::validation::{InvalidParameter, check_length, validate_max_results};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
-use plinth_store::audit::AuditQuery;
+use plinth_store::audit::{AuditQuery, append_detached};
 use plinth_store::registry::{
     AliasMove, Expect, ModelVersionQuery, NewModelVersion, NewPromotion, NewRegisteredModel, PromotionQuery, RegisteredModelQuery,
     StageMove,
@@ -266,32 +265,15 @@ impl RegistryService {
 
     /// Records `event` with the outcome of `res`, then hands `res` back.
     async fn audited<T>(&self, event: AuditEvent, res: Result<T>) -> Result<T> {
-        let event = match &res {
-            Ok(_) => event,
-            Err(
-                e @ (Error::GateFailed { .. }
-                | Error::ApprovalRequired { .. }
-                | Error::StageApprovalRequired { .. }
-                | Error::GatedAliasRemoval { .. }
-                | Error::Forbidden { .. }),
-            ) => event.with_outcome(Outcome::Refused, e.to_string()),
-            Err(e) if e.error_code().is_internal() => event.with_outcome(Outcome::Failed, "internal error"),
-            Err(e) => event.with_outcome(Outcome::Failed, e.to_string()),
-        };
-        self.record(&event).await?;
+        self.record(&event.concluded(&res)).await?;
         res
     }
 
     /// Appends to the audit trail. An audit write that fails fails the request: an
     /// acknowledged change always has its record.
     async fn record(&self, event: &AuditEvent) -> Result<()> {
-        // In its own task: a client that hangs up after the change committed does not cancel the record.
-        let audit = self.audit.clone();
-        let event = event.clone();
-        match tokio::spawn(async move { audit.append(&event).await }).await {
-            Ok(res) => res.map(|_| ()).map_err(Error::from),
-            Err(join) => Err(Error::Store(plinth_store::Error::internal(join))),
-        }
+        append_detached(&self.audit, event.clone()).await?;
+        Ok(())
     }
 
     // Registered models.

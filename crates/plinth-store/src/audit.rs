@@ -23,6 +23,16 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// Appends `event` in a task of its own, so a caller whose request is dropped after its change
+/// committed (the client hung up) does not cancel the record.
+pub async fn append_detached(audit: &std::sync::Arc<dyn AuditLog>, event: AuditEvent) -> Result<i64> {
+    let audit = audit.clone();
+    match tokio::spawn(async move { audit.append(&event).await }).await {
+        Ok(res) => res,
+        Err(join) => Err(crate::Error::internal(join)),
+    }
+}
+
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Appends one event durably; returns its id. Ids grow with append order.

@@ -5,8 +5,7 @@
 //! logging is data, not a change of an entity, and is not audited (the run's history is its own
 //! record); tags set through a batch are.
 
-use plinth_core::HasErrorCode;
-use plinth_core::audit::{Actor, AuditEvent, Change, Outcome};
+use plinth_core::audit::{Actor, AuditEvent, Change};
 use plinth_core::ids::ExperimentId;
 use plinth_core::tracking::{KeyValue, LoggedModel, LoggedModelStatus, Run, RunInfo, RunStatus};
 
@@ -31,12 +30,7 @@ impl Acting<'_> {
     }
 
     async fn audited<T>(&self, event: AuditEvent, res: Result<T>) -> Result<T> {
-        let event = match &res {
-            Ok(_) => event,
-            Err(e) if e.error_code().is_internal() => event.with_outcome(Outcome::Failed, "internal error"),
-            Err(e) => event.with_outcome(Outcome::Failed, e.to_string()),
-        };
-        self.service.audit_log().append(&event).await?;
+        plinth_store::audit::append_detached(self.service.audit_log(), event.concluded(&res)).await?;
         res
     }
 
