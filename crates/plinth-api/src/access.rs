@@ -241,7 +241,7 @@ fn path_param(template: &str, path: &str, name: &str) -> Option<String> {
 }
 
 fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// Reads the request's fields the way `MlflowRequest` will, and gives the request back whole.

@@ -160,50 +160,17 @@ fn tags(list: &[KeyValue]) -> Result<()> {
     Ok(())
 }
 
-/// Decodes percent-escapes repeatedly, so `%252e%252e` is seen as `..`.
+/// Decodes `+` and percent-escapes repeatedly (Python's `unquote_plus` until nothing changes, as
+/// MLflow does), so `%252e%252e` is seen as `..`. Each round shortens the text, so this ends.
 fn fully_unescaped(source: &str) -> String {
     let mut current = source.to_owned();
-    // Each round shortens the text, so this ends.
     loop {
-        let decoded: String = form_urlencoded_decode(&current);
+        let decoded = percent_encoding::percent_decode_str(&current.replace('+', " ")).decode_utf8_lossy().into_owned();
         if decoded == current {
-            break;
+            return current;
         }
         current = decoded;
     }
-    current
-}
-
-fn form_urlencoded_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// MLflow's rule against sources that walk out of their location (`..` segments, NUL bytes).
@@ -1562,4 +1529,22 @@ fn reqwest_host(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
     authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_may_not_walk_out() {
+        for bad in ["s3://b/m/../../x", "mlflow-artifacts:/1/%2e%2e/2", "file:///a/%252e%252e/b", "http://h/a/..%2f..%2fetc", "s3://b/x%00y"] {
+            assert!(validate_source_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["s3://b/models/m1", "mlflow-artifacts:/1/models/m-1/artifacts", "runs:/abc/model+v2", "s3://b/a..b/c"] {
+            assert!(validate_source_path(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(fully_unescaped("a%2520b+c"), "a b c");
+        assert_eq!(scheme("FILE:///etc/passwd").as_deref(), Some("file"));
+        assert_eq!(scheme("/local/path"), None);
+    }
 }
