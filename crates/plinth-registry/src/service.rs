@@ -1537,7 +1537,9 @@ mod tests {
 
     #[test]
     fn sources_may_not_walk_out() {
-        for bad in ["s3://b/m/../../x", "mlflow-artifacts:/1/%2e%2e/2", "file:///a/%252e%252e/b", "http://h/a/..%2f..%2fetc", "s3://b/x%00y"] {
+        for bad in
+            ["s3://b/m/../../x", "mlflow-artifacts:/1/%2e%2e/2", "file:///a/%252e%252e/b", "http://h/a/..%2f..%2fetc", "s3://b/x%00y"]
+        {
             assert!(validate_source_path(bad).is_err(), "{bad}");
         }
         for ok in ["s3://b/models/m1", "mlflow-artifacts:/1/models/m-1/artifacts", "runs:/abc/model+v2", "s3://b/a..b/c"] {

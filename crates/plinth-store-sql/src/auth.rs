@@ -124,6 +124,27 @@ fn map_insert_error(e: sqlx::Error, user: &str, unique: impl FnOnce() -> Error) 
     if is_unique_violation(&e) { unique().into() } else { e }
 }
 
+/// Creates or replaces one grant; the user must exist.
+async fn upsert_grant(tx: &mut Tx, grant: &Grant) -> Result<(), TxError> {
+    let sql = format!(
+        "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_name, kind, resource) \
+     DO UPDATE SET level = excluded.level, granted_by = excluded.granted_by, granted_at = excluded.granted_at"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(grant.user.clone())
+        .bind(grant.kind.as_str())
+        .bind(grant.resource.clone())
+        .bind(grant.level.as_str())
+        .bind(grant.granted_by.clone())
+        .bind(grant.granted_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| {
+            map_insert_error(e, &grant.user, || Error::Conflict { message: "The grant changed concurrently; retry".to_owned() })
+        })?;
+    Ok::<_, TxError>(())
+}
+
 #[async_trait]
 impl AuthStore for SqlStore {
     async fn create_user(&self, new: &NewUser) -> Result<User> {
@@ -314,23 +335,7 @@ impl AuthStore for SqlStore {
     async fn put_grant(&self, grant: &Grant) -> Result<()> {
         write_tx!(self, |tx| async {
             require_user(tx, &grant.user).await?;
-            let sql = format!(
-                "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_name, kind, resource) \
-                 DO UPDATE SET level = excluded.level, granted_by = excluded.granted_by, granted_at = excluded.granted_at"
-            );
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(grant.user.clone())
-                .bind(grant.kind.as_str())
-                .bind(grant.resource.clone())
-                .bind(grant.level.as_str())
-                .bind(grant.granted_by.clone())
-                .bind(grant.granted_at)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| {
-                    map_insert_error(e, &grant.user, || Error::Conflict { message: "The grant changed concurrently; retry".to_owned() })
-                })?;
-            Ok::<_, TxError>(())
+            upsert_grant(tx, grant).await
         }
         .await)
     }
@@ -343,20 +348,7 @@ impl AuthStore for SqlStore {
                 .bind(grant.resource.clone())
                 .execute(&mut **tx)
                 .await?;
-            let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(grant.user.clone())
-                .bind(grant.kind.as_str())
-                .bind(grant.resource.clone())
-                .bind(grant.level.as_str())
-                .bind(grant.granted_by.clone())
-                .bind(grant.granted_at)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| {
-                    map_insert_error(e, &grant.user, || Error::Conflict { message: "The grant changed concurrently; retry".to_owned() })
-                })?;
-            Ok::<_, TxError>(())
+            upsert_grant(tx, grant).await
         }
         .await)
     }

@@ -18,7 +18,7 @@ macro_rules! auth_conformance {
     ($factory:path) => {
         $crate::auth_conformance!(@each $factory;
             auth_users, auth_last_admin_guard, auth_concurrent_admin_removals, auth_tokens, auth_token_last_use,
-            auth_grants, auth_rename_grants);
+            auth_grants, auth_rename_grants, auth_owner_and_forget);
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -472,4 +472,30 @@ pub async fn auth_rename_grants(h: &Harness) {
     );
     assert_eq!(auth.level("carol", model, "other").await.expect("level"), None);
     assert!(auth.grants_on(model, "m2").await.expect("grants on").is_empty());
+}
+
+/// `set_owner` leaves the creator as the only grantee (grants from an earlier resource of the
+/// same name go), `delete_grants_on` clears one resource; other resources and kinds are untouched.
+pub async fn auth_owner_and_forget(h: &Harness) {
+    let auth = &h.auth;
+    for name in ["alice", "bob", "carol"] {
+        auth.create_user(&person(name, Role::Member, 1)).await.expect("create");
+    }
+    let model = ResourceKind::RegisteredModel;
+    let exp = ResourceKind::Experiment;
+    auth.put_grant(&grant("bob", model, "m", Level::Manage, 10)).await.expect("left over");
+    auth.put_grant(&grant("carol", model, "m", Level::Read, 11)).await.expect("left over");
+    auth.put_grant(&grant("bob", exp, "m", Level::Read, 12)).await.expect("other kind");
+    auth.put_grant(&grant("bob", model, "n", Level::Edit, 13)).await.expect("other model");
+    auth.set_owner(&grant("alice", model, "m", Level::Manage, 20)).await.expect("owner");
+    let on_m: Vec<(String, Level)> = auth.grants_on(model, "m").await.expect("grants").into_iter().map(|g| (g.user, g.level)).collect();
+    assert_eq!(on_m, [("alice".to_owned(), Level::Manage)]);
+    assert_eq!(auth.level("bob", exp, "m").await.expect("level"), Some(Level::Read), "other kinds keep their grants");
+    assert_eq!(auth.level("bob", model, "n").await.expect("level"), Some(Level::Edit), "other models keep their grants");
+    assert!(matches!(auth.set_owner(&grant("nobody", model, "m", Level::Manage, 21)).await, Err(Error::UserNotFound { .. })));
+    assert_eq!(auth.level("alice", model, "m").await.expect("level"), Some(Level::Manage), "a refused set_owner changes nothing");
+    assert_eq!(auth.delete_grants_on(model, "m").await.expect("forget"), 1);
+    assert!(auth.grants_on(model, "m").await.expect("grants").is_empty());
+    assert_eq!(auth.delete_grants_on(model, "m").await.expect("again"), 0);
+    assert_eq!(auth.level("bob", model, "n").await.expect("level"), Some(Level::Edit));
 }
