@@ -695,14 +695,8 @@ def parse_threads(raw: str) -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--with-mlflow", action="store_true",
-                    help="also benchmark MLflow, plain and with its basic-auth app "
-                    "(installs mlflow==3.17.2)")
-    ap.add_argument("--servers", help="comma-separated subset of plinth,mlflow to run "
-                    "(default: plinth, plus mlflow with --with-mlflow)")
-    ap.add_argument("--plinth-bin", help="plinth binary to use instead of building "
-                    "`cargo build --release -p plinth`")
-    ap.add_argument("--scale", choices=sorted(SCALES), default="full")
+    common.add_server_args(ap, SCALES, "also benchmark MLflow, plain and with its basic-auth app "
+                           "(installs mlflow==3.17.2)")
     ap.add_argument("--threads", type=parse_threads, default=[1, 8],
                     help="comma-separated client thread counts (default 1,8)")
     ap.add_argument("--requests", type=int,
@@ -711,32 +705,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="requests per MLflow case (default: the same as Plinth's). Every "
                     "basic-auth request runs MLflow's password hash, so full-size MLflow cases "
                     "are slow")
-    ap.add_argument("--json", metavar="OUT", help="write the raw figures to OUT as JSON")
-    ap.add_argument("--mlflow-workers", type=int, default=1,
-                    help="`mlflow server --workers` (default 1; MLflow's own default is 4)")
-    ap.add_argument("--mlflow-no-job-runner", action="store_true",
-                    help="start MLflow with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false (default: "
-                    "MLflow's default, job runner on)")
     ap.add_argument("--mlflow-auth-cache-ttl", type=int, default=0, metavar="S",
                     help="basic_auth.ini auth_cache_ttl_seconds (default 0, MLflow's default: "
                     "no cache, every request verifies the password hash)")
-    ap.add_argument("--startup-timeout", type=float, default=300.0,
-                    help="seconds to wait for a server's GET /health (default 300)")
     args = ap.parse_args(argv)
     for opt in ("requests", "mlflow_requests"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
             ap.error(f"--{opt.replace('_', '-')} must be at least 1")
     if args.mlflow_auth_cache_ttl < 0:
         ap.error("--mlflow-auth-cache-ttl must not be negative")
-    if args.servers:
-        servers = [s.strip().lower() for s in args.servers.split(",") if s.strip()]
-        unknown = set(servers) - {"plinth", "mlflow"}
-        if unknown or not servers:
-            ap.error(f"--servers: unknown server(s) {sorted(unknown)}; use plinth and/or mlflow")
-    else:
-        servers = ["plinth"] + (["mlflow"] if args.with_mlflow else [])
-    args.server_list = list(dict.fromkeys(servers))
-    args.with_mlflow = "mlflow" in args.server_list
+    common.resolve_servers(ap, args)
     return args
 
 

@@ -1070,16 +1070,15 @@ def to_jsonable(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--with-mlflow", action="store_true",
-                    help="also benchmark the MLflow tracking server (installs mlflow==3.17.2)")
+def add_server_args(ap: argparse.ArgumentParser, scales: dict, with_mlflow_help: str) -> None:
+    """The options every benchmark driver shares: which servers, which binary, the scale, JSON
+    output and MLflow's server settings."""
+    ap.add_argument("--with-mlflow", action="store_true", help=with_mlflow_help)
     ap.add_argument("--servers", help="comma-separated subset of plinth,mlflow to run "
                     "(default: plinth, plus mlflow with --with-mlflow)")
     ap.add_argument("--plinth-bin", help="plinth binary to use instead of building "
                     "`cargo build --release -p plinth`")
-    ap.add_argument("--scale", choices=sorted(SCALES), default="full")
+    ap.add_argument("--scale", choices=sorted(scales), default="full")
     ap.add_argument("--json", metavar="OUT", help="write the raw figures to OUT as JSON")
     ap.add_argument("--mlflow-workers", type=int, default=1,
                     help="`mlflow server --workers` (default 1; MLflow's own default is 4)")
@@ -1088,7 +1087,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     "MLflow's default, job runner on)")
     ap.add_argument("--startup-timeout", type=float, default=300.0,
                     help="seconds to wait for a server's GET /health (default 300)")
-    args = ap.parse_args(argv)
+
+
+def resolve_servers(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sets `args.server_list` (ordered, de-duplicated) and `args.with_mlflow` from `--servers`
+    and `--with-mlflow`."""
     if args.servers:
         servers = [s.strip().lower() for s in args.servers.split(",") if s.strip()]
         unknown = set(servers) - {"plinth", "mlflow"}
@@ -1096,8 +1099,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             ap.error(f"--servers: unknown server(s) {sorted(unknown)}; use plinth and/or mlflow")
     else:
         servers = ["plinth"] + (["mlflow"] if args.with_mlflow else [])
-    args.server_list = list(dict.fromkeys(servers))  # de-duplicated, ordered
+    args.server_list = list(dict.fromkeys(servers))
     args.with_mlflow = "mlflow" in args.server_list
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_server_args(ap, SCALES, "also benchmark the MLflow tracking server (installs mlflow==3.17.2)")
+    args = ap.parse_args(argv)
+    resolve_servers(ap, args)
     return args
 
 
