@@ -202,6 +202,18 @@ pub(crate) async fn set_status(
 }
 
 pub(crate) async fn expire(store: &SqlStore, now: i64) -> Result<Vec<PromotionRequest>> {
+    // The expiry loop asks every few seconds; a read on a reader connection answers the usual
+    // "nothing is overdue" without taking the (on SQLite, single) writer.
+    let mut conn = store.read_conn().await?;
+    let overdue = sqlx::query("SELECT 1 AS x FROM promotion_requests WHERE status = 'PENDING' AND expires_at < $1 LIMIT 1")
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(sql_error)?;
+    drop(conn);
+    if overdue.is_none() {
+        return Ok(Vec::new());
+    }
     write_tx!(store, |tx| {
         async {
         let sql = format!(
