@@ -210,6 +210,19 @@ impl WebhookStore for SqlStore {
             crate::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::Dialect::Sqlite => "",
         };
+        // The dispatcher polls every second or so: a read on a reader connection answers the usual
+        // "nothing is due" without a write transaction (on SQLite, the single writer).
+        let mut conn = self.read_conn().await?;
+        let due = sqlx::query("SELECT 1 AS x FROM webhook_deliveries WHERE status = $1 AND next_attempt_at <= $2 LIMIT 1")
+            .bind(DeliveryStatus::Pending.as_str())
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(sql_error)?;
+        drop(conn);
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         write_tx!(self, |tx| async {
             let sql = format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = $1 AND next_attempt_at <= $2 \
