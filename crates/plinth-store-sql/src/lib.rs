@@ -9,6 +9,7 @@
 
 mod audit;
 mod auth;
+mod features;
 mod migrate;
 mod registry;
 mod sql;

@@ -34,6 +34,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_auth.sql"),
         postgres: include_str!("../migrations/postgres/0003_auth.sql"),
     },
+    Migration {
+        version: 4,
+        description: "features",
+        sqlite: include_str!("../migrations/sqlite/0004_features.sql"),
+        postgres: include_str!("../migrations/postgres/0004_features.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"

@@ -12,17 +12,18 @@ use plinth_filter::{Grammar, parse_filter, parse_order_by};
 use crate::tracking::{
     ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery, RunUpdate, StepRange,
 };
-use crate::{AuditLog, AuthStore, Error, RegistryStore, TrackingStore, WebhookStore};
+use crate::{AuditLog, AuthStore, Error, FeatureRegistryStore, RegistryStore, TrackingStore, WebhookStore};
 
 /// A fresh store and whatever keeps it alive (a temporary directory, a scratch database).
 /// The port fields are views of the same store (`registry_conformance!` uses `registry`, `audit`
-/// and `webhooks`; `auth_conformance!` uses `auth`).
+/// and `webhooks`; `auth_conformance!` uses `auth`; `features_conformance!` uses `features`).
 pub struct Harness {
     pub store: Arc<dyn TrackingStore>,
     pub registry: Arc<dyn RegistryStore>,
     pub audit: Arc<dyn AuditLog>,
     pub webhooks: Arc<dyn WebhookStore>,
     pub auth: Arc<dyn AuthStore>,
+    pub features: Arc<dyn FeatureRegistryStore>,
     pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
 

@@ -44,6 +44,12 @@ pub enum Error {
     UserNotFound { name: String },
     #[error("Token {id} not found")]
     TokenNotFound { id: String },
+    #[error("No {kind} named '{name}'{version_suffix}", version_suffix = version.map(|v| format!(" at version {v}")).unwrap_or_default())]
+    FeatureDefinitionNotFound { kind: &'static str, name: String, version: Option<i64> },
+    #[error("Training dataset '{id}' not found")]
+    TrainingDatasetNotFound { id: String },
+    #[error("A training dataset named '{name}' already exists")]
+    TrainingDatasetExists { name: String },
     #[error("Webhook with ID {id} not found.")]
     WebhookNotFound { id: String },
     #[error("Webhook delivery {id} not found.")]
@@ -84,10 +90,13 @@ impl HasErrorCode for Error {
             | Error::WebhookNotFound { .. }
             | Error::UserNotFound { .. }
             | Error::TokenNotFound { .. }
-            | Error::DeliveryNotFound { .. } => ErrorCode::ResourceDoesNotExist,
-            Error::ExperimentNameExists { .. } | Error::RegisteredModelExists { .. } | Error::UserExists { .. } => {
-                ErrorCode::ResourceAlreadyExists
-            }
+            | Error::DeliveryNotFound { .. }
+            | Error::FeatureDefinitionNotFound { .. }
+            | Error::TrainingDatasetNotFound { .. } => ErrorCode::ResourceDoesNotExist,
+            Error::ExperimentNameExists { .. }
+            | Error::RegisteredModelExists { .. }
+            | Error::UserExists { .. }
+            | Error::TrainingDatasetExists { .. } => ErrorCode::ResourceAlreadyExists,
             Error::Conflict { .. } => ErrorCode::ResourceConflict,
             Error::ExperimentNotActiveForRename { .. } => ErrorCode::InvalidState,
             Error::ExperimentNotActive { .. } | Error::RunNotActive { .. } | Error::ParamChanged { .. } | Error::InvalidArgument { .. } => {

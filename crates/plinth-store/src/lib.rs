@@ -1,6 +1,6 @@
 //! Storage ports for Plinth's metadata, and the conformance suite every adapter runs.
 //!
-//! A port is a trait (`TrackingStore`, `RegistryStore`, `AuditLog`, `WebhookStore`, `AuthStore`) written in domain types from `plinth-core` and search
+//! A port is a trait (`TrackingStore`, `RegistryStore`, `AuditLog`, `WebhookStore`, `AuthStore`, `FeatureRegistryStore`) written in domain types from `plinth-core` and search
 //! ASTs from `plinth-filter`. Adapters (SQLite and PostgreSQL in `plinth-store-sql`) implement
 //! it and prove it with `conformance`. The transaction rules every adapter keeps:
 //! - one call is one transaction: it commits whole or not at all;
@@ -12,8 +12,10 @@ pub mod audit;
 pub mod auth;
 pub mod conformance;
 pub mod conformance_auth;
+pub mod conformance_features;
 pub mod conformance_registry;
 mod error;
+pub mod features;
 pub mod registry;
 pub mod tracking;
 pub mod webhooks;
@@ -21,6 +23,7 @@ pub mod webhooks;
 pub use audit::AuditLog;
 pub use auth::AuthStore;
 pub use error::{Error, Result};
+pub use features::FeatureRegistryStore;
 pub use registry::RegistryStore;
 pub use tracking::TrackingStore;
 pub use webhooks::WebhookStore;

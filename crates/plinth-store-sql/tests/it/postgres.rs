@@ -52,7 +52,8 @@ async fn fresh() -> Option<Harness> {
         registry: store.clone(),
         audit: store.clone(),
         webhooks: store.clone(),
-        auth: store,
+        auth: store.clone(),
+        features: store,
         keep: Box::new(keep),
     })
 }
@@ -60,3 +61,4 @@ async fn fresh() -> Option<Harness> {
 plinth_store::tracking_conformance!(fresh);
 plinth_store::registry_conformance!(fresh);
 plinth_store::auth_conformance!(fresh);
+plinth_store::features_conformance!(fresh);

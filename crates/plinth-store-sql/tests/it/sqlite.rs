@@ -14,7 +14,8 @@ async fn fresh() -> Option<Harness> {
         registry: store.clone(),
         audit: store.clone(),
         webhooks: store.clone(),
-        auth: store,
+        auth: store.clone(),
+        features: store,
         keep: Box::new(dir),
     })
 }
@@ -22,6 +23,7 @@ async fn fresh() -> Option<Harness> {
 plinth_store::tracking_conformance!(fresh);
 plinth_store::registry_conformance!(fresh);
 plinth_store::auth_conformance!(fresh);
+plinth_store::features_conformance!(fresh);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_skips_applied_migrations() {
