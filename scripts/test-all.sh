@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Plinth test, as CI does:
-#   1. starts PostgreSQL if it is not running (the storage conformance suite runs on it and on SQLite);
+#   1. starts PostgreSQL and Redis if they are not running (the storage conformance suite runs on PostgreSQL
+#      and SQLite, the online-store conformance suite on Redis and redb);
 #   2. builds the workspace and runs every Rust test (unit, conformance, black-box tests of the binary);
 #   3. creates/updates the Python virtualenv with the pinned real clients (mlflow-skinny, ...) and runs
 #      the compatibility suite in tests/compat against the real binary.
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plinth/target}"
 export PLINTH_TEST_POSTGRES_URL="${PLINTH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export PLINTH_TEST_REDIS_URL="${PLINTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/}"
 VENV="${PLINTH_COMPAT_VENV:-$HOME/.cache/plinth/venv-compat}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -30,6 +32,28 @@ ensure_postgres() {
     exit 1
 }
 
+redis_up() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]
+    else
+        (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null
+    fi
+}
+
+ensure_redis() {
+    if redis_up; then return 0; fi
+    step "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+    for _ in $(seq 1 60); do
+        if redis_up; then return 0; fi
+        sleep 0.5
+    done
+    echo "Redis is not reachable at 127.0.0.1:6379; the online-store conformance suite needs it" >&2
+    exit 1
+}
+
 ensure_venv() {
     local stamp="$VENV/.requirements.sha256"
     local want
@@ -46,6 +70,7 @@ ensure_venv() {
 }
 
 ensure_postgres
+ensure_redis
 
 step "building (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked

@@ -163,6 +163,17 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     // Only the requester may cancel (checked by the service).
     ("POST", "/api/plinth/v1/promotions/{id}/cancel", Model(Read, PromotionPath("id"))),
     ("GET", "/api/plinth/v1/audit", Admin),
+    // The feature store: definitions name files on the server's disk, so planning and applying
+    // them is for admins; reading definitions and retrieving features is for anyone signed in.
+    ("POST", "/api/plinth/v1/features/plan", Admin),
+    ("POST", "/api/plinth/v1/features/apply", Admin),
+    ("GET", "/api/plinth/v1/features/definitions", SignedIn),
+    ("GET", "/api/plinth/v1/features/definitions/{kind}/{name}", SignedIn),
+    ("GET", "/api/plinth/v1/features/definitions/{kind}/{name}/versions", SignedIn),
+    ("GET", "/api/plinth/v1/features/applies", SignedIn),
+    ("GET", "/api/plinth/v1/features/training-datasets", SignedIn),
+    ("GET", "/api/plinth/v1/features/training-datasets/{id}", SignedIn),
+    ("POST", "/api/plinth/v1/features/historical", SignedIn),
     ("POST", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks/{id}", Admin),
@@ -426,6 +437,7 @@ mod tests {
             ("artifacts.rs", "/api/2.0/mlflow-artifacts"),
             ("plinth_v1.rs", "/api/plinth/v1"),
             ("auth.rs", "/api/plinth/v1"),
+            ("features.rs", "/api/plinth/v1"),
             ("meta.rs", ""),
         ];
         let mut out = Vec::new();

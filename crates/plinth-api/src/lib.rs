@@ -2,7 +2,7 @@
 //!
 //! `router` mounts MLflow's tracking and model registry REST APIs under `/api/2.0/mlflow` and
 //! `/ajax-api/2.0/mlflow`, Plinth's own API (gates, promotions, lineage, audit, webhooks) under
-//! `/api/plinth/v1`,
+//! `/api/plinth/v1` (the feature store under `/api/plinth/v1/features`),
 //! the artifact proxy under `/api/2.0/mlflow-artifacts`, and the server's own `/health`,
 //! `/version` and `/api/3.0/mlflow/server-info`. Handlers are thin: they parse the request
 //! into service arguments, call `plinth_tracking::TrackingService`, and render the answer.
@@ -13,6 +13,7 @@ mod artifacts;
 mod auth;
 mod batch;
 mod error;
+mod features;
 mod fields;
 mod identity;
 mod json;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use plinth_auth::AuthService;
+use plinth_features::FeatureService;
 use plinth_registry::RegistryService;
 use plinth_tracking::TrackingService;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -46,6 +48,9 @@ pub struct AppState {
     pub tracking: Arc<TrackingService>,
     pub registry: Arc<RegistryService>,
     pub auth: Arc<AuthService>,
+    pub features: Arc<FeatureService>,
+    /// Largest entity upload of a historical retrieval (`features.max_entity_upload_bytes`).
+    pub max_entity_bytes: u64,
     /// Whether every request must carry credentials (`auth.enabled`).
     pub auth_enabled: bool,
     /// `ApiLimits::max_request_bytes`, for the permission check that reads request fields.
@@ -63,10 +68,12 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
     Router::new()
         .nest("/api/2.0/mlflow", tracking.clone())
         .nest("/ajax-api/2.0/mlflow", tracking)
-        .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()))
+        .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()).merge(features::routes()))
         .merge(meta::routes())
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
-        // Artifact bodies are streams of any size: no body limit.
+        // Entity uploads are spooled to disk under their own limit; artifact bodies are streams
+        // of any size: no body limit.
+        .nest("/api/plinth/v1", features::stream_routes())
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
         .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
         .fallback(error::endpoint_not_found)

@@ -18,6 +18,7 @@ pub struct Config {
     pub registry: RegistrySection,
     pub webhooks: WebhooksSection,
     pub auth: AuthSection,
+    pub features: FeaturesSection,
 }
 
 /// A secret from the configuration: never printed, never in `Debug`. Any scalar is taken as its
@@ -159,6 +160,29 @@ impl Default for RegistrySection {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct FeaturesSection {
+    /// Memory the offline engine may use for SQL transformations before it spills to disk, in MiB.
+    pub memory_limit_mb: u64,
+    /// Where the offline engine spills; empty: `<data_dir>/features/spill`.
+    pub spill_dir: String,
+    /// Largest entity upload of one historical retrieval, in MiB (spooled to disk, not held in memory).
+    pub max_entity_upload_mb: u64,
+}
+
+impl Default for FeaturesSection {
+    fn default() -> FeaturesSection {
+        FeaturesSection { memory_limit_mb: 1024, spill_dir: String::new(), max_entity_upload_mb: 1024 }
+    }
+}
+
+impl FeaturesSection {
+    pub fn spill_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        if self.spill_dir.is_empty() { data_dir.join("features").join("spill") } else { PathBuf::from(&self.spill_dir) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct WebhooksSection {
     /// Per-delivery request timeout.
     pub timeout_ms: u64,
@@ -293,6 +317,12 @@ impl Config {
         }
         if self.registry.promotion_ttl_secs < 1 || self.registry.promotion_ttl_secs > self.registry.max_promotion_ttl_secs {
             problems.push("registry.promotion_ttl_secs: must be at least 1 and at most registry.max_promotion_ttl_secs".to_owned());
+        }
+        if self.features.memory_limit_mb < 64 {
+            problems.push("features.memory_limit_mb: must be at least 64".to_owned());
+        }
+        if self.features.max_entity_upload_mb == 0 {
+            problems.push("features.max_entity_upload_mb: must be positive".to_owned());
         }
         if self.webhooks.max_attempts < 1 {
             problems.push("webhooks.max_attempts: must be at least 1".to_owned());

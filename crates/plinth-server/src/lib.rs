@@ -42,6 +42,14 @@ pub enum StartError {
     Exposed(String),
     #[error("cannot create the first admin")]
     Auth(#[source] plinth_auth::Error),
+    #[error("cannot start the offline feature engine")]
+    Features(#[source] plinth_features::Error),
+    #[error("cannot create the feature engine's spill directory {path}")]
+    Spill {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the webhook dispatcher")]
     Webhooks(#[source] reqwest::Error),
     #[error("cannot listen on {addr}")]
@@ -140,10 +148,21 @@ impl Server {
         {
             tracing::info!(admin = %config.auth.bootstrap_admin, "Created the first admin from auth.bootstrap_admin_password.");
         }
+        let spill = config.features.spill_dir(&config.server.data_dir);
+        std::fs::create_dir_all(&spill).map_err(|source| StartError::Spill { path: spill.display().to_string(), source })?;
+        let engine = plinth_features::Engine::new(plinth_features::EngineOptions {
+            memory_limit_bytes: (config.features.memory_limit_mb as usize).saturating_mul(1 << 20),
+            spill_dir: Some(spill),
+            ..Default::default()
+        })
+        .map_err(StartError::Features)?;
+        let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine));
         let state = AppState {
             tracking: Arc::new(tracking),
             registry: registry.clone(),
             auth,
+            features,
+            max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
             max_request_bytes: config.server.max_request_bytes,
             version: VERSION,

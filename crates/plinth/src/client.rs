@@ -151,13 +151,13 @@ pub(crate) enum AuditCommand {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     base: String,
     http: reqwest::blocking::Client,
     conn: Connection,
 }
 
-fn enc(segment: &str) -> String {
+pub(crate) fn enc(segment: &str) -> String {
     let mut out = String::new();
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -170,12 +170,12 @@ fn enc(segment: &str) -> String {
 }
 
 impl Client {
-    fn new(conn: &Connection) -> anyhow::Result<Client> {
+    pub(crate) fn new(conn: &Connection) -> anyhow::Result<Client> {
         let http = reqwest::blocking::Client::builder().build().context("cannot build the HTTP client")?;
         Ok(Client { base: format!("{}/api/plinth/v1", conn.server.trim_end_matches('/')), http, conn: conn.clone() })
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).query(query);
         if let Some(user) = &self.conn.user {
             req = req.basic_auth(user, self.conn.password.as_deref());
@@ -198,7 +198,37 @@ impl Client {
     }
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+impl Client {
+    /// POSTs a streamed body of `content_type`; answers the response when it succeeded.
+    pub(crate) fn send_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: reqwest::blocking::Body,
+        content_type: &str,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let mut req =
+            self.http.post(format!("{}{path}", self.base)).query(query).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        if let Some(user) = &self.conn.user {
+            req = req.basic_auth(user, self.conn.password.as_deref());
+        }
+        // Retrievals can take a while on big inputs: no overall timeout.
+        let resp = req
+            .timeout(std::time::Duration::from_secs(24 * 3600))
+            .send()
+            .with_context(|| format!("cannot reach the server at {}", self.conn.server))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let value: Value = resp.json().unwrap_or(Value::Null);
+            let code = value["error_code"].as_str().unwrap_or("HTTP_ERROR");
+            let message = value["message"].as_str().unwrap_or("(no message)");
+            bail!("{code} (HTTP {}): {message}", status.as_u16());
+        }
+        Ok(resp)
+    }
+}
+
+pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod client;
+mod features_cli;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,6 +51,13 @@ enum Command {
         args: ServerArgs,
         #[command(subcommand)]
         command: admin::TokensCommand,
+    },
+    /// The feature store: plan and apply definitions, list them, retrieve training data (talks to a running server).
+    Features {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: features_cli::FeaturesCommand,
     },
     /// The audit trail (talks to a running server).
     Audit {
@@ -159,6 +167,7 @@ fn main() -> anyhow::Result<()> {
         Command::Users { args, command } => admin::users(&args.config()?, command),
         Command::Tokens { args, command } => admin::tokens(&args.config()?, command),
         Command::Audit { conn, command } => client::audit(&conn, command),
+        Command::Features { conn, command } => features_cli::run(&conn, command),
     }
 }
 

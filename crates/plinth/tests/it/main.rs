@@ -2,6 +2,7 @@
 
 mod auth;
 mod durability;
+mod features;
 mod large_artifacts;
 mod lifecycle;
 mod registry;

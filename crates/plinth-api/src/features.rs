@@ -1,0 +1,341 @@
+//! The feature store's REST API under `/api/plinth/v1/features`: plan and apply a repository,
+//! read applied definitions and their history, historical retrieval as an Arrow IPC stream, and
+//! training datasets.
+
+use std::io::Write;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use plinth_core::ErrorCode;
+use plinth_features::arrow::ipc::reader::StreamReader;
+use plinth_features::arrow::ipc::writer::StreamWriter;
+use plinth_features::repo::Repository;
+use plinth_features::{ChangeOp, Plan};
+use plinth_store::features::{FeatureApply, FeatureDefinition, FeatureKind, TrainingDataset};
+use plinth_store::tracking::PageRequest;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::fields::{JsonBody, MlflowRequest};
+use crate::identity::Caller;
+use crate::{ApiError, AppState};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+/// The media type of Arrow IPC streams, in and out.
+pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// JSON routes, mounted under `/api/plinth/v1` with the JSON body limit.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/features/plan", post(plan))
+        .route("/features/apply", post(apply))
+        .route("/features/definitions", get(list_definitions))
+        .route("/features/definitions/{kind}/{name}", get(get_definition))
+        .route("/features/definitions/{kind}/{name}/versions", get(definition_versions))
+        .route("/features/applies", get(list_applies))
+        .route("/features/training-datasets", get(list_training_datasets))
+        .route("/features/training-datasets/{id}", get(get_training_dataset))
+}
+
+/// The streaming route, mounted under `/api/plinth/v1` without the JSON body limit (it has its own).
+pub(crate) fn stream_routes() -> Router<AppState> {
+    Router::new().route("/features/historical", post(historical))
+}
+
+fn repository(body: &[u8]) -> Result<Repository, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        repository: Repository,
+    }
+    serde_json::from_slice::<Body>(body).map(|b| b.repository).map_err(|e| {
+        ApiError::invalid(format!(
+            "The body must be {{\"repository\": {{...}}}} with entities, sources, feature_views and feature_services: {e}"
+        ))
+    })
+}
+
+fn plan_json(plan: &Plan) -> Value {
+    let changes: Vec<Value> = plan
+        .changes
+        .iter()
+        .map(|c| json!({"kind": c.kind.as_str(), "name": c.name, "op": c.op.as_str(), "from_version": c.from_version, "to_version": c.to_version}))
+        .collect();
+    let count = |op: ChangeOp| plan.changes.iter().filter(|c| c.op == op).count();
+    json!({
+        "changes": changes,
+        "notes": plan.notes,
+        "summary": {"create": count(ChangeOp::Create), "update": count(ChangeOp::Update), "delete": count(ChangeOp::Delete), "unchanged": count(ChangeOp::Unchanged)},
+    })
+}
+
+async fn plan(State(s): State<AppState>, JsonBody(body): JsonBody) -> Answer {
+    let repo = repository(&body)?;
+    let plan = s.features.plan(&repo).await?;
+    Ok(Json(plan_json(&plan)))
+}
+
+async fn apply(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody) -> Answer {
+    let repo = repository(&body)?;
+    let (plan, applied) = s.features.apply(&actor, &repo).await?;
+    let mut out = plan_json(&plan);
+    out["apply_id"] = json!(applied.id);
+    Ok(Json(out))
+}
+
+fn definition_json(d: &FeatureDefinition) -> Value {
+    let spec = d.spec.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok());
+    json!({
+        "kind": d.kind.as_str(),
+        "name": d.name,
+        "version": d.version,
+        "deleted": d.is_deleted(),
+        "spec": spec,
+        "digest": d.digest,
+        "apply_id": d.apply_id,
+        "created_at": d.created_at,
+        "created_by": d.created_by,
+    })
+}
+
+fn kind(s: &str) -> Result<FeatureKind, ApiError> {
+    FeatureKind::parse(s)
+        .ok_or_else(|| ApiError::invalid(format!("Unknown definition kind '{s}' (use entity, source, feature_view or feature_service)")))
+}
+
+async fn list_definitions(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let only = f.opt_str("kind")?.map(|k| kind(&k)).transpose()?;
+    let include_deleted = f.opt_bool("include_deleted")?.unwrap_or(false);
+    let heads = s.features.heads().await?;
+    let items: Vec<Value> =
+        heads.iter().filter(|d| only.is_none_or(|k| d.kind == k) && (include_deleted || !d.is_deleted())).map(definition_json).collect();
+    Ok(Json(json!({"definitions": items})))
+}
+
+async fn get_definition(State(s): State<AppState>, Path((k, name)): Path<(String, String)>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let def = s.features.definition(kind(&k)?, &name, f.opt_i64("version")?).await?;
+    Ok(Json(json!({"definition": definition_json(&def)})))
+}
+
+async fn definition_versions(State(s): State<AppState>, Path((k, name)): Path<(String, String)>) -> Answer {
+    let history = s.features.history(kind(&k)?, &name).await?;
+    Ok(Json(json!({"versions": history.iter().map(definition_json).collect::<Vec<_>>()})))
+}
+
+fn page_of(f: &crate::fields::Fields) -> Result<PageRequest, ApiError> {
+    let limit = f.opt_i64("max_results")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("max_results must be between 1 and 1000"));
+    }
+    let offset = plinth_core::page_token::decode(f.opt_str("page_token")?.as_deref())?;
+    Ok(PageRequest { offset, limit })
+}
+
+fn next_token(page: &PageRequest, has_more: bool) -> Option<String> {
+    has_more.then(|| plinth_core::page_token::encode(page.offset + page.limit))
+}
+
+async fn list_applies(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let page = page_of(&f)?;
+    let rows = s.features.applies(page).await?;
+    let items: Vec<Value> = rows.items.iter().map(apply_json).collect();
+    Ok(Json(crate::json::page("applies", items, next_token(&page, rows.has_more))))
+}
+
+fn apply_json(a: &FeatureApply) -> Value {
+    let written: Vec<Value> = a
+        .written
+        .iter()
+        .map(|d| json!({"kind": d.kind.as_str(), "name": d.name, "version": d.version, "deleted": d.is_deleted()}))
+        .collect();
+    json!({"id": a.id, "actor": a.actor, "created_at": a.created_at, "written": written})
+}
+
+fn dataset_json(d: &TrainingDataset) -> Value {
+    let definitions = serde_json::from_str::<Value>(&d.definitions).unwrap_or(Value::Null);
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "features": d.features,
+        "feature_service": d.feature_service,
+        "full_feature_names": d.full_feature_names,
+        "definitions": definitions,
+        "entity_digest": d.entity_digest,
+        "entity_rows": d.entity_rows,
+        "output_uri": d.output_uri,
+        "created_at": d.created_at,
+        "created_by": d.created_by,
+    })
+}
+
+async fn list_training_datasets(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let page = page_of(&f)?;
+    let rows = s.features.training_datasets(page).await?;
+    Ok(Json(crate::json::page("training_datasets", rows.items.iter().map(dataset_json).collect(), next_token(&page, rows.has_more))))
+}
+
+async fn get_training_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Answer {
+    Ok(Json(json!({"training_dataset": dataset_json(&s.features.training_dataset(&id).await?)})))
+}
+
+/// Options of a historical retrieval, from the query string.
+struct HistoricalOptions {
+    features: Vec<String>,
+    feature_service: Option<String>,
+    full_feature_names: bool,
+    timestamp_column: String,
+    save: bool,
+    dataset_name: Option<String>,
+    output_uri: Option<String>,
+}
+
+fn historical_options(query: Option<&str>) -> Result<HistoricalOptions, ApiError> {
+    let mut o = HistoricalOptions {
+        features: Vec::new(),
+        feature_service: None,
+        full_feature_names: false,
+        timestamp_column: "event_timestamp".into(),
+        save: false,
+        dataset_name: None,
+        output_uri: None,
+    };
+    let flag = |k: &str, v: &str| match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::invalid(format!("{k} must be true or false"))),
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "features" | "feature" => o.features.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)),
+            "feature_service" => o.feature_service = Some(v.into_owned()),
+            "full_feature_names" => o.full_feature_names = flag(&k, &v)?,
+            "timestamp_column" => o.timestamp_column = v.into_owned(),
+            "save" => o.save = flag(&k, &v)?,
+            "dataset_name" => {
+                o.dataset_name = Some(v.into_owned());
+                o.save = true;
+            }
+            "output_uri" => o.output_uri = Some(v.into_owned()),
+            other => return Err(ApiError::invalid(format!("Unknown query parameter '{other}'"))),
+        }
+    }
+    Ok(o)
+}
+
+/// `POST /api/plinth/v1/features/historical`: the body is the entity rows as an Arrow IPC stream;
+/// the answer is the rows with their features, as an Arrow IPC stream, in input order. With
+/// `save=true` (or a `dataset_name`) the retrieval is recorded as a training dataset, whose id
+/// comes back in `X-Plinth-Training-Dataset`.
+async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Request) -> Result<Response, ApiError> {
+    let options = historical_options(req.uri().query())?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with(ARROW_STREAM) {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("The entity rows must be sent as an Arrow IPC stream (Content-Type: {ARROW_STREAM})"),
+        ));
+    }
+    let limit = s.max_entity_bytes;
+    // The upload is spooled to a temporary file (hashing as it goes), so its size is bounded by
+    // the disk and `features.max_entity_upload_bytes`, not by memory.
+    let mut spool =
+        tempfile::tempfile().map_err(|e| ApiError::from_error(plinth_features::Error::invalid(format!("cannot spool the upload: {e}"))))?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut body = req.into_body().into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("Cannot read the request body: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::invalid(format!("The entity rows exceed features.max_entity_upload_bytes ({limit} bytes)")));
+        }
+        hasher.update(&chunk);
+        spool
+            .write_all(&chunk)
+            .map_err(|e| ApiError::from_error(plinth_features::Error::invalid(format!("cannot spool the upload: {e}"))))?;
+    }
+    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (schema, batches) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        use std::io::Seek;
+        spool.rewind().map_err(|e| ApiError::invalid(format!("cannot read the spooled upload: {e}")))?;
+        let reader = StreamReader::try_new(std::io::BufReader::new(spool), None)
+            .map_err(|e| ApiError::invalid(format!("The body is not an Arrow IPC stream: {e}")))?;
+        let schema = reader.schema();
+        let batches =
+            reader.collect::<Result<Vec<_>, _>>().map_err(|e| ApiError::invalid(format!("The Arrow IPC stream is malformed: {e}")))?;
+        Ok((schema, batches))
+    })
+    .await
+    .map_err(|e| ApiError::invalid(format!("reading the upload failed: {e}")))??;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let retrieval = s
+        .features
+        .historical(
+            &batches,
+            schema,
+            &options.features,
+            options.feature_service.as_deref(),
+            options.full_feature_names,
+            &options.timestamp_column,
+        )
+        .await?;
+    drop(batches);
+
+    let mut dataset_id = None;
+    if options.save {
+        let definitions: Vec<Value> =
+            retrieval.definitions.iter().map(|(k, n, v)| json!({"kind": k.as_str(), "name": n, "version": v})).collect();
+        let dataset = TrainingDataset {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: options.dataset_name.clone(),
+            features: retrieval.features.clone(),
+            feature_service: options.feature_service.clone(),
+            full_feature_names: options.full_feature_names,
+            definitions: Value::Array(definitions).to_string(),
+            entity_digest: digest.clone(),
+            entity_rows: rows as i64,
+            output_uri: options.output_uri.clone(),
+            created_at: plinth_core::time::now_millis(),
+            created_by: actor.name.clone(),
+        };
+        dataset_id = Some(s.features.save_training_dataset(&actor, dataset).await?.id);
+    }
+
+    // The answer streams batch by batch, each encoded as it is sent.
+    let schema = retrieval.schema.clone();
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(|e| ApiError::from_error(plinth_features::Error::from(e)))?;
+    let head = std::mem::take(writer.get_mut());
+    let mut batches = retrieval.batches.into_iter();
+    let mut finished = false;
+    let stream =
+        futures::stream::iter(std::iter::once(Ok::<_, std::io::Error>(bytes::Bytes::from(head))).chain(std::iter::from_fn(move || {
+            let next = match batches.next() {
+                Some(batch) => writer.write(&batch),
+                None if finished => return None,
+                None => {
+                    finished = true;
+                    writer.finish()
+                }
+            };
+            Some(match next {
+                Ok(()) => Ok(bytes::Bytes::from(std::mem::take(writer.get_mut()))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            })
+        })));
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+    headers.insert("x-plinth-row-count", HeaderValue::from(rows as u64));
+    headers.insert("x-plinth-entity-digest", HeaderValue::from_str(&digest).unwrap_or(HeaderValue::from_static("")));
+    if let Some(id) = dataset_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert("x-plinth-training-dataset", id);
+    }
+    Ok(response)
+}

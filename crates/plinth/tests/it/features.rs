@@ -1,0 +1,282 @@
+//! The feature store through the binary: `plinth features plan|apply` on a repository directory,
+//! concurrent applies, definitions over REST, and `plinth features get-historical` from CSV and
+//! Parquet into Parquet, saved as a training dataset.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use plinth_features::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use plinth_features::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use plinth_features::parquet::arrow::ArrowWriter;
+use plinth_features::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use plinth_test_support::TestServer;
+use serde_json::Value;
+
+use super::{bin, get};
+
+const HOUR_US: i64 = 3_600_000_000;
+const BASE_US: i64 = 1_700_000_000_000_000;
+
+fn plinth(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).env("PLINTH_SERVER", url).env("PLINTH_USER", "alice").output().expect("run plinth");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// driver 1: rows at 0h (0.1) and 2h (0.2, created twice: the later one, 0.25, wins);
+/// driver 2: a row at 1h (0.5).
+fn write_stats(path: &Path) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new("created", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("conv", DataType::Float64, true),
+        Field::new("city", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 1, 1, 2])),
+            Arc::new(TimestampMicrosecondArray::from(vec![BASE_US, BASE_US + 2 * HOUR_US, BASE_US + 2 * HOUR_US, BASE_US + HOUR_US])),
+            Arc::new(TimestampMicrosecondArray::from(vec![Some(BASE_US), Some(BASE_US), Some(BASE_US + 1), None])),
+            Arc::new(Float64Array::from(vec![0.1, 0.2, 0.25, 0.5])),
+            Arc::new(StringArray::from(vec!["a", "b", "c", "d"])),
+        ],
+    )
+    .expect("batch");
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(path).expect("create"), schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+fn repo_text(ttl: &str) -> String {
+    format!(
+        r#"
+[[entity]]
+name = "driver"
+join_keys = [{{ name = "driver_id", type = "int64" }}]
+description = "A driver"
+
+[[source]]
+name = "driver_stats"
+path = "data"
+timestamp_field = "event_timestamp"
+created_timestamp_column = "created"
+field_mapping = {{ conv = "conv_rate" }}
+
+[[feature_view]]
+name = "driver_hourly"
+entities = ["driver"]
+source = "driver_stats"
+ttl = "{ttl}"
+features = [{{ name = "conv_rate", type = "float64" }}, {{ name = "city", type = "string" }}]
+owner = "ranking@example.com"
+
+[[feature_service]]
+name = "ranking"
+features = ["driver_hourly:conv_rate"]
+"#
+    )
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).expect("open")).expect("parquet");
+    let schema = builder.schema().clone();
+    let reader = builder.build().expect("reader");
+    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+    plinth_features::arrow::compute::concat_batches(&schema, &batches).expect("concat")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_apply_and_historical_retrieval_through_the_cli() {
+    let server = TestServer::start(bin()).expect("start");
+    let url = server.url.clone();
+    let client = reqwest::Client::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
+    write_stats(&repo.join("data/part-0.parquet"));
+    std::fs::write(repo.join("features.toml"), repo_text("6h")).expect("write repo");
+
+    let (ok, out, err) = plinth(&url, &["features", "plan", repo.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("+ feature_view") && out.contains("Plan: 4 to create, 0 to update, 0 to delete, 0 unchanged."), "{out}");
+    let (_, defs) = get(&client, &url, "/api/plinth/v1/features/definitions").await;
+    assert_eq!(defs["definitions"].as_array().map(Vec::len), Some(0), "plan changes nothing");
+
+    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok && out.contains("Applied: 4 to create"), "{out}{err}");
+    let (ok, out, _) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok && out.contains("0 to create, 0 to update, 0 to delete, 4 unchanged"), "a second apply changes nothing: {out}");
+
+    // Definitions over REST: the spec as applied, with its version.
+    let (status, view) = get(&client, &url, "/api/plinth/v1/features/definitions/feature_view/driver_hourly").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["definition"]["version"], 1);
+    assert_eq!(view["definition"]["spec"]["ttl_secs"], 6 * 3600);
+    assert_eq!(view["definition"]["spec"]["owner"], "ranking@example.com");
+    let (status, missing) = get(&client, &url, "/api/plinth/v1/features/definitions/feature_view/nope").await;
+    assert_eq!((status, missing["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")), "{missing}");
+    let (status, bad) = get(&client, &url, "/api/plinth/v1/features/definitions/view/driver_hourly").await;
+    assert_eq!((status, bad["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")), "{bad}");
+
+    // A repository whose view names a column the data lacks is refused whole, with the reason.
+    std::fs::write(repo.join("features.toml"), repo_text("6h").replace("\"city\", type = \"string\"", "\"town\", type = \"string\""))
+        .expect("write");
+    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(!ok && err.contains("has no column 'town'"), "{out}{err}");
+    std::fs::write(
+        repo.join("features.toml"),
+        repo_text("6h").replace("\"conv_rate\", type = \"float64\"", "\"conv_rate\", type = \"int32\""),
+    )
+    .expect("write");
+    let (ok, _, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(!ok && err.contains("declared int32"), "{err}");
+
+    // Four applies at once, each with another TTL: every one commits, one after the other.
+    let mut children = Vec::new();
+    for (i, ttl) in ["1h", "2h", "3h", "4h"].iter().enumerate() {
+        let dir = work.path().join(format!("repo{i}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("features.toml"),
+            repo_text(ttl).replace("path = \"data\"", &format!("path = \"{}\"", repo.join("data").display())),
+        )
+        .expect("write");
+        children.push(
+            Command::new(bin())
+                .args(["features", "apply", dir.to_str().expect("utf8")])
+                .env("PLINTH_SERVER", &url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn"),
+        );
+    }
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (_, history) = get(&client, &url, "/api/plinth/v1/features/definitions/feature_view/driver_hourly/versions").await;
+    let versions: Vec<i64> = history["versions"].as_array().expect("versions").iter().map(|v| v["version"].as_i64().expect("n")).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5], "one version per apply");
+    // Back to 6h for the retrieval below.
+    std::fs::write(repo.join("features.toml"), repo_text("6h")).expect("write");
+    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok && out.contains("1 to update"), "{out}{err}");
+
+    // Entity rows from CSV: exact times, a tie broken by `created`, TTL, an unknown key, a duplicate row.
+    let entities = work.path().join("entities.csv");
+    std::fs::write(
+        &entities,
+        "driver_id,event_timestamp,label\n\
+         1,2023-11-14T22:13:20Z,10\n\
+         1,2023-11-15T00:13:20Z,11\n\
+         1,2023-11-15T06:13:20Z,12\n\
+         1,2023-11-15T06:13:21Z,13\n\
+         2,2023-11-14T23:13:19Z,14\n\
+         3,2023-11-15T00:00:00Z,15\n\
+         1,2023-11-15T00:13:20Z,11\n",
+    )
+    .expect("write entities");
+    let out_file = work.path().join("training.parquet");
+    let (ok, out, err) = plinth(
+        &url,
+        &[
+            "features",
+            "get-historical",
+            "--entities",
+            entities.to_str().expect("utf8"),
+            "--features",
+            "driver_hourly:conv_rate,driver_hourly:city",
+            "--out",
+            out_file.to_str().expect("utf8"),
+            "--dataset-name",
+            "ranking_train",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Wrote 7 rows") && out.contains("Saved as training dataset"), "{out}");
+    let table = read_parquet(&out_file);
+    let names: Vec<&str> = table.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["driver_id", "event_timestamp", "label", "conv_rate", "city"]);
+    let labels: Vec<i64> = table.column(2).as_primitive::<Int64Type>().values().to_vec();
+    assert_eq!(labels, [10, 11, 12, 13, 14, 15, 11], "input order, duplicates kept");
+    let conv = table.column(3).as_primitive::<Float64Type>();
+    let got: Vec<Option<f64>> = (0..conv.len()).map(|i| conv.is_valid(i).then(|| conv.value(i))).collect();
+    // BASE is 2023-11-14T22:13:20Z. Row 3 is exactly T - ttl from the 2h row; row 4 one second past.
+    assert_eq!(got, [Some(0.1), Some(0.25), Some(0.25), None, None, None, Some(0.25)]);
+    let city = table.column(4).as_string::<i32>();
+    assert_eq!(city.value(1), "c");
+
+    // The saved training dataset names the definitions' versions and the entity digest.
+    let (status, ds) = get(&client, &url, "/api/plinth/v1/features/training-datasets/ranking_train").await;
+    assert_eq!(status, 200, "{ds}");
+    let ds = &ds["training_dataset"];
+    assert_eq!(ds["entity_rows"], 7);
+    assert_eq!(ds["entity_digest"].as_str().map(str::len), Some(64));
+    assert_eq!(ds["output_uri"], Value::String(format!("file://{}", out_file.display())));
+    let defs = ds["definitions"].as_array().expect("definitions");
+    assert!(defs.iter().any(|d| d["kind"] == "feature_view" && d["name"] == "driver_hourly" && d["version"] == 6), "{ds}");
+    assert!(defs.iter().any(|d| d["kind"] == "source" && d["name"] == "driver_stats"), "{ds}");
+
+    // The same through a feature service, from Parquet entity rows, with full feature names.
+    let entity_parquet = work.path().join("entities.parquet");
+    {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![2])),
+                Arc::new(TimestampMicrosecondArray::from(vec![BASE_US + HOUR_US]).with_timezone("UTC")),
+            ],
+        )
+        .expect("batch");
+        let mut w = ArrowWriter::try_new(std::fs::File::create(&entity_parquet).expect("create"), schema, None).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+    }
+    let out2 = work.path().join("svc.parquet");
+    let (ok, out, err) = plinth(
+        &url,
+        &[
+            "features",
+            "get-historical",
+            "--entities",
+            entity_parquet.to_str().expect("utf8"),
+            "--feature-service",
+            "ranking",
+            "--full-feature-names",
+            "--out",
+            out2.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let table = read_parquet(&out2);
+    assert_eq!(table.schema_ref().field(2).name(), "driver_hourly__conv_rate");
+    assert_eq!(table.column(2).as_primitive::<Float64Type>().value(0), 0.5);
+
+    // Unknown features are a clear 404 before any work.
+    let (ok, _, err) = plinth(
+        &url,
+        &[
+            "features",
+            "get-historical",
+            "--entities",
+            entities.to_str().expect("utf8"),
+            "--features",
+            "driver_hourly:nope",
+            "--out",
+            out2.to_str().expect("utf8"),
+        ],
+    );
+    assert!(!ok && err.contains("RESOURCE_DOES_NOT_EXIST") && err.contains("no feature 'nope'"), "{err}");
+
+    // Every apply and the dataset are in the audit trail.
+    let (_, audit) = get(&client, &url, "/api/plinth/v1/audit?resource_type=feature_repository").await;
+    let applies = audit["events"].as_array().expect("events").iter().filter(|e| e["outcome"] == "OK").count();
+    assert!(applies >= 7, "{audit}");
+}
