@@ -174,6 +174,8 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/api/plinth/v1/features/training-datasets", SignedIn),
     ("GET", "/api/plinth/v1/features/training-datasets/{id}", SignedIn),
     ("POST", "/api/plinth/v1/features/historical", SignedIn),
+    ("POST", "/api/plinth/v1/features/materialize", Admin),
+    ("POST", "/get-online-features", SignedIn),
     ("POST", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks/{id}", Admin),
@@ -439,6 +441,7 @@ mod tests {
             ("auth.rs", "/api/plinth/v1"),
             ("features.rs", "/api/plinth/v1"),
             ("meta.rs", ""),
+            ("feast.rs", ""),
         ];
         let mut out = Vec::new();
         for (file, prefix) in mounts {

@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/features/definitions/{kind}/{name}", get(get_definition))
         .route("/features/definitions/{kind}/{name}/versions", get(definition_versions))
         .route("/features/applies", get(list_applies))
+        .route("/features/materialize", post(materialize))
         .route("/features/training-datasets", get(list_training_datasets))
         .route("/features/training-datasets/{id}", get(get_training_dataset))
 }
@@ -88,6 +89,19 @@ async fn apply(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body):
     let mut out = plan_json(&plan);
     out["apply_id"] = json!(applied.id);
     Ok(Json(out))
+}
+
+/// `{"feature_views": [..], "incremental": bool, "end_ts": ns}`; empty views: every online view.
+async fn materialize(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let views = if f.has("feature_views") { f.str_list("feature_views")? } else { Vec::new() };
+    let incremental = f.opt_bool("incremental")?.unwrap_or(false);
+    let end = f.opt_i64("end_ts")?;
+    let done = s.features.materialize(&actor, &views, incremental, end).await?;
+    let items: Vec<Value> = done
+        .iter()
+        .map(|d| json!({"feature_view": d.view, "start_ts": d.start_ns, "end_ts": d.end_ns, "rows": d.rows, "skipped_older": d.skipped_older, "newest_event_ts": d.newest_event_ns}))
+        .collect();
+    Ok(Json(json!({"materialized": items})))
 }
 
 fn definition_json(d: &FeatureDefinition) -> Value {

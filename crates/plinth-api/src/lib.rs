@@ -13,6 +13,7 @@ mod artifacts;
 mod auth;
 mod batch;
 mod error;
+mod feast;
 mod features;
 mod fields;
 mod identity;
@@ -70,6 +71,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .nest("/ajax-api/2.0/mlflow", tracking)
         .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()).merge(features::routes()))
         .merge(meta::routes())
+        .merge(feast::routes())
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         // Entity uploads are spooled to disk under their own limit; artifact bodies are streams
         // of any size: no body limit.

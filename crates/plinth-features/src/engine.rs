@@ -423,6 +423,52 @@ impl Engine {
     }
 }
 
+/// The latest row per entity of one view, among rows with event times in `[start, end]`: what
+/// materialization writes online.
+#[derive(Debug)]
+pub struct LatestRows {
+    /// Join-key columns, then every feature of the view, in declaration order.
+    pub rows: RecordBatch,
+    pub key_count: usize,
+    pub event_ts: Vec<i64>,
+    pub created_ts: Vec<Option<i64>>,
+}
+
+impl Engine {
+    pub async fn latest(&self, repo: &Repository, view: &ViewSpec, start: Option<i64>, end: i64) -> Result<LatestRows> {
+        let keys = repo.join_keys(view);
+        let key_types: Vec<DataType> = keys.iter().map(|k| k.value_type.arrow()).collect();
+        let mut fields: Vec<Field> = keys.iter().map(|k| Field::new(&k.name, k.value_type.arrow(), true)).collect();
+        fields.extend(view.features.iter().map(|f| Field::new(&f.name, f.value_type.arrow(), true)));
+        let schema = Arc::new(Schema::new(fields));
+        let mut latest = crate::pit::Latest::new(&key_types, schema.clone())?;
+        let features: Vec<String> = view.features.iter().map(|f| f.name.clone()).collect();
+        let ctx = self.context();
+        if let Some(frame) = self.view_frame(&ctx, repo, view, &features, start, Some(end)).await? {
+            let mut stream = frame.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let column = |name: &str| {
+                    batch.column_by_name(name).cloned().ok_or_else(|| Error::invalid(format!("the view's frame lost column '{name}'")))
+                };
+                let key_arrays = keys.iter().map(|k| column(&k.name)).collect::<Result<Vec<_>>>()?;
+                let mut columns = key_arrays.clone();
+                for f in &features {
+                    columns.push(column(f)?);
+                }
+                let rows = RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )?;
+                latest.add(&key_arrays, &column(EVENT_TS)?, batch.column_by_name(CREATED_TS), rows)?;
+            }
+        }
+        let (rows, event_ts, created_ts) = latest.finish()?;
+        Ok(LatestRows { rows, key_count: keys.len(), event_ts, created_ts })
+    }
+}
+
 /// Event times of the entity rows in nanoseconds; a missing or null time is an error.
 fn entity_times(entity: &RecordBatch, column: &str) -> Result<Vec<i64>> {
     let array = entity.column_by_name(column).ok_or_else(|| {

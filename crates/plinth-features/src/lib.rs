@@ -18,4 +18,4 @@ pub use error::{Error, Result};
 pub use repo::Repository;
 pub mod service;
 
-pub use service::{ChangeOp, FeatureService, Plan, PlannedChange, Retrieval, Snapshot};
+pub use service::{ChangeOp, FeatureService, FieldStatus, Materialized, OnlineColumn, Plan, PlannedChange, Retrieval, Snapshot};

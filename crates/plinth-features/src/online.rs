@@ -50,6 +50,28 @@ impl FeatureValue {
     }
 }
 
+/// The value in `row` of `array`, an array of `value_type`'s Arrow type (as the engine casts them).
+pub fn value_at(array: &dyn datafusion::arrow::array::Array, row: usize, value_type: ValueType) -> Result<FeatureValue> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampNanosecondType};
+    if array.is_null(row) {
+        return Ok(FeatureValue::Null);
+    }
+    let mismatch = || Error::invalid(format!("a column of type {} was expected, found {}", value_type.as_str(), array.data_type()));
+    Ok(match value_type {
+        ValueType::Int32 => FeatureValue::Int32(array.as_primitive_opt::<Int32Type>().ok_or_else(mismatch)?.value(row)),
+        ValueType::Int64 => FeatureValue::Int64(array.as_primitive_opt::<Int64Type>().ok_or_else(mismatch)?.value(row)),
+        ValueType::Float32 => FeatureValue::Float32(array.as_primitive_opt::<Float32Type>().ok_or_else(mismatch)?.value(row)),
+        ValueType::Float64 => FeatureValue::Float64(array.as_primitive_opt::<Float64Type>().ok_or_else(mismatch)?.value(row)),
+        ValueType::String => FeatureValue::String(array.as_string_opt::<i32>().ok_or_else(mismatch)?.value(row).to_owned()),
+        ValueType::Bool => FeatureValue::Bool(array.as_boolean_opt().ok_or_else(mismatch)?.value(row)),
+        ValueType::Bytes => FeatureValue::Bytes(array.as_binary_opt::<i32>().ok_or_else(mismatch)?.value(row).to_vec()),
+        ValueType::Timestamp => {
+            FeatureValue::Timestamp(array.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(mismatch)?.value(row))
+        }
+    })
+}
+
 /// The stored state of one entity of one view: when the row happened, and its encoded values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnlineRecord {

@@ -288,20 +288,7 @@ impl Winners {
     fn compact(&mut self) -> Result<()> {
         let live: Vec<usize> = (0..self.loc.len()).filter(|&s| self.loc[s].0 != NONE).collect();
         let indices: Vec<(usize, usize)> = live.iter().map(|&s| (self.loc[s].0 as usize, self.loc[s].1 as usize)).collect();
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        for c in 0..self.schema.fields().len() {
-            let arrays: Vec<&dyn Array> = self.retained.iter().map(|b| b.column(c).as_ref()).collect();
-            columns.push(if arrays.is_empty() {
-                new_null_array(self.schema.field(c).data_type(), 0)
-            } else {
-                interleave(&arrays, &indices)?
-            });
-        }
-        let batch = RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(live.len())),
-        )?;
+        let batch = gather(&self.retained, &self.schema, &indices)?;
         for (i, &s) in live.iter().enumerate() {
             self.loc[s] = (0, i as u32);
         }
@@ -384,4 +371,113 @@ impl Winners {
         }
         Ok(out)
     }
+}
+
+/// The latest row per key (greatest `(event_ts, created_ts)`, ties to the row read last) of a
+/// stream of feature rows: what materialization writes to the online store. Memory grows with
+/// the number of distinct keys, not with the rows read.
+pub(crate) struct Latest {
+    keys: KeyMap,
+    groups: u32,
+    ts: Vec<i64>,
+    created: Vec<i64>,
+    /// Whether the winner of each key had a created time.
+    has_created: Vec<bool>,
+    loc: Vec<(u32, u32)>,
+    retained: Vec<RecordBatch>,
+    retained_rows: usize,
+    /// Key columns, then value columns.
+    schema: SchemaRef,
+}
+
+impl Latest {
+    pub(crate) fn new(key_types: &[DataType], schema: SchemaRef) -> Result<Latest> {
+        Ok(Latest {
+            keys: KeyMap::new(key_types)?,
+            groups: 0,
+            ts: Vec::new(),
+            created: Vec::new(),
+            has_created: Vec::new(),
+            loc: Vec::new(),
+            retained: Vec::new(),
+            retained_rows: 0,
+            schema,
+        })
+    }
+
+    /// Folds in one batch: `keys` are its key columns (of the view's key types), `rows` its key
+    /// and value columns in `schema` order.
+    pub(crate) fn add(&mut self, keys: &[ArrayRef], event_ts: &ArrayRef, created_ts: Option<&ArrayRef>, rows: RecordBatch) -> Result<()> {
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let groups = self.keys.insert(keys, &mut self.groups)?;
+        let n = self.groups as usize;
+        self.ts.resize(n, i64::MIN);
+        self.created.resize(n, i64::MIN);
+        self.has_created.resize(n, false);
+        self.loc.resize(n, (NONE, 0));
+        let ts = nanos(event_ts)?;
+        let ts = ts.as_primitive::<TimestampNanosecondType>();
+        let created = created_ts.map(nanos).transpose()?;
+        let created = created.as_ref().map(|c| c.as_primitive::<TimestampNanosecondType>());
+        let batch_id = self.retained.len() as u32;
+        let mut used = false;
+        for (row, &g) in groups.iter().enumerate() {
+            if g == NONE || ts.is_null(row) {
+                continue;
+            }
+            let (t, g) = (ts.value(row), g as usize);
+            let c = created.filter(|c| c.is_valid(row)).map(|c| c.value(row));
+            let cv = c.unwrap_or(i64::MIN);
+            if self.loc[g].0 == NONE || t > self.ts[g] || (t == self.ts[g] && cv >= self.created[g]) {
+                self.ts[g] = t;
+                self.created[g] = cv;
+                self.has_created[g] = c.is_some();
+                self.loc[g] = (batch_id, row as u32);
+                used = true;
+            }
+        }
+        if used {
+            self.retained_rows += rows.num_rows();
+            self.retained.push(rows);
+            if self.retained_rows > (4 * self.loc.len()).max(1 << 20) {
+                self.compact()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) -> Result<()> {
+        let indices: Vec<(usize, usize)> = self.loc.iter().filter(|l| l.0 != NONE).map(|&(b, r)| (b as usize, r as usize)).collect();
+        let batch = gather(&self.retained, &self.schema, &indices)?;
+        for (i, l) in self.loc.iter_mut().filter(|l| l.0 != NONE).enumerate() {
+            *l = (0, i as u32);
+        }
+        self.retained = vec![batch];
+        self.retained_rows = indices.len();
+        Ok(())
+    }
+
+    /// One row per key (key and value columns), with each row's event and created times.
+    pub(crate) fn finish(mut self) -> Result<(RecordBatch, Vec<i64>, Vec<Option<i64>>)> {
+        self.compact()?;
+        let batch = self.retained.pop().map_or_else(|| Ok(RecordBatch::new_empty(self.schema.clone())), Ok::<_, Error>)?;
+        let live = (0..self.loc.len()).filter(|&g| self.loc[g].0 != NONE);
+        let (ts, created) = live.map(|g| (self.ts[g], self.has_created[g].then_some(self.created[g]))).unzip();
+        Ok((batch, ts, created))
+    }
+}
+
+fn gather(retained: &[RecordBatch], schema: &SchemaRef, indices: &[(usize, usize)]) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for c in 0..schema.fields().len() {
+        let arrays: Vec<&dyn Array> = retained.iter().map(|b| b.column(c).as_ref()).collect();
+        columns.push(if arrays.is_empty() { new_null_array(schema.field(c).data_type(), 0) } else { interleave(&arrays, indices)? });
+    }
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(indices.len())),
+    )?)
 }

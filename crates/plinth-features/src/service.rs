@@ -8,14 +8,16 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use plinth_core::audit::{Actor, AuditEvent, Change};
 use plinth_store::audit::append_detached;
-use plinth_store::features::{DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, TrainingDataset};
+use plinth_store::features::{DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, MaterializationRun, TrainingDataset};
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{AuditLog, FeatureRegistryStore};
 use tokio::sync::RwLock;
 
 use crate::engine::{Engine, HistoricalRequest};
 use crate::error::{Error, Result};
+use crate::online::{FeatureValue, OnlineRecord, OnlineStore, entity_key, value_at};
 use crate::repo::{EntitySpec, Repository, ServiceSpec, SourceSpec, ViewSpec};
+use crate::types::ValueType;
 
 /// How many times an apply re-plans after losing a race with another apply.
 const APPLY_ATTEMPTS: usize = 8;
@@ -92,7 +94,59 @@ pub struct FeatureService {
     store: Arc<dyn FeatureRegistryStore>,
     audit: Arc<dyn AuditLog>,
     engine: Engine,
-    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    online: Option<Arc<dyn OnlineStore>>,
+    /// The applied definitions and when they were read.
+    snapshot: RwLock<Option<(Arc<Snapshot>, std::time::Instant)>>,
+}
+
+/// How long online reads trust the cached definitions before reading them again (applies made
+/// through this process refresh them at once).
+const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Rows per online-store write (one transaction each).
+const WRITE_BATCH: usize = 10_000;
+
+/// One materialized view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Materialized {
+    pub view: String,
+    pub start_ns: Option<i64>,
+    pub end_ns: i64,
+    /// Entities written (their newest row in the interval).
+    pub rows: usize,
+    /// Of those, how many the online store already held at a newer event time.
+    pub skipped_older: usize,
+    pub newest_event_ns: Option<i64>,
+}
+
+/// The status of one online value, as Feast names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldStatus {
+    Present,
+    NullValue,
+    NotFound,
+    OutsideMaxAge,
+}
+
+impl FieldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldStatus::Present => "PRESENT",
+            FieldStatus::NullValue => "NULL_VALUE",
+            FieldStatus::NotFound => "NOT_FOUND",
+            FieldStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+        }
+    }
+}
+
+/// One output column of an online read, one entry per entity row.
+#[derive(Debug, Clone)]
+pub struct OnlineColumn {
+    pub name: String,
+    pub values: Vec<FeatureValue>,
+    pub statuses: Vec<FieldStatus>,
+    /// Event times (ns); `None` when nothing was found.
+    pub event_ts: Vec<Option<i64>>,
 }
 
 impl std::fmt::Debug for FeatureService {
@@ -117,7 +171,17 @@ fn parse_spec<T: serde::de::DeserializeOwned>(def: &FeatureDefinition) -> Result
 
 impl FeatureService {
     pub fn new(store: Arc<dyn FeatureRegistryStore>, audit: Arc<dyn AuditLog>, engine: Engine) -> FeatureService {
-        FeatureService { store, audit, engine, snapshot: RwLock::new(None) }
+        FeatureService { store, audit, engine, online: None, snapshot: RwLock::new(None) }
+    }
+
+    /// Serves and materializes into `online`.
+    pub fn with_online_store(mut self, online: Arc<dyn OnlineStore>) -> FeatureService {
+        self.online = Some(online);
+        self
+    }
+
+    fn online_store(&self) -> Result<&Arc<dyn OnlineStore>> {
+        self.online.as_ref().ok_or_else(|| Error::Conflict { message: "no online store is configured".into() })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -141,16 +205,201 @@ impl FeatureService {
             }
         }
         let snap = Arc::new(snap);
-        *self.snapshot.write().await = Some(snap.clone());
+        *self.snapshot.write().await = Some((snap.clone(), std::time::Instant::now()));
         Ok(snap)
     }
 
-    /// The last snapshot this process read or wrote (read now if there is none).
+    /// The applied definitions as read at most `SNAPSHOT_TTL` ago.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>> {
-        if let Some(s) = self.snapshot.read().await.as_ref() {
+        if let Some((s, at)) = self.snapshot.read().await.as_ref()
+            && at.elapsed() < SNAPSHOT_TTL
+        {
             return Ok(s.clone());
         }
         self.refresh().await
+    }
+
+    /// Writes the newest row per entity of each view (all online views when `views` is empty)
+    /// with event times in `[start, end]` to the online store, then records the run and moves the
+    /// view's watermark to `end`. `incremental` starts after the watermark (everything when there
+    /// is none). The watermark moves only after the writes commit; a rerun rewrites the same rows.
+    pub async fn materialize(&self, actor: &Actor, views: &[String], incremental: bool, end_ns: Option<i64>) -> Result<Vec<Materialized>> {
+        let online = self.online_store()?.clone();
+        let snap = self.refresh().await?;
+        let end = end_ns.unwrap_or_else(|| plinth_core::time::now_millis().saturating_mul(1_000_000));
+        let chosen: Vec<&ViewSpec> = if views.is_empty() {
+            snap.repo.feature_views.iter().filter(|v| v.online).collect()
+        } else {
+            let mut out = Vec::new();
+            for name in views {
+                let view = snap.repo.view(name).ok_or_else(|| Error::not_found(format!("feature view '{name}' is not defined")))?;
+                if !view.online {
+                    return Err(Error::invalid(format!("feature view '{name}' is not online (online = false)")));
+                }
+                out.push(view);
+            }
+            out
+        };
+        let states = self.store.view_states().await?;
+        let mut done = Vec::new();
+        for view in chosen {
+            let started_at = plinth_core::time::now_millis();
+            let start = if incremental { states.iter().find(|s| s.view == view.name).and_then(|s| s.watermark_ns) } else { None };
+            let latest = self.engine.latest(&snap.repo, view, start, end).await?;
+            let keys = snap.repo.join_keys(view);
+            let mut outcome = crate::online::WriteOutcome::default();
+            let rows = latest.rows.num_rows();
+            let mut batch = Vec::with_capacity(WRITE_BATCH.min(rows));
+            for row in 0..rows {
+                let mut key = Vec::with_capacity(keys.len());
+                for (i, k) in keys.iter().enumerate() {
+                    key.push(value_at(latest.rows.column(i).as_ref(), row, k.value_type)?);
+                }
+                let mut values = Vec::with_capacity(view.features.len());
+                for (i, f) in view.features.iter().enumerate() {
+                    values.push(value_at(latest.rows.column(latest.key_count + i).as_ref(), row, f.value_type)?);
+                }
+                batch.push((entity_key(&key), OnlineRecord::new(latest.event_ts[row], latest.created_ts[row], &values)));
+                if batch.len() == WRITE_BATCH {
+                    let w = online.write(&view.name, std::mem::take(&mut batch)).await?;
+                    outcome.written += w.written;
+                    outcome.skipped_older += w.skipped_older;
+                }
+            }
+            if !batch.is_empty() {
+                let w = online.write(&view.name, batch).await?;
+                outcome.written += w.written;
+                outcome.skipped_older += w.skipped_older;
+            }
+            let newest = latest.event_ts.iter().copied().max();
+            let run = MaterializationRun {
+                id: 0,
+                view: view.name.clone(),
+                view_version: snap.version(FeatureKind::FeatureView, &view.name).unwrap_or(0),
+                start_ns: start,
+                end_ns: end,
+                rows: rows as i64,
+                newest_event_ns: newest,
+                started_at,
+                finished_at: plinth_core::time::now_millis(),
+                actor: actor.name.clone(),
+            };
+            self.store.record_materialization(&run).await?;
+            done.push(Materialized {
+                view: view.name.clone(),
+                start_ns: start,
+                end_ns: end,
+                rows,
+                skipped_older: outcome.skipped_older,
+                newest_event_ns: newest,
+            });
+        }
+        let event = AuditEvent::new(
+            actor,
+            "feature_view.materialize",
+            "feature_view",
+            done.iter().map(|d| d.view.as_str()).collect::<Vec<_>>().join(","),
+        )
+        .with_changes(done.iter().map(|d| Change::set(format!("{}.rows", d.view), d.rows.to_string())));
+        append_detached(&self.audit, event).await?;
+        Ok(done)
+    }
+
+    /// Online read: for each entity row (columns of join-key values, by name), the requested
+    /// features from the online store, with Feast's statuses. A value older than its view's TTL
+    /// is not served (`OUTSIDE_MAX_AGE`, null). Join-key columns come first, as given.
+    pub async fn online_features(
+        &self,
+        features: &[String],
+        service: Option<&str>,
+        entities: &[(String, Vec<FeatureValue>)],
+        full_feature_names: bool,
+    ) -> Result<Vec<OnlineColumn>> {
+        let online = self.online_store()?.clone();
+        let snap = self.snapshot().await?;
+        let pairs = self.resolve(&snap, features, service)?;
+        let rows = entities.first().map_or(0, |(_, v)| v.len());
+        if let Some((name, col)) = entities.iter().find(|(_, v)| v.len() != rows) {
+            return Err(Error::invalid(format!("entity column '{name}' has {} values; the others have {rows}", col.len())));
+        }
+        let now = plinth_core::time::now_millis().saturating_mul(1_000_000);
+        let mut out: Vec<OnlineColumn> = entities
+            .iter()
+            .map(|(name, values)| OnlineColumn {
+                name: name.clone(),
+                values: values.clone(),
+                statuses: vec![FieldStatus::Present; rows],
+                event_ts: vec![Some(0); rows],
+            })
+            .collect();
+        let mut names: std::collections::BTreeSet<String> = entities.iter().map(|(n, _)| n.clone()).collect();
+        // One read per view, in first-use order.
+        let mut views: Vec<&str> = Vec::new();
+        for (v, _) in &pairs {
+            if !views.contains(&v.as_str()) {
+                views.push(v);
+            }
+        }
+        let mut by_view: BTreeMap<&str, ViewRead> = BTreeMap::new();
+        for view_name in &views {
+            let view = snap.repo.view(view_name).ok_or_else(|| Error::not_found(format!("feature view '{view_name}' is not defined")))?;
+            let keys = snap.repo.join_keys(view);
+            let mut key_columns = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let (_, col) = entities
+                    .iter()
+                    .find(|(n, _)| *n == k.name)
+                    .ok_or_else(|| Error::invalid(format!("feature view '{view_name}' needs join key '{}' in the entities", k.name)))?;
+                key_columns.push(col.iter().map(|v| coerce(v, k.value_type, &k.name)).collect::<Result<Vec<_>>>()?);
+            }
+            let encoded: Vec<Vec<u8>> =
+                (0..rows).map(|r| entity_key(&key_columns.iter().map(|c| c[r].clone()).collect::<Vec<_>>())).collect();
+            let records = online.read(view_name, &encoded).await?;
+            let decoded = records.iter().map(|r| r.as_ref().map(OnlineRecord::decode_values).transpose()).collect::<Result<Vec<_>>>()?;
+            by_view.insert(view_name, (records, decoded));
+        }
+        for (view_name, feature) in &pairs {
+            let view = snap.repo.view(view_name).ok_or_else(|| Error::not_found(format!("feature view '{view_name}' is not defined")))?;
+            let idx = view
+                .features
+                .iter()
+                .position(|f| &f.name == feature)
+                .ok_or_else(|| Error::not_found(format!("feature view '{view_name}' has no feature '{feature}'")))?;
+            let name = if full_feature_names { format!("{view_name}__{feature}") } else { feature.clone() };
+            if !names.insert(name.clone()) {
+                return Err(Error::invalid(format!(
+                    "output column '{name}' appears twice; ask for full feature names (full_feature_names)"
+                )));
+            }
+            let (records, decoded) = &by_view[view_name.as_str()];
+            let ttl = view.ttl_secs.map(|s| (s as i64).saturating_mul(1_000_000_000));
+            let mut column = OnlineColumn {
+                name,
+                values: Vec::with_capacity(rows),
+                statuses: Vec::with_capacity(rows),
+                event_ts: Vec::with_capacity(rows),
+            };
+            for r in 0..rows {
+                let (value, status, ts) = match (&records[r], &decoded[r]) {
+                    (Some(rec), Some(values)) => {
+                        let value = values.get(idx).cloned().unwrap_or(FeatureValue::Null);
+                        if ttl.is_some_and(|ttl| rec.event_ts < now.saturating_sub(ttl)) {
+                            (FeatureValue::Null, FieldStatus::OutsideMaxAge, Some(rec.event_ts))
+                        } else if value == FeatureValue::Null {
+                            (value, FieldStatus::NullValue, Some(rec.event_ts))
+                        } else {
+                            (value, FieldStatus::Present, Some(rec.event_ts))
+                        }
+                    }
+                    _ => (FeatureValue::Null, FieldStatus::NotFound, None),
+                };
+                column.values.push(value);
+                column.statuses.push(status);
+                column.event_ts.push(ts);
+            }
+            out.push(column);
+        }
+        Ok(out)
     }
 
     /// Validates `desired` whole (structure, then every source against its data) and diffs it
@@ -286,6 +535,22 @@ impl FeatureService {
     pub async fn training_datasets(&self, page: PageRequest) -> Result<Rows<TrainingDataset>> {
         Ok(self.store.training_datasets(page).await?)
     }
+}
+
+/// One view's online records for the request's entity rows, and their decoded values.
+type ViewRead = (Vec<Option<OnlineRecord>>, Vec<Option<Vec<FeatureValue>>>);
+
+/// A join-key value as the request gave it, read as the key's declared type.
+fn coerce(value: &FeatureValue, to: ValueType, key: &str) -> Result<FeatureValue> {
+    let bad = || Error::invalid(format!("join key '{key}' is {}, and {value:?} is not one", to.as_str()));
+    Ok(match (value, to) {
+        (FeatureValue::Null, _) => FeatureValue::Null,
+        (v, t) if v.value_type() == Some(t) => v.clone(),
+        (FeatureValue::Int64(i), ValueType::Int32) => FeatureValue::Int32(i32::try_from(*i).map_err(|_| bad())?),
+        (FeatureValue::Int32(i), ValueType::Int64) => FeatureValue::Int64(i64::from(*i)),
+        (FeatureValue::Int64(i), ValueType::Timestamp) => FeatureValue::Timestamp(*i),
+        _ => return Err(bad()),
+    })
 }
 
 /// Every definition a retrieval of `pairs` reads: the views, their entities and sources (a push

@@ -167,11 +167,22 @@ pub struct FeaturesSection {
     pub spill_dir: String,
     /// Largest entity upload of one historical retrieval, in MiB (spooled to disk, not held in memory).
     pub max_entity_upload_mb: u64,
+    /// The online store: empty for the embedded one (`<data_dir>/features/online.redb`), a path
+    /// ending in `.redb`, or a `redis://` URL.
+    pub online_store: String,
+    /// Key prefix in Redis, so several deployments can share one server.
+    pub redis_namespace: String,
 }
 
 impl Default for FeaturesSection {
     fn default() -> FeaturesSection {
-        FeaturesSection { memory_limit_mb: 1024, spill_dir: String::new(), max_entity_upload_mb: 1024 }
+        FeaturesSection {
+            memory_limit_mb: 1024,
+            spill_dir: String::new(),
+            max_entity_upload_mb: 1024,
+            online_store: String::new(),
+            redis_namespace: "plinth".into(),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub enum StartError {
     Exposed(String),
     #[error("cannot create the first admin")]
     Auth(#[source] plinth_auth::Error),
-    #[error("cannot start the offline feature engine")]
+    #[error("cannot start the feature store")]
     Features(#[source] plinth_features::Error),
     #[error("cannot create the feature engine's spill directory {path}")]
     Spill {
@@ -156,7 +156,22 @@ impl Server {
             ..Default::default()
         })
         .map_err(StartError::Features)?;
-        let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine));
+        let online: Arc<dyn plinth_features::online::OnlineStore> = match config.features.online_store.as_str() {
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => Arc::new(
+                plinth_features::online::redis_store::RedisOnlineStore::connect(url, &config.features.redis_namespace)
+                    .await
+                    .map_err(StartError::Features)?,
+            ),
+            path => {
+                let path = if path.is_empty() {
+                    config.server.data_dir.join("features").join("online.redb")
+                } else {
+                    std::path::PathBuf::from(path)
+                };
+                Arc::new(plinth_features::online::redb_store::RedbOnlineStore::open(&path).map_err(StartError::Features)?)
+            }
+        };
+        let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine).with_online_store(online));
         let state = AppState {
             tracking: Arc::new(tracking),
             registry: registry.clone(),

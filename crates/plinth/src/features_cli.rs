@@ -45,6 +45,15 @@ pub(crate) enum FeaturesCommand {
     },
     /// Feature values as of each entity row's time (an exact point-in-time join), into Parquet.
     GetHistorical(HistoricalArgs),
+    /// Write the newest row per entity of online views to the online store.
+    Materialize {
+        /// Only rows after each view's watermark (the end of its last run).
+        #[arg(long)]
+        incremental: bool,
+        /// Views to materialize (default: every online view); repeatable or comma-separated.
+        #[arg(long = "views", value_delimiter = ',')]
+        views: Vec<String>,
+    },
     /// Saved training datasets, or one of them by id or name.
     Datasets { id_or_name: Option<String> },
 }
@@ -150,6 +159,21 @@ pub(crate) fn run(conn: &Connection, command: FeaturesCommand) -> anyhow::Result
             print(&value)?;
         }
         FeaturesCommand::GetHistorical(args) => historical(&c, args)?,
+        FeaturesCommand::Materialize { incremental, views } => {
+            let progress = Progress::new();
+            progress.show("materializing", 0, None);
+            let value =
+                c.call(Method::POST, "/features/materialize", &[], Some(json!({"feature_views": views, "incremental": incremental})))?;
+            progress.done();
+            for m in value["materialized"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {} entities written ({} already newer)",
+                    m["feature_view"].as_str().unwrap_or("?"),
+                    m["rows"],
+                    m["skipped_older"]
+                );
+            }
+        }
     }
     Ok(())
 }

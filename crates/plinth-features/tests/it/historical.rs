@@ -457,3 +457,43 @@ features = [{ name = "speed2", type = "float64" }]
     }
     assert!(!dir.path().join("out.csv").exists());
 }
+
+/// What materialization writes: the newest row per key among rows in `[start, end]`, checked
+/// against a scan of every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_rows_match_the_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = StdRng::seed_from_u64(7);
+    let rows = generate(&mut rng, 40, 60);
+    std::fs::create_dir(dir.path().join("stats")).expect("mkdir");
+    write_parquet(&dir.path().join("stats/a.parquet"), &rows[..rows.len() / 2], true);
+    write_parquet(&dir.path().join("stats/b.parquet"), &rows[rows.len() / 2..], true);
+    write_parquet(&dir.path().join("plain.parquet"), &rows, false);
+    let repo = repo(dir.path());
+    let engine = Engine::new(EngineOptions::default()).expect("engine");
+    let view = repo.view("hourly").expect("view");
+    for (start, end) in [(None, BASE + 200 * HOUR), (Some(BASE + 10 * HOUR), BASE + 50 * HOUR), (Some(BASE + 20 * HOUR), BASE + 20 * HOUR)]
+    {
+        let latest = engine.latest(&repo, view, start, end).await.expect("latest");
+        let keys = latest.rows.column(0).as_primitive::<Int64Type>();
+        let rate = latest.rows.column(1).as_primitive::<Float64Type>();
+        let mut expected = std::collections::BTreeMap::new();
+        for r in &rows {
+            let (Some(k), Some(ts)) = (r.key, r.ts) else { continue };
+            if ts > end || start.is_some_and(|s| ts < s) {
+                continue;
+            }
+            let stamp = (ts, r.created.unwrap_or(i64::MIN));
+            let e = expected.entry(k).or_insert((stamp, r.value));
+            if stamp > e.0 {
+                *e = (stamp, r.value);
+            }
+        }
+        assert_eq!(latest.rows.num_rows(), expected.len(), "one row per key with rows in range");
+        for i in 0..latest.rows.num_rows() {
+            let (stamp, value) = expected[&keys.value(i)];
+            assert_eq!(latest.event_ts[i], stamp.0, "key {}", keys.value(i));
+            assert_eq!(rate.is_valid(i).then(|| rate.value(i)), value, "key {}", keys.value(i));
+        }
+    }
+}

@@ -72,6 +72,12 @@ ttl = "{ttl}"
 features = [{{ name = "conv_rate", type = "float64" }}, {{ name = "city", type = "string" }}]
 owner = "ranking@example.com"
 
+[[feature_view]]
+name = "driver_lifetime"
+entities = ["driver"]
+source = "driver_stats"
+features = [{{ name = "conv_rate", type = "float64" }}, {{ name = "city", type = "string" }}]
+
 [[feature_service]]
 name = "ranking"
 features = ["driver_hourly:conv_rate"]
@@ -100,14 +106,14 @@ async fn plan_apply_and_historical_retrieval_through_the_cli() {
 
     let (ok, out, err) = plinth(&url, &["features", "plan", repo.to_str().expect("utf8")]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("+ feature_view") && out.contains("Plan: 4 to create, 0 to update, 0 to delete, 0 unchanged."), "{out}");
+    assert!(out.contains("+ feature_view") && out.contains("Plan: 5 to create, 0 to update, 0 to delete, 0 unchanged."), "{out}");
     let (_, defs) = get(&client, &url, "/api/plinth/v1/features/definitions").await;
     assert_eq!(defs["definitions"].as_array().map(Vec::len), Some(0), "plan changes nothing");
 
     let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
-    assert!(ok && out.contains("Applied: 4 to create"), "{out}{err}");
+    assert!(ok && out.contains("Applied: 5 to create"), "{out}{err}");
     let (ok, out, _) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
-    assert!(ok && out.contains("0 to create, 0 to update, 0 to delete, 4 unchanged"), "a second apply changes nothing: {out}");
+    assert!(ok && out.contains("0 to create, 0 to update, 0 to delete, 5 unchanged"), "a second apply changes nothing: {out}");
 
     // Definitions over REST: the spec as applied, with its version.
     let (status, view) = get(&client, &url, "/api/plinth/v1/features/definitions/feature_view/driver_hourly").await;
@@ -274,6 +280,44 @@ async fn plan_apply_and_historical_retrieval_through_the_cli() {
         ],
     );
     assert!(!ok && err.contains("RESOURCE_DOES_NOT_EXIST") && err.contains("no feature 'nope'"), "{err}");
+
+    // Materialization, then Feast's online read: the newest row per driver (the created-time tie
+    // on driver 1 included); the 6h view's rows are years old, so they are not served.
+    let (ok, out, err) = plinth(&url, &["features", "materialize"]);
+    assert!(ok && out.contains("driver_lifetime") && out.contains("2 entities written"), "{out}{err}");
+    let res = client
+        .post(format!("{url}/get-online-features"))
+        .json(&serde_json::json!({"features": ["driver_lifetime:city", "driver_hourly:conv_rate", "driver_lifetime:conv_rate"], "entities": {"driver_id": [2, 1, 3]}, "full_feature_names": true}))
+        .send()
+        .await
+        .expect("online");
+    assert_eq!(res.status(), 200);
+    let online: Value = res.json().await.expect("json");
+    assert_eq!(
+        online["metadata"]["feature_names"],
+        serde_json::json!(["driver_id", "driver_lifetime__city", "driver_hourly__conv_rate", "driver_lifetime__conv_rate"])
+    );
+    let r = &online["results"];
+    assert_eq!(r[0]["values"], serde_json::json!([2, 1, 3]));
+    assert_eq!(r[1]["values"], serde_json::json!(["d", "c", null]));
+    assert_eq!(r[1]["statuses"], serde_json::json!(["PRESENT", "PRESENT", "NOT_FOUND"]));
+    assert_eq!(r[1]["event_timestamps"][1], "2023-11-15T00:13:20Z");
+    assert_eq!(r[2]["statuses"], serde_json::json!(["OUTSIDE_MAX_AGE", "OUTSIDE_MAX_AGE", "NOT_FOUND"]));
+    assert_eq!(r[2]["values"], serde_json::json!([null, null, null]));
+    assert_eq!(r[3]["values"], serde_json::json!([0.5, 0.25, null]));
+    for (body, code) in [
+        (serde_json::json!({"features": ["driver_lifetime:nope"], "entities": {"driver_id": [1]}}), 404),
+        (serde_json::json!({"features": ["ghost:x"], "entities": {"driver_id": [1]}}), 404),
+        (serde_json::json!({"features": ["driver_lifetime:city"], "entities": {"rider": [1]}}), 400),
+        (serde_json::json!({"features": ["driver_lifetime:city"], "entities": {"driver_id": ["x"]}}), 400),
+        (serde_json::json!({"features": ["driver_lifetime:city", "driver_hourly:city"], "entities": {"driver_id": [1]}}), 400),
+    ] {
+        let res = client.post(format!("{url}/get-online-features")).json(&body).send().await.expect("online");
+        assert_eq!(res.status().as_u16(), code, "{body}: {}", res.text().await.unwrap_or_default());
+    }
+    // An incremental run after the full one finds nothing newer.
+    let (ok, out, err) = plinth(&url, &["features", "materialize", "--incremental", "--views", "driver_lifetime"]);
+    assert!(ok && out.contains("0 entities written"), "{out}{err}");
 
     // Every apply and the dataset are in the audit trail.
     let (_, audit) = get(&client, &url, "/api/plinth/v1/audit?resource_type=feature_repository").await;

@@ -1,0 +1,150 @@
+//! Feast's feature-server routes at the root, so Feast clients and HTTP callers written for
+//! `feast serve` work unchanged: `POST /get-online-features` (column-oriented answer, join keys
+//! first, then the features in the order asked).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use plinth_features::OnlineColumn;
+use plinth_features::online::FeatureValue;
+use serde_json::{Map, Value, json};
+
+use crate::fields::JsonBody;
+use crate::{ApiError, AppState};
+
+/// Most entity rows in one online request.
+pub(crate) const MAX_ONLINE_ROWS: usize = 10_000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/get-online-features", post(get_online_features))
+}
+
+fn json_to_value(v: &Value) -> Result<FeatureValue, ApiError> {
+    Ok(match v {
+        Value::Null => FeatureValue::Null,
+        Value::Bool(b) => FeatureValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FeatureValue::Int64(i),
+            None => FeatureValue::Float64(n.as_f64().ok_or_else(|| ApiError::invalid(format!("{n} is out of range")))?),
+        },
+        Value::String(s) => FeatureValue::String(s.clone()),
+        other => return Err(ApiError::invalid(format!("entity values must be scalars, found {other}"))),
+    })
+}
+
+pub(crate) fn value_to_json(v: &FeatureValue) -> Value {
+    use base64::Engine as _;
+    match v {
+        FeatureValue::Null => Value::Null,
+        FeatureValue::Int32(i) => json!(i),
+        FeatureValue::Int64(i) => json!(i),
+        FeatureValue::Float32(f) => crate::json::double(f64::from(*f)),
+        FeatureValue::Float64(f) => crate::json::double(*f),
+        FeatureValue::String(s) => json!(s),
+        FeatureValue::Bool(b) => json!(b),
+        FeatureValue::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        FeatureValue::Timestamp(ns) => json!(rfc3339(*ns)),
+    }
+}
+
+/// `2021-04-12T10:59:42Z` (with fractional seconds when there are any).
+pub(crate) fn rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let frac = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    if frac == 0 { format!("{base}Z") } else { format!("{base}.{}Z", format!("{frac:09}").trim_end_matches('0')) }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil-from-days).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
+    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !["features", "feature_service", "entities", "full_feature_names", "include_feature_view_version_metadata"]
+            .contains(&key.as_str())
+        {
+            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
+        }
+    }
+    let features: Vec<String> = match obj.get("features") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid("features must be strings")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::invalid("features must be a list of 'view:feature' strings")),
+    };
+    let service = match obj.get("feature_service") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::invalid("feature_service must be a string")),
+    };
+    let full = match obj.get("full_feature_names") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("full_feature_names must be a boolean")),
+    };
+    let entities = obj
+        .get("entities")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ApiError::invalid("entities must be an object of join key -> list of values"))?;
+    let mut columns = Vec::with_capacity(entities.len());
+    for (name, values) in entities {
+        let values = values.as_array().ok_or_else(|| ApiError::invalid(format!("entities.{name} must be a list")))?;
+        if values.len() > MAX_ONLINE_ROWS {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_ONLINE_ROWS} entity rows per request; entities.{name} has {}",
+                values.len()
+            )));
+        }
+        columns.push((name.clone(), values.iter().map(json_to_value).collect::<Result<Vec<_>, _>>()?));
+    }
+    let answer = s.features.online_features(&features, service.as_deref(), &columns, full).await?;
+    Ok(Json(render(&answer)))
+}
+
+fn render(columns: &[OnlineColumn]) -> Value {
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let results: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            let mut m = Map::new();
+            m.insert("values".into(), Value::Array(c.values.iter().map(value_to_json).collect()));
+            m.insert("statuses".into(), Value::Array(c.statuses.iter().map(|s| json!(s.as_str())).collect()));
+            m.insert("event_timestamps".into(), Value::Array(c.event_ts.iter().map(|t| json!(rfc3339(t.unwrap_or(0)))).collect()));
+            Value::Object(m)
+        })
+        .collect();
+    json!({"metadata": {"feature_names": names}, "results": results})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_700_000_000_500_000_000), "2023-11-14T22:13:20.5Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1_000_000_000), "1969-12-31T23:59:59Z");
+    }
+}
