@@ -176,6 +176,8 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("POST", "/api/plinth/v1/features/historical", SignedIn),
     ("POST", "/api/plinth/v1/features/materialize", Admin),
     ("POST", "/get-online-features", SignedIn),
+    // Pushing writes feature data: members and admins (viewers only read).
+    ("POST", "/push", Create),
     ("POST", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks/{id}", Admin),

@@ -17,7 +17,7 @@ use crate::{ApiError, AppState};
 pub(crate) const MAX_ONLINE_ROWS: usize = 10_000;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/get-online-features", post(get_online_features))
+    Router::new().route("/get-online-features", post(get_online_features)).route("/push", post(push))
 }
 
 fn json_to_value(v: &Value) -> Result<FeatureValue, ApiError> {
@@ -118,6 +118,35 @@ async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody
     }
     let answer = s.features.online_features(&features, service.as_deref(), &columns, full).await?;
     Ok(Json(render(&answer)))
+}
+
+/// Feast's `POST /push`: `{"push_source_name", "df": {column: [values]}, "to": "online" |
+/// "offline" | "online_and_offline"}` (default online). Times are RFC 3339 strings.
+async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
+    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !["push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
+        }
+    }
+    let source = obj.get("push_source_name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("push_source_name is required"))?;
+    let (online, offline) = match obj.get("to").and_then(Value::as_str).unwrap_or("online") {
+        "online" => (true, false),
+        "offline" => (false, true),
+        "online_and_offline" => (true, true),
+        other => return Err(ApiError::invalid(format!("to must be online, offline or online_and_offline, not '{other}'"))),
+    };
+    let df =
+        obj.get("df").and_then(Value::as_object).ok_or_else(|| ApiError::invalid("df must be an object of column -> list of values"))?;
+    let mut columns = Vec::with_capacity(df.len());
+    for (name, values) in df {
+        let values = values.as_array().ok_or_else(|| ApiError::invalid(format!("df.{name} must be a list")))?;
+        columns.push((name.clone(), values.iter().map(json_to_value).collect::<Result<Vec<_>, _>>()?));
+    }
+    let pushed = s.features.push(source, &columns, online, offline).await?;
+    let views: Vec<Value> = pushed.online.iter().map(|(v, w, k)| json!({"feature_view": v, "written": w, "skipped_older": k})).collect();
+    Ok(Json(json!({"rows": pushed.rows, "online": views, "offline_file": pushed.offline_file.is_some()})))
 }
 
 fn render(columns: &[OnlineColumn]) -> Value {

@@ -153,6 +153,21 @@ impl Engine {
         Ok(Some(raw.select(projection)?))
     }
 
+    /// The schema of the Parquet files at `path` as stored (no mapping), or `None` when a
+    /// directory holds none yet.
+    /// Read from a file's own metadata: DataFusion's scan schema uses view types (`Utf8View`),
+    /// which files written with it would then disagree on.
+    pub async fn parquet_schema(&self, path: &Path) -> Result<Option<SchemaRef>> {
+        let Some(file) = first_parquet(path).map_err(|e| Error::invalid(format!("cannot list {}: {e}", path.display())))? else {
+            return Ok(None);
+        };
+        let open = std::fs::File::open(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+        let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open)
+            .map_err(|e| Error::invalid(format!("{} is not a Parquet file: {e}", file.display())))?;
+        let schema = builder.schema();
+        Ok(Some(Arc::new(Schema::new(schema.fields().clone()))))
+    }
+
     /// The Arrow schema of a source after its mapping, or `None` when it has no data files yet.
     pub async fn source_schema(&self, repo: &Repository, source: &SourceSpec) -> Result<Option<SchemaRef>> {
         let ctx = self.context();
@@ -521,6 +536,32 @@ fn parquet_target(path: &Path) -> Result<Option<(String, &'static str)>> {
     } else {
         Ok(Some((path.display().to_string(), "")))
     }
+}
+
+/// The first Parquet file of a path (itself when it is a file), in name order.
+fn first_parquet(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    if path.is_file() {
+        return Ok(Some(path.to_path_buf()));
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_file() && name.ends_with(".parquet") {
+            return Ok(Some(entry.path()));
+        }
+        if kind.is_dir()
+            && let Some(found) = first_parquet(&entry.path())?
+        {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 fn has_parquet(dir: &Path) -> std::io::Result<bool> {

@@ -72,6 +72,84 @@ pub fn value_at(array: &dyn datafusion::arrow::array::Array, row: usize, value_t
     })
 }
 
+/// An Arrow array of `value_type`'s Arrow type from values; a value of another type is an error
+/// naming `column`.
+pub fn array_of(values: &[FeatureValue], value_type: ValueType, column: &str) -> Result<datafusion::arrow::array::ArrayRef> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampNanosecondArray,
+    };
+    let bad = |v: &FeatureValue| Error::invalid(format!("column '{column}' is {}, and {v:?} is not one", value_type.as_str()));
+    macro_rules! collect {
+        ($arr:ty, $pat:pat => $out:expr) => {{
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                out.push(match v {
+                    FeatureValue::Null => None,
+                    $pat => Some($out),
+                    other => return Err(bad(other)),
+                });
+            }
+            Arc::new(<$arr>::from(out)) as datafusion::arrow::array::ArrayRef
+        }};
+    }
+    Ok(match value_type {
+        ValueType::Int32 => collect!(Int32Array, FeatureValue::Int64(i) => i32::try_from(*i).map_err(|_| bad(&FeatureValue::Int64(*i)))?),
+        ValueType::Int64 => collect!(Int64Array, FeatureValue::Int64(i) => *i),
+        ValueType::Float32 => collect!(Float32Array, FeatureValue::Float64(f) => *f as f32),
+        ValueType::Float64 => {
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                out.push(match v {
+                    FeatureValue::Null => None,
+                    FeatureValue::Float64(f) => Some(*f),
+                    FeatureValue::Int64(i) => Some(*i as f64),
+                    other => return Err(bad(other)),
+                });
+            }
+            Arc::new(Float64Array::from(out))
+        }
+        ValueType::String => collect!(StringArray, FeatureValue::String(s) => s.clone()),
+        ValueType::Bool => collect!(BooleanArray, FeatureValue::Bool(b) => *b),
+        ValueType::Bytes => {
+            let owned: Vec<Option<Vec<u8>>> = values
+                .iter()
+                .map(|v| match v {
+                    FeatureValue::Null => Ok(None),
+                    FeatureValue::Bytes(b) => Ok(Some(b.clone())),
+                    other => Err(bad(other)),
+                })
+                .collect::<Result<_>>()?;
+            Arc::new(BinaryArray::from(owned.iter().map(|b| b.as_deref()).collect::<Vec<_>>()))
+        }
+        ValueType::Timestamp => {
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                out.push(match v {
+                    FeatureValue::Null => None,
+                    FeatureValue::Timestamp(t) | FeatureValue::Int64(t) => Some(*t),
+                    FeatureValue::String(s) => Some(parse_time(s).ok_or_else(|| bad(v))?),
+                    other => return Err(bad(other)),
+                });
+            }
+            Arc::new(TimestampNanosecondArray::from(out).with_timezone("UTC"))
+        }
+    })
+}
+
+/// An RFC 3339 time (or a zone-less one, read as UTC) in nanoseconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::compute::{CastOptions, cast_with_options};
+    use datafusion::arrow::datatypes::TimestampNanosecondType;
+    let array = StringArray::from(vec![s]);
+    let strict = CastOptions { safe: false, ..Default::default() };
+    let cast = cast_with_options(&array, &crate::types::timestamp_type(), &strict).ok()?;
+    let ts = cast.as_primitive::<TimestampNanosecondType>();
+    ts.is_valid(0).then(|| ts.value(0))
+}
+
 /// The stored state of one entity of one view: when the row happened, and its encoded values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnlineRecord {

@@ -15,8 +15,10 @@ use tokio::sync::RwLock;
 
 use crate::engine::{Engine, HistoricalRequest};
 use crate::error::{Error, Result};
-use crate::online::{FeatureValue, OnlineRecord, OnlineStore, entity_key, value_at};
-use crate::repo::{EntitySpec, Repository, ServiceSpec, SourceSpec, ViewSpec};
+use datafusion::arrow::array::{Array, AsArray};
+
+use crate::online::{FeatureValue, OnlineRecord, OnlineStore, array_of, entity_key, value_at};
+use crate::repo::{EntitySpec, Repository, ServiceSpec, SourceInput, SourceSpec, ViewSpec};
 use crate::types::ValueType;
 
 /// How many times an apply re-plans after losing a race with another apply.
@@ -305,6 +307,172 @@ impl FeatureService {
         Ok(done)
     }
 
+    /// Feast's push: rows (columns by the names views see) to every view fed by `source`, to the
+    /// online store (never replacing a newer event), to the offline data (one new Parquet file
+    /// in the batch source's directory, written whole and then renamed into place), or both.
+    pub async fn push(&self, source: &str, columns: &[(String, Vec<FeatureValue>)], to_online: bool, to_offline: bool) -> Result<Pushed> {
+        let snap = self.snapshot().await?;
+        let push = snap.repo.source(source).ok_or_else(|| Error::not_found(format!("push source '{source}' is not defined")))?;
+        let SourceInput::Push { batch_source } = &push.input else {
+            return Err(Error::invalid(format!("source '{source}' is not a push source")));
+        };
+        let batch =
+            snap.repo.source(batch_source).ok_or_else(|| Error::not_found(format!("batch source '{batch_source}' is not defined")))?;
+        let rows = columns.first().map_or(0, |(_, v)| v.len());
+        if rows > MAX_PUSH_ROWS {
+            return Err(Error::invalid(format!("at most {MAX_PUSH_ROWS} rows per push; this one has {rows}")));
+        }
+        if let Some((name, col)) = columns.iter().find(|(_, v)| v.len() != rows) {
+            return Err(Error::invalid(format!("column '{name}' has {} values; the others have {rows}", col.len())));
+        }
+        let column = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+        let time_values = |name: &str| -> Result<Vec<Option<i64>>> {
+            let Some(values) = column(name) else { return Ok(vec![None; rows]) };
+            let array = array_of(values, ValueType::Timestamp, name)?;
+            let ts = array.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+            Ok((0..rows).map(|i| ts.is_valid(i).then(|| ts.value(i))).collect())
+        };
+        if column(&batch.timestamp_field).is_none() {
+            return Err(Error::invalid(format!(
+                "the rows have no '{}' column (the event time of source '{batch_source}')",
+                batch.timestamp_field
+            )));
+        }
+        let event_ts = time_values(&batch.timestamp_field)?;
+        if let Some(row) = event_ts.iter().position(Option::is_none) {
+            return Err(Error::invalid(format!("row {row} has no event time in '{}'", batch.timestamp_field)));
+        }
+        let created_ts = match &batch.created_timestamp_column {
+            Some(c) => time_values(c)?,
+            None => vec![None; rows],
+        };
+        let views: Vec<&ViewSpec> = snap.repo.feature_views.iter().filter(|v| v.source == source).collect();
+        // Every view's columns are checked before anything is written.
+        let mut writes = Vec::new();
+        for view in &views {
+            let keys = snap.repo.join_keys(view);
+            let mut key_cols = Vec::new();
+            for k in &keys {
+                let values = column(&k.name).ok_or_else(|| {
+                    Error::invalid(format!("the rows have no join key column '{}' (feature view '{}')", k.name, view.name))
+                })?;
+                key_cols.push(values.iter().map(|v| coerce(v, k.value_type, &k.name)).collect::<Result<Vec<_>>>()?);
+            }
+            let mut value_cols = Vec::new();
+            for f in &view.features {
+                let values = column(&f.name)
+                    .ok_or_else(|| Error::invalid(format!("the rows have no column '{}' (feature view '{}')", f.name, view.name)))?;
+                let array = array_of(values, f.value_type, &f.name)?;
+                value_cols.push((0..rows).map(|r| value_at(array.as_ref(), r, f.value_type)).collect::<Result<Vec<_>>>()?);
+            }
+            let mut batch_rows = Vec::with_capacity(rows);
+            for r in 0..rows {
+                let key: Vec<FeatureValue> = key_cols.iter().map(|c| c[r].clone()).collect();
+                let values: Vec<FeatureValue> = value_cols.iter().map(|c| c[r].clone()).collect();
+                batch_rows.push((entity_key(&key), OnlineRecord::new(event_ts[r].unwrap_or_default(), created_ts[r], &values)));
+            }
+            writes.push((view.name.clone(), batch_rows));
+        }
+        let mut out = Pushed { rows, ..Default::default() };
+        if to_offline {
+            out.offline_file = Some(self.append_offline(&snap, batch, &views, columns, rows).await?);
+        }
+        if to_online {
+            let online = self.online_store()?.clone();
+            let newest = event_ts.iter().flatten().copied().max();
+            let now = plinth_core::time::now_millis();
+            for (view, batch_rows) in writes {
+                let w = online.write(&view, batch_rows).await?;
+                if let Some(newest) = newest {
+                    self.store.raise_newest_event(&view, newest, now).await?;
+                }
+                out.online.push((view, w.written, w.skipped_older));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends pushed rows to the batch source's directory as one new Parquet file, in the
+    /// stored schema of the files already there (names before the field mapping).
+    async fn append_offline(
+        &self,
+        snap: &Snapshot,
+        batch: &SourceSpec,
+        views: &[&ViewSpec],
+        columns: &[(String, Vec<FeatureValue>)],
+        rows: usize,
+    ) -> Result<String> {
+        let SourceInput::Parquet { path } = &batch.input else {
+            return Err(Error::invalid(format!("batch source '{}' is not a Parquet source", batch.name)));
+        };
+        let dir = std::path::Path::new(path);
+        if !dir.is_dir() {
+            return Err(Error::Conflict {
+                message: format!("offline pushes append files, but source '{}' is one file ({path}), not a directory", batch.name),
+            });
+        }
+        // The type of each view-facing column: join keys, features, the two times.
+        let mut declared: BTreeMap<String, ValueType> = BTreeMap::new();
+        for v in views {
+            for k in snap.repo.join_keys(v) {
+                declared.insert(k.name.clone(), k.value_type);
+            }
+            for f in &v.features {
+                declared.insert(f.name.clone(), f.value_type);
+            }
+        }
+        declared.insert(batch.timestamp_field.clone(), ValueType::Timestamp);
+        if let Some(c) = &batch.created_timestamp_column {
+            declared.insert(c.clone(), ValueType::Timestamp);
+        }
+        let unmapped = |view_name: &str| {
+            batch.field_mapping.iter().find(|(_, to)| *to == view_name).map_or(view_name.to_owned(), |(from, _)| from.clone())
+        };
+        let stored = self.engine.parquet_schema(dir).await?;
+        let schema = match stored {
+            Some(s) => s,
+            None => Arc::new(datafusion::arrow::datatypes::Schema::new(
+                declared
+                    .iter()
+                    .map(|(name, t)| datafusion::arrow::datatypes::Field::new(unmapped(name), t.arrow(), true))
+                    .collect::<Vec<_>>(),
+            )),
+        };
+        let mut arrays = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let view_name = batch.field_mapping.get(field.name()).cloned().unwrap_or_else(|| field.name().clone());
+            let values = columns.iter().find(|(n, _)| *n == view_name).map(|(_, v)| v.as_slice());
+            let array = match (values, declared.get(&view_name)) {
+                (Some(values), Some(t)) => array_of(values, *t, &view_name)?,
+                (Some(values), None) => array_of(
+                    values,
+                    value_type_of(field.data_type()).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "column '{view_name}' of source '{}' has type {}, which pushes cannot write",
+                            batch.name,
+                            field.data_type()
+                        ))
+                    })?,
+                    &view_name,
+                )?,
+                (None, _) if field.is_nullable() => datafusion::arrow::array::new_null_array(field.data_type(), rows),
+                (None, _) => {
+                    return Err(Error::invalid(format!("the rows have no '{view_name}' column, which source '{}' requires", batch.name)));
+                }
+            };
+            let strict = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+            arrays.push(
+                datafusion::arrow::compute::cast_with_options(&array, field.data_type(), &strict)
+                    .map_err(|e| Error::invalid(format!("column '{view_name}' cannot be stored as {}: {e}", field.data_type())))?,
+            );
+        }
+        let record = datafusion::arrow::array::RecordBatch::try_new(schema.clone(), arrays)?;
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || write_parquet_atomically(&dir, &record))
+            .await
+            .map_err(|e| Error::invalid(format!("the offline write failed: {e}")))?
+    }
+
     /// Online read: for each entity row (columns of join-key values, by name), the requested
     /// features from the online store, with Feast's statuses. A value older than its view's TTL
     /// is not served (`OUTSIDE_MAX_AGE`, null). Join-key columns come first, as given.
@@ -535,6 +703,46 @@ impl FeatureService {
     pub async fn training_datasets(&self, page: PageRequest) -> Result<Rows<TrainingDataset>> {
         Ok(self.store.training_datasets(page).await?)
     }
+}
+
+/// Most rows in one push.
+pub const MAX_PUSH_ROWS: usize = 10_000;
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    pub rows: usize,
+    /// Per view: (view, rows written online, rows skipped because the store held a newer event).
+    pub online: Vec<(String, usize, usize)>,
+    /// The Parquet file the rows were appended to, for an offline push.
+    pub offline_file: Option<String>,
+}
+
+fn value_type_of(t: &datafusion::arrow::datatypes::DataType) -> Option<ValueType> {
+    ValueType::ALL.into_iter().find(|v| v.accepts(t))
+}
+
+/// Writes `batch` as a new Parquet file in `dir`: to a hidden temporary name (never listed by
+/// readers), fsynced, renamed into place, and the directory fsynced.
+fn write_parquet_atomically(dir: &std::path::Path, batch: &datafusion::arrow::array::RecordBatch) -> Result<String> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = dir.join(format!(".push-{id}.parquet.tmp"));
+    let name = format!("push-{}-{id}.parquet", plinth_core::time::now_millis());
+    let path = dir.join(&name);
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", dir.display()), e);
+    let file = std::fs::File::create(&tmp).map_err(|e| io("cannot write to", e))?;
+    let mut writer =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file.try_clone().map_err(|e| io("cannot write to", e))?, batch.schema(), None)
+            .map_err(|e| Error::invalid(format!("cannot encode the pushed rows: {e}")))?;
+    let written = writer.write(batch).and_then(|()| writer.close().map(|_| ()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::invalid(format!("cannot encode the pushed rows: {e}")));
+    }
+    file.sync_all().map_err(|e| io("cannot sync a file in", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename into", e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", e))?;
+    Ok(path.display().to_string())
 }
 
 /// One view's online records for the request's entity rows, and their decoded values.

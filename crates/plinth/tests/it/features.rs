@@ -324,3 +324,123 @@ async fn plan_apply_and_historical_retrieval_through_the_cli() {
     let applies = audit["events"].as_array().expect("events").iter().filter(|e| e["outcome"] == "OK").count();
     assert!(applies >= 7, "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_reach_the_online_store_and_the_offline_data() {
+    let server = TestServer::start(bin()).expect("start");
+    let url = server.url.clone();
+    let client = reqwest::Client::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
+    write_stats(&repo.join("data/part-0.parquet"));
+    let text = r#"
+[[entity]]
+name = "driver"
+join_keys = [{ name = "driver_id", type = "int64" }]
+
+[[source]]
+name = "driver_stats"
+path = "data"
+timestamp_field = "event_timestamp"
+created_timestamp_column = "created"
+field_mapping = { conv = "conv_rate" }
+
+[[source]]
+name = "driver_push"
+push_to = "driver_stats"
+
+[[feature_view]]
+name = "driver_live"
+entities = ["driver"]
+source = "driver_push"
+features = [{ name = "conv_rate", type = "float64" }]
+"#;
+    std::fs::write(repo.join("features.toml"), text).expect("write repo");
+    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = plinth(&url, &["features", "materialize"]);
+    assert!(ok, "{out}{err}");
+    let online = |client: reqwest::Client, url: String| async move {
+        let res = client
+            .post(format!("{url}/get-online-features"))
+            .json(&serde_json::json!({"features": ["driver_live:conv_rate"], "entities": {"driver_id": [1]}}))
+            .send()
+            .await
+            .expect("online");
+        let v: Value = res.json().await.expect("json");
+        (v["results"][1]["values"][0].clone(), v["results"][1]["event_timestamps"][0].clone())
+    };
+    assert_eq!(online(client.clone(), url.clone()).await, (serde_json::json!(0.25), serde_json::json!("2023-11-15T00:13:20Z")));
+
+    let push = |body: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let res = client.post(format!("{url}/push")).json(&body).send().await.expect("push");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // An older event does not replace the newer one online.
+    let (status, body) = push(serde_json::json!({"push_source_name": "driver_push", "df": {"driver_id": [1], "event_timestamp": ["2023-11-14T23:00:00Z"], "conv_rate": [9.9]}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["online"][0]["skipped_older"], 1, "{body}");
+    assert_eq!(online(client.clone(), url.clone()).await.0, serde_json::json!(0.25));
+    // A newer one does, and online_and_offline also appends it to the offline data.
+    let (status, body) = push(serde_json::json!({
+        "push_source_name": "driver_push",
+        "df": {"driver_id": [1, 7], "event_timestamp": ["2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"], "created": ["2030-01-01T00:00:01Z", null], "conv_rate": [0.75, 0.5]},
+        "to": "online_and_offline"
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(online(client.clone(), url.clone()).await, (serde_json::json!(0.75), serde_json::json!("2030-01-01T00:00:00Z")));
+    let files: Vec<String> =
+        std::fs::read_dir(repo.join("data")).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.iter().filter(|f| f.starts_with("push-") && f.ends_with(".parquet")).count(), 1, "{files:?}");
+    assert!(!files.iter().any(|f| f.ends_with(".tmp")), "{files:?}");
+    // Historical retrieval sees the pushed rows.
+    let entities = work.path().join("entities.csv");
+    std::fs::write(&entities, "driver_id,event_timestamp\n1,2030-01-02T00:00:00Z\n7,2030-01-02T00:00:00Z\n1,2023-11-15T01:00:00Z\n")
+        .expect("write");
+    let out_file = work.path().join("out.parquet");
+    let (ok, out, err) = plinth(
+        &url,
+        &[
+            "features",
+            "get-historical",
+            "--entities",
+            entities.to_str().expect("utf8"),
+            "--features",
+            "driver_live:conv_rate",
+            "--out",
+            out_file.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let table = read_parquet(&out_file);
+    let conv = table.column(2).as_primitive::<Float64Type>();
+    assert_eq!((conv.value(0), conv.value(1), conv.value(2)), (0.75, 0.5, 0.25));
+
+    for (body, code) in [
+        (serde_json::json!({"push_source_name": "nope", "df": {"driver_id": [1]}}), 404),
+        (serde_json::json!({"push_source_name": "driver_stats", "df": {"driver_id": [1]}}), 400),
+        (
+            serde_json::json!({"push_source_name": "driver_push", "df": {"driver_id": [1], "event_timestamp": ["2030-01-01T00:00:00Z"]}}),
+            400,
+        ),
+        (
+            serde_json::json!({"push_source_name": "driver_push", "df": {"driver_id": [1], "event_timestamp": ["yesterday"], "conv_rate": [1.0]}}),
+            400,
+        ),
+        (
+            serde_json::json!({"push_source_name": "driver_push", "df": {"driver_id": [1, 2], "event_timestamp": ["2030-01-01T00:00:00Z"], "conv_rate": [1.0]}}),
+            400,
+        ),
+        (serde_json::json!({"push_source_name": "driver_push", "df": {}, "to": "everywhere"}), 400),
+    ] {
+        let (status, answer) = push(body.clone()).await;
+        assert_eq!(status, code, "{body}: {answer}");
+    }
+}
