@@ -175,6 +175,7 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/api/plinth/v1/features/training-datasets/{id}", SignedIn),
     ("POST", "/api/plinth/v1/features/historical", SignedIn),
     ("POST", "/api/plinth/v1/features/materialize", Admin),
+    ("GET", "/api/plinth/v1/features/freshness", SignedIn),
     ("POST", "/get-online-features", SignedIn),
     // Pushing writes feature data: members and admins (viewers only read).
     ("POST", "/push", Create),

@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/features/definitions/{kind}/{name}/versions", get(definition_versions))
         .route("/features/applies", get(list_applies))
         .route("/features/materialize", post(materialize))
+        .route("/features/freshness", get(freshness))
         .route("/features/training-datasets", get(list_training_datasets))
         .route("/features/training-datasets/{id}", get(get_training_dataset))
 }
@@ -102,6 +103,27 @@ async fn materialize(State(s): State<AppState>, Caller(actor): Caller, MlflowReq
         .map(|d| json!({"feature_view": d.view, "start_ts": d.start_ns, "end_ts": d.end_ns, "rows": d.rows, "skipped_older": d.skipped_older, "newest_event_ts": d.newest_event_ns}))
         .collect();
     Ok(Json(json!({"materialized": items})))
+}
+
+async fn freshness(State(s): State<AppState>) -> Answer {
+    let now_ns = plinth_core::time::now_millis().saturating_mul(1_000_000);
+    let views: Vec<Value> = s
+        .features
+        .freshness()
+        .await?
+        .iter()
+        .map(|(view, state)| {
+            let newest = state.as_ref().and_then(|s| s.newest_event_ns);
+            json!({
+                "feature_view": view,
+                "watermark_ts": state.as_ref().and_then(|s| s.watermark_ns),
+                "newest_event_ts": newest,
+                "age_seconds": newest.map(|n| (now_ns - n) as f64 / 1e9),
+                "last_materialized_at": state.as_ref().and_then(|s| s.last_run_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"feature_views": views})))
 }
 
 fn definition_json(d: &FeatureDefinition) -> Value {

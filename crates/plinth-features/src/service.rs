@@ -307,6 +307,20 @@ impl FeatureService {
         Ok(done)
     }
 
+    /// Per online view: the materialization watermark, the newest event time written online (by
+    /// materialization or push) and its age now. Views never materialized nor pushed have none.
+    pub async fn freshness(&self) -> Result<Vec<(String, Option<plinth_store::features::ViewState>)>> {
+        let snap = self.snapshot().await?;
+        let states = self.store.view_states().await?;
+        Ok(snap
+            .repo
+            .feature_views
+            .iter()
+            .filter(|v| v.online)
+            .map(|v| (v.name.clone(), states.iter().find(|s| s.view == v.name).cloned()))
+            .collect())
+    }
+
     /// Feast's push: rows (columns by the names views see) to every view fed by `source`, to the
     /// online store (never replacing a newer event), to the offline data (one new Parquet file
     /// in the batch source's directory, written whole and then renamed into place), or both.

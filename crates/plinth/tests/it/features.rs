@@ -423,6 +423,16 @@ features = [{ name = "conv_rate", type = "float64" }]
     let conv = table.column(2).as_primitive::<Float64Type>();
     assert_eq!((conv.value(0), conv.value(1), conv.value(2)), (0.75, 0.5, 0.25));
 
+    // Freshness: the newest event written online, by the push.
+    let (status, fresh) = get(&client, &url, "/api/plinth/v1/features/freshness").await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(fresh["feature_views"][0]["feature_view"], "driver_live");
+    assert_eq!(fresh["feature_views"][0]["newest_event_ts"], 1_893_456_000_000_000_000_i64, "{fresh}");
+    assert!(
+        fresh["feature_views"][0]["age_seconds"].as_f64().is_some_and(|a| a < 0.0),
+        "an event in the future has a negative age: {fresh}"
+    );
+
     for (body, code) in [
         (serde_json::json!({"push_source_name": "nope", "df": {"driver_id": [1]}}), 404),
         (serde_json::json!({"push_source_name": "driver_stats", "df": {"driver_id": [1]}}), 400),
