@@ -307,6 +307,50 @@ impl FeatureService {
         Ok(done)
     }
 
+    /// Runs the scheduled materializations: every `tick`, each online view with
+    /// `materialize_every` whose last run is that old (or that never ran) is materialized
+    /// incrementally. Failures are logged and retried at the next tick. Concurrent runs of one
+    /// view (a manual one, another server) are safe: writes never replace newer events and the
+    /// watermark never moves back.
+    pub async fn run_schedule(self: Arc<Self>, tick: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {},
+            }
+            match self.due_views().await {
+                Ok(due) if !due.is_empty() => {
+                    if let Err(e) = self.materialize(&Actor::system(), &due, true, None).await {
+                        tracing::warn!(error = %e, views = ?due, "scheduled materialization failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the materialization schedule"),
+            }
+        }
+    }
+
+    /// Online views whose scheduled materialization is due now.
+    pub async fn due_views(&self) -> Result<Vec<String>> {
+        let snap = self.snapshot().await?;
+        if !snap.repo.feature_views.iter().any(|v| v.online && v.materialize_every_secs.is_some()) {
+            return Ok(Vec::new());
+        }
+        let states = self.store.view_states().await?;
+        let now = plinth_core::time::now_millis();
+        Ok(snap
+            .repo
+            .feature_views
+            .iter()
+            .filter(|v| v.online)
+            .filter_map(|v| {
+                let every = v.materialize_every_secs? as i64 * 1000;
+                let last = states.iter().find(|s| s.view == v.name).and_then(|s| s.last_run_at);
+                last.is_none_or(|last| now - last >= every).then(|| v.name.clone())
+            })
+            .collect())
+    }
+
     /// Per online view: the materialization watermark, the newest event time written online (by
     /// materialization or push) and its age now. Views never materialized nor pushed have none.
     pub async fn freshness(&self) -> Result<Vec<(String, Option<plinth_store::features::ViewState>)>> {

@@ -92,7 +92,7 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Background loops (the webhook dispatcher); they stop on the shutdown token.
+    /// Background loops (the webhook dispatcher, promotion expiry, scheduled materialization); they stop on the shutdown token.
     background: Vec<tokio::task::JoinHandle<()>>,
     store: SqlStore,
     grace: Duration,
@@ -176,7 +176,7 @@ impl Server {
             tracking: Arc::new(tracking),
             registry: registry.clone(),
             auth,
-            features,
+            features: features.clone(),
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
             max_request_bytes: config.server.max_request_bytes,
@@ -208,7 +208,8 @@ impl Server {
         )
         .map_err(StartError::Webhooks)?;
         let expiry = registry.clone().run_expiry(Duration::from_secs(5), shutdown.clone());
-        let background = vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry)];
+        let schedule = features.clone().run_schedule(Duration::from_secs(5), shutdown.clone());
+        let background = vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry), tokio::spawn(schedule)];
         Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
     }
 

@@ -354,13 +354,22 @@ push_to = "driver_stats"
 name = "driver_live"
 entities = ["driver"]
 source = "driver_push"
+materialize_every = "1h"
 features = [{ name = "conv_rate", type = "float64" }]
 "#;
     std::fs::write(repo.join("features.toml"), text).expect("write repo");
     let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = plinth(&url, &["features", "materialize"]);
-    assert!(ok, "{out}{err}");
+    // The schedule materializes the view (it never ran) within a tick or two.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, fresh) = get(&client, &url, "/api/plinth/v1/features/freshness").await;
+        if !fresh["feature_views"][0]["last_materialized_at"].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled materialization: {fresh}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let online = |client: reqwest::Client, url: String| async move {
         let res = client
             .post(format!("{url}/get-online-features"))
