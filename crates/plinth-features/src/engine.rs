@@ -85,10 +85,6 @@ impl Engine {
         Ok(Engine { runtime, options })
     }
 
-    pub fn options(&self) -> &EngineOptions {
-        &self.options
-    }
-
     fn partitions(&self) -> usize {
         if self.options.partitions > 0 {
             self.options.partitions

@@ -267,17 +267,8 @@ impl Repository {
             problems.push(p);
         }
         check_meta(&what, &entity.description, &entity.tags, problems);
-        if entity.join_keys.is_empty() {
-            problems.push(format!("{what} has no join keys"));
-        }
-        if entity.join_keys.len() > MAX_JOIN_KEYS {
-            problems.push(format!("{what} has {} join keys; at most {MAX_JOIN_KEYS} are allowed", entity.join_keys.len()));
-        }
-        unique(&format!("join key of {what}"), entity.join_keys.iter().map(|k| &k.name), problems);
+        check_columns(&what, "join key", &entity.join_keys, MAX_JOIN_KEYS, problems);
         for key in &entity.join_keys {
-            if let Err(p) = check_name(&format!("join key of {what}"), &key.name) {
-                problems.push(p);
-            }
             if matches!(key.value_type, ValueType::Float32 | ValueType::Float64) {
                 problems.push(format!(
                     "join key '{}' of {what} is a float; join keys must be integers, strings, bytes, booleans or timestamps",
@@ -375,18 +366,7 @@ impl Repository {
             problems.push(p);
         }
         check_meta(&what, &view.description, &view.tags, problems);
-        if view.features.is_empty() {
-            problems.push(format!("{what} declares no features"));
-        }
-        if view.features.len() > MAX_FEATURES_PER_VIEW {
-            problems.push(format!("{what} declares {} features; at most {MAX_FEATURES_PER_VIEW} are allowed", view.features.len()));
-        }
-        unique(&format!("feature of {what}"), view.features.iter().map(|f| &f.name), problems);
-        for feature in &view.features {
-            if let Err(p) = check_name(&format!("feature of {what}"), &feature.name) {
-                problems.push(p);
-            }
-        }
+        check_columns(&what, "feature", &view.features, MAX_FEATURES_PER_VIEW, problems);
         if view.ttl_secs == Some(0) {
             problems.push(format!("{what}: ttl 0 is ambiguous; omit ttl for an unbounded lookback"));
         }
@@ -456,6 +436,23 @@ fn unique<'a>(what: &str, names: impl Iterator<Item = &'a String>, problems: &mu
     for name in names {
         if !seen.insert(name) {
             problems.push(format!("{what} '{name}' is defined twice"));
+        }
+    }
+}
+
+/// The typed columns of an entity (join keys) or a view (features): at least one, at most `max`,
+/// valid and distinct names.
+fn check_columns(what: &str, label: &str, columns: &[Column], max: usize, problems: &mut Vec<String>) {
+    if columns.is_empty() {
+        problems.push(format!("{what} has no {label}s"));
+    }
+    if columns.len() > max {
+        problems.push(format!("{what} has {} {label}s; at most {max} are allowed", columns.len()));
+    }
+    unique(&format!("{label} of {what}"), columns.iter().map(|c| &c.name), problems);
+    for column in columns {
+        if let Err(p) = check_name(&format!("{label} of {what}"), &column.name) {
+            problems.push(p);
         }
     }
 }

@@ -63,12 +63,6 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.changes.iter().all(|c| c.op == ChangeOp::Unchanged)
-    }
-}
-
 /// The applied definitions at one moment, with the version of each.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -184,10 +178,6 @@ impl FeatureService {
 
     fn online_store(&self) -> Result<&Arc<dyn OnlineStore>> {
         self.online.as_ref().ok_or_else(|| Error::Conflict { message: "no online store is configured".into() })
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// The applied definitions, read afresh from the metadata store.

@@ -294,7 +294,7 @@ fn historical(c: &Client, args: HistoricalArgs) -> anyhow::Result<()> {
         query.push(("dataset_name", name.clone()));
     }
     let body = Counting { inner: spool, read: 0, total, progress: progress.clone() };
-    let resp = c.send_stream("/features/historical", &query, reqwest::blocking::Body::sized(body, total), plinth_api_arrow())?;
+    let resp = c.send_stream("/features/historical", &query, reqwest::blocking::Body::sized(body, total), ARROW_STREAM)?;
     let dataset = resp.headers().get("x-plinth-training-dataset").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let reader = StreamReader::try_new(std::io::BufReader::new(resp), None).context("the server's answer is not an Arrow IPC stream")?;
     let out_schema = reader.schema();
@@ -322,9 +322,8 @@ fn historical(c: &Client, args: HistoricalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plinth_api_arrow() -> &'static str {
-    "application/vnd.apache.arrow.stream"
-}
+/// The media type of Arrow IPC streams, what the server takes and answers.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// A temporary file next to the output (same disk as the result will go to).
 fn tempfile_in_out_dir(out: &Path) -> anyhow::Result<std::fs::File> {
