@@ -1,5 +1,6 @@
 //! `FeatureRegistryStore` on SQL: versioned feature definitions and the applies that wrote them,
-//! materialization state and runs, training datasets.
+//! materialization state and runs, training datasets and their lineage (the definitions each read,
+//! the runs each was logged to).
 //!
 //! Locking: an apply locks the head row of every object it changes, in (kind, name) order
 //! (`FOR UPDATE` on PostgreSQL), and compares each head with the version the change was planned
@@ -10,7 +11,8 @@
 
 use async_trait::async_trait;
 use plinth_store::features::{
-    DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, FeatureRegistryStore, MaterializationRun, TrainingDataset, ViewState,
+    DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, FeatureRegistryStore, MaterializationRun, TrainingDataset,
+    TrainingDatasetRun, ViewState,
 };
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{Error, Result};
@@ -25,6 +27,7 @@ const DEFINITION_COLUMNS: &str = "kind, name, version, spec, digest, apply_id, c
 const RUN_COLUMNS: &str = "id, view, view_version, start_ns, end_ns, rows, newest_event_ns, started_at, finished_at, actor";
 const DATASET_COLUMNS: &str = "id, name, features, feature_service, full_feature_names, definitions, entity_digest, entity_rows, \
      output_uri, created_at, created_by";
+const DATASET_RUN_COLUMNS: &str = "dataset_id, run_id, context, logged_at, logged_by";
 
 /// The key of the advisory lock every apply takes on PostgreSQL ("plinthfa").
 const PG_APPLY_LOCK: i64 = 0x706c_696e_7468_6661;
@@ -94,6 +97,45 @@ fn dataset_from_row(row: &AnyRow) -> Result<TrainingDataset, sqlx::Error> {
         created_at: get_i64(row, "created_at")?,
         created_by: get_str(row, "created_by")?,
     })
+}
+
+fn dataset_run_from_row(row: &AnyRow) -> Result<TrainingDatasetRun, sqlx::Error> {
+    Ok(TrainingDatasetRun {
+        dataset_id: get_str(row, "dataset_id")?,
+        run_id: get_str(row, "run_id")?,
+        context: get_str(row, "context")?,
+        logged_at: get_i64(row, "logged_at")?,
+        logged_by: get_str(row, "logged_by")?,
+    })
+}
+
+/// One entry of a training dataset's `definitions`: a definition its retrieval read.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DefinitionRead {
+    kind: FeatureKind,
+    name: String,
+    version: i64,
+}
+
+/// Parses a training dataset's `definitions`, a JSON array of `{"kind", "name", "version"}`
+/// objects (no other keys), into its distinct entries in (kind, name, version) order.
+fn definitions_read(definitions: &str) -> Result<Vec<DefinitionRead>> {
+    let shape = || Error::invalid(r#"training dataset definitions must be a JSON array of {"kind", "name", "version"} objects"#);
+    let value: serde_json::Value = serde_json::from_str(definitions).map_err(|_| shape())?;
+    let entries = value.as_array().ok_or_else(shape)?;
+    let mut reads = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let fields = entry.as_object().filter(|it| it.len() == 3).ok_or_else(shape)?;
+        let kind = fields.get("kind").and_then(|it| it.as_str()).ok_or_else(shape)?;
+        let kind = FeatureKind::parse(kind)
+            .ok_or_else(|| Error::invalid(format!("unknown feature kind '{kind}' in training dataset definitions")))?;
+        let name = fields.get("name").and_then(|it| it.as_str()).ok_or_else(shape)?;
+        let version = fields.get("version").and_then(|it| it.as_i64()).filter(|it| *it >= 1).ok_or_else(shape)?;
+        reads.push(DefinitionRead { kind, name: name.to_owned(), version });
+    }
+    reads.sort();
+    reads.dedup();
+    Ok(reads)
 }
 
 /// Splits a page's rows (fetched with `limit + 1`) into the page and whether more follow.
@@ -401,6 +443,7 @@ impl FeatureRegistryStore for SqlStore {
     }
 
     async fn create_training_dataset(&self, dataset: &TrainingDataset) -> Result<()> {
+        let reads = definitions_read(&dataset.definitions)?;
         write_tx!(self, |tx| async {
             // The id is checked first, so a unique violation below is the name.
             let taken =
@@ -435,6 +478,15 @@ impl FeatureRegistryStore for SqlStore {
                 }
                 return Err(e);
             }
+            for read in &reads {
+                sqlx::query("INSERT INTO training_dataset_reads (dataset_id, kind, name, version) VALUES ($1, $2, $3, $4)")
+                    .bind(dataset.id.clone())
+                    .bind(read.kind.as_str())
+                    .bind(read.name.clone())
+                    .bind(read.version)
+                    .execute(&mut **tx)
+                    .await?;
+            }
             Ok::<_, TxError>(())
         }
         .await)
@@ -467,6 +519,70 @@ impl FeatureRegistryStore for SqlStore {
         let items = rows.iter().map(dataset_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
         Ok(page_of(items, limit))
     }
+
+    async fn link_training_dataset_run(&self, link: &TrainingDatasetRun) -> Result<()> {
+        write_tx!(self, |tx| async {
+            let sql = format!("SELECT id FROM training_datasets WHERE id = $1{}", self.for_share());
+            let dataset = sqlx::query(AssertSqlSafe(sql)).bind(link.dataset_id.clone()).fetch_optional(&mut **tx).await?;
+            if dataset.is_none() {
+                return Err(Error::TrainingDatasetNotFound { id: link.dataset_id.clone() }.into());
+            }
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO training_dataset_runs ({DATASET_RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (dataset_id, run_id) DO UPDATE SET \
+                 context = excluded.context, logged_at = excluded.logged_at, logged_by = excluded.logged_by"
+            )))
+            .bind(link.dataset_id.clone())
+            .bind(link.run_id.clone())
+            .bind(link.context.clone())
+            .bind(link.logged_at)
+            .bind(link.logged_by.clone())
+            .execute(&mut **tx)
+            .await?;
+            Ok::<_, TxError>(())
+        }
+        .await)
+    }
+
+    async fn training_dataset_runs(&self, id_or_name: &str) -> Result<Vec<TrainingDatasetRun>> {
+        // The dataset as `training_dataset` finds it (an id match wins), then its runs; datasets are
+        // never deleted, so the two reads agree.
+        let mut conn = self.read_conn().await?;
+        let row =
+            sqlx::query("SELECT id FROM training_datasets WHERE id = $1 OR name = $1 ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1")
+                .bind(id_or_name.to_owned())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(sql_error)?;
+        let Some(row) = row else {
+            return Err(Error::TrainingDatasetNotFound { id: id_or_name.to_owned() });
+        };
+        let id = get_str(&row, "id").map_err(sql_error)?;
+        let sql = format!("SELECT {DATASET_RUN_COLUMNS} FROM training_dataset_runs WHERE dataset_id = $1 ORDER BY logged_at, run_id");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_all(&mut *conn).await.map_err(sql_error)?;
+        rows.iter().map(dataset_run_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)
+    }
+
+    async fn training_datasets_reading(&self, kind: FeatureKind, name: &str, page: PageRequest) -> Result<Rows<TrainingDataset>> {
+        let limit = page.limit.max(0);
+        // A dataset that read several versions of the definition is listed once.
+        let sql = format!(
+            "SELECT {DATASET_COLUMNS} FROM training_datasets WHERE id IN \
+             (SELECT dataset_id FROM training_dataset_reads WHERE kind = $1 AND name = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        );
+        let mut conn = self.read_conn().await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(kind.as_str())
+            .bind(name.to_owned())
+            .bind(limit.saturating_add(1))
+            .bind(page.offset.max(0))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql_error)?;
+        let items = rows.iter().map(dataset_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+        Ok(page_of(items, limit))
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +605,34 @@ mod tests {
         let order: Vec<(&str, &str)> =
             lock_order(&changes).expect("no duplicates").iter().map(|it| (it.kind.as_str(), it.name.as_str())).collect();
         assert_eq!(order, [("entity", "B"), ("entity", "z"), ("source", "a"), ("feature_view", "b"), ("feature_service", "b")]);
+    }
+
+    #[test]
+    fn definitions_read_are_parsed_sorted_and_distinct() {
+        let reads = definitions_read(
+            r#"[{"kind":"feature_view","name":"driver_hourly","version":3},{"kind":"entity","name":"driver","version":1},
+                {"version":3,"name":"driver_hourly","kind":"feature_view"}]"#,
+        )
+        .expect("well formed");
+        let reads: Vec<(FeatureKind, &str, i64)> = reads.iter().map(|it| (it.kind, it.name.as_str(), it.version)).collect();
+        assert_eq!(reads, [(FeatureKind::Entity, "driver", 1), (FeatureKind::FeatureView, "driver_hourly", 3)]);
+        assert!(definitions_read("[]").expect("empty").is_empty());
+        for malformed in [
+            "",
+            "not json",
+            "{}",
+            "null",
+            r#"[["feature_view","driver_hourly",3]]"#,
+            r#"[{"kind":"view","name":"driver_hourly","version":3}]"#,
+            r#"[{"kind":"feature_view","name":"driver_hourly"}]"#,
+            r#"[{"kind":"feature_view","name":"driver_hourly","version":"3"}]"#,
+            r#"[{"kind":"feature_view","name":"driver_hourly","version":0}]"#,
+            r#"[{"kind":"feature_view","name":"driver_hourly","version":1.5}]"#,
+            r#"[{"kind":"feature_view","name":7,"version":3}]"#,
+            r#"[{"kind":"feature_view","name":"driver_hourly","version":3,"extra":1}]"#,
+        ] {
+            assert!(matches!(definitions_read(malformed), Err(Error::InvalidArgument { .. })), "{malformed}");
+        }
     }
 
     #[test]

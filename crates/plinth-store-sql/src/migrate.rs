@@ -40,6 +40,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_features.sql"),
         postgres: include_str!("../migrations/postgres/0004_features.sql"),
     },
+    Migration {
+        version: 5,
+        description: "feature_lineage",
+        sqlite: include_str!("../migrations/sqlite/0005_feature_lineage.sql"),
+        postgres: include_str!("../migrations/postgres/0005_feature_lineage.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"

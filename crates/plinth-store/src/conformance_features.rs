@@ -1,5 +1,5 @@
 //! The conformance suite of the feature registry port: versioned definitions and applies as
-//! compare-and-sets, materialization state, training datasets.
+//! compare-and-sets, materialization state, training datasets and their lineage.
 //!
 //! An adapter's tests invoke `features_conformance!(factory)` with the same factory as
 //! `tracking_conformance!`: an async fn returning a `Harness` over a fresh, empty, migrated store.
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use plinth_core::{ErrorCode, HasErrorCode};
 
 use crate::conformance::Harness;
-use crate::features::{DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, MaterializationRun, TrainingDataset, ViewState};
+use crate::features::{
+    DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, MaterializationRun, TrainingDataset, TrainingDatasetRun, ViewState,
+};
 use crate::tracking::PageRequest;
 use crate::{Error, FeatureRegistryStore};
 
@@ -21,7 +23,8 @@ macro_rules! features_conformance {
     ($factory:path) => {
         $crate::features_conformance!(@each $factory;
             features_apply_and_versions, features_apply_conflict_writes_nothing, features_concurrent_applies,
-            features_materialization_state, features_training_datasets);
+            features_materialization_state, features_training_datasets, features_training_dataset_runs,
+            features_training_datasets_reading, features_training_dataset_malformed_definitions);
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -466,6 +469,13 @@ pub async fn features_materialization_state(h: &Harness) {
     assert!(features.materialization_runs("nothing", page(0, 10)).await.expect("runs").items.is_empty());
 }
 
+/// A training dataset's `definitions` JSON.
+fn definitions(read: &[(FeatureKind, &str, i64)]) -> String {
+    let entries: Vec<String> =
+        read.iter().map(|(kind, name, version)| format!(r#"{{"kind":"{}","name":"{name}","version":{version}}}"#, kind.as_str())).collect();
+    format!("[{}]", entries.join(","))
+}
+
 fn dataset(id: &str, name: Option<&str>, created_at: i64) -> TrainingDataset {
     TrainingDataset {
         id: id.to_owned(),
@@ -473,7 +483,7 @@ fn dataset(id: &str, name: Option<&str>, created_at: i64) -> TrainingDataset {
         features: vec!["driver_stats:conv_rate".to_owned(), "driver_stats:acc_rate".to_owned()],
         feature_service: None,
         full_feature_names: false,
-        definitions: r#"[["feature_view","driver_stats",3],["entity","driver",1]]"#.to_owned(),
+        definitions: definitions(&[(FeatureKind::FeatureView, "driver_stats", 3), (FeatureKind::Entity, "driver", 1)]),
         entity_digest: format!("{created_at:0>64}"),
         entity_rows: 1_000 + created_at,
         output_uri: Some(format!("file:///data/{id}.parquet")),
@@ -552,4 +562,207 @@ pub async fn features_training_datasets(h: &Harness) {
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
     }
+}
+
+fn link(dataset_id: &str, run_id: &str, context: &str, logged_at: i64) -> TrainingDatasetRun {
+    TrainingDatasetRun {
+        dataset_id: dataset_id.to_owned(),
+        run_id: run_id.to_owned(),
+        context: context.to_owned(),
+        logged_at,
+        logged_by: "alice".to_owned(),
+    }
+}
+
+fn assert_dataset_not_found<T: std::fmt::Debug>(res: crate::Result<T>, id: &str) {
+    match res {
+        Err(e @ Error::TrainingDatasetNotFound { .. }) => {
+            assert_eq!(e.error_code(), ErrorCode::ResourceDoesNotExist);
+            assert!(matches!(&e, Error::TrainingDatasetNotFound { id: it } if it == id), "{e:?}");
+        }
+        other => panic!("expected TrainingDatasetNotFound, got {other:?}"),
+    }
+}
+
+pub async fn features_training_dataset_runs(h: &Harness) {
+    let features = &h.features;
+    let train = dataset("6f1c0b6e-0000-4000-8000-000000000001", Some("churn-train"), 100);
+    features.create_training_dataset(&train).await.expect("create");
+    let other = dataset("6f1c0b6e-0000-4000-8000-000000000002", None, 110);
+    features.create_training_dataset(&other).await.expect("create");
+    assert!(features.training_dataset_runs(&train.id).await.expect("runs").is_empty());
+
+    // Oldest first, ties by run id, whatever the order of logging.
+    let run_z = link(&train.id, "run-z", "training", 300);
+    let run_b = link(&train.id, "run-b", "training", 200);
+    let run_a = link(&train.id, "run-a", "validation", 200);
+    for it in [&run_z, &run_b, &run_a] {
+        features.link_training_dataset_run(it).await.expect("link");
+    }
+    assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_b.clone(), run_z.clone()]);
+    // By name too, answered with the dataset's id.
+    assert_eq!(features.training_dataset_runs("churn-train").await.expect("runs by name"), [run_a.clone(), run_b.clone(), run_z.clone()]);
+
+    // Logging the same pair again replaces context, time and actor: still one row.
+    features.link_training_dataset_run(&run_a).await.expect("idempotent");
+    assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_b.clone(), run_z.clone()]);
+    let relinked = TrainingDatasetRun { context: "testing".to_owned(), logged_at: 400, logged_by: "bob".to_owned(), ..run_b.clone() };
+    features.link_training_dataset_run(&relinked).await.expect("relink");
+    assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_z.clone(), relinked.clone()]);
+
+    // A run may have several datasets; each dataset lists only its own runs.
+    let other_a = link(&other.id, "run-a", "training", 150);
+    features.link_training_dataset_run(&other_a).await.expect("link");
+    assert_eq!(features.training_dataset_runs(&other.id).await.expect("runs"), [other_a]);
+    assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_z.clone(), relinked.clone()]);
+
+    // An id match wins over a name match.
+    let lookalike = dataset("6f1c0b6e-0000-4000-8000-000000000003", Some(&train.id), 120);
+    features.create_training_dataset(&lookalike).await.expect("a name that is another dataset's id");
+    assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs").len(), 3);
+    assert!(features.training_dataset_runs(&lookalike.id).await.expect("runs").is_empty());
+
+    // Unknown datasets: nothing is linked, nothing is listed.
+    let ghost = "6f1c0b6e-0000-4000-8000-00000000ffff";
+    assert_dataset_not_found(features.link_training_dataset_run(&link(ghost, "run-a", "training", 500)).await, ghost);
+    assert_dataset_not_found(features.training_dataset_runs(ghost).await, ghost);
+    assert_dataset_not_found(features.training_dataset_runs("Churn-Train").await, "Churn-Train");
+    // Links name the dataset by id, not by name.
+    assert_dataset_not_found(features.link_training_dataset_run(&link("churn-train", "run-q", "training", 500)).await, "churn-train");
+    assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a, run_z, relinked]);
+
+    // Odd input is an error or nothing, never a crash.
+    for odd in ["", "a\0b", "ü\u{10ffff}", &"x".repeat(5000)] {
+        match features.training_dataset_runs(odd).await {
+            Err(Error::TrainingDatasetNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            other => panic!("unexpected {other:?} for {odd:?}"),
+        }
+        match features.link_training_dataset_run(&link(odd, "run-a", "training", 600)).await {
+            Err(Error::TrainingDatasetNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            other => panic!("unexpected {other:?} for {odd:?}"),
+        }
+    }
+}
+
+pub async fn features_training_datasets_reading(h: &Harness) {
+    let features = &h.features;
+    let all = page(0, 100);
+    assert!(features.training_datasets_reading(FeatureKind::FeatureView, "driver_stats", all).await.expect("none yet").items.is_empty());
+
+    let a = dataset("6f1c0b6e-0000-4000-8000-00000000000a", None, 100);
+    // Two versions of one view: listed once.
+    let b = TrainingDataset {
+        definitions: definitions(&[
+            (FeatureKind::FeatureView, "driver_stats", 4),
+            (FeatureKind::FeatureView, "driver_stats", 3),
+            (FeatureKind::Entity, "driver", 1),
+        ]),
+        ..dataset("6f1c0b6e-0000-4000-8000-00000000000b", None, 200)
+    };
+    // Created at the same time as `b`: the larger id is newer.
+    let c = TrainingDataset {
+        definitions: definitions(&[
+            (FeatureKind::Entity, "customer", 1),
+            (FeatureKind::Entity, "driver", 1),
+            (FeatureKind::FeatureView, "customer_stats", 1),
+        ]),
+        ..dataset("6f1c0b6e-0000-4000-8000-00000000000c", Some("customers"), 200)
+    };
+    let d = TrainingDataset {
+        feature_service: Some("driver_service".to_owned()),
+        definitions: definitions(&[
+            (FeatureKind::Entity, "driver", 2),
+            (FeatureKind::Source, "trips", 1),
+            (FeatureKind::FeatureView, "driver_stats", 4),
+            (FeatureKind::FeatureService, "driver_service", 1),
+        ]),
+        ..dataset("6f1c0b6e-0000-4000-8000-00000000000d", Some("with-service"), 300)
+    };
+    // Read nothing: listed by `training_datasets` only.
+    let e = TrainingDataset { definitions: "[]".to_owned(), ..dataset("6f1c0b6e-0000-4000-8000-00000000000e", None, 400) };
+    for it in [&c, &a, &e, &d, &b] {
+        features.create_training_dataset(it).await.expect("create");
+    }
+
+    let reading = |kind: FeatureKind, name: &'static str, page: PageRequest| {
+        let features = features.clone();
+        async move {
+            let rows = features.training_datasets_reading(kind, name, page).await.expect("datasets reading");
+            (rows.items, rows.has_more)
+        }
+    };
+    // By view and by entity, newest first (creation time, then id, descending), at any version.
+    assert_eq!(reading(FeatureKind::FeatureView, "driver_stats", all).await, (vec![d.clone(), b.clone(), a.clone()], false));
+    assert_eq!(reading(FeatureKind::Entity, "driver", all).await, (vec![d.clone(), c.clone(), b.clone(), a.clone()], false));
+    assert_eq!(reading(FeatureKind::Entity, "customer", all).await, (vec![c.clone()], false));
+    assert_eq!(reading(FeatureKind::FeatureView, "customer_stats", all).await, (vec![c.clone()], false));
+    assert_eq!(reading(FeatureKind::Source, "trips", all).await, (vec![d.clone()], false));
+    assert_eq!(reading(FeatureKind::FeatureService, "driver_service", all).await, (vec![d.clone()], false));
+
+    // Paged.
+    assert_eq!(reading(FeatureKind::Entity, "driver", page(0, 2)).await, (vec![d.clone(), c.clone()], true));
+    assert_eq!(reading(FeatureKind::Entity, "driver", page(2, 2)).await, (vec![b.clone(), a.clone()], false));
+    assert_eq!(reading(FeatureKind::Entity, "driver", page(1, 2)).await, (vec![c.clone(), b.clone()], true));
+    assert_eq!(reading(FeatureKind::Entity, "driver", page(4, 2)).await, (vec![], false));
+    assert_eq!(reading(FeatureKind::Entity, "driver", page(0, 0)).await, (vec![], true));
+    assert_eq!(reading(FeatureKind::FeatureView, "driver_stats", page(0, 3)).await, (vec![d.clone(), b.clone(), a.clone()], false));
+
+    // Nothing for an unread name, another kind of the same name, or another case.
+    assert_eq!(reading(FeatureKind::FeatureView, "nothing", all).await, (vec![], false));
+    assert_eq!(reading(FeatureKind::Source, "driver_stats", all).await, (vec![], false));
+    assert_eq!(reading(FeatureKind::FeatureView, "driver", all).await, (vec![], false));
+    assert_eq!(reading(FeatureKind::FeatureView, "Driver_Stats", all).await, (vec![], false));
+
+    let rows = features.training_datasets(all).await.expect("list");
+    assert_eq!(rows.items, [e, d, c, b, a]);
+
+    // Odd names are an error or nothing, never a crash.
+    for odd in ["", "a\0b", "ü\u{10ffff}", &"x".repeat(5000)] {
+        match features.training_datasets_reading(FeatureKind::Entity, odd, all).await {
+            Ok(rows) if rows.items.is_empty() && !rows.has_more => {}
+            Err(Error::InvalidArgument { .. }) => {}
+            other => panic!("unexpected {other:?} for {odd:?}"),
+        }
+    }
+}
+
+pub async fn features_training_dataset_malformed_definitions(h: &Harness) {
+    let features = &h.features;
+    let valid = dataset("6f1c0b6e-0000-4000-8000-000000000001", Some("churn-train"), 100);
+    let malformed = [
+        "",
+        "not json",
+        "{}",
+        r#"{"kind":"feature_view","name":"driver_stats","version":3}"#,
+        // The shape before the objects: arrays of (kind, name, version).
+        r#"[["feature_view","driver_stats",3]]"#,
+        r#"[{"kind":"view","name":"driver_stats","version":3}]"#,
+        r#"[{"kind":"feature_view","name":"driver_stats"}]"#,
+        r#"[{"kind":"feature_view","name":"driver_stats","version":"3"}]"#,
+        r#"[{"kind":"feature_view","name":null,"version":3}]"#,
+        // A well-formed entry before a malformed one: neither is recorded.
+        r#"[{"kind":"entity","name":"driver","version":1},{"kind":"feature_view","version":3}]"#,
+    ];
+    for definitions in malformed {
+        let bad = TrainingDataset { definitions: definitions.to_owned(), ..valid.clone() };
+        match features.create_training_dataset(&bad).await {
+            Err(e @ Error::InvalidArgument { .. }) => assert_eq!(e.error_code(), ErrorCode::InvalidParameterValue),
+            other => panic!("expected InvalidArgument for {definitions:?}, got {other:?}"),
+        }
+        assert_dataset_not_found(features.training_dataset(&valid.id).await, &valid.id);
+        assert_dataset_not_found(features.training_dataset("churn-train").await, "churn-train");
+        assert_dataset_not_found(features.training_dataset_runs(&valid.id).await, &valid.id);
+    }
+    let rows = features.training_datasets(page(0, 10)).await.expect("list");
+    assert!(rows.items.is_empty() && !rows.has_more, "a refused create writes nothing: {rows:?}");
+    for (kind, name) in [(FeatureKind::Entity, "driver"), (FeatureKind::FeatureView, "driver_stats")] {
+        let rows = features.training_datasets_reading(kind, name, page(0, 10)).await.expect("reading");
+        assert!(rows.items.is_empty(), "a refused create records no reads: {rows:?}");
+    }
+
+    // The same id and name are still free.
+    features.create_training_dataset(&valid).await.expect("create");
+    assert_eq!(features.training_dataset("churn-train").await.expect("by name"), valid);
+    let rows = features.training_datasets_reading(FeatureKind::Entity, "driver", page(0, 10)).await.expect("reading");
+    assert_eq!((rows.items, rows.has_more), (vec![valid], false));
 }

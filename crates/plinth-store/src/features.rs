@@ -123,7 +123,8 @@ pub struct TrainingDataset {
     pub features: Vec<String>,
     pub feature_service: Option<String>,
     pub full_feature_names: bool,
-    /// `[(kind, name, version)]` of every definition the retrieval read, as JSON.
+    /// Every definition the retrieval read, as a JSON array of
+    /// `{"kind": "feature_view", "name": "driver_hourly", "version": 3}` (kinds as `FeatureKind::as_str`).
     pub definitions: String,
     /// Hex SHA-256 over the entity rows (Arrow IPC of the input, schema included).
     pub entity_digest: String,
@@ -132,6 +133,17 @@ pub struct TrainingDataset {
     pub output_uri: Option<String>,
     pub created_at: i64,
     pub created_by: String,
+}
+
+/// A training dataset logged to a tracking run as a dataset input: the lineage from features to runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingDatasetRun {
+    pub dataset_id: String,
+    pub run_id: String,
+    /// The input's `mlflow.data.context` ("training", "validation", ...).
+    pub context: String,
+    pub logged_at: i64,
+    pub logged_by: String,
 }
 
 #[async_trait]
@@ -160,10 +172,22 @@ pub trait FeatureRegistryStore: Send + Sync + 'static {
     /// Runs of one view, newest first.
     async fn materialization_runs(&self, view: &str, page: PageRequest) -> Result<Rows<MaterializationRun>>;
 
-    /// `ResourceAlreadyExists` when the name is taken.
+    /// `ResourceAlreadyExists` when the name is taken; `InvalidArgument`, with nothing written, when
+    /// `definitions` is not a JSON array of `{"kind", "name", "version"}` objects. The definitions
+    /// read are recorded with the dataset, in the same transaction, for `training_datasets_reading`.
     async fn create_training_dataset(&self, dataset: &TrainingDataset) -> Result<()>;
     /// By id or by name.
     async fn training_dataset(&self, id_or_name: &str) -> Result<TrainingDataset>;
     /// Newest first.
     async fn training_datasets(&self, page: PageRequest) -> Result<Rows<TrainingDataset>>;
+    /// Records that training dataset `link.dataset_id` was logged to run `link.run_id`. Logging the
+    /// same pair again replaces context, logged_at and logged_by (idempotent).
+    /// `TrainingDatasetNotFound` when the dataset does not exist; the run is the caller's to check.
+    async fn link_training_dataset_run(&self, link: &TrainingDatasetRun) -> Result<()>;
+    /// Runs the dataset (by id or by name, like `training_dataset`) was logged to, oldest first
+    /// (ties by run id). `TrainingDatasetNotFound` when the dataset does not exist.
+    async fn training_dataset_runs(&self, id_or_name: &str) -> Result<Vec<TrainingDatasetRun>>;
+    /// Training datasets whose retrieval read the definition (`kind`, `name`) at any version,
+    /// newest first (like `training_datasets`), paged.
+    async fn training_datasets_reading(&self, kind: FeatureKind, name: &str, page: PageRequest) -> Result<Rows<TrainingDataset>>;
 }
