@@ -101,8 +101,12 @@ def _requirement_lines(path: Path) -> set[str]:
     return lines
 
 
-def ensure_venv(with_mlflow: bool, script: Optional[Path] = None) -> None:
+def ensure_venv(with_mlflow: bool, script: Optional[Path] = None, *,
+               venv_dir: Path = VENV_DIR, requirements: Optional[list[Path]] = None) -> None:
     """Create/update the benchmark venv and re-exec `script` (default: this file) inside it.
+
+    `venv_dir` and `requirements` name another virtualenv and its requirement files (the
+    feature-store benchmark's, whose Feast pins do not mix with MLflow's).
 
     Idempotent: a stamp file records the requirement lines already installed, so a
     second run does no pip work at all. Setting PLINTH_BENCH_NO_VENV=1 skips all of
@@ -110,36 +114,37 @@ def ensure_venv(with_mlflow: bool, script: Optional[Path] = None) -> None:
     """
     if os.environ.get("PLINTH_BENCH_NO_VENV") == "1":
         return
-    req_files = [DRIVER_REQUIREMENTS] + ([MLFLOW_REQUIREMENTS] if with_mlflow else [])
+    req_files = requirements or [DRIVER_REQUIREMENTS] + ([MLFLOW_REQUIREMENTS] if with_mlflow else [])
+    stamp = venv_dir / VENV_STAMP.name
     wanted: set[str] = set()
     for f in req_files:
         wanted |= _requirement_lines(f)
 
-    venv_python = VENV_DIR / "bin" / "python"
+    venv_python = venv_dir / "bin" / "python"
     if not venv_python.exists():
-        log(f"creating virtualenv {VENV_DIR}")
-        VENV_DIR.parent.mkdir(parents=True, exist_ok=True)
+        log(f"creating virtualenv {venv_dir}")
+        venv_dir.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [sys.executable, "-m", "venv", str(VENV_DIR)], capture_output=True, text=True
+            [sys.executable, "-m", "venv", str(venv_dir)], capture_output=True, text=True
         )
         if proc.returncode != 0:
             raise SetupError(f"python3 -m venv failed:\n{proc.stdout}{proc.stderr}")
 
-    installed = set(VENV_STAMP.read_text().split("\n")) if VENV_STAMP.exists() else set()
+    installed = set(stamp.read_text().split("\n")) if stamp.exists() else set()
     if not wanted <= installed:
-        log(f"installing {', '.join(sorted(wanted - installed))} into {VENV_DIR}")
+        log(f"installing {', '.join(sorted(wanted - installed))} into {venv_dir}")
         cmd = [str(venv_python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         for f in req_files:
             cmd += ["-r", str(f)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SetupError(f"pip install failed:\n{proc.stdout}{proc.stderr}")
-        VENV_STAMP.write_text("\n".join(sorted(installed | wanted)))
+        stamp.write_text("\n".join(sorted(installed | wanted)))
 
-    inside = Path(sys.prefix).resolve() == VENV_DIR.resolve()
+    inside = Path(sys.prefix).resolve() == venv_dir.resolve()
     if not inside:
         if os.environ.get(REEXEC_ENV) == "1":
-            raise SetupError(f"re-exec did not land in {VENV_DIR} (sys.prefix={sys.prefix})")
+            raise SetupError(f"re-exec did not land in {venv_dir} (sys.prefix={sys.prefix})")
         env = dict(os.environ, **{REEXEC_ENV: "1"})
         os.execve(str(venv_python), [str(venv_python), str((script or Path(__file__)).resolve())]
                   + sys.argv[1:], env)
