@@ -3,8 +3,9 @@
 #   1. starts PostgreSQL and Redis if they are not running (the storage conformance suite runs on PostgreSQL
 #      and SQLite, the online-store conformance suite on Redis and redb);
 #   2. builds the workspace and runs every Rust test (unit, conformance, black-box tests of the binary);
-#   3. creates/updates the Python virtualenv with the pinned real clients (mlflow-skinny, ...) and runs
-#      the compatibility suite in tests/compat against the real binary.
+#   3. creates/updates the Python virtualenvs with the pinned real clients and runs the compatibility
+#      suites against the real binary: tests/compat (mlflow-skinny) and tests/feast (feast, pyarrow,
+#      pandas, mlflow-skinny; a virtualenv of its own because Feast pins pandas < 3).
 # Builds go to $CARGO_TARGET_DIR (default: $HOME/.cache/plinth/target) so they survive between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plinth/target}"
 export PLINTH_TEST_POSTGRES_URL="${PLINTH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export PLINTH_TEST_REDIS_URL="${PLINTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/}"
 VENV="${PLINTH_COMPAT_VENV:-$HOME/.cache/plinth/venv-compat}"
+FEAST_VENV="${PLINTH_FEAST_VENV:-$HOME/.cache/plinth/venv-feast}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -54,17 +56,19 @@ ensure_redis() {
     exit 1
 }
 
+# ensure_venv DIR REQUIREMENTS: creates DIR and installs the pinned REQUIREMENTS when they changed.
 ensure_venv() {
-    local stamp="$VENV/.requirements.sha256"
+    local venv="$1" requirements="$2"
+    local stamp="$venv/.requirements.sha256"
     local want
-    want=$(sha256sum tests/compat/requirements.txt | cut -d' ' -f1)
-    if [ ! -x "$VENV/bin/python" ]; then
-        step "creating the compatibility virtualenv at $VENV"
-        python3 -m venv "$VENV"
+    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    if [ ! -x "$venv/bin/python" ]; then
+        step "creating the virtualenv $venv"
+        python3 -m venv "$venv"
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        step "installing pinned client packages"
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
+        step "installing the pinned packages of $requirements"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
         echo "$want" > "$stamp"
     fi
 }
@@ -82,7 +86,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (SQLite and PostgreSQL conformance, black-box tests of the binary)"
 cargo test --workspace --locked
 
-ensure_venv
+ensure_venv "$VENV" tests/compat/requirements.txt
 step "MLflow compatibility suite (real mlflow-skinny client against the real binary)"
 export PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth"
 "$VENV/bin/python" -m pytest -c tests/compat/pytest.ini --rootdir tests/compat -q tests/compat
+
+ensure_venv "$FEAST_VENV" tests/feast/requirements.txt
+step "Feast compatibility suite (real feast SDK, pyarrow and mlflow-skinny against the real binary)"
+"$FEAST_VENV/bin/python" -m pytest -c tests/feast/pytest.ini --rootdir tests/feast -q tests/feast

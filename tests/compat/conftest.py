@@ -22,48 +22,24 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_TOKEN"):
     os.environ.pop(_var, None)
 
-import threading  # noqa: E402
-
 import mlflow  # noqa: E402
 import pytest  # noqa: E402
-import requests  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 import plinth_compat  # noqa: E402
 from plinth_compat import REFERENCE, ServerProcess, start_server  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
-# No response in the whole suite may be a 5xx: every requests.Session (the mlflow client's too)
-# goes through Session.send, so record 5xx answers there and fail the test that received one.
+# No response in the whole suite may be a 5xx (plinth_compat.watch_server_errors).
 
-_FIVE_XX: list[str] = []
-_FIVE_XX_LOCK = threading.Lock()
-_original_send = requests.Session.send
-
-
-def _recording_send(self, request, **kwargs):
-    response = _original_send(self, request, **kwargs)
-    if response.status_code >= 500:
-        try:
-            text = response.text[:800]
-        except Exception as exc:  # a streamed body that cannot be read
-            text = f"<unreadable body: {exc!r}>"
-        with _FIVE_XX_LOCK:
-            _FIVE_XX.append(f"{request.method} {request.url} -> {response.status_code}: {text}")
-    return response
-
-
-requests.Session.send = _recording_send
+plinth_compat.watch_server_errors()
 
 
 @pytest.fixture(autouse=True)
 def _no_server_errors():
-    with _FIVE_XX_LOCK:
-        _FIVE_XX.clear()
+    plinth_compat.take_server_errors()
     yield
-    with _FIVE_XX_LOCK:
-        seen = list(_FIVE_XX)
-        _FIVE_XX.clear()
+    seen = plinth_compat.take_server_errors()
     if seen:
         pytest.fail("the server answered with 5xx:\n" + "\n".join(seen), pytrace=False)
 

@@ -40,6 +40,44 @@ MISSING_RUN_ID = "0123456789abcdef0123456789abcdef"
 FLOAT_MAX = 1.7976931348623157e308
 
 
+# ---------------------------------------------------------------------------------------------
+# No response may be a 5xx: every requests.Session (the clients' own too) goes through
+# Session.send, so 5xx answers are recorded there and the suites' autouse fixtures fail the test
+# that received one.
+
+_FIVE_XX: list[str] = []
+_FIVE_XX_LOCK = threading.Lock()
+
+
+def watch_server_errors() -> None:
+    """Records every 5xx answer any requests.Session receives in this process (idempotent)."""
+    if getattr(requests.Session.send, "_plinth_watch", False):
+        return
+    original = requests.Session.send
+
+    def recording_send(self, request, **kwargs):
+        response = original(self, request, **kwargs)
+        if response.status_code >= 500:
+            try:
+                text = response.text[:800]
+            except Exception as exc:  # a streamed body that cannot be read
+                text = f"<unreadable body: {exc!r}>"
+            with _FIVE_XX_LOCK:
+                _FIVE_XX.append(f"{request.method} {request.url} -> {response.status_code}: {text}")
+        return response
+
+    recording_send._plinth_watch = True
+    requests.Session.send = recording_send
+
+
+def take_server_errors() -> list[str]:
+    """The 5xx answers recorded since the last call."""
+    with _FIVE_XX_LOCK:
+        seen = list(_FIVE_XX)
+        _FIVE_XX.clear()
+    return seen
+
+
 def plinth_bin() -> Path:
     explicit = os.environ.get("PLINTH_BIN")
     if explicit:

@@ -67,6 +67,8 @@ use Need::*;
 pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/health", Public),
     ("GET", "/version", Public),
+    // Prometheus scrapes authenticate like any client (a bearer token) when auth is on.
+    ("GET", "/metrics", SignedIn),
     ("GET", "/api/3.0/mlflow/server-info", Public),
     ("GET", "/ajax-api/3.0/mlflow/server-info", Public),
     // Experiments.
@@ -173,12 +175,18 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/api/plinth/v1/features/applies", SignedIn),
     ("GET", "/api/plinth/v1/features/training-datasets", SignedIn),
     ("GET", "/api/plinth/v1/features/training-datasets/{id}", SignedIn),
+    ("GET", "/api/plinth/v1/features/training-datasets/{id}/runs", SignedIn),
+    ("POST", "/api/plinth/v1/features/training-datasets/{id}/log-to-run", Experiment(Edit, Run("run_id"))),
+    ("GET", "/api/plinth/v1/features/lineage/{kind}/{name}", SignedIn),
     ("POST", "/api/plinth/v1/features/historical", SignedIn),
     ("POST", "/api/plinth/v1/features/materialize", Admin),
     ("GET", "/api/plinth/v1/features/freshness", SignedIn),
     ("POST", "/get-online-features", SignedIn),
     // Pushing writes feature data: members and admins (viewers only read).
     ("POST", "/push", Create),
+    ("POST", "/write-to-online-store", Create),
+    ("POST", "/materialize", Admin),
+    ("POST", "/materialize-incremental", Admin),
     ("POST", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks", Admin),
     ("GET", "/api/plinth/v1/webhooks/{id}", Admin),

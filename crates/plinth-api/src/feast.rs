@@ -1,6 +1,7 @@
 //! Feast's feature-server routes at the root, so Feast clients and HTTP callers written for
 //! `feast serve` work unchanged: `POST /get-online-features` (column-oriented answer, join keys
-//! first, then the features in the order asked).
+//! first, then the features in the order asked), `POST /push`, and `POST /write-to-online-store`
+//! (what Feast's SDK sends when its online store is `type: remote`, e.g. on `materialize` or `push`).
 
 use axum::Json;
 use axum::Router;
@@ -11,13 +12,19 @@ use plinth_features::online::FeatureValue;
 use serde_json::{Map, Value, json};
 
 use crate::fields::JsonBody;
+use crate::identity::Caller;
 use crate::{ApiError, AppState};
 
 /// Most entity rows in one online request.
 pub(crate) const MAX_ONLINE_ROWS: usize = 10_000;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/get-online-features", post(get_online_features)).route("/push", post(push))
+    Router::new()
+        .route("/get-online-features", post(get_online_features))
+        .route("/push", post(push))
+        .route("/write-to-online-store", post(write_to_online_store))
+        .route("/materialize", post(materialize))
+        .route("/materialize-incremental", post(materialize_incremental))
 }
 
 fn json_to_value(v: &Value) -> Result<FeatureValue, ApiError> {
@@ -137,6 +144,14 @@ async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Jso
         "online_and_offline" => (true, true),
         other => return Err(ApiError::invalid(format!("to must be online, offline or online_and_offline, not '{other}'"))),
     };
+    let columns = df_columns(obj)?;
+    let pushed = s.features.push(source, &columns, online, offline).await?;
+    let views: Vec<Value> = pushed.online.iter().map(|(v, w, k)| json!({"feature_view": v, "written": w, "skipped_older": k})).collect();
+    Ok(Json(json!({"rows": pushed.rows, "online": views, "offline_file": pushed.offline_file.is_some()})))
+}
+
+/// The columns of a Feast `df` (`{column: [values]}`).
+fn df_columns(obj: &Map<String, Value>) -> Result<Vec<(String, Vec<FeatureValue>)>, ApiError> {
     let df =
         obj.get("df").and_then(Value::as_object).ok_or_else(|| ApiError::invalid("df must be an object of column -> list of values"))?;
     let mut columns = Vec::with_capacity(df.len());
@@ -144,9 +159,71 @@ async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Jso
         let values = values.as_array().ok_or_else(|| ApiError::invalid(format!("df.{name} must be a list")))?;
         columns.push((name.clone(), values.iter().map(json_to_value).collect::<Result<Vec<_>, _>>()?));
     }
-    let pushed = s.features.push(source, &columns, online, offline).await?;
-    let views: Vec<Value> = pushed.online.iter().map(|(v, w, k)| json!({"feature_view": v, "written": w, "skipped_older": k})).collect();
-    Ok(Json(json!({"rows": pushed.rows, "online": views, "offline_file": pushed.offline_file.is_some()})))
+    Ok(columns)
+}
+
+/// Feast's `POST /write-to-online-store`: `{"feature_view_name", "df": {column: [values]}}`, the
+/// rows of one view (join keys, features, `event_timestamp`, optional `created`), online only.
+async fn write_to_online_store(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
+    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !["feature_view_name", "df", "allow_registry_cache", "transform_on_write"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
+        }
+    }
+    let view = obj.get("feature_view_name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("feature_view_name is required"))?;
+    let columns = df_columns(obj)?;
+    let (written, skipped) = s.features.write_online(view, &columns).await?;
+    Ok(Json(json!({"feature_view": view, "written": written, "skipped_older": skipped})))
+}
+
+fn feast_time(obj: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => plinth_features::online::parse_time(t)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(format!("{key} must be an ISO 8601 time, not '{t}'"))),
+        Some(_) => Err(ApiError::invalid(format!("{key} must be an ISO 8601 time string"))),
+    }
+}
+
+/// Feast's `POST /materialize` and `/materialize-incremental` (what Feast's SDK delegates to the
+/// feature server when its online store is remote): Plinth materializes from its own offline data.
+async fn feast_materialize(s: AppState, actor: plinth_core::audit::Actor, body: &[u8], incremental: bool) -> Result<Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
+    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !["start_ts", "end_ts", "feature_views", "disable_event_timestamp", "full_feature_names", "version"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
+        }
+    }
+    let views: Vec<String> = match obj.get("feature_views") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid("feature_views must be strings")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::invalid("feature_views must be a list of view names")),
+    };
+    let start = if incremental { None } else { feast_time(obj, "start_ts")? };
+    let end = feast_time(obj, "end_ts")?;
+    let done = s.features.materialize_range(&actor, &views, incremental, start, end).await?;
+    let items: Vec<Value> =
+        done.iter().map(|d| json!({"feature_view": d.view, "rows": d.rows, "skipped_older": d.skipped_older})).collect();
+    Ok(Json(json!({"status": "success", "materialized": items})))
+}
+
+async fn materialize(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    feast_materialize(s, actor, &body, false).await
+}
+
+async fn materialize_incremental(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    feast_materialize(s, actor, &body, true).await
 }
 
 fn render(columns: &[OnlineColumn]) -> Value {

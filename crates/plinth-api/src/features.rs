@@ -17,7 +17,7 @@ use plinth_features::arrow::ipc::reader::StreamReader;
 use plinth_features::arrow::ipc::writer::StreamWriter;
 use plinth_features::repo::Repository;
 use plinth_features::{ChangeOp, Plan};
-use plinth_store::features::{FeatureApply, FeatureDefinition, FeatureKind, TrainingDataset};
+use plinth_store::features::{FeatureApply, FeatureDefinition, FeatureKind, TrainingDataset, TrainingDatasetRun};
 use plinth_store::tracking::PageRequest;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/features/freshness", get(freshness))
         .route("/features/training-datasets", get(list_training_datasets))
         .route("/features/training-datasets/{id}", get(get_training_dataset))
+        .route("/features/training-datasets/{id}/runs", get(training_dataset_runs))
+        .route("/features/training-datasets/{id}/log-to-run", post(log_to_run))
+        .route("/features/lineage/{kind}/{name}", get(lineage))
 }
 
 /// The streaming route, mounted under `/api/plinth/v1` without the JSON body limit (it has its own).
@@ -219,6 +222,47 @@ async fn list_training_datasets(State(s): State<AppState>, MlflowRequest(f): Mlf
 
 async fn get_training_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Answer {
     Ok(Json(json!({"training_dataset": dataset_json(&s.features.training_dataset(&id).await?)})))
+}
+
+fn dataset_run_json(r: &TrainingDatasetRun) -> Value {
+    json!({"run_id": r.run_id, "context": r.context, "logged_at": r.logged_at, "logged_by": r.logged_by})
+}
+
+async fn training_dataset_runs(State(s): State<AppState>, Path(id): Path<String>) -> Answer {
+    let runs = s.features.dataset_runs(&id).await?;
+    Ok(Json(json!({"runs": runs.iter().map(dataset_run_json).collect::<Vec<_>>()})))
+}
+
+/// `{"run_id", "context"}`: logs the training dataset to the run as an MLflow dataset input
+/// (what `mlflow.log_input` records), then records the link for lineage.
+async fn log_to_run(State(s): State<AppState>, Caller(actor): Caller, Path(id): Path<String>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let run_id = f.run_id()?;
+    let context = f.opt_str("context")?.unwrap_or_else(|| "training".to_owned());
+    let (dataset, input) = s.features.dataset_input(&id, &context).await?;
+    let logged = input.dataset.clone();
+    s.tracking.log_inputs(&run_id, vec![input], Vec::new()).await?;
+    s.features.link_run(&actor, &dataset, &run_id, &context).await?;
+    Ok(Json(json!({
+        "training_dataset": dataset_json(&dataset),
+        "run_id": run_id,
+        "dataset": {"name": logged.name, "digest": logged.digest, "source_type": logged.source_type, "source": logged.source},
+    })))
+}
+
+/// Downstream of one definition: training datasets that read it, each with the runs it was logged to.
+async fn lineage(State(s): State<AppState>, Path((k, name)): Path<(String, String)>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let page = page_of(&f)?;
+    let rows = s.features.lineage(kind(&k)?, &name, page).await?;
+    let items: Vec<Value> = rows
+        .items
+        .iter()
+        .map(|(ds, runs)| {
+            let mut v = dataset_json(ds);
+            v["runs"] = json!(runs.iter().map(dataset_run_json).collect::<Vec<_>>());
+            v
+        })
+        .collect();
+    Ok(Json(crate::json::page("training_datasets", items, next_token(&page, rows.has_more))))
 }
 
 /// Options of a historical retrieval, from the query string.

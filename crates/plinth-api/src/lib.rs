@@ -4,7 +4,7 @@
 //! `/ajax-api/2.0/mlflow`, Plinth's own API (gates, promotions, lineage, audit, webhooks) under
 //! `/api/plinth/v1` (the feature store under `/api/plinth/v1/features`),
 //! the artifact proxy under `/api/2.0/mlflow-artifacts`, and the server's own `/health`,
-//! `/version` and `/api/3.0/mlflow/server-info`. Handlers are thin: they parse the request
+//! `/version`, `/metrics` (Prometheus) and `/api/3.0/mlflow/server-info`. Handlers are thin: they parse the request
 //! into service arguments, call `plinth_tracking::TrackingService`, and render the answer.
 //! Every error leaves as MLflow's `{"error_code", "message"}` with MLflow's status.
 
@@ -19,6 +19,7 @@ mod fields;
 mod identity;
 mod json;
 mod meta;
+pub mod metrics;
 mod mlflow;
 mod plinth_v1;
 mod registry;
@@ -71,6 +72,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .nest("/ajax-api/2.0/mlflow", tracking)
         .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()).merge(features::routes()))
         .merge(meta::routes())
+        .merge(metrics::routes())
         .merge(feast::routes())
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         // Entity uploads are spooled to disk under their own limit; artifact bodies are streams
@@ -81,6 +83,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .fallback(error::endpoint_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
 }

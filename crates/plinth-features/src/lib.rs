@@ -8,6 +8,7 @@ pub use datafusion::parquet;
 
 pub mod engine;
 mod error;
+pub mod metrics;
 pub mod online;
 mod pit;
 pub mod repo;

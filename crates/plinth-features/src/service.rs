@@ -7,14 +7,18 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use plinth_core::audit::{Actor, AuditEvent, Change};
+use plinth_core::tracking::{Dataset, DatasetInput, KeyValue};
 use plinth_store::audit::append_detached;
-use plinth_store::features::{DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, MaterializationRun, TrainingDataset};
+use plinth_store::features::{
+    DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, MaterializationRun, TrainingDataset, TrainingDatasetRun,
+};
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{AuditLog, FeatureRegistryStore};
 use tokio::sync::RwLock;
 
 use crate::engine::{Engine, HistoricalRequest};
 use crate::error::{Error, Result};
+use crate::metrics as m;
 use datafusion::arrow::array::{Array, AsArray};
 
 use crate::online::{FeatureValue, OnlineRecord, OnlineStore, array_of, entity_key, value_at};
@@ -93,6 +97,11 @@ pub struct FeatureService {
     online: Option<Arc<dyn OnlineStore>>,
     /// The applied definitions and when they were read.
     snapshot: RwLock<Option<(Arc<Snapshot>, std::time::Instant)>>,
+    /// Newest pushed event time per view not yet recorded in the metadata store: pushes raise it
+    /// in memory and `flush_pushed` writes it (every schedule tick and at shutdown), so a push
+    /// costs no metadata write. A crash loses at most one tick of it: freshness then reads older
+    /// than it is, never newer.
+    pushed_newest: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 /// How long online reads trust the cached definitions before reading them again (applies made
@@ -118,10 +127,10 @@ pub struct Materialized {
 /// The status of one online value, as Feast names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldStatus {
-    Present,
-    NullValue,
-    NotFound,
-    OutsideMaxAge,
+    Present = 0,
+    NullValue = 1,
+    NotFound = 2,
+    OutsideMaxAge = 3,
 }
 
 impl FieldStatus {
@@ -167,7 +176,14 @@ fn parse_spec<T: serde::de::DeserializeOwned>(def: &FeatureDefinition) -> Result
 
 impl FeatureService {
     pub fn new(store: Arc<dyn FeatureRegistryStore>, audit: Arc<dyn AuditLog>, engine: Engine) -> FeatureService {
-        FeatureService { store, audit, engine, online: None, snapshot: RwLock::new(None) }
+        FeatureService {
+            store,
+            audit,
+            engine,
+            online: None,
+            snapshot: RwLock::new(None),
+            pushed_newest: std::sync::Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Serves and materializes into `online`.
@@ -216,6 +232,19 @@ impl FeatureService {
     /// view's watermark to `end`. `incremental` starts after the watermark (everything when there
     /// is none). The watermark moves only after the writes commit; a rerun rewrites the same rows.
     pub async fn materialize(&self, actor: &Actor, views: &[String], incremental: bool, end_ns: Option<i64>) -> Result<Vec<Materialized>> {
+        self.materialize_range(actor, views, incremental, None, end_ns).await
+    }
+
+    /// `materialize` with an explicit start (Feast's `materialize(start, end)`): rows with event
+    /// times in `[start, end]`; `start_ns` is ignored when `incremental`.
+    pub async fn materialize_range(
+        &self,
+        actor: &Actor,
+        views: &[String],
+        incremental: bool,
+        start_ns: Option<i64>,
+        end_ns: Option<i64>,
+    ) -> Result<Vec<Materialized>> {
         let online = self.online_store()?.clone();
         let snap = self.refresh().await?;
         let end = end_ns.unwrap_or_else(|| plinth_core::time::now_millis().saturating_mul(1_000_000));
@@ -236,7 +265,8 @@ impl FeatureService {
         let mut done = Vec::new();
         for view in chosen {
             let started_at = plinth_core::time::now_millis();
-            let start = if incremental { states.iter().find(|s| s.view == view.name).and_then(|s| s.watermark_ns) } else { None };
+            let timer = std::time::Instant::now();
+            let start = if incremental { states.iter().find(|s| s.view == view.name).and_then(|s| s.watermark_ns) } else { start_ns };
             let latest = self.engine.latest(&snap.repo, view, start, end).await?;
             let keys = snap.repo.join_keys(view);
             let mut outcome = crate::online::WriteOutcome::default();
@@ -277,6 +307,8 @@ impl FeatureService {
                 actor: actor.name.clone(),
             };
             self.store.record_materialization(&run).await?;
+            metrics::counter!(m::MATERIALIZED_ROWS, "view" => view.name.clone()).increment(outcome.written as u64);
+            metrics::histogram!(m::MATERIALIZE_SECONDS, "view" => view.name.clone()).record(timer.elapsed().as_secs_f64());
             done.push(Materialized {
                 view: view.name.clone(),
                 start_ns: start,
@@ -305,8 +337,16 @@ impl FeatureService {
     pub async fn run_schedule(self: Arc<Self>, tick: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    if let Err(e) = self.flush_pushed().await {
+                        tracing::warn!(error = %e, "cannot record the newest pushed event times at shutdown");
+                    }
+                    return;
+                }
                 () = tokio::time::sleep(tick) => {},
+            }
+            if let Err(e) = self.flush_pushed().await {
+                tracing::warn!(error = %e, "cannot record the newest pushed event times; retrying at the next tick");
             }
             match self.due_views().await {
                 Ok(due) if !due.is_empty() => {
@@ -346,13 +386,69 @@ impl FeatureService {
     pub async fn freshness(&self) -> Result<Vec<(String, Option<plinth_store::features::ViewState>)>> {
         let snap = self.snapshot().await?;
         let states = self.store.view_states().await?;
+        let pending = self.pushed_newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         Ok(snap
             .repo
             .feature_views
             .iter()
             .filter(|v| v.online)
-            .map(|v| (v.name.clone(), states.iter().find(|s| s.view == v.name).cloned()))
+            .map(|v| {
+                let mut state = states.iter().find(|s| s.view == v.name).cloned();
+                if let Some(&pushed) = pending.get(&v.name) {
+                    let s = state.get_or_insert_with(|| plinth_store::features::ViewState {
+                        view: v.name.clone(),
+                        watermark_ns: None,
+                        newest_event_ns: None,
+                        last_run_at: None,
+                        updated_at: 0,
+                    });
+                    s.newest_event_ns = Some(s.newest_event_ns.map_or(pushed, |n| n.max(pushed)));
+                }
+                (v.name.clone(), state)
+            })
             .collect())
+    }
+
+    /// Records the newest pushed event times held in memory in the metadata store (raising, never
+    /// lowering). What cannot be written stays pending for the next call.
+    pub async fn flush_pushed(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pushed_newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let now = plinth_core::time::now_millis();
+        let mut failed = None;
+        for (view, newest) in &pending {
+            if failed.is_some() {
+                self.note_pushed(view, *newest);
+                continue;
+            }
+            if let Err(e) = self.store.raise_newest_event(view, *newest, now).await {
+                self.note_pushed(view, *newest);
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    fn note_pushed(&self, view: &str, newest: i64) {
+        let mut pending = self.pushed_newest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = pending.entry(view.to_owned()).or_insert(newest);
+        *slot = (*slot).max(newest);
+    }
+
+    /// Sets the freshness gauges (newest event, its age now, watermark) of every online view, for
+    /// a scrape of `/metrics`.
+    pub async fn publish_metrics(&self) -> Result<()> {
+        let now = plinth_core::time::now_millis().saturating_mul(1_000_000);
+        for (view, state) in self.freshness().await? {
+            let Some(state) = state else { continue };
+            if let Some(newest) = state.newest_event_ns {
+                metrics::gauge!(m::NEWEST_EVENT, "view" => view.clone()).set(m::ns_to_secs(newest));
+                metrics::gauge!(m::FRESHNESS_AGE, "view" => view.clone()).set(m::ns_to_secs(now.saturating_sub(newest)));
+            }
+            if let Some(watermark) = state.watermark_ns {
+                metrics::gauge!(m::WATERMARK, "view" => view).set(m::ns_to_secs(watermark));
+            }
+        }
+        Ok(())
     }
 
     /// Feast's push: rows (columns by the names views see) to every view fed by `source`, to the
@@ -373,71 +469,73 @@ impl FeatureService {
         if let Some((name, col)) = columns.iter().find(|(_, v)| v.len() != rows) {
             return Err(Error::invalid(format!("column '{name}' has {} values; the others have {rows}", col.len())));
         }
-        let column = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
-        let time_values = |name: &str| -> Result<Vec<Option<i64>>> {
-            let Some(values) = column(name) else { return Ok(vec![None; rows]) };
-            let array = array_of(values, ValueType::Timestamp, name)?;
-            let ts = array.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
-            Ok((0..rows).map(|i| ts.is_valid(i).then(|| ts.value(i))).collect())
-        };
-        if column(&batch.timestamp_field).is_none() {
-            return Err(Error::invalid(format!(
-                "the rows have no '{}' column (the event time of source '{batch_source}')",
-                batch.timestamp_field
-            )));
-        }
-        let event_ts = time_values(&batch.timestamp_field)?;
-        if let Some(row) = event_ts.iter().position(Option::is_none) {
-            return Err(Error::invalid(format!("row {row} has no event time in '{}'", batch.timestamp_field)));
-        }
-        let created_ts = match &batch.created_timestamp_column {
-            Some(c) => time_values(c)?,
-            None => vec![None; rows],
-        };
+        let (event_ts, created_ts) =
+            row_times(columns, rows, &batch.timestamp_field, batch.created_timestamp_column.as_deref(), batch_source)?;
         let views: Vec<&ViewSpec> = snap.repo.feature_views.iter().filter(|v| v.source == source).collect();
         // Every view's columns are checked before anything is written.
         let mut writes = Vec::new();
         for view in &views {
-            let keys = snap.repo.join_keys(view);
-            let mut key_cols = Vec::new();
-            for k in &keys {
-                let values = column(&k.name).ok_or_else(|| {
-                    Error::invalid(format!("the rows have no join key column '{}' (feature view '{}')", k.name, view.name))
-                })?;
-                key_cols.push(values.iter().map(|v| coerce(v, k.value_type, &k.name)).collect::<Result<Vec<_>>>()?);
-            }
-            let mut value_cols = Vec::new();
-            for f in &view.features {
-                let values = column(&f.name)
-                    .ok_or_else(|| Error::invalid(format!("the rows have no column '{}' (feature view '{}')", f.name, view.name)))?;
-                let array = array_of(values, f.value_type, &f.name)?;
-                value_cols.push((0..rows).map(|r| value_at(array.as_ref(), r, f.value_type)).collect::<Result<Vec<_>>>()?);
-            }
-            let mut batch_rows = Vec::with_capacity(rows);
-            for r in 0..rows {
-                let key: Vec<FeatureValue> = key_cols.iter().map(|c| c[r].clone()).collect();
-                let values: Vec<FeatureValue> = value_cols.iter().map(|c| c[r].clone()).collect();
-                batch_rows.push((entity_key(&key), OnlineRecord::new(event_ts[r].unwrap_or_default(), created_ts[r], &values)));
-            }
-            writes.push((view.name.clone(), batch_rows));
+            writes.push((view.name.clone(), online_rows(&snap, view, columns, rows, &event_ts, &created_ts)?));
         }
         let mut out = Pushed { rows, ..Default::default() };
         if to_offline {
             out.offline_file = Some(self.append_offline(&snap, batch, &views, columns, rows).await?);
         }
+        if to_offline {
+            metrics::counter!(m::PUSHED_ROWS, "source" => source.to_owned(), "to" => "offline").increment(rows as u64);
+        }
         if to_online {
             let online = self.online_store()?.clone();
-            let newest = event_ts.iter().flatten().copied().max();
-            let now = plinth_core::time::now_millis();
+            let newest = event_ts.iter().copied().max();
             for (view, batch_rows) in writes {
                 let w = online.write(&view, batch_rows).await?;
                 if let Some(newest) = newest {
-                    self.store.raise_newest_event(&view, newest, now).await?;
+                    self.note_pushed(&view, newest);
                 }
                 out.online.push((view, w.written, w.skipped_older));
             }
+            metrics::counter!(m::PUSHED_ROWS, "source" => source.to_owned(), "to" => "online").increment(rows as u64);
         }
         Ok(out)
+    }
+
+    /// Feast's `write-to-online-store` (what Feast's SDK sends when its online store is a remote
+    /// feature server): rows for one online view, written online only and never over a newer
+    /// event. The event time is the source's `timestamp_field` column or else `event_timestamp`;
+    /// the created time the source's `created_timestamp_column` or else `created` (optional).
+    pub async fn write_online(&self, view_name: &str, columns: &[(String, Vec<FeatureValue>)]) -> Result<(usize, usize)> {
+        let snap = self.snapshot().await?;
+        let view = snap.repo.view(view_name).ok_or_else(|| Error::not_found(format!("feature view '{view_name}' is not defined")))?;
+        if !view.online {
+            return Err(Error::invalid(format!("feature view '{view_name}' is not online (online = false)")));
+        }
+        let rows = columns.first().map_or(0, |(_, v)| v.len());
+        if rows > MAX_PUSH_ROWS {
+            return Err(Error::invalid(format!("at most {MAX_PUSH_ROWS} rows per write; this one has {rows}")));
+        }
+        if let Some((name, col)) = columns.iter().find(|(_, v)| v.len() != rows) {
+            return Err(Error::invalid(format!("column '{name}' has {} values; the others have {rows}", col.len())));
+        }
+        let source = snap.repo.source(&view.source);
+        let (ts_field, created_field) = match source.map(|s| (&s.input, s)) {
+            Some((SourceInput::Push { batch_source }, _)) => {
+                let b = snap.repo.source(batch_source);
+                (b.map(|b| b.timestamp_field.clone()), b.and_then(|b| b.created_timestamp_column.clone()))
+            }
+            Some((_, s)) => (Some(s.timestamp_field.clone()), s.created_timestamp_column.clone()),
+            None => (None, None),
+        };
+        let has = |name: &str| columns.iter().any(|(n, _)| n == name);
+        let ts_field = ts_field.filter(|f| has(f)).unwrap_or_else(|| "event_timestamp".to_owned());
+        let created_field = created_field.filter(|f| has(f)).or_else(|| has("created").then(|| "created".to_owned()));
+        let (event_ts, created_ts) = row_times(columns, rows, &ts_field, created_field.as_deref(), &view.source)?;
+        let batch = online_rows(&snap, view, columns, rows, &event_ts, &created_ts)?;
+        let w = self.online_store()?.write(&view.name, batch).await?;
+        if let Some(newest) = event_ts.iter().copied().max() {
+            self.note_pushed(&view.name, newest);
+        }
+        metrics::counter!(m::PUSHED_ROWS, "source" => view.source.clone(), "to" => "online").increment(rows as u64);
+        Ok((w.written, w.skipped_older))
     }
 
     /// Appends pushed rows to the batch source's directory as one new Parquet file, in the
@@ -531,6 +629,7 @@ impl FeatureService {
         entities: &[(String, Vec<FeatureValue>)],
         full_feature_names: bool,
     ) -> Result<Vec<OnlineColumn>> {
+        let timer = std::time::Instant::now();
         let online = self.online_store()?.clone();
         let snap = self.snapshot().await?;
         let pairs = self.resolve(&snap, features, service)?;
@@ -595,6 +694,7 @@ impl FeatureService {
                 statuses: Vec::with_capacity(rows),
                 event_ts: Vec::with_capacity(rows),
             };
+            let mut counts = [0u64; 4];
             for r in 0..rows {
                 let (value, status, ts) = match (&records[r], &decoded[r]) {
                     (Some(rec), Some(values)) => {
@@ -609,12 +709,21 @@ impl FeatureService {
                     }
                     _ => (FeatureValue::Null, FieldStatus::NotFound, None),
                 };
+                counts[status as usize] += 1;
                 column.values.push(value);
                 column.statuses.push(status);
                 column.event_ts.push(ts);
             }
+            for status in [FieldStatus::Present, FieldStatus::NullValue, FieldStatus::NotFound, FieldStatus::OutsideMaxAge] {
+                if counts[status as usize] > 0 {
+                    metrics::counter!(m::ONLINE_VALUES, "view" => view_name.clone(), "status" => status.as_str())
+                        .increment(counts[status as usize]);
+                }
+            }
             out.push(column);
         }
+        metrics::histogram!(m::ONLINE_READ_SECONDS, "store" => online.name()).record(timer.elapsed().as_secs_f64());
+        metrics::histogram!(m::ONLINE_READ_ENTITIES).record(rows as f64);
         Ok(out)
     }
 
@@ -720,10 +829,13 @@ impl FeatureService {
         full_feature_names: bool,
         timestamp_column: &str,
     ) -> Result<Retrieval> {
+        let timer = std::time::Instant::now();
         let snap = self.refresh().await?;
         let pairs = self.resolve(&snap, features, service)?;
         let request = HistoricalRequest { features: pairs.clone(), full_feature_names, timestamp_column: timestamp_column.to_owned() };
         let (schema, batches) = self.engine.historical(&snap.repo, entities, schema, &request).await?;
+        metrics::counter!(m::HISTORICAL_ROWS).increment(batches.iter().map(|b| b.num_rows() as u64).sum());
+        metrics::histogram!(m::HISTORICAL_SECONDS).record(timer.elapsed().as_secs_f64());
         Ok(Retrieval {
             schema,
             batches,
@@ -751,6 +863,107 @@ impl FeatureService {
     pub async fn training_datasets(&self, page: PageRequest) -> Result<Rows<TrainingDataset>> {
         Ok(self.store.training_datasets(page).await?)
     }
+
+    /// The MLflow dataset input that stands for a training dataset in a run: source type
+    /// `plinth_feature_store`, a digest over what the retrieval read (entity rows, definitions'
+    /// versions, features), the feature columns' schema in MLflow's column-spec form (typed from
+    /// the view versions read), the row count, and the tags `mlflow.data.context` and
+    /// `plinth.training_dataset_id`.
+    pub async fn dataset_input(&self, id_or_name: &str, context: &str) -> Result<(TrainingDataset, DatasetInput)> {
+        if context.is_empty() || context.len() > 500 {
+            return Err(Error::invalid("the dataset context must be 1 to 500 characters (training, validation, …)"));
+        }
+        let ds = self.store.training_dataset(id_or_name).await?;
+        let reads: Vec<ReadDefinition> = serde_json::from_str(&ds.definitions).map_err(|e| {
+            Error::Store(plinth_store::Error::internal(format!("training dataset {} has unreadable definitions: {e}", ds.id)))
+        })?;
+        // Feature types from the view versions the retrieval read.
+        let mut views: BTreeMap<String, ViewSpec> = BTreeMap::new();
+        for r in reads.iter().filter(|r| r.kind == FeatureKind::FeatureView.as_str()) {
+            let def = self.store.feature_definition(FeatureKind::FeatureView, &r.name, Some(r.version)).await?;
+            if let Some(view) = parse_spec::<ViewSpec>(&def)? {
+                views.insert(r.name.clone(), view);
+            }
+        }
+        let mut colspec = Vec::new();
+        for reference in &ds.features {
+            let Some((view, feature)) = reference.split_once(':') else { continue };
+            let Some(f) = views.get(view).and_then(|v| v.features.iter().find(|f| f.name == feature)) else { continue };
+            let name = if ds.full_feature_names { format!("{view}__{feature}") } else { feature.to_owned() };
+            colspec.push(serde_json::json!({"type": f.value_type.mlflow_type(), "name": name, "required": false}));
+        }
+        use sha2::Digest as _;
+        let mut digest = sha2::Sha256::new();
+        for part in [ds.entity_digest.as_str(), ds.definitions.as_str(), &ds.features.join(","), &ds.full_feature_names.to_string()] {
+            digest.update(part.as_bytes());
+            digest.update(b"\n");
+        }
+        let digest: String = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let short = ds.id.get(..8).unwrap_or(&ds.id);
+        let input = DatasetInput {
+            tags: vec![
+                KeyValue { key: "mlflow.data.context".into(), value: context.to_owned() },
+                KeyValue { key: "plinth.training_dataset_id".into(), value: ds.id.clone() },
+            ],
+            dataset: Dataset {
+                name: ds.name.clone().unwrap_or_else(|| format!("training-dataset-{short}")),
+                digest,
+                source_type: "plinth_feature_store".into(),
+                source: serde_json::json!({"training_dataset_id": ds.id, "uri": ds.output_uri}).to_string(),
+                schema: Some(serde_json::json!({"mlflow_colspec": colspec}).to_string()),
+                profile: Some(serde_json::json!({"num_rows": ds.entity_rows}).to_string()),
+            },
+        };
+        Ok((ds, input))
+    }
+
+    /// Records that `dataset` was logged to `run_id` (after the tracking side accepted the input),
+    /// so lineage can go from feature views to runs.
+    pub async fn link_run(&self, actor: &Actor, dataset: &TrainingDataset, run_id: &str, context: &str) -> Result<()> {
+        let link = TrainingDatasetRun {
+            dataset_id: dataset.id.clone(),
+            run_id: run_id.to_owned(),
+            context: context.to_owned(),
+            logged_at: plinth_core::time::now_millis(),
+            logged_by: actor.name.clone(),
+        };
+        let res = self.store.link_training_dataset_run(&link).await.map_err(Error::from);
+        let event = AuditEvent::new(actor, "training_dataset.log_to_run", "training_dataset", dataset.id.clone())
+            .with_change(Change::set("run_id", run_id.to_owned()))
+            .concluded(&res);
+        append_detached(&self.audit, event).await?;
+        res
+    }
+
+    /// Runs a training dataset was logged to, oldest first.
+    pub async fn dataset_runs(&self, id_or_name: &str) -> Result<Vec<TrainingDatasetRun>> {
+        Ok(self.store.training_dataset_runs(id_or_name).await?)
+    }
+
+    /// Lineage downstream of one definition: the training datasets whose retrieval read it (any
+    /// version), newest first, each with the runs it was logged to.
+    pub async fn lineage(
+        &self,
+        kind: FeatureKind,
+        name: &str,
+        page: PageRequest,
+    ) -> Result<Rows<(TrainingDataset, Vec<TrainingDatasetRun>)>> {
+        let rows = self.store.training_datasets_reading(kind, name, page).await?;
+        let mut items = Vec::with_capacity(rows.items.len());
+        for ds in rows.items {
+            let runs = self.store.training_dataset_runs(&ds.id).await?;
+            items.push((ds, runs));
+        }
+        Ok(Rows { items, has_more: rows.has_more })
+    }
+}
+
+/// One entry of a training dataset's `definitions`.
+#[derive(serde::Deserialize)]
+struct ReadDefinition {
+    kind: String,
+    name: String,
+    version: i64,
 }
 
 /// Most rows in one push.
@@ -797,6 +1010,65 @@ fn write_parquet_atomically(dir: &std::path::Path, batch: &datafusion::arrow::ar
 type ViewRead = (Vec<Option<OnlineRecord>>, Vec<Option<Vec<FeatureValue>>>);
 
 /// A join-key value as the request gave it, read as the key's declared type.
+/// The event time (required on every row) and created time (optional) of pushed rows.
+fn row_times(
+    columns: &[(String, Vec<FeatureValue>)],
+    rows: usize,
+    ts_field: &str,
+    created_field: Option<&str>,
+    source: &str,
+) -> Result<(Vec<i64>, Vec<Option<i64>>)> {
+    let time_values = |name: &str| -> Result<Option<Vec<Option<i64>>>> {
+        let Some((_, values)) = columns.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        let array = array_of(values, ValueType::Timestamp, name)?;
+        let ts = array.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+        Ok(Some((0..rows).map(|i| ts.is_valid(i).then(|| ts.value(i))).collect()))
+    };
+    let event_ts = time_values(ts_field)?
+        .ok_or_else(|| Error::invalid(format!("the rows have no '{ts_field}' column (the event time of source '{source}')")))?;
+    if let Some(row) = event_ts.iter().position(Option::is_none) {
+        return Err(Error::invalid(format!("row {row} has no event time in '{ts_field}'")));
+    }
+    let created_ts = match created_field {
+        Some(c) => time_values(c)?.unwrap_or_else(|| vec![None; rows]),
+        None => vec![None; rows],
+    };
+    Ok((event_ts.into_iter().flatten().collect(), created_ts))
+}
+
+/// The online records of one view from pushed columns (join keys and features by the names the
+/// view sees), every value checked against its declared type.
+fn online_rows(
+    snap: &Snapshot,
+    view: &ViewSpec,
+    columns: &[(String, Vec<FeatureValue>)],
+    rows: usize,
+    event_ts: &[i64],
+    created_ts: &[Option<i64>],
+) -> Result<Vec<(Vec<u8>, OnlineRecord)>> {
+    let column = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+    let mut key_cols = Vec::new();
+    for k in snap.repo.join_keys(view) {
+        let values = column(&k.name)
+            .ok_or_else(|| Error::invalid(format!("the rows have no join key column '{}' (feature view '{}')", k.name, view.name)))?;
+        key_cols.push(values.iter().map(|v| coerce(v, k.value_type, &k.name)).collect::<Result<Vec<_>>>()?);
+    }
+    let mut value_cols = Vec::new();
+    for f in &view.features {
+        let values = column(&f.name)
+            .ok_or_else(|| Error::invalid(format!("the rows have no column '{}' (feature view '{}')", f.name, view.name)))?;
+        let array = array_of(values, f.value_type, &f.name)?;
+        value_cols.push((0..rows).map(|r| value_at(array.as_ref(), r, f.value_type)).collect::<Result<Vec<_>>>()?);
+    }
+    let mut out = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let key: Vec<FeatureValue> = key_cols.iter().map(|c| c[r].clone()).collect();
+        let values: Vec<FeatureValue> = value_cols.iter().map(|c| c[r].clone()).collect();
+        out.push((entity_key(&key), OnlineRecord::new(event_ts[r], created_ts[r], &values)));
+    }
+    Ok(out)
+}
+
 fn coerce(value: &FeatureValue, to: ValueType, key: &str) -> Result<FeatureValue> {
     let bad = || Error::invalid(format!("join key '{key}' is {}, and {value:?} is not one", to.as_str()));
     Ok(match (value, to) {

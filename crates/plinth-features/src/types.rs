@@ -45,6 +45,20 @@ impl ValueType {
         }
     }
 
+    /// The MLflow schema type name (`mlflow_colspec`) of values of this type.
+    pub fn mlflow_type(self) -> &'static str {
+        match self {
+            ValueType::Int32 => "integer",
+            ValueType::Int64 => "long",
+            ValueType::Float32 => "float",
+            ValueType::Float64 => "double",
+            ValueType::String => "string",
+            ValueType::Bool => "boolean",
+            ValueType::Bytes => "binary",
+            ValueType::Timestamp => "datetime",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<ValueType> {
         let lower = s.trim().to_ascii_lowercase();
         let lower = match lower.as_str() {

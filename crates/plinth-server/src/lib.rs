@@ -92,7 +92,7 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Background loops (the webhook dispatcher, promotion expiry, scheduled materialization); they stop on the shutdown token.
+    /// Background loops (the webhook dispatcher, promotion expiry, scheduled materialization, metrics upkeep); they stop on the shutdown token.
     background: Vec<tokio::task::JoinHandle<()>>,
     store: SqlStore,
     grace: Duration,
@@ -172,6 +172,8 @@ impl Server {
             }
         };
         let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine).with_online_store(online));
+        // Installed before anything records; several servers in one process share it.
+        let metrics = plinth_api::metrics::recorder();
         let state = AppState {
             tracking: Arc::new(tracking),
             registry: registry.clone(),
@@ -209,7 +211,20 @@ impl Server {
         .map_err(StartError::Webhooks)?;
         let expiry = registry.clone().run_expiry(Duration::from_secs(5), shutdown.clone());
         let schedule = features.clone().run_schedule(Duration::from_secs(5), shutdown.clone());
-        let background = vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry), tokio::spawn(schedule)];
+        // Drains histogram samples into their buckets even when nobody scrapes.
+        let upkeep = {
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+                    }
+                }
+            }
+        };
+        let background =
+            vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry), tokio::spawn(schedule), tokio::spawn(upkeep)];
         Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
     }
 

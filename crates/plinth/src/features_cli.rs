@@ -54,8 +54,26 @@ pub(crate) enum FeaturesCommand {
         #[arg(long = "views", value_delimiter = ',')]
         views: Vec<String>,
     },
-    /// Saved training datasets, or one of them by id or name.
+    /// Saved training datasets, or one of them by id or name (with the runs it was logged to).
     Datasets { id_or_name: Option<String> },
+    /// Log a saved training dataset to a tracking run as a dataset input (`mlflow.log_input`'s
+    /// record), linking it for lineage.
+    LogDataset {
+        /// The training dataset's id or name.
+        dataset: String,
+        #[arg(long)]
+        run_id: String,
+        /// The input's `mlflow.data.context`.
+        #[arg(long, default_value = "training")]
+        context: String,
+    },
+    /// Lineage downstream of a definition: the training datasets that read it and the runs they
+    /// were logged to.
+    Lineage {
+        /// entity, source, feature_view or feature_service.
+        kind: String,
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -85,6 +103,12 @@ pub(crate) struct HistoricalArgs {
     /// Record it under this name (implies --save).
     #[arg(long)]
     dataset_name: Option<String>,
+    /// Log the saved training dataset to this tracking run as a dataset input (implies --save).
+    #[arg(long)]
+    log_to_run: Option<String>,
+    /// The context of that input (`mlflow.data.context`).
+    #[arg(long, default_value = "training", requires = "log_to_run")]
+    context: String,
 }
 
 fn load_repo(dir: &Path) -> anyhow::Result<Value> {
@@ -153,10 +177,41 @@ pub(crate) fn run(conn: &Connection, command: FeaturesCommand) -> anyhow::Result
         }
         FeaturesCommand::Datasets { id_or_name } => {
             let value = match id_or_name {
-                Some(id) => c.call(Method::GET, &format!("/features/training-datasets/{}", crate::client::enc(&id)), &[], None)?,
+                Some(id) => {
+                    let path = format!("/features/training-datasets/{}", crate::client::enc(&id));
+                    let mut value = c.call(Method::GET, &path, &[], None)?;
+                    let mut runs = c.call(Method::GET, &format!("{path}/runs"), &[], None)?;
+                    value["runs"] = runs["runs"].take();
+                    value
+                }
                 None => c.call(Method::GET, "/features/training-datasets", &[], None)?,
             };
             print(&value)?;
+        }
+        FeaturesCommand::LogDataset { dataset, run_id, context } => {
+            log_dataset(&c, &dataset, &run_id, &context)?;
+        }
+        FeaturesCommand::Lineage { kind, name } => {
+            let path = format!("/features/lineage/{}/{}", crate::client::enc(&kind), crate::client::enc(&name));
+            let value = c.call(Method::GET, &path, &[("max_results", "1000".to_owned())], None)?;
+            let datasets = value["training_datasets"].as_array().cloned().unwrap_or_default();
+            if datasets.is_empty() {
+                println!("No training dataset has read {kind} '{name}'.");
+            }
+            for d in datasets {
+                let label = d["name"].as_str().map_or_else(|| d["id"].as_str().unwrap_or("?").to_owned(), str::to_owned);
+                let versions: Vec<String> = d["definitions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["kind"] == kind.as_str() && r["name"] == name.as_str())
+                    .map(|r| format!("v{}", r["version"]))
+                    .collect();
+                println!("training dataset {label} (read {}; {} entity rows)", versions.join(","), d["entity_rows"]);
+                for r in d["runs"].as_array().into_iter().flatten() {
+                    println!("  run {} ({})", r["run_id"].as_str().unwrap_or("?"), r["context"].as_str().unwrap_or("?"));
+                }
+            }
         }
         FeaturesCommand::GetHistorical(args) => historical(&c, args)?,
         FeaturesCommand::Materialize { incremental, views } => {
@@ -286,7 +341,7 @@ fn historical(c: &Client, args: HistoricalArgs) -> anyhow::Result<()> {
     if args.full_feature_names {
         query.push(("full_feature_names", "true".into()));
     }
-    if args.save || args.dataset_name.is_some() {
+    if args.save || args.dataset_name.is_some() || args.log_to_run.is_some() {
         query.push(("save", "true".into()));
         query.push(("output_uri", format!("file://{}", out_path.display())));
     }
@@ -316,9 +371,24 @@ fn historical(c: &Client, args: HistoricalArgs) -> anyhow::Result<()> {
         bail!("the server answered {written} rows for {rows} entity rows");
     }
     println!("Wrote {written} rows to {}.", out_path.display());
-    if let Some(id) = dataset {
+    if let Some(id) = &dataset {
         println!("Saved as training dataset {id}.");
     }
+    if let (Some(id), Some(run_id)) = (&dataset, &args.log_to_run) {
+        log_dataset(c, id, run_id, &args.context)?;
+    }
+    Ok(())
+}
+
+fn log_dataset(c: &Client, dataset: &str, run_id: &str, context: &str) -> anyhow::Result<()> {
+    let path = format!("/features/training-datasets/{}/log-to-run", crate::client::enc(dataset));
+    let value = c.call(reqwest::Method::POST, &path, &[], Some(json!({"run_id": run_id, "context": context})))?;
+    println!(
+        "Logged training dataset {} to run {run_id} as dataset input '{}' (digest {}, context {context}).",
+        value["training_dataset"]["id"].as_str().unwrap_or(dataset),
+        value["dataset"]["name"].as_str().unwrap_or("?"),
+        value["dataset"]["digest"].as_str().unwrap_or("?"),
+    );
     Ok(())
 }
 

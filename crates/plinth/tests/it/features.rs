@@ -13,7 +13,7 @@ use plinth_features::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuild
 use plinth_test_support::TestServer;
 use serde_json::Value;
 
-use super::{bin, get};
+use super::{bin, get, post};
 
 const HOUR_US: i64 = 3_600_000_000;
 const BASE_US: i64 = 1_700_000_000_000_000;
@@ -442,6 +442,45 @@ features = [{ name = "conv_rate", type = "float64" }]
         "an event in the future has a negative age: {fresh}"
     );
 
+    // The same on /metrics, as gauges per view.
+    let metrics = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l == "plinth_feature_view_newest_event_timestamp_seconds{view=\"driver_live\"} 1893456000"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("plinth_feature_pushed_rows_total{source=\"driver_push\",to=\"online\"}"), "{metrics}");
+    assert!(metrics.contains("plinth_feature_online_read_duration_seconds_bucket{store=\"redb\",le=\"0.001\"}"), "{metrics}");
+
+    // Feast's remote online store writes one view's rows through /write-to-online-store (zone-less
+    // ISO times, `created` optional), never over a newer event.
+    let write = |body: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let res = client.post(format!("{url}/write-to-online-store")).json(&body).send().await.expect("write");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = write(serde_json::json!({"feature_view_name": "driver_live", "df": {"driver_id": [1, 8], "conv_rate": [0.125, 0.375], "event_timestamp": ["2031-01-01T00:00:00", "2031-01-01T00:00:00"], "created": [null, "2031-01-01T00:00:00"]}, "allow_registry_cache": false})).await;
+    assert_eq!((status, &body["written"]), (200, &serde_json::json!(2)), "{body}");
+    assert_eq!(online(client.clone(), url.clone()).await, (serde_json::json!(0.125), serde_json::json!("2031-01-01T00:00:00Z")));
+    let (status, body) = write(serde_json::json!({"feature_view_name": "driver_live", "df": {"driver_id": [1], "conv_rate": [7.0], "event_timestamp": ["2029-01-01T00:00:00"]}})).await;
+    assert_eq!((status, &body["skipped_older"]), (200, &serde_json::json!(1)), "{body}");
+    for (body, code) in [
+        (serde_json::json!({"feature_view_name": "nope", "df": {"driver_id": [1]}}), 404),
+        (serde_json::json!({"feature_view_name": "driver_live", "df": {"driver_id": [1], "conv_rate": [1.0]}}), 400),
+        (
+            serde_json::json!({"feature_view_name": "driver_live", "df": {"driver_id": ["x"], "conv_rate": [1.0], "event_timestamp": ["2031-01-01T00:00:00"]}}),
+            400,
+        ),
+        (serde_json::json!({"df": {}}), 400),
+        (serde_json::json!({"feature_view_name": "driver_live", "df": {}, "extra": 1}), 400),
+    ] {
+        let (status, answer) = write(body.clone()).await;
+        assert_eq!(status, code, "{body}: {answer}");
+    }
+
     for (body, code) in [
         (serde_json::json!({"push_source_name": "nope", "df": {"driver_id": [1]}}), 404),
         (serde_json::json!({"push_source_name": "driver_stats", "df": {"driver_id": [1]}}), 400),
@@ -462,4 +501,116 @@ features = [{ name = "conv_rate", type = "float64" }]
         let (status, answer) = push(body.clone()).await;
         assert_eq!(status, code, "{body}: {answer}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_datasets_are_logged_to_runs_and_traced_from_views() {
+    let server = TestServer::start(bin()).expect("start");
+    let url = server.url.clone();
+    let client = reqwest::Client::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
+    write_stats(&repo.join("data/part-0.parquet"));
+    std::fs::write(repo.join("features.toml"), repo_text("1d")).expect("write repo");
+    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    let (_, exp) = post(&client, &url, "/api/2.0/mlflow/experiments/create", serde_json::json!({"name": "lineage"})).await;
+    let (_, run) = post(&client, &url, "/api/2.0/mlflow/runs/create", serde_json::json!({"experiment_id": exp["experiment_id"]})).await;
+    let run_id = run["run"]["info"]["run_id"].as_str().expect("run id").to_owned();
+
+    let entities = work.path().join("entities.csv");
+    std::fs::write(&entities, "driver_id,event_timestamp,label\n1,2023-11-15T00:00:00Z,1\n2,2023-11-15T00:00:00Z,0\n").expect("write");
+    let out_file = work.path().join("train.parquet");
+    let (ok, out, err) = plinth(
+        &url,
+        &[
+            "features",
+            "get-historical",
+            "--entities",
+            entities.to_str().expect("utf8"),
+            "--features",
+            "driver_hourly:conv_rate,driver_lifetime:city",
+            "--full-feature-names",
+            "--out",
+            out_file.to_str().expect("utf8"),
+            "--dataset-name",
+            "rank_train",
+            "--log-to-run",
+            &run_id,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Logged training dataset"), "{out}");
+
+    // The run has it as an MLflow dataset input, typed from the view versions read.
+    let (status, got) = get(&client, &url, &format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    assert_eq!(status, 200, "{got}");
+    let input = &got["run"]["inputs"]["dataset_inputs"][0];
+    assert_eq!(input["dataset"]["name"], "rank_train", "{got}");
+    assert_eq!(input["dataset"]["source_type"], "plinth_feature_store");
+    let schema: Value = serde_json::from_str(input["dataset"]["schema"].as_str().expect("schema")).expect("schema json");
+    assert_eq!(
+        schema["mlflow_colspec"],
+        serde_json::json!([
+            {"type": "double", "name": "driver_hourly__conv_rate", "required": false},
+            {"type": "string", "name": "driver_lifetime__city", "required": false}
+        ])
+    );
+    let profile: Value = serde_json::from_str(input["dataset"]["profile"].as_str().expect("profile")).expect("profile json");
+    assert_eq!(profile["num_rows"], 2);
+    let tags: Vec<(String, String)> = input["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert!(tags.contains(&("mlflow.data.context".into(), "training".into())), "{tags:?}");
+    let (_, ds) = get(&client, &url, "/api/plinth/v1/features/training-datasets/rank_train").await;
+    let ds_id = ds["training_dataset"]["id"].as_str().expect("id").to_owned();
+    assert!(tags.contains(&("plinth.training_dataset_id".into(), ds_id.clone())), "{tags:?}");
+
+    // Logging it again (another context) keeps one link per run; a second run adds one.
+    let (_, run2) = post(&client, &url, "/api/2.0/mlflow/runs/create", serde_json::json!({"experiment_id": exp["experiment_id"]})).await;
+    let run2_id = run2["run"]["info"]["run_id"].as_str().expect("run id").to_owned();
+    let (ok, out, err) = plinth(&url, &["features", "log-dataset", "rank_train", "--run-id", &run2_id, "--context", "validation"]);
+    assert!(ok, "{out}{err}");
+    let (status, runs) = get(&client, &url, &format!("/api/plinth/v1/features/training-datasets/{ds_id}/runs")).await;
+    assert_eq!(status, 200, "{runs}");
+    let linked: Vec<(&str, &str)> = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| (r["run_id"].as_str().unwrap_or(""), r["context"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(linked, vec![(run_id.as_str(), "training"), (run2_id.as_str(), "validation")]);
+
+    // Lineage from the view (and from the entity, the source) reaches the runs.
+    for (kind, name) in
+        [("feature_view", "driver_hourly"), ("feature_view", "driver_lifetime"), ("entity", "driver"), ("source", "driver_stats")]
+    {
+        let (status, lineage) = get(&client, &url, &format!("/api/plinth/v1/features/lineage/{kind}/{name}")).await;
+        assert_eq!(status, 200, "{lineage}");
+        assert_eq!(lineage["training_datasets"].as_array().map(Vec::len), Some(1), "{kind} {name}: {lineage}");
+        assert_eq!(lineage["training_datasets"][0]["runs"].as_array().map(Vec::len), Some(2), "{lineage}");
+    }
+    let (ok, out, err) = plinth(&url, &["features", "lineage", "feature_view", "driver_hourly"]);
+    assert!(ok && out.contains("rank_train") && out.contains(&run2_id), "{out}{err}");
+    let (_, none) = get(&client, &url, "/api/plinth/v1/features/lineage/feature_service/ranking").await;
+    assert_eq!(none["training_datasets"], serde_json::json!([]), "{none}");
+
+    // Bad input: unknown dataset, unknown run, a bad kind.
+    let (status, answer) =
+        post(&client, &url, "/api/plinth/v1/features/training-datasets/nope/log-to-run", serde_json::json!({"run_id": run_id})).await;
+    assert_eq!((status, answer["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")), "{answer}");
+    let (status, answer) = post(
+        &client,
+        &url,
+        &format!("/api/plinth/v1/features/training-datasets/{ds_id}/log-to-run"),
+        serde_json::json!({"run_id": "0123456789abcdef0123456789abcdef"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, _) = get(&client, &url, "/api/plinth/v1/features/lineage/widget/x").await;
+    assert_eq!(status, 400);
 }
