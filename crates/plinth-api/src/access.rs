@@ -453,6 +453,7 @@ mod tests {
             ("features.rs", "/api/plinth/v1"),
             ("meta.rs", ""),
             ("feast.rs", ""),
+            ("metrics.rs", ""),
         ];
         let mut out = Vec::new();
         for (file, prefix) in mounts {
