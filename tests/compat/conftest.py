@@ -35,13 +35,8 @@ from plinth_compat import REFERENCE, ServerProcess, start_server  # noqa: E402
 plinth_compat.watch_server_errors()
 
 
-@pytest.fixture(autouse=True)
-def _no_server_errors():
-    plinth_compat.take_server_errors()
-    yield
-    seen = plinth_compat.take_server_errors()
-    if seen:
-        pytest.fail("the server answered with 5xx:\n" + "\n".join(seen), pytrace=False)
+# The autouse fixture that fails a test which received a 5xx.
+from plinth_compat import no_server_errors  # noqa: E402, F401
 
 
 # ---------------------------------------------------------------------------------------------

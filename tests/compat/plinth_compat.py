@@ -70,6 +70,16 @@ def watch_server_errors() -> None:
     requests.Session.send = recording_send
 
 
+@pytest.fixture(autouse=True)
+def no_server_errors():
+    """Fails the test that received a 5xx answer (import it into a conftest to use it)."""
+    take_server_errors()
+    yield
+    seen = take_server_errors()
+    if seen:
+        pytest.fail("the server answered with 5xx:\n" + "\n".join(seen), pytrace=False)
+
+
 def take_server_errors() -> list[str]:
     """The 5xx answers recorded since the last call."""
     with _FIVE_XX_LOCK:

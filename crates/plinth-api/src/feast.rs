@@ -27,6 +27,28 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/materialize-incremental", post(materialize_incremental))
 }
 
+/// The body as a JSON object whose every field is one of `allowed` (Feast's request models).
+fn json_object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
+    let Value::Object(obj) = req else { return Err(ApiError::invalid("The body must be a JSON object")) };
+    if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!("Unknown field '{key}'")));
+    }
+    Ok(obj)
+}
+
+/// An optional list of strings (absent or null: empty); `what` words the error.
+fn string_list(obj: &Map<String, Value>, key: &str, what: &str) -> Result<Vec<String>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid(format!("{key} must be a list of {what}"))))
+            .collect(),
+        Some(_) => Err(ApiError::invalid(format!("{key} must be a list of {what}"))),
+    }
+}
+
 fn json_to_value(v: &Value) -> Result<FeatureValue, ApiError> {
     Ok(match v {
         Value::Null => FeatureValue::Null,
@@ -81,23 +103,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
-    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
-    for key in obj.keys() {
-        if !["features", "feature_service", "entities", "full_feature_names", "include_feature_view_version_metadata"]
-            .contains(&key.as_str())
-        {
-            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
-        }
-    }
-    let features: Vec<String> = match obj.get("features") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid("features must be strings")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ApiError::invalid("features must be a list of 'view:feature' strings")),
-    };
+    let obj =
+        &json_object(&body, &["features", "feature_service", "entities", "full_feature_names", "include_feature_view_version_metadata"])?;
+    let features = string_list(obj, "features", "'view:feature' strings")?;
     let service = match obj.get("feature_service") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -130,13 +138,7 @@ async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody
 /// Feast's `POST /push`: `{"push_source_name", "df": {column: [values]}, "to": "online" |
 /// "offline" | "online_and_offline"}` (default online). Times are RFC 3339 strings.
 async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
-    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
-    for key in obj.keys() {
-        if !["push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"].contains(&key.as_str()) {
-            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
-        }
-    }
+    let obj = &json_object(&body, &["push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"])?;
     let source = obj.get("push_source_name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("push_source_name is required"))?;
     let (online, offline) = match obj.get("to").and_then(Value::as_str).unwrap_or("online") {
         "online" => (true, false),
@@ -165,13 +167,7 @@ fn df_columns(obj: &Map<String, Value>) -> Result<Vec<(String, Vec<FeatureValue>
 /// Feast's `POST /write-to-online-store`: `{"feature_view_name", "df": {column: [values]}}`, the
 /// rows of one view (join keys, features, `event_timestamp`, optional `created`), online only.
 async fn write_to_online_store(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
-    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
-    for key in obj.keys() {
-        if !["feature_view_name", "df", "allow_registry_cache", "transform_on_write"].contains(&key.as_str()) {
-            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
-        }
-    }
+    let obj = &json_object(&body, &["feature_view_name", "df", "allow_registry_cache", "transform_on_write"])?;
     let view = obj.get("feature_view_name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("feature_view_name is required"))?;
     let columns = df_columns(obj)?;
     let (written, skipped) = s.features.write_online(view, &columns).await?;
@@ -191,21 +187,8 @@ fn feast_time(obj: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiErr
 /// Feast's `POST /materialize` and `/materialize-incremental` (what Feast's SDK delegates to the
 /// feature server when its online store is remote): Plinth materializes from its own offline data.
 async fn feast_materialize(s: AppState, actor: plinth_core::audit::Actor, body: &[u8], incremental: bool) -> Result<Json<Value>, ApiError> {
-    let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
-    let obj = req.as_object().ok_or_else(|| ApiError::invalid("The body must be a JSON object"))?;
-    for key in obj.keys() {
-        if !["start_ts", "end_ts", "feature_views", "disable_event_timestamp", "full_feature_names", "version"].contains(&key.as_str()) {
-            return Err(ApiError::invalid(format!("Unknown field '{key}'")));
-        }
-    }
-    let views: Vec<String> = match obj.get("feature_views") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid("feature_views must be strings")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ApiError::invalid("feature_views must be a list of view names")),
-    };
+    let obj = &json_object(body, &["start_ts", "end_ts", "feature_views", "disable_event_timestamp", "full_feature_names", "version"])?;
+    let views = string_list(obj, "feature_views", "view names")?;
     let start = if incremental { None } else { feast_time(obj, "start_ts")? };
     let end = feast_time(obj, "end_ts")?;
     let done = s.features.materialize_range(&actor, &views, incremental, start, end).await?;
