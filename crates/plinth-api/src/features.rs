@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use plinth_core::ErrorCode;
-use plinth_features::arrow::ipc::reader::StreamReader;
 use plinth_features::arrow::ipc::writer::StreamWriter;
 use plinth_features::repo::Repository;
 use plinth_features::{ChangeOp, Plan};
@@ -342,31 +341,15 @@ async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Reque
             .map_err(|e| ApiError::from_error(plinth_features::Error::invalid(format!("cannot spool the upload: {e}"))))?;
     }
     let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let (schema, batches) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    {
         use std::io::Seek;
         spool.rewind().map_err(|e| ApiError::invalid(format!("cannot read the spooled upload: {e}")))?;
-        let reader = StreamReader::try_new(std::io::BufReader::new(spool), None)
-            .map_err(|e| ApiError::invalid(format!("The body is not an Arrow IPC stream: {e}")))?;
-        let schema = reader.schema();
-        let batches =
-            reader.collect::<Result<Vec<_>, _>>().map_err(|e| ApiError::invalid(format!("The Arrow IPC stream is malformed: {e}")))?;
-        Ok((schema, batches))
-    })
-    .await
-    .map_err(|e| ApiError::invalid(format!("reading the upload failed: {e}")))??;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    }
     let retrieval = s
         .features
-        .historical(
-            &batches,
-            schema,
-            &options.features,
-            options.feature_service.as_deref(),
-            options.full_feature_names,
-            &options.timestamp_column,
-        )
+        .historical(spool, &options.features, options.feature_service.as_deref(), options.full_feature_names, &options.timestamp_column)
         .await?;
-    drop(batches);
+    let rows = retrieval.rows;
 
     let mut dataset_id = None;
     if options.save {
@@ -388,31 +371,35 @@ async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Reque
         dataset_id = Some(s.features.save_training_dataset(&actor, dataset).await?.id);
     }
 
-    // The answer streams batch by batch, each encoded as it is sent.
+    // The answer streams batch by batch, each encoded as it is produced; a failure half-way
+    // (the feature data became unreadable) ends the body early, which the client sees as a
+    // truncated stream.
     let schema = retrieval.schema.clone();
     let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(|e| ApiError::from_error(plinth_features::Error::from(e)))?;
-    let head = std::mem::take(writer.get_mut());
-    let mut batches = retrieval.batches.into_iter();
-    let mut finished = false;
-    let stream =
-        futures::stream::iter(std::iter::once(Ok::<_, std::io::Error>(bytes::Bytes::from(head))).chain(std::iter::from_fn(move || {
-            let next = match batches.next() {
-                Some(batch) => writer.write(&batch),
-                None if finished => return None,
-                None => {
-                    finished = true;
-                    writer.finish()
-                }
-            };
-            Some(match next {
-                Ok(()) => Ok(bytes::Bytes::from(std::mem::take(writer.get_mut()))),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            })
-        })));
+    let head = bytes::Bytes::from(std::mem::take(writer.get_mut()));
+    let encoded = futures::stream::unfold(Some((writer, retrieval.batches)), |state| async move {
+        let (mut writer, mut batches) = state?;
+        let written = match batches.next().await {
+            Some(Ok(batch)) => writer.write(&batch).map(|()| true),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a historical retrieval failed half-way; its answer is cut short");
+                return Some((Err(std::io::Error::other(e.to_string())), None));
+            }
+            None => writer.finish().map(|()| false),
+        };
+        match written {
+            Ok(more) => {
+                let bytes = bytes::Bytes::from(std::mem::take(writer.get_mut()));
+                Some((Ok(bytes), more.then_some((writer, batches))))
+            }
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    let stream = futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(head))).chain(encoded);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
-    headers.insert("x-plinth-row-count", HeaderValue::from(rows as u64));
+    headers.insert("x-plinth-row-count", HeaderValue::from(rows));
     headers.insert("x-plinth-entity-digest", HeaderValue::from_str(&digest).unwrap_or(HeaderValue::from_static("")));
     if let Some(id) = dataset_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         headers.insert("x-plinth-training-dataset", id);

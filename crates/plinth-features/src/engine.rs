@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::pit::{EntityIndex, FeatureBatch, Winners, nanos};
-use crate::repo::{Repository, SourceInput, SourceSpec, ViewSpec};
+use crate::repo::{Column, Repository, SourceInput, SourceSpec, ViewSpec};
 use crate::types::{is_time_type, timestamp_type};
 
 /// Names of the engine's own columns in a view's frame.
@@ -38,11 +38,14 @@ pub struct EngineOptions {
     pub partitions: usize,
     /// Rows per output batch.
     pub batch_rows: usize,
+    /// Entity rows answered at once by a streamed retrieval (`historical_streamed`): what bounds
+    /// its memory. Each chunk re-reads the feature rows of its own time window.
+    pub entity_chunk_rows: usize,
 }
 
 impl Default for EngineOptions {
     fn default() -> EngineOptions {
-        EngineOptions { memory_limit_bytes: 1 << 30, spill_dir: None, partitions: 0, batch_rows: 65_536 }
+        EngineOptions { memory_limit_bytes: 1 << 30, spill_dir: None, partitions: 0, batch_rows: 65_536, entity_chunk_rows: 2_000_000 }
     }
 }
 
@@ -50,7 +53,7 @@ impl Default for EngineOptions {
 #[derive(Clone)]
 pub struct Engine {
     runtime: Arc<RuntimeEnv>,
-    options: EngineOptions,
+    pub(crate) options: EngineOptions,
 }
 
 impl std::fmt::Debug for Engine {
@@ -272,8 +275,24 @@ impl Engine {
         Ok(Some(frame))
     }
 
+    /// Checks one batch of entity rows before a retrieval answers anything: every row has an
+    /// event time and every join key the requested views need, readable as its declared type.
+    /// `first_row` is the batch's first row's number in the whole input, for error messages.
+    pub fn check_entities(&self, repo: &Repository, entity: &RecordBatch, first_row: u64, request: &HistoricalRequest) -> Result<()> {
+        entity_times(entity, &request.timestamp_column, first_row)?;
+        let mut checked = std::collections::BTreeSet::new();
+        for (view_name, _) in &request.features {
+            let view = repo.view(view_name).ok_or_else(|| Error::not_found(format!("feature view '{view_name}' is not defined")))?;
+            let keys: Vec<_> =
+                repo.join_keys(view).into_iter().filter(|k| checked.insert((k.name.clone(), k.value_type.as_str()))).collect();
+            entity_keys(entity, &keys, &view.name)?;
+        }
+        Ok(())
+    }
+
     /// Historical retrieval: every entity row once, in input order, with the requested features
-    /// as of its event time. `entities` must fit in memory; feature rows are streamed.
+    /// as of its event time. `entities` must fit in memory (`historical_streamed` answers any
+    /// number of rows chunk by chunk); feature rows are streamed.
     pub async fn historical(
         &self,
         repo: &Repository,
@@ -283,7 +302,7 @@ impl Engine {
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let entity = concat_batches(&schema, entities)?;
         let rows = entity.num_rows();
-        let times = entity_times(&entity, &request.timestamp_column)?;
+        let times = entity_times(&entity, &request.timestamp_column, 0)?;
         let (min_t, max_t) = (times.iter().copied().min(), times.iter().copied().max());
 
         // Output columns, in request order, and the views they come from (first-use order).
@@ -320,20 +339,7 @@ impl Engine {
             let index = match indexes.get(&key_names) {
                 Some(index) => index.clone(),
                 None => {
-                    let mut key_arrays = Vec::new();
-                    for key in &keys {
-                        let column = entity.column_by_name(&key.name).ok_or_else(|| {
-                            Error::invalid(format!(
-                                "the entity rows have no column '{}', a join key of feature view '{}'",
-                                key.name, view.name
-                            ))
-                        })?;
-                        let strict = CastOptions { safe: false, ..Default::default() };
-                        let cast = cast_with_options(column, &key.value_type.arrow(), &strict).map_err(|e| {
-                            Error::invalid(format!("entity column '{}' cannot be read as {}: {e}", key.name, key.value_type.as_str()))
-                        })?;
-                        key_arrays.push(cast);
-                    }
+                    let key_arrays = entity_keys(&entity, &keys, &view.name)?;
                     let built = Arc::new(EntityIndex::build(&key_arrays, &times)?);
                     indexes.insert(key_names.clone(), built.clone());
                     built
@@ -480,8 +486,24 @@ impl Engine {
     }
 }
 
-/// Event times of the entity rows in nanoseconds; a missing or null time is an error.
-fn entity_times(entity: &RecordBatch, column: &str) -> Result<Vec<i64>> {
+/// The entity rows' join-key columns for `keys` (of `view`), cast to their declared types; a
+/// missing column or a value that does not read as its type is an error.
+fn entity_keys(entity: &RecordBatch, keys: &[Column], view: &str) -> Result<Vec<ArrayRef>> {
+    let strict = CastOptions { safe: false, ..Default::default() };
+    keys.iter()
+        .map(|key| {
+            let column = entity.column_by_name(&key.name).ok_or_else(|| {
+                Error::invalid(format!("the entity rows have no column '{}', a join key of feature view '{view}'", key.name))
+            })?;
+            cast_with_options(column, &key.value_type.arrow(), &strict)
+                .map_err(|e| Error::invalid(format!("entity column '{}' cannot be read as {}: {e}", key.name, key.value_type.as_str())))
+        })
+        .collect()
+}
+
+/// Event times of the entity rows in nanoseconds; a missing or null time is an error (naming the
+/// row as `first_row` + its index).
+fn entity_times(entity: &RecordBatch, column: &str, first_row: u64) -> Result<Vec<i64>> {
     let array = entity.column_by_name(column).ok_or_else(|| {
         let names: Vec<&str> = entity.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
         Error::invalid(format!("the entity rows have no event-time column '{column}' (columns: {})", names.join(", ")))
@@ -501,7 +523,7 @@ fn entity_times(entity: &RecordBatch, column: &str) -> Result<Vec<i64>> {
     };
     let times = times.as_primitive::<TimestampNanosecondType>();
     if let Some(row) = (0..times.len()).find(|&i| times.is_null(i)) {
-        return Err(Error::invalid(format!("entity row {row} has no event time in column '{column}'")));
+        return Err(Error::invalid(format!("entity row {} has no event time in column '{column}'", first_row + row as u64)));
     }
     Ok(times.values().to_vec())
 }

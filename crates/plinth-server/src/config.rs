@@ -167,6 +167,9 @@ pub struct FeaturesSection {
     pub spill_dir: String,
     /// Largest entity upload of one historical retrieval, in MiB (spooled to disk, not held in memory).
     pub max_entity_upload_mb: u64,
+    /// Entity rows one historical retrieval answers at once; larger entity sets are answered
+    /// chunk by chunk (each chunk re-reads the feature rows of its own time window).
+    pub entity_chunk_rows: u64,
     /// The online store: empty for the embedded one (`<data_dir>/features/online.redb`), a path
     /// ending in `.redb`, or a `redis://` URL.
     pub online_store: String,
@@ -180,6 +183,7 @@ impl Default for FeaturesSection {
             memory_limit_mb: 1024,
             spill_dir: String::new(),
             max_entity_upload_mb: 1024,
+            entity_chunk_rows: 2_000_000,
             online_store: String::new(),
             redis_namespace: "plinth".into(),
         }
@@ -331,6 +335,9 @@ impl Config {
         }
         if self.features.memory_limit_mb < 64 {
             problems.push("features.memory_limit_mb: must be at least 64".to_owned());
+        }
+        if self.features.entity_chunk_rows == 0 {
+            problems.push("features.entity_chunk_rows: must be positive".to_owned());
         }
         if self.features.max_entity_upload_mb == 0 {
             problems.push("features.max_entity_upload_mb: must be positive".to_owned());

@@ -153,6 +153,7 @@ impl Server {
         let engine = plinth_features::Engine::new(plinth_features::EngineOptions {
             memory_limit_bytes: (config.features.memory_limit_mb as usize).saturating_mul(1 << 20),
             spill_dir: Some(spill),
+            entity_chunk_rows: usize::try_from(config.features.entity_chunk_rows).unwrap_or(usize::MAX),
             ..Default::default()
         })
         .map_err(StartError::Features)?;

@@ -268,7 +268,10 @@ impl Progress {
 }
 
 /// Reads the entity file (Parquet or CSV, by extension) into batches.
-fn read_entities(path: &Path) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+/// Entity rows read from a Parquet or CSV file, batch by batch (never the whole file at once).
+type EntityBatches = Box<dyn Iterator<Item = anyhow::Result<RecordBatch>>>;
+
+fn read_entities(path: &Path) -> anyhow::Result<(SchemaRef, EntityBatches)> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
@@ -276,8 +279,7 @@ fn read_entities(path: &Path) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).context("not a Parquet file")?.with_batch_size(65_536);
             let schema = builder.schema().clone();
             let reader = builder.build()?;
-            let batches = reader.collect::<Result<Vec<_>, _>>().context("cannot read the Parquet file")?;
-            Ok((schema, batches))
+            Ok((schema, Box::new(reader.map(|b| b.context("cannot read the Parquet file")))))
         }
         "csv" => {
             use plinth_features::arrow::csv::ReaderBuilder;
@@ -288,8 +290,7 @@ fn read_entities(path: &Path) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
             let file = std::fs::File::open(path)?;
             let reader = ReaderBuilder::new(Arc::new(schema)).with_format(format).with_batch_size(65_536).build(file)?;
             let schema = reader.schema();
-            let batches = reader.collect::<Result<Vec<_>, _>>().context("cannot read the CSV file")?;
-            Ok((schema, batches))
+            Ok((schema, Box::new(reader.map(|b| b.context("cannot read the CSV file")))))
         }
         _ => bail!("{}: the entity file must end in .parquet or .csv", path.display()),
     }
@@ -315,18 +316,20 @@ impl<R: Read> Read for Counting<R> {
 fn historical(c: &Client, args: HistoricalArgs) -> anyhow::Result<()> {
     let progress = Arc::new(Progress::new());
     let (schema, batches) = read_entities(&args.entities)?;
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    // The entity rows go up as an Arrow IPC stream, spooled to a temporary file first so the
-    // upload has a known length.
+    // The entity rows go up as an Arrow IPC stream, spooled to a temporary file first (batch by
+    // batch) so the upload has a known length.
     let mut spool = tempfile_in_out_dir(&args.out)?;
+    let mut rows = 0u64;
     {
         let mut writer = StreamWriter::try_new(std::io::BufWriter::new(&mut spool), &schema)?;
-        for batch in &batches {
-            writer.write(batch)?;
+        for batch in batches {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch)?;
+            progress.show("reading", rows, None);
         }
         writer.finish()?;
     }
-    drop(batches);
     let total = spool.metadata()?.len();
     use std::io::Seek;
     spool.rewind()?;

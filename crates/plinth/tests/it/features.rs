@@ -85,6 +85,31 @@ features = ["driver_hourly:conv_rate"]
     )
 }
 
+/// A work directory with a feature repository (`repo/`: the stats of `write_stats` under `data/`,
+/// and `text` as `features.toml`), applied to the server at `url`.
+struct Applied {
+    work: tempfile::TempDir,
+    repo: std::path::PathBuf,
+}
+
+fn apply_repo(url: &str, text: &str) -> Applied {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
+    write_stats(&repo.join("data/part-0.parquet"));
+    std::fs::write(repo.join("features.toml"), text).expect("write repo");
+    let (ok, out, err) = plinth(url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    Applied { work, repo }
+}
+
+/// `plinth features get-historical --entities ENTITIES --out OUT` with `args`.
+fn get_historical(url: &str, entities: &Path, out: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["features", "get-historical", "--entities", entities.to_str().expect("utf8"), "--out", out.to_str().expect("utf8")];
+    all.extend_from_slice(args);
+    plinth(url, &all)
+}
+
 fn read_parquet(path: &Path) -> RecordBatch {
     let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).expect("open")).expect("parquet");
     let schema = builder.schema().clone();
@@ -186,20 +211,11 @@ async fn plan_apply_and_historical_retrieval_through_the_cli() {
     )
     .expect("write entities");
     let out_file = work.path().join("training.parquet");
-    let (ok, out, err) = plinth(
+    let (ok, out, err) = get_historical(
         &url,
-        &[
-            "features",
-            "get-historical",
-            "--entities",
-            entities.to_str().expect("utf8"),
-            "--features",
-            "driver_hourly:conv_rate,driver_hourly:city",
-            "--out",
-            out_file.to_str().expect("utf8"),
-            "--dataset-name",
-            "ranking_train",
-        ],
+        &entities,
+        &out_file,
+        &["--features", "driver_hourly:conv_rate,driver_hourly:city", "--dataset-name", "ranking_train"],
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("Wrote 7 rows") && out.contains("Saved as training dataset"), "{out}");
@@ -246,39 +262,14 @@ async fn plan_apply_and_historical_retrieval_through_the_cli() {
         w.close().expect("close");
     }
     let out2 = work.path().join("svc.parquet");
-    let (ok, out, err) = plinth(
-        &url,
-        &[
-            "features",
-            "get-historical",
-            "--entities",
-            entity_parquet.to_str().expect("utf8"),
-            "--feature-service",
-            "ranking",
-            "--full-feature-names",
-            "--out",
-            out2.to_str().expect("utf8"),
-        ],
-    );
+    let (ok, out, err) = get_historical(&url, &entity_parquet, &out2, &["--feature-service", "ranking", "--full-feature-names"]);
     assert!(ok, "{out}{err}");
     let table = read_parquet(&out2);
     assert_eq!(table.schema_ref().field(2).name(), "driver_hourly__conv_rate");
     assert_eq!(table.column(2).as_primitive::<Float64Type>().value(0), 0.5);
 
     // Unknown features are a clear 404 before any work.
-    let (ok, _, err) = plinth(
-        &url,
-        &[
-            "features",
-            "get-historical",
-            "--entities",
-            entities.to_str().expect("utf8"),
-            "--features",
-            "driver_hourly:nope",
-            "--out",
-            out2.to_str().expect("utf8"),
-        ],
-    );
+    let (ok, _, err) = get_historical(&url, &entities, &out2, &["--features", "driver_hourly:nope"]);
     assert!(!ok && err.contains("RESOURCE_DOES_NOT_EXIST") && err.contains("no feature 'nope'"), "{err}");
 
     // Materialization, then Feast's online read: the newest row per driver (the created-time tie
@@ -330,10 +321,6 @@ async fn pushes_reach_the_online_store_and_the_offline_data() {
     let server = TestServer::start(bin()).expect("start");
     let url = server.url.clone();
     let client = reqwest::Client::new();
-    let work = tempfile::tempdir().expect("tempdir");
-    let repo = work.path().join("repo");
-    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
-    write_stats(&repo.join("data/part-0.parquet"));
     let text = r#"
 [[entity]]
 name = "driver"
@@ -357,9 +344,7 @@ source = "driver_push"
 materialize_every = "1h"
 features = [{ name = "conv_rate", type = "float64" }]
 "#;
-    std::fs::write(repo.join("features.toml"), text).expect("write repo");
-    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
-    assert!(ok, "{out}{err}");
+    let Applied { work, repo } = apply_repo(&url, text);
     // The schedule materializes the view (it never ran) within a tick or two.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -508,13 +493,7 @@ async fn training_datasets_are_logged_to_runs_and_traced_from_views() {
     let server = TestServer::start(bin()).expect("start");
     let url = server.url.clone();
     let client = reqwest::Client::new();
-    let work = tempfile::tempdir().expect("tempdir");
-    let repo = work.path().join("repo");
-    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
-    write_stats(&repo.join("data/part-0.parquet"));
-    std::fs::write(repo.join("features.toml"), repo_text("1d")).expect("write repo");
-    let (ok, out, err) = plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
-    assert!(ok, "{out}{err}");
+    let Applied { work, .. } = apply_repo(&url, &repo_text("1d"));
     let (_, exp) = post(&client, &url, "/api/2.0/mlflow/experiments/create", serde_json::json!({"name": "lineage"})).await;
     let (_, run) = post(&client, &url, "/api/2.0/mlflow/runs/create", serde_json::json!({"experiment_id": exp["experiment_id"]})).await;
     let run_id = run["run"]["info"]["run_id"].as_str().expect("run id").to_owned();
@@ -522,18 +501,14 @@ async fn training_datasets_are_logged_to_runs_and_traced_from_views() {
     let entities = work.path().join("entities.csv");
     std::fs::write(&entities, "driver_id,event_timestamp,label\n1,2023-11-15T00:00:00Z,1\n2,2023-11-15T00:00:00Z,0\n").expect("write");
     let out_file = work.path().join("train.parquet");
-    let (ok, out, err) = plinth(
+    let (ok, out, err) = get_historical(
         &url,
+        &entities,
+        &out_file,
         &[
-            "features",
-            "get-historical",
-            "--entities",
-            entities.to_str().expect("utf8"),
             "--features",
             "driver_hourly:conv_rate,driver_lifetime:city",
             "--full-feature-names",
-            "--out",
-            out_file.to_str().expect("utf8"),
             "--dataset-name",
             "rank_train",
             "--log-to-run",
@@ -613,4 +588,50 @@ async fn training_datasets_are_logged_to_runs_and_traced_from_views() {
     assert_eq!(status, 404, "{answer}");
     let (status, _) = get(&client, &url, "/api/plinth/v1/features/lineage/widget/x").await;
     assert_eq!(status, 400);
+}
+
+/// Entity rows answered three at a time (`features.entity_chunk_rows = 3`): the same answer as
+/// one chunk, in input order; a bad row in the last chunk is a 400 before any answer is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_rows_are_answered_chunk_by_chunk() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = data.path().join("plinth.toml");
+    std::fs::write(&config, "[features]\nentity_chunk_rows = 3\n").expect("write config");
+    let server = TestServer::start_in(bin(), &data.path().join("data"), &["--config", config.to_str().expect("utf8")]).expect("start");
+    let url = server.url.clone();
+    let Applied { work, .. } = apply_repo(&url, &repo_text("6h"));
+    let entities = work.path().join("entities.csv");
+    let mut csv = String::from("driver_id,event_timestamp,label\n");
+    // 3 * 7 + 2 rows: seven whole chunks and a short one, the same pattern again and again.
+    let pattern = [
+        "1,2023-11-14T22:13:20Z",
+        "1,2023-11-15T00:13:20Z",
+        "1,2023-11-15T06:13:20Z",
+        "1,2023-11-15T06:13:21Z",
+        "2,2023-11-14T23:13:19Z",
+        "3,2023-11-15T00:00:00Z",
+    ];
+    let expected = [Some(0.1), Some(0.25), Some(0.25), None, None, None];
+    for i in 0..23 {
+        csv.push_str(&format!("{},{i}\n", pattern[i % pattern.len()]));
+    }
+    std::fs::write(&entities, &csv).expect("write entities");
+    let out_file = work.path().join("chunked.parquet");
+    let (ok, out, err) = get_historical(&url, &entities, &out_file, &["--features", "driver_hourly:conv_rate"]);
+    assert!(ok && out.contains("Wrote 23 rows"), "{out}{err}");
+    let table = read_parquet(&out_file);
+    let labels: Vec<i64> = table.column(2).as_primitive::<Int64Type>().values().to_vec();
+    assert_eq!(labels, (0..23).collect::<Vec<i64>>(), "input order across chunks");
+    let conv = table.column(3).as_primitive::<Float64Type>();
+    for i in 0..23 {
+        assert_eq!(conv.is_valid(i).then(|| conv.value(i)), expected[i % expected.len()], "row {i}");
+    }
+
+    // A row without an event time in the last chunk: refused whole, nothing written.
+    csv.push_str("1,,99\n");
+    std::fs::write(&entities, &csv).expect("write entities");
+    let refused = work.path().join("refused.parquet");
+    let (ok, _, err) = get_historical(&url, &entities, &refused, &["--features", "driver_hourly:conv_rate"]);
+    assert!(!ok && err.contains("INVALID_PARAMETER_VALUE") && err.contains("entity row 23 has no event time"), "{err}");
+    assert!(!refused.exists(), "no output for a refused retrieval");
 }
