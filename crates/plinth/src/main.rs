@@ -5,6 +5,11 @@
 //! precedence, lowest first), starts the server, prints one readiness line on stdout
 //! (`plinth <version> listening on http://HOST:PORT`), and stops cleanly on SIGINT/SIGTERM.
 
+/// mimalloc rather than the system allocator: small, short-lived allocations (request parsing,
+/// JSON, Arrow buffers) dominate, and glibc's malloc cost ~14% of the server's CPU on online reads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod client;
 mod features_cli;
