@@ -16,6 +16,11 @@ Usage (see bench/README.md, "Feature-store benchmark"):
 
     python3 bench/features.py [--with-feast] [--plinth-bin PATH] [--scale full|small]
                               [--json OUT] [--online-seconds S]
+                              [--large-entity-rows N[,N...] [--entity-chunk-rows C]]
+
+`--large-entity-rows` adds Plinth-only retrievals of N generated entity rows through `plinth
+features get-historical`, with the server answering C rows at a time: time, the server's and the
+CLI's peak memory, and a check that every row comes back once, in input order.
 
 Plinth's retrieval goes through its HTTP route (Arrow IPC in and out, what `plinth features
 get-historical` does); its peak memory is the server's peak RSS during the retrieval. Feast's
@@ -231,27 +236,41 @@ def run_online(result: Result, loadgen_bin: Path, url: str, bodies: dict[int, Pa
             log(f"[{result.name}] online: {per_request} entities per request, {clients} clients, {seconds:.0f} s")
             r = loadgen(loadgen_bin, url, bodies[per_request], clients, seconds)
             if r["errors"]:
-                result.failures.append(f"online {key}: {r['errors']} non-200 answers")
+                what = ", ".join(f"{n} {'connection failures' if s == '0' else 'HTTP ' + s}"
+                                 for s, n in sorted(r.get("errors_by_status", {}).items()))
+                result.failures.append(f"online {key}: {r['errors']} failed requests ({what})")
             result.online[key] = r
+
+
+def applied_plinth(binary: Path, root: Path, facts: dict, name: str, env: Optional[dict[str, str]] = None) -> ServerProcess:
+    """A started `plinth server` (in `root/name`, with `env` added to its environment) with the
+    benchmark's repository applied."""
+    repo = root / f"{name}-repo"
+    (repo / "data").mkdir(parents=True)
+    os.symlink(facts["stats"], repo / "data" / "driver_stats.parquet")
+    (repo / "features.toml").write_text(REPO_TOML)
+    workdir = root / name
+    (workdir / "data").mkdir(parents=True)
+    srv = ServerProcess("Plinth", [str(binary), "server", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(workdir / "data")],
+                        workdir, ready_regex=r"listening on (http://\S+)", env=dict(os.environ, **(env or {})))
+    try:
+        srv.start(120)
+        out = subprocess.run([str(binary), "features", "apply", str(repo)], env=dict(os.environ, PLINTH_SERVER=srv.url),
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchFailure(f"plinth features apply failed: {out.stdout}{out.stderr}")
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
 
 
 def plinth_phase(result: Result, binary: Path, loadgen_bin: Path, root: Path, facts: dict, scale: Scale, seconds: float):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    repo = root / "repo"
-    (repo / "data").mkdir(parents=True)
-    os.symlink(facts["stats"], repo / "data" / "driver_stats.parquet")
-    (repo / "features.toml").write_text(REPO_TOML)
-    workdir = root / "plinth"
-    workdir.mkdir()
-    srv = common.plinth_server(binary, workdir)
+    srv = applied_plinth(binary, root, facts, "plinth")
     try:
-        srv.start(120)
-        env = dict(os.environ, PLINTH_SERVER=srv.url)
-        out = subprocess.run([str(binary), "features", "apply", str(repo)], env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise BenchFailure(f"plinth features apply failed: {out.stdout}{out.stderr}")
         entities = pq.read_table(facts["entities"])
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, entities.schema) as w:
@@ -282,6 +301,56 @@ def plinth_phase(result: Result, binary: Path, loadgen_bin: Path, root: Path, fa
         bodies = {k: online_bodies(root / f"bodies-{k}.jsonl", facts["known_ids"], k) for k in (1, 100)}
         run_online(result, loadgen_bin, f"{srv.url}/get-online-features", bodies, seconds)
         return table
+    finally:
+        srv.stop()
+
+
+def large_phase(binary: Path, root: Path, facts: dict, rows: int, chunk_rows: int) -> dict:
+    """Plinth only: `plinth features get-historical` over `rows` entity rows with the server
+    answering `chunk_rows` at a time; returns time, the server's and the CLI's peak RSS, and
+    whether the output has every row once, in input order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tag = f"large-{rows}"
+    entities = root / f"entities-{tag}.parquet"
+    schema = pa.schema([("driver_id", pa.int64()), ("event_timestamp", pa.timestamp("us", tz="UTC")), ("row_id", pa.int64())])
+    rng = np.random.default_rng(rows)
+    hours = int((facts["end"] - facts["start"]) / np.timedelta64(1, "h"))
+    unknown = len(facts["known_ids"]) * 101 // 100
+    with pq.ParquetWriter(entities, schema) as w:
+        for lo in range(0, rows, 1_000_000):
+            n = min(1_000_000, rows - lo)
+            ts = facts["start"] - np.timedelta64(1, "D") + rng.integers(0, (hours + 24) * 3600, n).astype("timedelta64[s]").astype("timedelta64[us]")
+            w.write_table(pa.table({"driver_id": rng.integers(1, unknown + 1, n, dtype=np.int64),
+                                    "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+                                    "row_id": np.arange(lo, lo + n, dtype=np.int64)}, schema=schema))
+    workdir = root / f"plinth-{tag}"
+    srv = applied_plinth(binary, root, facts, f"plinth-{tag}", {"PLINTH__FEATURES__ENTITY_CHUNK_ROWS": str(chunk_rows)})
+    try:
+        cli_env = dict(os.environ, PLINTH_SERVER=srv.url)
+        log(f"[Plinth] historical retrieval of {rows:,} entity rows, {chunk_rows:,} per chunk, through the CLI")
+        output = root / f"out-{tag}.parquet"
+        srv.peak_rss = srv.rss_bytes()
+        t0 = time.perf_counter()
+        with open(workdir / "cli.log", "w") as cli_log:
+            proc = subprocess.Popen([str(binary), "features", "get-historical", "--entities", str(entities), "--features", ",".join(FEATURES),
+                                     "--out", str(output)], env=cli_env, stdout=cli_log, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        time.sleep(0.1)
+        if proc.returncode != 0:
+            raise BenchFailure(f"get-historical over {rows:,} rows failed: {(workdir / 'cli.log').read_text()[-2000:]}")
+        # Every row once, in input order, read back batch by batch.
+        expected, in_order = 0, True
+        for batch in pq.ParquetFile(output).iter_batches(columns=["row_id"], batch_size=1 << 20):
+            ids = batch.column(0).to_numpy()
+            in_order = in_order and bool((ids == np.arange(expected, expected + len(ids))).all())
+            expected += len(ids)
+        return {"rows": rows, "chunk_rows": chunk_rows, "seconds": seconds, "server_peak_mib": srv.peak_rss / MIB,
+                "cli_peak_mib": usage.ru_maxrss / 1024.0, "every_row_in_order": in_order and expected == rows}
     finally:
         srv.stop()
 
@@ -444,6 +513,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument("--online-seconds", type=float, help="seconds per online measurement (default: the scale's)")
     ap.add_argument("--json", help="write the raw figures here")
+    ap.add_argument("--large-entity-rows", default="",
+                    help="comma-separated entity-row counts for Plinth-only retrievals through the CLI (e.g. 2000000,20000000)")
+    ap.add_argument("--entity-chunk-rows", type=int, default=1_000_000,
+                    help="the server's features.entity_chunk_rows for those retrievals (default 1,000,000)")
     return ap.parse_args(argv)
 
 
@@ -468,6 +541,8 @@ def main(argv: list[str]) -> int:
     seconds = args.online_seconds or scale.online_seconds
     results: dict[str, Result] = {}
     tables = {}
+    large: list[dict] = []
+    identical: Optional[bool] = None  # whether the two historical outputs matched, when both ran
     root = Path(tempfile.mkdtemp(prefix="plinth-bench-features-"))
     try:
         log(f"generating {scale.entities} entities x {scale.days} days of hourly rows and {scale.entity_rows} entity rows")
@@ -487,8 +562,18 @@ def main(argv: list[str]) -> int:
             except BenchFailure as e:
                 results["feast"].failures.append(str(e))
         if "plinth" in tables and "feast" in tables:
-            for problem in compare(tables["plinth"], tables["feast"]):
+            problems = compare(tables["plinth"], tables["feast"])
+            identical = not problems
+            for problem in problems:
                 results["plinth"].failures.append(f"historical output differs from Feast's: {problem}")
+        tables.clear()
+        for rows in [int(x) for x in args.large_entity_rows.split(",") if x.strip()]:
+            try:
+                large.append(large_phase(binary, root, facts, rows, args.entity_chunk_rows))
+                if not large[-1]["every_row_in_order"]:
+                    results["plinth"].failures.append(f"the {rows:,}-row retrieval lost, repeated or reordered rows")
+            except BenchFailure as e:
+                results["plinth"].failures.append(str(e))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -497,10 +582,16 @@ def main(argv: list[str]) -> int:
           f"({facts['feature_rows']:,} rows), {scale.entity_rows:,} entity rows, TTL {TTL_HOURS}h")
     print(f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gib']} GiB RAM")
     print("versions: " + ", ".join(f"{r.name} {r.version}" for r in results.values()))
-    if "plinth" in tables and "feast" in tables:
-        print("historical outputs: " + ("identical row for row" if not any("differs" in x for x in results["plinth"].failures) else "DIFFERENT (see failures)"))
+    if identical is not None:
+        print("historical outputs: " + ("identical row for row" if identical else "DIFFERENT (see failures)"))
     print()
     print(render(results))
+    if large:
+        print(f"\nPlinth, large entity sets through `plinth features get-historical` (CLI spools and streams; server answers chunk by chunk)")
+        print(f"{'entity rows':>12} {'rows/chunk':>11} {'time (s)':>9} {'server peak (MiB)':>18} {'CLI peak (MiB)':>15}  every row once, in order")
+        for r in large:
+            print(f"{r['rows']:>12,} {r['chunk_rows']:>11,} {r['seconds']:>9.2f} {r['server_peak_mib']:>18,.0f} {r['cli_peak_mib']:>15,.0f}  "
+                  f"{'yes' if r['every_row_in_order'] else 'NO'}")
     failures = [f"{r.name}: {x}" for r in results.values() for x in r.failures]
     if failures:
         print("\nFAILURES:")
@@ -508,7 +599,7 @@ def main(argv: list[str]) -> int:
             print(f"  - {x}")
     if args.json:
         Path(args.json).write_text(json.dumps({"scale": scale.__dict__, "machine": machine,
-                                               "results": {k: v.__dict__ for k, v in results.items()}}, indent=2, default=str) + "\n")
+                                               "results": {k: v.__dict__ for k, v in results.items()}, "large": large}, indent=2, default=str) + "\n")
     return 1 if failures else 0
 
 

@@ -1,7 +1,8 @@
 //! A closed-loop HTTP/1.1 load generator for the benchmarks (`bench/features.py`): N clients,
 //! each on its own keep-alive connection and thread, POST request bodies in turn for a fixed time
-//! and record every latency. Prints one JSON object: requests, errors, requests/s and latency
-//! percentiles in microseconds. A Python client would measure itself at these latencies.
+//! and record every latency. Prints one JSON object: requests, errors (and errors by status, 0 for
+//! a failed connection), requests/s and latency percentiles in microseconds. A Python client would
+//! measure itself at these latencies.
 //!
 //! ```text
 //! plinth-loadgen --url http://127.0.0.1:5000/get-online-features --bodies bodies.jsonl \
@@ -9,6 +10,7 @@
 //! ```
 //! `--bodies`: a file with one request body per line; client i starts at line i and cycles.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -139,10 +141,11 @@ fn main() -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for client in 0..args.clients {
         let (requests, measuring, stop, host) = (requests.clone(), measuring.clone(), stop.clone(), args.host.clone());
-        handles.push(std::thread::spawn(move || -> anyhow::Result<(Vec<u64>, u64)> {
+        handles.push(std::thread::spawn(move || -> anyhow::Result<(Vec<u64>, BTreeMap<u16, u64>)> {
             let mut conn = Conn::open(&host)?;
             let mut latencies = Vec::with_capacity(1 << 16);
-            let mut errors = 0u64;
+            // Failed answers by status; 0: the connection failed (it is reopened).
+            let mut errors: BTreeMap<u16, u64> = BTreeMap::new();
             let mut i = client;
             while !stop.load(Ordering::Relaxed) {
                 let request = &requests[i % requests.len()];
@@ -160,7 +163,7 @@ fn main() -> anyhow::Result<()> {
                     if status == 200 {
                         latencies.push(nanos);
                     } else {
-                        errors += 1;
+                        *errors.entry(status).or_default() += 1;
                     }
                 }
             }
@@ -175,18 +178,23 @@ fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
-    let mut errors = 0;
+    let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
     for h in handles {
         let (lat, err) = h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
         all.extend(lat);
-        errors += err;
+        for (status, n) in err {
+            *by_status.entry(status).or_default() += n;
+        }
     }
+    let errors: u64 = by_status.values().sum();
+    let by_status: Vec<String> = by_status.iter().map(|(s, n)| format!("\"{s}\": {n}")).collect();
     all.sort_unstable();
     println!(
-        "{{\"clients\": {}, \"requests\": {}, \"errors\": {}, \"seconds\": {:.3}, \"rps\": {:.1}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \"p999_us\": {:.1}, \"max_us\": {:.1}}}",
+        "{{\"clients\": {}, \"requests\": {}, \"errors\": {}, \"errors_by_status\": {{{}}}, \"seconds\": {:.3}, \"rps\": {:.1}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \"p999_us\": {:.1}, \"max_us\": {:.1}}}",
         args.clients,
         all.len(),
         errors,
+        by_status.join(", "),
         elapsed,
         all.len() as f64 / elapsed,
         percentile(&all, 50.0),
