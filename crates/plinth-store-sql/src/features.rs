@@ -138,11 +138,20 @@ fn definitions_read(definitions: &str) -> Result<Vec<DefinitionRead>> {
     Ok(reads)
 }
 
-/// Splits a page's rows (fetched with `limit + 1`) into the page and whether more follow.
-fn page_of<T>(mut items: Vec<T>, limit: i64) -> Rows<T> {
+/// One page of a list query whose last two parameters are its LIMIT and OFFSET: binds `limit + 1`
+/// (to learn whether more rows follow) and the offset, and maps each row with `from_row`.
+async fn fetch_page<'q, T>(
+    conn: &mut sqlx::AnyConnection,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    page: &PageRequest,
+    from_row: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Rows<T>> {
+    let limit = page.limit.max(0);
+    let rows = query.bind(limit.saturating_add(1)).bind(page.offset.max(0)).fetch_all(&mut *conn).await.map_err(sql_error)?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
     let has_more = items.len() as i64 > limit;
     items.truncate(limit as usize);
-    Rows { items, has_more }
+    Ok(Rows { items, has_more })
 }
 
 fn stale(change: &DefinitionChange, current: i64) -> Error {
@@ -303,27 +312,17 @@ impl FeatureRegistryStore for SqlStore {
     }
 
     async fn feature_applies(&self, page: PageRequest) -> Result<Rows<FeatureApply>> {
-        let limit = page.limit.max(0);
         let mut conn = self.read_conn().await?;
-        let rows = sqlx::query("SELECT id, actor, created_at FROM feature_applies ORDER BY id DESC LIMIT $1 OFFSET $2")
-            .bind(limit.saturating_add(1))
-            .bind(page.offset.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        let applies = rows
-            .iter()
-            .map(|row| {
-                Ok(FeatureApply {
-                    id: get_i64(row, "id")?,
-                    actor: get_str(row, "actor")?,
-                    created_at: get_i64(row, "created_at")?,
-                    written: Vec::new(),
-                })
+        let query = sqlx::query("SELECT id, actor, created_at FROM feature_applies ORDER BY id DESC LIMIT $1 OFFSET $2");
+        let mut res = fetch_page(&mut conn, query, &page, |row| {
+            Ok(FeatureApply {
+                id: get_i64(row, "id")?,
+                actor: get_str(row, "actor")?,
+                created_at: get_i64(row, "created_at")?,
+                written: Vec::new(),
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(sql_error)?;
-        let mut res = page_of(applies, limit);
+        })
+        .await?;
         // The page is a contiguous run of ids: every version written by an apply in the id range
         // belongs to an apply of the page (one query, walking the apply_id index).
         if let (Some(newest), Some(oldest)) = (res.items.first(), res.items.last()) {
@@ -428,18 +427,9 @@ impl FeatureRegistryStore for SqlStore {
     }
 
     async fn materialization_runs(&self, view: &str, page: PageRequest) -> Result<Rows<MaterializationRun>> {
-        let limit = page.limit.max(0);
         let sql = format!("SELECT {RUN_COLUMNS} FROM feature_materializations WHERE view = $1 ORDER BY id DESC LIMIT $2 OFFSET $3");
         let mut conn = self.read_conn().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(view.to_owned())
-            .bind(limit.saturating_add(1))
-            .bind(page.offset.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        let items = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        Ok(page_of(items, limit))
+        fetch_page(&mut conn, sqlx::query(AssertSqlSafe(sql)).bind(view.to_owned()), &page, run_from_row).await
     }
 
     async fn create_training_dataset(&self, dataset: &TrainingDataset) -> Result<()> {
@@ -507,17 +497,9 @@ impl FeatureRegistryStore for SqlStore {
     }
 
     async fn training_datasets(&self, page: PageRequest) -> Result<Rows<TrainingDataset>> {
-        let limit = page.limit.max(0);
         let sql = format!("SELECT {DATASET_COLUMNS} FROM training_datasets ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2");
         let mut conn = self.read_conn().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(limit.saturating_add(1))
-            .bind(page.offset.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        let items = rows.iter().map(dataset_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        Ok(page_of(items, limit))
+        fetch_page(&mut conn, sqlx::query(AssertSqlSafe(sql)), &page, dataset_from_row).await
     }
 
     async fn link_training_dataset_run(&self, link: &TrainingDatasetRun) -> Result<()> {
@@ -564,7 +546,6 @@ impl FeatureRegistryStore for SqlStore {
     }
 
     async fn training_datasets_reading(&self, kind: FeatureKind, name: &str, page: PageRequest) -> Result<Rows<TrainingDataset>> {
-        let limit = page.limit.max(0);
         // A dataset that read several versions of the definition is listed once.
         let sql = format!(
             "SELECT {DATASET_COLUMNS} FROM training_datasets WHERE id IN \
@@ -572,16 +553,8 @@ impl FeatureRegistryStore for SqlStore {
              ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
         );
         let mut conn = self.read_conn().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(kind.as_str())
-            .bind(name.to_owned())
-            .bind(limit.saturating_add(1))
-            .bind(page.offset.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        let items = rows.iter().map(dataset_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        Ok(page_of(items, limit))
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(kind.as_str()).bind(name.to_owned());
+        fetch_page(&mut conn, query, &page, dataset_from_row).await
     }
 }
 
