@@ -341,10 +341,6 @@ async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Reque
             .map_err(|e| ApiError::from_error(plinth_features::Error::invalid(format!("cannot spool the upload: {e}"))))?;
     }
     let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    {
-        use std::io::Seek;
-        spool.rewind().map_err(|e| ApiError::invalid(format!("cannot read the spooled upload: {e}")))?;
-    }
     let retrieval = s
         .features
         .historical(spool, &options.features, options.feature_service.as_deref(), options.full_feature_names, &options.timestamp_column)

@@ -114,11 +114,6 @@ impl Engine {
     }
 }
 
-/// Reads a whole answer stream into memory (tests and small retrievals).
-pub async fn collect(stream: BatchStream) -> Result<Vec<RecordBatch>> {
-    stream.collect::<Vec<_>>().await.into_iter().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

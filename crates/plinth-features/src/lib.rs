@@ -15,7 +15,7 @@ mod pit;
 pub mod repo;
 pub mod types;
 
-pub use chunked::{BatchStream, collect};
+pub use chunked::BatchStream;
 pub use engine::{Engine, EngineOptions, HistoricalRequest};
 pub use error::{Error, Result};
 pub use repo::Repository;

@@ -19,8 +19,8 @@ use crate::repo::ViewSpec;
 
 impl FeatureService {
     /// Historical retrieval against the applied definitions (read afresh). `entities` is an Arrow
-    /// IPC stream of entity rows in a file (an upload spooled to disk): every batch is checked and
-    /// counted first, so bad rows anywhere are an error before any answer goes out; then the rows
+    /// IPC stream of entity rows in a file (an upload spooled to disk), read from its start: every
+    /// batch is checked and counted first, so bad rows anywhere are an error before any answer goes out; then the rows
     /// are answered chunk by chunk (`Engine::historical_streamed`), never all held in memory.
     pub async fn historical(
         &self,
@@ -34,24 +34,40 @@ impl FeatureService {
         let snap = self.refresh().await?;
         let pairs = self.resolve(&snap, features, service)?;
         let request = HistoricalRequest { features: pairs.clone(), full_feature_names, timestamp_column: timestamp_column.to_owned() };
-        let (entities, rows) = {
+        // Pass one checks and counts every row. When they all fit in one chunk, the checked
+        // batches are kept and answered as they are; otherwise the file is read again, chunk by
+        // chunk.
+        let chunk_rows = self.engine.options.entity_chunk_rows.max(1) as u64;
+        let (entities, schema, kept, rows) = {
             let (engine, repo, request) = (self.engine.clone(), snap.repo.clone(), request.clone());
             tokio::task::spawn_blocking(move || -> Result<_> {
-                use std::io::Seek;
                 let mut file = entities;
+                rewind(&mut file)?;
+                let (schema, reader) = ipc_batches(&file)?;
+                let mut kept = Some(Vec::new());
                 let mut rows = 0u64;
-                for batch in ipc_batches(&file)?.1 {
+                for batch in reader {
                     let batch = batch?;
                     engine.check_entities(&repo, &batch, rows, &request)?;
                     rows += batch.num_rows() as u64;
+                    match &mut kept {
+                        Some(batches) if rows <= chunk_rows => batches.push(batch),
+                        _ => kept = None,
+                    }
                 }
-                file.rewind().map_err(|e| Error::invalid(format!("cannot read the spooled entity rows: {e}")))?;
-                Ok((file, rows))
+                Ok((file, schema, kept, rows))
             })
             .await
             .map_err(|e| Error::invalid(format!("checking the entity rows failed: {e}")))??
         };
-        let (schema, reader) = ipc_batches(&entities)?;
+        let reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match kept {
+            Some(batches) => Box::new(batches.into_iter().map(Ok)),
+            None => {
+                let mut file = entities;
+                rewind(&mut file)?;
+                Box::new(ipc_batches(&file)?.1)
+            }
+        };
         let (schema, batches) = self.engine.historical_streamed(snap.repo.clone(), schema, request, reader).await?;
         metrics::counter!(m::HISTORICAL_ROWS).increment(rows);
         // The duration is recorded when the last batch has been produced.
@@ -223,6 +239,11 @@ fn read_set(snap: &Snapshot, pairs: &[(String, String)], service: Option<&str>) 
         }
     }
     set.into_iter().collect()
+}
+
+fn rewind(file: &mut std::fs::File) -> Result<()> {
+    use std::io::Seek;
+    file.rewind().map_err(|e| Error::invalid(format!("cannot read the spooled entity rows: {e}")))
 }
 
 /// The schema and batches of an Arrow IPC stream in a file (read through its own handle, from the

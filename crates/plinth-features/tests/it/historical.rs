@@ -293,7 +293,7 @@ async fn generated_data_matches_the_reference() {
     let (streamed_schema, stream) =
         chunked.historical_streamed(repo.clone(), schema.clone(), request.clone(), pieces.into_iter()).await.expect("streamed retrieval");
     assert_eq!(streamed_schema, out_schema);
-    let streamed = plinth_features::collect(stream).await.expect("every chunk answered");
+    let streamed: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream).await.expect("every chunk answered");
     assert!(streamed.iter().all(|b| b.num_rows() <= 97));
     let streamed = datafusion::arrow::compute::concat_batches(&out_schema, &streamed).expect("concat");
     assert_eq!(streamed, out, "chunked retrieval answers exactly as the whole one");
