@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
+import requests  # noqa: E402
 
 import plinth_compat  # noqa: E402
 from plinth_compat import ServerProcess, plinth_bin, start_server  # noqa: E402
@@ -111,9 +112,26 @@ features = ["driver_hourly:conv_rate", "driver_hourly:avg_trips"]
 """
 
 
+# The auth-on world's admin (bootstrapped by the server from its configuration).
+ADMIN = "admin"
+ADMIN_PASSWORD = "feast-admin-" + os.urandom(8).hex()
+AUTH_ENV = {
+    "PLINTH__AUTH__ENABLED": "true",
+    "PLINTH__AUTH__BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    "PLINTH__AUTH__MAX_FAILURES_PER_ADDRESS": "100000",
+}
+# Credentials of the servers started with auth on, by URL, for the CLI and HTTP helpers.
+CREDENTIALS: dict[str, tuple[str, str]] = {}
+
+
 def run_plinth(server: ServerProcess, *args: str) -> str:
-    """Runs a `plinth` client command against `server`; fails the test with its output on error."""
+    """Runs a `plinth` client command against `server` (signed in when its auth is on); fails the
+    test with its output on error."""
     env = dict(os.environ, PLINTH_SERVER=server.url)
+    env.pop("PLINTH_USER", None)
+    env.pop("PLINTH_PASSWORD", None)
+    if server.url in CREDENTIALS:
+        env["PLINTH_USER"], env["PLINTH_PASSWORD"] = CREDENTIALS[server.url]
     proc = subprocess.run([str(plinth_bin()), *args], env=env, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         pytest.fail(f"plinth {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
@@ -127,11 +145,17 @@ class World:
     data_dir: Path
     now: datetime
     stats: pd.DataFrame
+    auth: bool
+    # HTTP to the server, signed in as the admin when auth is on.
+    http: requests.Session
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    """A Plinth server with the repository applied and materialized."""
+@pytest.fixture(scope="module", params=["auth-off", "auth-on"])
+def world(request, tmp_path_factory) -> World:
+    """A Plinth server with the repository applied and materialized, once with auth off and once
+    with auth on (every client then signs in: the CLI with PLINTH_USER/PLINTH_PASSWORD, HTTP with
+    Basic credentials)."""
+    auth = request.param == "auth-on"
     root = tmp_path_factory.mktemp("feast-world")
     repo = root / "repo"
     data_dir = repo / "data" / "driver_stats"
@@ -140,11 +164,17 @@ def world(tmp_path_factory) -> World:
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     stats = make_driver_stats(now)
     write_parquet(stats, data_dir / "part-0.parquet")
-    srv = start_server(root / "plinth-data")
+    srv = start_server(root / "plinth-data", env=AUTH_ENV if auth else None)
+    http = requests.Session()
+    if auth:
+        CREDENTIALS[srv.url] = (ADMIN, ADMIN_PASSWORD)
+        http.auth = (ADMIN, ADMIN_PASSWORD)
+        # Nothing is served to a caller without credentials.
+        assert requests.post(f"{srv.url}/get-online-features", json={}, timeout=30).status_code == 401
     try:
         run_plinth(srv, "features", "apply", str(repo))
         run_plinth(srv, "features", "materialize")
-        yield World(server=srv, repo=repo, data_dir=data_dir, now=now, stats=stats)
+        yield World(server=srv, repo=repo, data_dir=data_dir, now=now, stats=stats, auth=auth, http=http)
     finally:
         problems = srv.stop()
         if problems:
@@ -176,10 +206,21 @@ def feast_objects(source_path: Path):
     return [driver, batch, push, view, service]
 
 
+def feast_auth(world: World) -> dict:
+    """With auth on, Feast's SDK signs in with a Plinth API token, sent as the static bearer token of
+    its OIDC client configuration (`auth: {type: oidc, token: …}`)."""
+    if not world.auth:
+        return {}
+    r = world.http.post(f"{world.server.url}/api/plinth/v1/tokens", json={"name": "feast-sdk"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return {"auth": {"type": "oidc", "token": r.json()["secret"]}}
+
+
 @pytest.fixture(scope="module")
 def feast_store(world: World, tmp_path_factory):
     """A real Feast FeatureStore whose online store is the Plinth server."""
     from feast import FeatureStore, RepoConfig
+
 
     root = tmp_path_factory.mktemp("feast-repo")
     config = RepoConfig(
@@ -190,6 +231,7 @@ def feast_store(world: World, tmp_path_factory):
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
         repo_path=str(root),
+        **feast_auth(world),
     )
     store = FeatureStore(config=config)
     store.apply(feast_objects(world.data_dir / "part-0.parquet"))

@@ -23,7 +23,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-from conftest import DRIVERS, NULL_DRIVER, STALE_DRIVER, TTL, feast_objects, latest_rows, run_plinth
+from conftest import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    AUTH_ENV,
+    CREDENTIALS,
+    DRIVERS,
+    NULL_DRIVER,
+    STALE_DRIVER,
+    TTL,
+    World,
+    feast_auth,
+    feast_objects,
+    latest_rows,
+    run_plinth,
+)
 
 FEATURES = ["driver_hourly:conv_rate", "driver_hourly:avg_trips"]
 UNKNOWN = 9999
@@ -84,7 +98,7 @@ def test_feast_sdk_feature_service_and_full_feature_names(world, feast_store):
 def test_feature_server_shape_and_statuses(world):
     drivers = [1001, NULL_DRIVER, STALE_DRIVER, UNKNOWN]
     body = {"features": ["driver_hourly:avg_trips", "driver_hourly:conv_rate"], "entities": {"driver_id": drivers}}
-    r = requests.post(f"{world.server.url}/get-online-features", json=body, timeout=30)
+    r = world.http.post(f"{world.server.url}/get-online-features", json=body, timeout=30)
     assert r.status_code == 200, r.text
     answer = r.json()
     # Join keys first, then the features in the order asked.
@@ -111,7 +125,7 @@ def test_feature_server_shape_and_statuses(world):
     ],
 )
 def test_online_errors_are_client_errors(world, body, status, needle):
-    r = requests.post(f"{world.server.url}/get-online-features", json=body, timeout=30)
+    r = world.http.post(f"{world.server.url}/get-online-features", json=body, timeout=30)
     assert r.status_code == status, r.text
     assert needle in r.json()["message"]
 
@@ -164,7 +178,12 @@ def test_feast_sdk_materializes_into_plinth(world, tmp_path):
 
     from plinth_compat import start_server
 
-    srv = start_server(tmp_path / "plinth-data")
+    srv = start_server(tmp_path / "plinth-data", env=AUTH_ENV if world.auth else None)
+    http = requests.Session()
+    if world.auth:
+        CREDENTIALS[srv.url] = (ADMIN, ADMIN_PASSWORD)
+        http.auth = (ADMIN, ADMIN_PASSWORD)
+    fresh = World(server=srv, repo=world.repo, data_dir=world.data_dir, now=world.now, stats=world.stats, auth=world.auth, http=http)
     try:
         run_plinth(srv, "features", "apply", str(world.repo))
         config = RepoConfig(
@@ -175,10 +194,11 @@ def test_feast_sdk_materializes_into_plinth(world, tmp_path):
             offline_store={"type": "file"},
             entity_key_serialization_version=3,
             repo_path=str(tmp_path),
+            **feast_auth(fresh),
         )
         store = FeatureStore(config=config)
         store.apply(feast_objects(world.data_dir / "part-0.parquet"))
-        before = requests.post(
+        before = http.post(
             f"{srv.url}/get-online-features", json={"features": FEATURES, "entities": {"driver_id": [1001]}}, timeout=30
         ).json()
         assert before["results"][1]["statuses"] == ["NOT_FOUND"]
@@ -291,9 +311,9 @@ def test_http_push_to_online_and_offline_is_seen_by_retrieval(world, tmp_path):
         },
         "to": "online_and_offline",
     }
-    r = requests.post(f"{world.server.url}/push", json=body, timeout=30)
+    r = world.http.post(f"{world.server.url}/push", json=body, timeout=30)
     assert r.status_code == 200, r.text
-    online = requests.post(
+    online = world.http.post(
         f"{world.server.url}/get-online-features", json={"features": FEATURES, "entities": {"driver_id": [driver]}}, timeout=30
     ).json()
     assert online["results"][1]["values"] == [0.625] and online["results"][2]["values"] == [42]
@@ -315,9 +335,12 @@ def test_http_push_to_online_and_offline_is_seen_by_retrieval(world, tmp_path):
 # Lineage and metrics
 
 
-def test_training_dataset_logged_to_mlflow_run(world, tmp_path):
+def test_training_dataset_logged_to_mlflow_run(world, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
+    if world.auth:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", world.http.auth[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", world.http.auth[1])
     client = MlflowClient(tracking_uri=world.server.url)
     exp = client.create_experiment(f"feast-lineage-{datetime.now(timezone.utc).timestamp()}")
     run = client.create_run(exp)
@@ -340,7 +363,7 @@ def test_training_dataset_logged_to_mlflow_run(world, tmp_path):
     assert tags["mlflow.data.context"] == "training"
     assert '"conv_rate"' in ds.schema and '"double"' in ds.schema
     assert json.loads(ds.profile)["num_rows"] == len(entities)
-    lineage = requests.get(f"{world.server.url}/api/plinth/v1/features/lineage/feature_view/driver_hourly", timeout=30).json()
+    lineage = world.http.get(f"{world.server.url}/api/plinth/v1/features/lineage/feature_view/driver_hourly", timeout=30).json()
     mine = [d for d in lineage["training_datasets"] if d["name"] == name]
     assert len(mine) == 1
     assert [r["run_id"] for r in mine[0]["runs"]] == [run.info.run_id]
@@ -360,8 +383,8 @@ def parse_prometheus(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def test_metrics_show_freshness_and_online_latency(world):
-    requests.post(f"{world.server.url}/get-online-features", json={"features": FEATURES, "entities": {"driver_id": [1001]}}, timeout=30)
-    r = requests.get(f"{world.server.url}/metrics", timeout=30)
+    world.http.post(f"{world.server.url}/get-online-features", json={"features": FEATURES, "entities": {"driver_id": [1001]}}, timeout=30)
+    r = world.http.get(f"{world.server.url}/metrics", timeout=30)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     samples = parse_prometheus(r.text)

@@ -41,6 +41,8 @@ pub(crate) enum Locate {
     ArtifactPath,
     /// A path parameter holding a promotion request id: its model.
     PromotionPath(&'static str),
+    /// A path parameter holding a multipart upload id: the experiment of the path it uploads to.
+    UploadPath(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +144,8 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/api/2.0/mlflow-artifacts/artifacts/{*path}", Experiment(Read, ArtifactPath)),
     ("DELETE", "/api/2.0/mlflow-artifacts/artifacts/{*path}", Experiment(Edit, ArtifactPath)),
     ("POST", "/api/2.0/mlflow-artifacts/mpu/create/{*path}", Experiment(Edit, ArtifactPath)),
-    // A part goes to an upload id handed out by `mpu/create`, which checked EDIT: the id is the capability.
-    ("PUT", "/api/2.0/mlflow-artifacts/mpu/part/{upload_id}/{part_number}", SignedIn),
+    // A part needs EDIT on the experiment its upload writes to, like every other write.
+    ("PUT", "/api/2.0/mlflow-artifacts/mpu/part/{upload_id}/{part_number}", Experiment(Edit, UploadPath("upload_id"))),
     ("POST", "/api/2.0/mlflow-artifacts/mpu/complete/{*path}", Experiment(Edit, ArtifactPath)),
     ("POST", "/api/2.0/mlflow-artifacts/mpu/abort/{*path}", Experiment(Edit, ArtifactPath)),
     // Plinth's own API.
@@ -363,7 +365,7 @@ async fn resources(
     locate: Locate,
 ) -> Result<(Vec<String>, Request), ApiError> {
     let (f, req) = match locate {
-        Path(_) | RunPath(_) | LoggedModelPath(_) | PromotionPath(_) => (Fields::default(), req),
+        Path(_) | RunPath(_) | LoggedModelPath(_) | PromotionPath(_) | UploadPath(_) => (Fields::default(), req),
         ArtifactPath if matched.ends_with("{*path}") => (Fields::default(), req),
         _ => fields(req, s.max_request_bytes).await?,
     };
@@ -424,11 +426,21 @@ async fn resources(
             }
             vec![first]
         }
+        UploadPath(name) => {
+            let id = path_param(matched, path, name).unwrap_or_default();
+            match s.tracking.blobs().multipart_target(&id).await {
+                Ok(target) => vec![target.as_str().split('/').next().unwrap_or("").to_owned()],
+                Err(e) if e.error_code() == ErrorCode::ResourceDoesNotExist || e.error_code() == ErrorCode::InvalidParameterValue => {
+                    return Err(missing());
+                }
+                Err(e) => return Err(ApiError::from(e)),
+            }
+        }
         PromotionPath(name) => {
             let id = path_param(matched, path, name).unwrap_or_default();
             let Ok(n) = id.parse::<i64>() else { return Err(missing()) };
-            match s.registry.get_promotion(n).await {
-                Ok(p) => vec![p.request.model],
+            match s.registry.get_promotion_request(n).await {
+                Ok(p) => vec![p.model],
                 Err(e) if e.error_code() == ErrorCode::ResourceDoesNotExist => return Err(missing()),
                 Err(e) => return Err(e.into()),
             }

@@ -50,11 +50,15 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
         Err(e) => return unauthenticated(e),
     };
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    // A POST that does not declare JSON is what a cross-site form can send without a preflight:
-    // with auth on (and credentials a browser may have cached), it is refused.
-    if method == axum::http::Method::POST && !crate::fields::is_json(req.headers()) {
-        return ApiError::new(ErrorCode::BadRequest, "With authentication on, POST requests must declare Content-Type: application/json")
-            .into_response();
+    // A POST a cross-site page can send without a preflight (no content type, or a form's) could
+    // ride on credentials a browser has cached: with auth on, it is refused. JSON, Arrow IPC and
+    // other typed bodies need a preflight, which this server never grants.
+    if method == axum::http::Method::POST && crate::fields::is_cross_site_sendable(req.headers()) {
+        return ApiError::new(
+            ErrorCode::BadRequest,
+            "With authentication on, a POST must declare its body's Content-Type (application/json, or the route's own type such as application/vnd.apache.arrow.stream); form types and text/plain are refused",
+        )
+        .into_response();
     }
     let mut req = match crate::access::authorize(&s, &principal, req).await {
         Ok(req) => req,
@@ -181,6 +185,12 @@ async fn create_token(State(s): State<AppState>, p: Ext, Caller(actor): Caller, 
     let owner = f.opt_str("user")?.unwrap_or_else(|| p.name.clone());
     if owner != p.name && !p.is_admin() {
         return Err(ApiError::new(ErrorCode::PermissionDenied, "Only admins may create tokens for other users"));
+    }
+    // A token for someone else lets its holder act as them: only an admin who signed in with a
+    // password mints one (never a token, which could be a leaked one), and the audit trail
+    // records it as `token.impersonate`.
+    if owner != p.name && p.via_token {
+        return Err(ApiError::new(ErrorCode::PermissionDenied, "Sign in with a password to create tokens for other users"));
     }
     let (token, secret) = s.auth.create_token(&actor, &owner, &f.str("name")?, f.opt_i64("ttl_secs")?).await?;
     Ok(Json(json!({"token": token_json(&token), "secret": secret})))

@@ -20,23 +20,26 @@ impl ApiError {
         &self.message
     }
 
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::InvalidParameterValue, message)
     }
 
     /// Wraps any coded error. Internal errors are logged here, once, with their whole chain, and
     /// answered with a generic message and a reference, so no SQL text or path reaches a client.
-    pub fn from_error<E: HasErrorCode + std::error::Error>(err: E) -> ApiError {
+    pub fn from_error<E: HasErrorCode + std::error::Error + 'static>(err: E) -> ApiError {
+        // A full disk is a state the client is told about plainly: nothing was written, retry later.
+        if plinth_core::DiskFull::in_chain(&err) {
+            tracing::warn!(error = %chain_of(&err), "A write was refused: the server's storage is out of space.");
+            return ApiError::new(ErrorCode::TemporarilyUnavailable, plinth_core::DiskFull::MESSAGE);
+        }
         let code = err.error_code();
         if code.is_internal() || code == ErrorCode::TemporarilyUnavailable {
             let reference = uuid::Uuid::new_v4().simple().to_string();
-            let mut chain = err.to_string();
-            let mut source = err.source();
-            while let Some(it) = source {
-                chain.push_str(": ");
-                chain.push_str(&it.to_string());
-                source = it.source();
-            }
+            let chain = chain_of(&err);
             tracing::error!(error = %chain, reference = %reference, code = code.name(), "Request failed.");
             let what = if code.is_internal() { "internal error" } else { "temporarily unavailable" };
             return ApiError::new(code, format!("{what}; reference {reference} in the server log"));
@@ -45,7 +48,19 @@ impl ApiError {
     }
 }
 
-impl<E: HasErrorCode + std::error::Error> From<E> for ApiError {
+/// An error and its sources, joined for the log.
+fn chain_of(err: &dyn std::error::Error) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(it) = source {
+        chain.push_str(": ");
+        chain.push_str(&it.to_string());
+        source = it.source();
+    }
+    chain
+}
+
+impl<E: HasErrorCode + std::error::Error + 'static> From<E> for ApiError {
     fn from(err: E) -> ApiError {
         ApiError::from_error(err)
     }

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fields::{JsonBody, MlflowRequest};
 use crate::identity::Caller;
+use crate::references::Scope;
 use crate::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -227,8 +228,29 @@ fn dataset_run_json(r: &TrainingDatasetRun) -> Value {
     json!({"run_id": r.run_id, "context": r.context, "logged_at": r.logged_at, "logged_by": r.logged_by})
 }
 
-async fn training_dataset_runs(State(s): State<AppState>, Path(id): Path<String>) -> Answer {
-    let runs = s.features.dataset_runs(&id).await?;
+/// The links to runs the caller may read: lineage shows no run the caller could not read directly.
+async fn readable_runs(
+    s: &AppState,
+    viewer: &plinth_registry::Viewer,
+    runs: Vec<TrainingDatasetRun>,
+) -> Result<Vec<TrainingDatasetRun>, ApiError> {
+    if viewer.sees_everything() {
+        return Ok(runs);
+    }
+    let mut out = Vec::with_capacity(runs.len());
+    for r in runs {
+        match s.tracking.get_run(&r.run_id).await {
+            Ok(run) if viewer.may_read_experiment(run.info.experiment_id.as_str()) => out.push(r),
+            Ok(_) => {}
+            Err(e) if plinth_core::HasErrorCode::error_code(&e) == ErrorCode::ResourceDoesNotExist => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+async fn training_dataset_runs(State(s): State<AppState>, Scope(viewer): Scope, Path(id): Path<String>) -> Answer {
+    let runs = readable_runs(&s, &viewer, s.features.dataset_runs(&id).await?).await?;
     Ok(Json(json!({"runs": runs.iter().map(dataset_run_json).collect::<Vec<_>>()})))
 }
 
@@ -249,18 +271,20 @@ async fn log_to_run(State(s): State<AppState>, Caller(actor): Caller, Path(id): 
 }
 
 /// Downstream of one definition: training datasets that read it, each with the runs it was logged to.
-async fn lineage(State(s): State<AppState>, Path((k, name)): Path<(String, String)>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn lineage(
+    State(s): State<AppState>,
+    Scope(viewer): Scope,
+    Path((k, name)): Path<(String, String)>,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
     let page = page_of(&f)?;
     let rows = s.features.lineage(kind(&k)?, &name, page).await?;
-    let items: Vec<Value> = rows
-        .items
-        .iter()
-        .map(|(ds, runs)| {
-            let mut v = dataset_json(ds);
-            v["runs"] = json!(runs.iter().map(dataset_run_json).collect::<Vec<_>>());
-            v
-        })
-        .collect();
+    let mut items: Vec<Value> = Vec::with_capacity(rows.items.len());
+    for (ds, runs) in rows.items {
+        let mut v = dataset_json(&ds);
+        v["runs"] = json!(readable_runs(&s, &viewer, runs).await?.iter().map(dataset_run_json).collect::<Vec<_>>());
+        items.push(v);
+    }
     Ok(Json(crate::json::page("training_datasets", items, next_token(&page, rows.has_more))))
 }
 

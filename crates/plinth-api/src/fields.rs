@@ -283,6 +283,18 @@ pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Whether a browser could send this request cross-site without a CORS preflight: a POST with no
+/// declared content type, or one of the types an HTML form (or a `no-cors` fetch) may send:
+/// `application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`. Any other declared
+/// type (JSON, Arrow IPC, Parquet, octet streams) makes a browser ask the server first, and the
+/// server answers no CORS, so the browser never sends it.
+pub(crate) fn is_cross_site_sendable(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else { return true };
+    let Ok(value) = value.to_str() else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain", ""].iter().any(|it| essence.eq_ignore_ascii_case(it))
+}
+
 /// MLflow's rule: a request body must be declared as JSON.
 pub(crate) fn require_json(is_json: bool, body: &[u8]) -> Result<(), ApiError> {
     if is_json || body.iter().all(|b| b.is_ascii_whitespace()) {

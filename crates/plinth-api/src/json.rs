@@ -218,6 +218,7 @@ pub(crate) fn gate(g: &plinth_core::registry::Gate) -> Value {
     json!({
         "name": g.model,
         "target": g.spec.target,
+        "kind": if plinth_core::registry::Stage::from_gate_target(&g.spec.target).is_some() { "stage" } else { "alias" },
         "conditions": g.spec.conditions,
         "required_tags": g.spec.required_tags,
         "approvals_required": g.spec.approvals_required,

@@ -22,6 +22,7 @@ mod meta;
 pub mod metrics;
 mod mlflow;
 mod plinth_v1;
+mod references;
 mod registry;
 
 use std::sync::Arc;

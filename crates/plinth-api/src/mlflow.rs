@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::fields::{Fields, JsonBody, MlflowRequest};
 use crate::identity::Caller;
 use crate::json::{self, MetricJson};
+use crate::references::{self, Reference};
 use crate::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -78,6 +79,7 @@ fn view_type(f: &Fields, name: &str) -> Result<Option<ViewType>, ApiError> {
 async fn create_experiment(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let name = f.str("name")?;
     let location = f.opt_str("artifact_location")?;
+    references::require_location_choice(&s, p.as_ref().map(|e| &e.0), location.as_deref())?;
     let id = s.tracking.acting(&actor).create_experiment(&name, location.as_deref(), f.key_values("tags")?).await?;
     crate::auth::grant_creator(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment, id.as_str()).await?;
     Ok(Json(json!({"experiment_id": id.as_str()})))
@@ -137,13 +139,15 @@ async fn delete_experiment_tag(State(s): State<AppState>, Caller(actor): Caller,
 
 // Runs.
 
-async fn create_run(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_run(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let tags = f.key_values("tags")?;
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), Reference::of_run_tags(&tags)).await?;
     let req = CreateRun {
         experiment_id: f.opt_str("experiment_id")?,
         user_id: f.opt_str("user_id")?,
         run_name: f.opt_str("run_name")?,
         start_time: f.opt_i64("start_time")?,
-        tags: f.key_values("tags")?,
+        tags,
     };
     let run = s.tracking.acting(&actor).create_run(req).await?;
     Ok(Json(json!({"run": json::run(&run)})))
@@ -183,6 +187,18 @@ async fn search_runs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest)
     Ok(Json(json::page("runs", page.items.iter().map(json::run).collect(), page.next_page_token)))
 }
 
+/// The logged models metrics are attributed to (`model_id`).
+fn metric_references(metrics: &[Metric]) -> impl Iterator<Item = Reference> + '_ {
+    metrics.iter().filter_map(|m| m.model_id.clone().map(Reference::LoggedModel))
+}
+
+/// A dataset whose source is a location in the server's artifact tree (`{"uri": …}`, as MLflow's
+/// dataset sources are written) references that location.
+fn dataset_reference(input: &DatasetInput) -> Option<Reference> {
+    let source: Value = serde_json::from_str(&input.dataset.source).ok()?;
+    source.get("uri").and_then(Value::as_str).map(|uri| Reference::ArtifactUri(uri.to_owned()))
+}
+
 /// A metric from its fields; `index` is its place in a batch, named in error messages (`metrics[3]`).
 fn metric(f: &mut Fields, index: usize) -> Result<Metric, ApiError> {
     let named = |field: &str| if index == usize::MAX { field.to_owned() } else { format!("metrics[{index}].{field}") };
@@ -203,9 +219,10 @@ fn metric(f: &mut Fields, index: usize) -> Result<Metric, ApiError> {
     })
 }
 
-async fn log_metric(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(mut f): MlflowRequest) -> Answer {
+async fn log_metric(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(mut f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let m = metric(&mut f, usize::MAX)?;
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), metric_references(std::slice::from_ref(&m))).await?;
     s.tracking.acting(&actor).log_batch(&run_id, LogBatch { metrics: vec![m], ..LogBatch::default() }).await?;
     empty()
 }
@@ -217,9 +234,10 @@ async fn log_param(State(s): State<AppState>, Caller(actor): Caller, MlflowReque
     empty()
 }
 
-async fn set_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn set_tag(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let tag = plinth_core::tracking::KeyValue { key: f.str("key")?, value: f.str_allow_empty("value")? };
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), Reference::of_run_tags([&tag])).await?;
     s.tracking.acting(&actor).log_batch(&run_id, LogBatch { tags: vec![tag], ..LogBatch::default() }).await?;
     empty()
 }
@@ -229,7 +247,7 @@ async fn delete_tag(State(s): State<AppState>, Caller(actor): Caller, MlflowRequ
     empty()
 }
 
-async fn log_batch(State(s): State<AppState>, Caller(actor): Caller, uri: axum::http::Uri, JsonBody(body): JsonBody) -> Answer {
+async fn log_batch(State(s): State<AppState>, p: Ext, Caller(actor): Caller, uri: axum::http::Uri, JsonBody(body): JsonBody) -> Answer {
     if body.len() > MAX_BATCH_LOG_REQUEST_BYTES {
         return Err(ApiError::invalid(format!("Batched logging API requests must be at most 1 MB in size. Got {} bytes.", body.len())));
     }
@@ -250,11 +268,15 @@ async fn log_batch(State(s): State<AppState>, Caller(actor): Caller, uri: axum::
             (run_id, LogBatch { metrics, params: f.take_key_values("params")?, tags: f.take_key_values("tags")? })
         }
     };
+    if s.auth_enabled {
+        let refs = Reference::of_run_tags(&batch.tags).into_iter().chain(metric_references(&batch.metrics));
+        references::require_readable(&s, p.as_ref().map(|e| &e.0), refs).await?;
+    }
     s.tracking.acting(&actor).log_batch(&run_id, batch).await?;
     empty()
 }
 
-async fn log_inputs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn log_inputs(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let mut datasets = Vec::new();
     for input in f.objects("datasets")? {
@@ -272,17 +294,21 @@ async fn log_inputs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) 
         });
     }
     let models = f.objects("models")?.iter().map(|m| m.str("model_id")).collect::<Result<Vec<_>, _>>()?;
+    let refs = models.iter().map(|id| Reference::LoggedModel(id.clone())).chain(datasets.iter().filter_map(dataset_reference));
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), refs.collect::<Vec<_>>()).await?;
     s.tracking.log_inputs(&run_id, datasets, models).await?;
     empty()
 }
 
-async fn log_outputs(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn log_outputs(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Answer {
     let run_id = f.run_id()?;
     let outputs = f
         .objects("models")?
         .iter()
         .map(|m| Ok(ModelOutput { model_id: m.str("model_id")?, step: m.opt_i64("step")?.unwrap_or(0) }))
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let refs: Vec<Reference> = outputs.iter().map(|o| Reference::LoggedModel(o.model_id.clone())).collect();
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), refs).await?;
     s.tracking.log_outputs(&run_id, outputs).await?;
     empty()
 }
@@ -376,7 +402,9 @@ async fn list_artifacts(State(s): State<AppState>, MlflowRequest(f): MlflowReque
 
 // Logged models.
 
-async fn create_logged_model(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn create_logged_model(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+    let source_run = f.opt_str("source_run_id")?.filter(|it| !it.is_empty());
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), source_run.map(Reference::Run)).await?;
     let req = CreateLoggedModel {
         experiment_id: f.str("experiment_id")?,
         name: f.opt_str("name")?,

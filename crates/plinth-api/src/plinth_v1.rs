@@ -8,13 +8,14 @@ use axum::routing::{get, post};
 use plinth_core::audit::Outcome;
 use plinth_core::registry::{GateSpec, PromotionStatus, ReviewDecision};
 use plinth_core::validation::InvalidParameter;
-use plinth_registry::{NewWebhook, PromotionOutcome};
+use plinth_registry::{NewWebhook, PromotionAsk, PromotionOutcome};
 use plinth_store::audit::AuditQuery;
 use plinth_store::webhooks::{WebhookStatus, WebhookUpdate};
 use serde_json::{Value, json};
 
 use crate::fields::{Fields, MlflowRequest};
 use crate::identity::Caller;
+use crate::references::Scope;
 use crate::registry::version;
 use crate::{ApiError, AppState, json};
 
@@ -90,14 +91,20 @@ async fn delete_gate(State(s): State<AppState>, Caller(actor): Caller, Path((nam
     Ok(Json(json!({})))
 }
 
-async fn check_gate(State(s): State<AppState>, Path((name, target)): Path<(String, String)>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let report = s.registry.check_gate(&name, &target, &version(&f, "version")?).await?;
+async fn check_gate(
+    State(s): State<AppState>,
+    Scope(viewer): Scope,
+    Path((name, target)): Path<(String, String)>,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
+    let report = s.registry.check_gate(&name, &target, &version(&f, "version")?, &viewer).await?;
     Ok(Json(json!({"gate_report": json::gate_report(&report)})))
 }
 
 async fn promote(
     State(s): State<AppState>,
     Caller(actor): Caller,
+    Scope(viewer): Scope,
     Path((name, alias)): Path<(String, String)>,
     MlflowRequest(f): MlflowRequest,
 ) -> Answer {
@@ -110,7 +117,7 @@ async fn promote(
         } else {
             None
         };
-    let report = s.registry.promote(&actor, &name, &alias, &version(&f, "version")?, expected).await?;
+    let report = s.registry.promote(&actor, &name, &alias, &version(&f, "version")?, expected, &viewer).await?;
     Ok(Json(json!({"gate_report": json::gate_report(&report)})))
 }
 
@@ -170,19 +177,20 @@ async fn versions_from_run(
 
 // Promotions.
 
-async fn request_promotion(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
-    let o = s
-        .registry
-        .request_promotion(
-            &actor,
-            &f.str("name")?,
-            &version(&f, "version")?,
-            &f.str("target")?,
-            f.opt_str("reason")?,
-            f.opt_i64("ttl_secs")?,
-        )
-        .await?;
-    outcome(&o)
+async fn request_promotion(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Scope(viewer): Scope,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
+    let ask = PromotionAsk {
+        model: f.str("name")?,
+        version: version(&f, "version")?,
+        target: f.str("target")?,
+        reason: f.opt_str("reason")?,
+        ttl_secs: f.opt_i64("ttl_secs")?,
+    };
+    outcome(&s.registry.request_promotion(&actor, ask, &viewer).await?)
 }
 
 async fn list_promotions(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
@@ -198,34 +206,36 @@ async fn list_promotions(State(s): State<AppState>, MlflowRequest(f): MlflowRequ
     Ok(Json(json::page("promotions", page.items.iter().map(json::promotion).collect(), page.next_page_token)))
 }
 
-async fn get_promotion(State(s): State<AppState>, Path(id): Path<String>) -> Answer {
-    outcome(&s.registry.get_promotion(promotion_id(&id)?).await?)
+async fn get_promotion(State(s): State<AppState>, Scope(viewer): Scope, Path(id): Path<String>) -> Answer {
+    outcome(&s.registry.get_promotion(promotion_id(&id)?, &viewer).await?)
 }
 
 async fn approve(
     State(s): State<AppState>,
     p: Option<axum::Extension<plinth_auth::Principal>>,
     Caller(actor): Caller,
+    Scope(viewer): Scope,
     Path(id): Path<String>,
     MlflowRequest(f): MlflowRequest,
 ) -> Answer {
     crate::auth::require_approver(&s, p.as_ref().map(|e| &e.0))?;
-    outcome(&s.registry.review_promotion(&actor, promotion_id(&id)?, ReviewDecision::Approve, f.opt_str("comment")?).await?)
+    outcome(&s.registry.review_promotion(&actor, promotion_id(&id)?, ReviewDecision::Approve, f.opt_str("comment")?, &viewer).await?)
 }
 
 async fn reject(
     State(s): State<AppState>,
     p: Option<axum::Extension<plinth_auth::Principal>>,
     Caller(actor): Caller,
+    Scope(viewer): Scope,
     Path(id): Path<String>,
     MlflowRequest(f): MlflowRequest,
 ) -> Answer {
     crate::auth::require_approver(&s, p.as_ref().map(|e| &e.0))?;
-    outcome(&s.registry.review_promotion(&actor, promotion_id(&id)?, ReviewDecision::Reject, f.opt_str("comment")?).await?)
+    outcome(&s.registry.review_promotion(&actor, promotion_id(&id)?, ReviewDecision::Reject, f.opt_str("comment")?, &viewer).await?)
 }
 
-async fn apply(State(s): State<AppState>, Caller(actor): Caller, Path(id): Path<String>) -> Answer {
-    outcome(&s.registry.apply_promotion(&actor, promotion_id(&id)?).await?)
+async fn apply(State(s): State<AppState>, Caller(actor): Caller, Scope(viewer): Scope, Path(id): Path<String>) -> Answer {
+    outcome(&s.registry.apply_promotion(&actor, promotion_id(&id)?, &viewer).await?)
 }
 
 async fn cancel(State(s): State<AppState>, Caller(actor): Caller, Path(id): Path<String>) -> Answer {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::fields::{Fields, MlflowRequest};
 use crate::identity::Caller;
+use crate::references::{self, Reference, Scope};
 use crate::{ApiError, AppState, json};
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -116,8 +117,8 @@ async fn delete_registered_model_tag(State(s): State<AppState>, Caller(actor): C
     empty()
 }
 
-async fn set_alias(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
-    s.registry.set_alias(&actor, &f.str("name")?, &f.str_allow_empty("alias")?, &version(&f, "version")?).await?;
+async fn set_alias(State(s): State<AppState>, Caller(actor): Caller, Scope(viewer): Scope, MlflowRequest(f): MlflowRequest) -> Answer {
+    s.registry.set_alias(&actor, &f.str("name")?, &f.str_allow_empty("alias")?, &version(&f, "version")?, &viewer).await?;
     empty()
 }
 
@@ -131,55 +132,13 @@ async fn get_by_alias(State(s): State<AppState>, MlflowRequest(f): MlflowRequest
     Ok(Json(json!({"model_version": json::model_version(&v)})))
 }
 
-/// With auth on, a version may only reference what its creator may read: the run, the logged
-/// model, or the registered model version its source and fields name. Otherwise a member could
-/// copy another team's artifacts and lineage into a model of its own.
-async fn check_references(s: &AppState, p: Option<&plinth_auth::Principal>, f: &Fields) -> Result<(), ApiError> {
-    let Some(p) = p.filter(|_| s.auth_enabled) else { return Ok(()) };
-    if p.is_admin() {
-        return Ok(());
-    }
-    let refuse = || {
-        ApiError::new(
-            plinth_core::ErrorCode::PermissionDenied,
-            format!("Permission denied: user '{}' may not reference a run, logged model or model version it cannot read", p.name),
-        )
-    };
-    let readable_experiment =
-        |id: String| async move { s.auth.allows(p, ResourceKind::Experiment, &id, plinth_core::auth::Level::Read).await };
-    let mut runs: Vec<String> = f.opt_str("run_id")?.filter(|r| !r.is_empty()).into_iter().collect();
-    let mut logged: Vec<String> = f.opt_str("model_id")?.filter(|m| !m.is_empty()).into_iter().collect();
-    let source = f.opt_str("source")?.unwrap_or_default();
-    let (scheme, rest) = source.split_once(':').unwrap_or(("", ""));
-    let rest = rest.trim_start_matches('/');
-    if scheme.eq_ignore_ascii_case("runs") {
-        runs.push(rest.split('/').next().unwrap_or("").to_owned());
-    } else if scheme.eq_ignore_ascii_case("models") {
-        if rest.starts_with("m-") && !rest.contains('/') {
-            logged.push(rest.to_owned());
-        } else if let Some((name, _)) = rest.split_once('/')
-            && !s.auth.allows(p, ResourceKind::RegisteredModel, name, plinth_core::auth::Level::Read).await?
-        {
-            return Err(refuse());
-        }
-    }
-    for run in runs {
-        let Ok(r) = s.tracking.get_run(&run).await else { return Err(refuse()) };
-        if !readable_experiment(r.info.experiment_id.as_str().to_owned()).await? {
-            return Err(refuse());
-        }
-    }
-    for id in logged {
-        let Ok(m) = s.tracking.get_logged_model(&id, true).await else { return Err(refuse()) };
-        if !readable_experiment(m.experiment_id.as_str().to_owned()).await? {
-            return Err(refuse());
-        }
-    }
-    Ok(())
-}
-
 async fn create_model_version(State(s): State<AppState>, p: Ext, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
-    check_references(&s, p.as_ref().map(|e| &e.0), &f).await?;
+    let refs = Reference::of_version(
+        &f.opt_str("source")?.unwrap_or_default(),
+        f.opt_str("run_id")?.as_deref(),
+        f.opt_str("model_id")?.as_deref(),
+    );
+    references::require_readable(&s, p.as_ref().map(|e| &e.0), refs).await?;
     let req = CreateVersion {
         name: f.str("name")?,
         source: f.str("source")?,
@@ -214,9 +173,14 @@ async fn search_model_versions(State(s): State<AppState>, p: Ext, MlflowRequest(
     Ok(Json(json::page("model_versions", page.items.iter().map(json::model_version).collect(), page.next_page_token)))
 }
 
-async fn transition_stage(State(s): State<AppState>, Caller(actor): Caller, MlflowRequest(f): MlflowRequest) -> Answer {
+async fn transition_stage(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Scope(viewer): Scope,
+    MlflowRequest(f): MlflowRequest,
+) -> Answer {
     let archive = f.opt_bool("archive_existing_versions")?.ok_or_else(|| InvalidParameter::missing("archive_existing_versions"))?;
-    let v = s.registry.transition_stage(&actor, &f.str("name")?, &version(&f, "version")?, &f.str("stage")?, archive).await?;
+    let v = s.registry.transition_stage(&actor, &f.str("name")?, &version(&f, "version")?, &f.str("stage")?, archive, &viewer).await?;
     Ok(Json(json!({"model_version": json::model_version(&v)})))
 }
 

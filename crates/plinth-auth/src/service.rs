@@ -372,7 +372,9 @@ impl AuthService {
 
     /// Returns the token and its full text, which is shown once and never stored.
     pub async fn create_token(&self, actor: &Actor, user: &str, label: &str, ttl_secs: Option<i64>) -> Result<(ApiToken, String)> {
-        let mut event = AuditEvent::new(actor, "token.create", "user", user).with_change(Change::set("token_name", label));
+        // A token minted for another user is impersonation, and is recorded as such.
+        let action = if actor.name == user { "token.create" } else { "token.impersonate" };
+        let mut event = AuditEvent::new(actor, action, "user", user).with_change(Change::set("token_name", label));
         let res = async {
             if label.trim().is_empty() {
                 return Err(InvalidParameter::missing("name").into());

@@ -56,6 +56,8 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Starts a multipart upload of `path`; returns its upload id.
     async fn create_multipart(&self, path: &ArtifactPath) -> Result<String>;
+    /// The path a multipart upload was started for (what a permission check of a part needs).
+    async fn multipart_target(&self, upload_id: &str) -> Result<ArtifactPath>;
     /// Stores one part; returns its etag.
     async fn put_part(&self, upload_id: &str, part_number: u32, body: ByteStream) -> Result<String>;
     /// Joins the listed parts, in order, into the object.

@@ -226,6 +226,13 @@ impl BlobStore for LocalBlobStore {
         Ok(upload_id)
     }
 
+    async fn multipart_target(&self, upload_id: &str) -> Result<ArtifactPath> {
+        let dir = self.upload_dir(upload_id)?;
+        let target =
+            tokio::fs::read_to_string(dir.join("target")).await.map_err(|_| Error::UploadNotFound { upload_id: upload_id.to_owned() })?;
+        ArtifactPath::parse(&target)
+    }
+
     async fn put_part(&self, upload_id: &str, part_number: u32, body: ByteStream) -> Result<String> {
         let dir = self.upload_dir(upload_id)?;
         if tokio::fs::metadata(&dir).await.is_err() {

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error_code;
+pub mod fault;
 pub mod ids;
 pub mod page_token;
 pub mod registry;
@@ -15,3 +16,4 @@ pub mod tracking;
 pub mod validation;
 
 pub use error_code::{ErrorCode, HasErrorCode};
+pub use fault::DiskFull;

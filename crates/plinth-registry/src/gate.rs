@@ -14,6 +14,10 @@
 //! `current.` reads the same from the version that holds the target now. A comparison with
 //! `current.` holds when nothing holds the target yet (there is nothing to beat). A reference
 //! that has no value fails the condition (a gate fails closed).
+//!
+//! A report never shows a run's facts to a reader who may not read that run (`Viewer`): a check
+//! the reader asks for fails such a condition closed (`Judge::Caller`), and a move the registry
+//! judges counts the facts but leaves their values out of the message (`Judge::Registry`).
 
 use std::fmt;
 
@@ -112,6 +116,15 @@ impl Condition {
     /// Whether either side reads the current holder.
     pub fn reads_current(&self) -> bool {
         [&self.left, &self.right].iter().any(|it| matches!(it, Operand::Ref { current: true, .. }))
+    }
+
+    /// For each side that reads a source run's facts (metrics, params, run tags): whether it is
+    /// the current holder's run (`true`) or the candidate's (`false`).
+    fn run_subjects(&self) -> impl Iterator<Item = bool> + '_ {
+        [&self.left, &self.right].into_iter().filter_map(|it| match it {
+            Operand::Ref { current, scope: Scope::Metrics | Scope::Params | Scope::RunTags, .. } => Some(*current),
+            _ => None,
+        })
     }
 }
 
@@ -232,6 +245,46 @@ pub struct Subject {
     pub params: Vec<KeyValue>,
     pub run_tags: Vec<KeyValue>,
     pub version_tags: Vec<KeyValue>,
+    /// The reader of the report may not read the source run: its facts are never shown.
+    pub hidden: bool,
+}
+
+/// Whose eyes a gate report is for: the experiments whose runs' facts it may show.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    /// `None`: every experiment (an admin, auth off, or the registry itself).
+    experiments: Option<std::sync::Arc<std::collections::HashSet<String>>>,
+}
+
+impl Viewer {
+    /// Sees everything: admins, a server without auth, the registry's own loops.
+    pub fn everything() -> Viewer {
+        Viewer { experiments: None }
+    }
+
+    /// Sees the runs of these experiments only.
+    pub fn limited_to(experiments: std::collections::HashSet<String>) -> Viewer {
+        Viewer { experiments: Some(std::sync::Arc::new(experiments)) }
+    }
+
+    pub fn sees_everything(&self) -> bool {
+        self.experiments.is_none()
+    }
+
+    pub fn may_read_experiment(&self, experiment_id: &str) -> bool {
+        self.experiments.as_ref().is_none_or(|set| set.contains(experiment_id))
+    }
+}
+
+/// Whose authority a condition is evaluated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judge {
+    /// A check asked for by a caller: a condition over run facts the caller may not read fails
+    /// closed, and says so without the value.
+    Caller,
+    /// A move judged by the registry: every fact counts, but values of runs the caller may not
+    /// read are left out of what the caller is shown.
+    Registry,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -296,12 +349,41 @@ pub struct Check {
     pub detail: String,
 }
 
-/// Evaluates one condition for `candidate` against `current` (the version holding the target now).
-pub fn evaluate(cond: &Condition, candidate: &Subject, current: Option<&Subject>) -> Check {
+/// Evaluates one condition for `candidate` against `current` (the version holding the target
+/// now), with `judge`'s authority over facts the reader may not see (`Subject::hidden`).
+pub fn evaluate(cond: &Condition, candidate: &Subject, current: Option<&Subject>, judge: Judge) -> Check {
     let text = cond.to_string();
     if cond.reads_current() && current.is_none() {
         return Check { condition: text, passed: true, detail: "nothing holds the target yet, so there is nothing to compare with".into() };
     }
+    let hidden: Vec<i64> = cond
+        .run_subjects()
+        .filter_map(|is_current| if is_current { current } else { Some(candidate) })
+        .filter(|s| s.hidden)
+        .map(|s| s.version)
+        .collect();
+    let Some(&version) = hidden.first() else { return compare(cond, text, candidate, current) };
+    match judge {
+        Judge::Caller => Check {
+            condition: text,
+            passed: false,
+            detail: format!(
+                "you may not read the source run of version {version}, so its value is not shown and the condition fails closed"
+            ),
+        },
+        Judge::Registry => {
+            let passed = compare(cond, text.clone(), candidate, current).passed;
+            let verdict = if passed { "holds" } else { "does not hold" };
+            Check {
+                condition: text,
+                passed,
+                detail: format!("{verdict} (values not shown: you may not read the source run of version {version})"),
+            }
+        }
+    }
+}
+
+fn compare(cond: &Condition, text: String, candidate: &Subject, current: Option<&Subject>) -> Check {
     let resolve = |operand: &Operand| -> Result<Resolved, String> {
         match operand {
             Operand::Number(n) => Ok(Resolved::Number(*n)),
@@ -368,6 +450,7 @@ mod tests {
             params: vec![KeyValue { key: "lr".into(), value: "0.01".into() }],
             run_tags: vec![],
             version_tags: vec![KeyValue { key: "validation".into(), value: "passed".into() }],
+            hidden: false,
         }
     }
 
@@ -411,7 +494,7 @@ mod tests {
     fn evaluates() {
         let cand = subject(3, Some(0.9));
         let cur = subject(2, Some(0.88));
-        let check = |t: &str, current: Option<&Subject>| evaluate(&parse(t).expect("parse"), &cand, current);
+        let check = |t: &str, current: Option<&Subject>| evaluate(&parse(t).expect("parse"), &cand, current, Judge::Caller);
         assert!(check("metrics.auc >= 0.85", None).passed);
         assert!(!check("metrics.auc >= 0.95", None).passed);
         assert!(check("metrics.auc > current.metrics.auc", Some(&cur)).passed);
@@ -427,6 +510,35 @@ mod tests {
         assert!(!check("version.tags.validation > 'a'", None).passed);
         let mut no_run = subject(4, Some(1.0));
         no_run.run_id = None;
-        assert!(!evaluate(&parse("metrics.auc > 0").expect("parse"), &no_run, None).passed);
+        assert!(!evaluate(&parse("metrics.auc > 0").expect("parse"), &no_run, None, Judge::Caller).passed);
+    }
+
+    #[test]
+    fn hidden_runs_show_no_values() {
+        let mut cand = subject(3, Some(0.8731));
+        cand.params.push(KeyValue { key: "db_password".into(), value: "hunter2".into() });
+        cand.hidden = true;
+        let cur = subject(2, Some(0.88));
+        let check = |t: &str, current: Option<&Subject>, judge| evaluate(&parse(t).expect("parse"), &cand, current, judge);
+        // Asked for by the caller: fails closed, and neither value nor verdict leaks.
+        for text in ["metrics.auc >= 0", "metrics.auc < 0", "params.db_password = 'x'", "params.db_password != 'x'"] {
+            let c = check(text, None, Judge::Caller);
+            assert!(!c.passed, "{c:?}");
+            assert!(!c.detail.contains("0.8731") && !c.detail.contains("hunter2") && c.detail.contains("fails closed"), "{c:?}");
+        }
+        // Judged by the registry: the true verdict, still without values.
+        let c = check("metrics.auc >= 0.5", None, Judge::Registry);
+        assert!(c.passed && !c.detail.contains("0.8731"), "{c:?}");
+        let c = check("metrics.auc > current.metrics.auc", Some(&cur), Judge::Registry);
+        assert!(!c.passed && !c.detail.contains("0.8731") && !c.detail.contains("0.88"), "{c:?}");
+        // Version tags are the model's own: readable, shown.
+        let c = check("version.tags.validation = 'passed'", None, Judge::Caller);
+        assert!(c.passed && c.detail.contains("'passed'"), "{c:?}");
+        // Only the current holder hidden: a comparison with it fails closed for the caller.
+        let visible = subject(3, Some(0.9));
+        let mut hidden_cur = subject(2, Some(0.88));
+        hidden_cur.hidden = true;
+        let c = evaluate(&parse("metrics.auc > current.metrics.auc").expect("parse"), &visible, Some(&hidden_cur), Judge::Caller);
+        assert!(!c.passed && c.detail.contains("version 2") && !c.detail.contains("0.88"), "{c:?}");
     }
 }

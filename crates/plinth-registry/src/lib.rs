@@ -12,7 +12,12 @@
 mod error;
 pub mod gate;
 mod service;
+mod source;
 pub mod webhooks;
 
 pub use error::{Error, Result};
-pub use service::{CreateVersion, GateReport, Lineage, NewWebhook, PromotionOutcome, RegistryConfig, RegistryService, SearchRequest};
+pub use gate::Viewer;
+pub use service::{
+    CreateVersion, GateReport, Lineage, NewWebhook, PromotionAsk, PromotionOutcome, RegistryConfig, RegistryService, SearchRequest,
+};
+pub use source::VersionSource;

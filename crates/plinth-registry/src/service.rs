@@ -22,7 +22,8 @@ use plinth_store::registry::{
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{AuditLog, RegistryStore, TrackingStore};
 
-use crate::gate::{self, Check, Subject};
+use crate::gate::{self, Check, Judge, Subject, Viewer};
+use crate::source::VersionSource;
 use crate::webhooks::{Event, Outbox};
 use crate::{Error, Result};
 
@@ -93,6 +94,16 @@ pub struct CreateVersion {
     pub tags: Vec<KeyValue>,
 }
 
+/// What a promotion request asks for: `version` of `model` to `target` (an alias).
+pub struct PromotionAsk {
+    pub model: String,
+    pub version: String,
+    pub target: String,
+    pub reason: Option<String>,
+    /// How long the request stays open; `None`: the server's default.
+    pub ttl_secs: Option<i64>,
+}
+
 pub struct SearchRequest {
     /// Only these registered models (with auth on: what the caller may read).
     pub restrict_to: Option<Vec<String>>,
@@ -158,65 +169,6 @@ fn tags(list: &[KeyValue]) -> Result<()> {
         r::validate_registry_tag(&t.key, &t.value)?;
     }
     Ok(())
-}
-
-/// Decodes `+` and percent-escapes repeatedly (Python's `unquote_plus` until nothing changes, as
-/// MLflow does), so `%252e%252e` is seen as `..`. Each round shortens the text, so this ends.
-fn fully_unescaped(source: &str) -> String {
-    let mut current = source.to_owned();
-    loop {
-        let decoded = percent_encoding::percent_decode_str(&current.replace('+', " ")).decode_utf8_lossy().into_owned();
-        if decoded == current {
-            return current;
-        }
-        current = decoded;
-    }
-}
-
-/// MLflow's rule against sources that walk out of their location (`..` segments, NUL bytes).
-fn validate_source_path(source: &str) -> Result<()> {
-    let unescaped = fully_unescaped(source);
-    if unescaped.contains('\0') || unescaped.split(['/', '\\']).any(|seg| seg == "..") {
-        return Err(Error::invalid(format!(
-            "Invalid model version source: '{source}'. If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path."
-        )));
-    }
-    Ok(())
-}
-
-/// The URI scheme, lowercased (schemes are case-insensitive: `FILE:` is `file:`).
-fn scheme(uri: &str) -> Option<String> {
-    let (scheme, _) = uri.split_once(':')?;
-    let ok = scheme.len() > 1
-        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    ok.then(|| scheme.to_ascii_lowercase())
-}
-
-/// The part of a URI after its scheme and colon.
-fn after_scheme(uri: &str) -> &str {
-    uri.split_once(':').map_or(uri, |(_, rest)| rest)
-}
-
-/// What a `models:/` URI names.
-enum ModelsUri {
-    LoggedModel(String),
-    Version(String, i64),
-}
-
-fn parse_models_uri(source: &str) -> Result<ModelsUri> {
-    let bad = |why: &str| Error::invalid(format!("Invalid model version source: '{source}'. {why}"));
-    let rest = source.strip_prefix("models:").ok_or_else(|| bad("expected a models:/ URI"))?;
-    if rest.starts_with("//") {
-        return Err(bad("Registered model sources must use the active model registry."));
-    }
-    let rest = rest.trim_start_matches('/');
-    if rest.starts_with("m-") && !rest.contains('/') {
-        return Ok(ModelsUri::LoggedModel(rest.to_owned()));
-    }
-    let (name, version) = rest.split_once('/').ok_or_else(|| bad("Use models:/<name>/<version> or models:/m-<model id>."))?;
-    let version = version.parse::<i64>().map_err(|_| bad("Only models:/<name>/<version> (a version number) may be a source."))?;
-    Ok(ModelsUri::Version(name.to_owned(), version))
 }
 
 impl RegistryService {
@@ -419,53 +371,39 @@ impl RegistryService {
         if let Some(id) = &run_id {
             RunId::parse(id)?;
         }
-        validate_source_path(&req.source)?;
-        let source_scheme = scheme(&req.source);
-        let storage_location = match source_scheme.as_deref() {
-            Some("models") => match parse_models_uri(&format!("models:{}", after_scheme(&req.source)))? {
-                ModelsUri::LoggedModel(id) => {
-                    let id = LoggedModelId::parse(&id)?;
-                    if model_id.as_deref().is_some_and(|given| given != id.as_str()) {
-                        return Err(Error::invalid(format!(
-                            "Invalid model version source: '{}'. The model_id request parameter must match the logged model of the source.",
-                            req.source
-                        )));
-                    }
-                    let model = self.tracking.get_logged_model(&id, false).await?;
-                    let model_run = model.source_run_id.as_ref().map(|r| r.as_str().to_owned());
-                    if run_id.is_some() && model_run.is_some() && run_id != model_run {
-                        return Err(Error::invalid(format!(
-                            "Invalid model version source: '{}'. The run_id request parameter must be the logged model's source run.",
-                            req.source
-                        )));
-                    }
-                    run_id = run_id.or(model_run);
-                    model_id = Some(id.as_str().to_owned());
-                    model.artifact_location
-                }
-                ModelsUri::Version(name, version) => {
-                    let from = self.store.get_model_version(&name, version).await?;
-                    if (run_id.is_some() && run_id != from.run_id) || (model_id.is_some() && model_id != from.model_id) {
-                        return Err(Error::invalid(format!(
-                            "Invalid model version source: '{}'. The run_id and model_id request parameters must match the referenced model version.",
-                            req.source
-                        )));
-                    }
-                    run_id = from.run_id.clone();
-                    model_id = model_id.or(from.model_id.clone());
-                    from.storage_location
-                }
-            },
-            Some("runs") => {
-                let rest = after_scheme(&req.source).trim_start_matches('/');
-                if after_scheme(&req.source).starts_with("//") {
+        let storage_location = match VersionSource::parse(&req.source)? {
+            VersionSource::LoggedModel(id) => {
+                if model_id.as_deref().is_some_and(|given| given != id.as_str()) {
                     return Err(Error::invalid(format!(
-                        "Invalid model version source: '{}'. A runs:/ source may not name a host.",
+                        "Invalid model version source: '{}'. The model_id request parameter must match the logged model of the source.",
                         req.source
                     )));
                 }
-                let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
-                let rid = RunId::parse(rid)?;
+                let model = self.tracking.get_logged_model(&id, false).await?;
+                let model_run = model.source_run_id.as_ref().map(|r| r.as_str().to_owned());
+                if run_id.is_some() && model_run.is_some() && run_id != model_run {
+                    return Err(Error::invalid(format!(
+                        "Invalid model version source: '{}'. The run_id request parameter must be the logged model's source run.",
+                        req.source
+                    )));
+                }
+                run_id = run_id.or(model_run);
+                model_id = Some(id.as_str().to_owned());
+                model.artifact_location
+            }
+            VersionSource::ModelVersion { name, version } => {
+                let from = self.store.get_model_version(&name, version).await?;
+                if (run_id.is_some() && run_id != from.run_id) || (model_id.is_some() && model_id != from.model_id) {
+                    return Err(Error::invalid(format!(
+                        "Invalid model version source: '{}'. The run_id and model_id request parameters must match the referenced model version.",
+                        req.source
+                    )));
+                }
+                run_id = from.run_id.clone();
+                model_id = model_id.or(from.model_id.clone());
+                from.storage_location
+            }
+            VersionSource::Run { run_id: rid, path } => {
                 if run_id.as_deref().is_some_and(|given| given != rid.as_str()) {
                     return Err(Error::invalid(format!(
                         "Invalid model version source: '{}'. The run ID in the source does not match the run_id request parameter.",
@@ -475,19 +413,15 @@ impl RegistryService {
                 let run = self.tracking.get_run(&rid).await?;
                 run_id = Some(rid.as_str().to_owned());
                 let base = run.info.artifact_uri.trim_end_matches('/');
-                if path.is_empty() { base.to_owned() } else { format!("{base}/{}", path.trim_matches('/')) }
+                if path.is_empty() { base.to_owned() } else { format!("{base}/{path}") }
             }
-            Some("file") | None => {
+            VersionSource::LocalPath { path: src_path } => {
                 // A path on the server's file system: only inside the named run's own artifact directory.
                 let allowed = match &run_id {
                     Some(rid) => {
                         let run = self.tracking.get_run(&RunId::parse(rid)?).await?;
                         let root = run.info.artifact_uri.trim_end_matches('/').to_owned();
                         let root_path = root.strip_prefix("file://").unwrap_or(&root).to_owned();
-                        let src_path = match source_scheme.as_deref() {
-                            Some(_) => after_scheme(&req.source).trim_start_matches("//").to_owned(),
-                            None => req.source.clone(),
-                        };
                         (root.starts_with('/') || root.starts_with("file:"))
                             && (src_path == root_path || src_path.starts_with(&format!("{root_path}/")))
                     }
@@ -501,7 +435,7 @@ impl RegistryService {
                 }
                 req.source.clone()
             }
-            Some(_) => req.source.clone(),
+            VersionSource::Uri { .. } => req.source.clone(),
         };
         if model_id.is_some() && run_id.is_none() {
             let id = LoggedModelId::parse(model_id.as_deref().unwrap_or_default())?;
@@ -659,6 +593,7 @@ impl RegistryService {
         version: &str,
         stage: &str,
         archive_existing: bool,
+        viewer: &Viewer,
     ) -> Result<ModelVersion> {
         let mut event = AuditEvent::new(actor, "model_version.stage", "model_version", format!("{name}/{version}"));
         let res = async {
@@ -688,7 +623,7 @@ impl RegistryService {
                             });
                         }
                         let holder = self.store.stage_holder(name, target, number).await?;
-                        let report = self.evaluate(gate, number, holder, &[]).await?;
+                        let report = self.evaluate(gate, number, holder, &[], viewer, Judge::Registry).await?;
                         if !report.conditions_pass() {
                             return Err(Error::GateFailed {
                                 model: name.to_owned(),
@@ -738,8 +673,8 @@ impl RegistryService {
     }
 
     /// MLflow's alias endpoint: moves the alias, subject to its gate (last writer wins when there is none).
-    pub async fn set_alias(&self, actor: &Actor, name: &str, alias: &str, version: &str) -> Result<()> {
-        self.move_alias(actor, name, alias, version, None).await.map(|_| ())
+    pub async fn set_alias(&self, actor: &Actor, name: &str, alias: &str, version: &str, viewer: &Viewer) -> Result<()> {
+        self.move_alias(actor, name, alias, version, None, viewer).await.map(|_| ())
     }
 
     /// Plinth's promote: like `set_alias`, and when `expected_current` is given the move only
@@ -751,11 +686,20 @@ impl RegistryService {
         alias: &str,
         version: &str,
         expected_current: Option<Option<i64>>,
+        viewer: &Viewer,
     ) -> Result<GateReport> {
-        self.move_alias(actor, name, alias, version, expected_current).await
+        self.move_alias(actor, name, alias, version, expected_current, viewer).await
     }
 
-    async fn move_alias(&self, actor: &Actor, name: &str, alias: &str, version: &str, expected: Option<Option<i64>>) -> Result<GateReport> {
+    async fn move_alias(
+        &self,
+        actor: &Actor,
+        name: &str,
+        alias: &str,
+        version: &str,
+        expected: Option<Option<i64>>,
+        viewer: &Viewer,
+    ) -> Result<GateReport> {
         let mut event = AuditEvent::new(actor, "alias.set", "alias", format!("{name}@{alias}"));
         let res = async {
             r::validate_model_name("name", name)?;
@@ -796,7 +740,7 @@ impl RegistryService {
                                 required: gate.spec.approvals_required,
                             });
                         }
-                        report = self.evaluate(gate, number, holder, &[]).await?;
+                        report = self.evaluate(gate, number, holder, &[], viewer, Judge::Registry).await?;
                         if !report.conditions_pass() {
                             return Err(Error::GateFailed {
                                 model: name.to_owned(),
@@ -904,10 +848,18 @@ impl RegistryService {
     }
 
     /// Evaluates `gate` for `version` against `holder`, counting `approvals`.
-    async fn evaluate(&self, gate: &Gate, version: i64, holder: Option<i64>, approvals: &[String]) -> Result<GateReport> {
-        let candidate = self.subject(&gate.model, version).await?;
+    async fn evaluate(
+        &self,
+        gate: &Gate,
+        version: i64,
+        holder: Option<i64>,
+        approvals: &[String],
+        viewer: &Viewer,
+        judge: Judge,
+    ) -> Result<GateReport> {
+        let candidate = self.subject(&gate.model, version, viewer).await?;
         let current = match holder {
-            Some(h) if h != version => Some(self.subject(&gate.model, h).await?),
+            Some(h) if h != version => Some(self.subject(&gate.model, h, viewer).await?),
             Some(_) => Some(candidate.clone()),
             None => None,
         };
@@ -926,7 +878,7 @@ impl RegistryService {
         }
         for text in &gate.spec.conditions {
             match gate::parse(text) {
-                Ok(cond) => checks.push(gate::evaluate(&cond, &candidate, current.as_ref())),
+                Ok(cond) => checks.push(gate::evaluate(&cond, &candidate, current.as_ref(), judge)),
                 Err(e) => checks.push(Check { condition: text.clone(), passed: false, detail: format!("cannot be parsed: {e}") }),
             }
         }
@@ -940,8 +892,9 @@ impl RegistryService {
         })
     }
 
-    /// The facts a gate reads about a version: its tags, and its source run's metrics, params and tags.
-    async fn subject(&self, model: &str, version: i64) -> Result<Subject> {
+    /// The facts a gate reads about a version: its tags, and its source run's metrics, params and
+    /// tags (marked hidden when `viewer` may not read the run).
+    async fn subject(&self, model: &str, version: i64, viewer: &Viewer) -> Result<Subject> {
         let v = self.store.get_model_version(model, version).await?;
         let mut subject = Subject { version, version_tags: v.tags, ..Subject::default() };
         if let Some(rid) = v.run_id.as_deref().and_then(|it| RunId::parse(it).ok()) {
@@ -964,6 +917,7 @@ impl RegistryService {
                         }
                     }
                     if verified {
+                        subject.hidden = !viewer.may_read_experiment(run.info.experiment_id.as_str());
                         subject.run_id = Some(rid.as_str().to_owned());
                         subject.metrics = run.data.metrics;
                         subject.params = run.data.params;
@@ -979,8 +933,9 @@ impl RegistryService {
         Ok(subject)
     }
 
-    /// What the gate of `target` would say about `version` now, without moving anything.
-    pub async fn check_gate(&self, model: &str, target: &str, version: &str) -> Result<GateReport> {
+    /// What the gate of `target` would say about `version` now, for `viewer`, without moving
+    /// anything: conditions over runs the viewer may not read fail closed.
+    pub async fn check_gate(&self, model: &str, target: &str, version: &str, viewer: &Viewer) -> Result<GateReport> {
         r::validate_model_name("name", model)?;
         let number = r::parse_version(version)?;
         let target = gate_target(target)?;
@@ -989,20 +944,14 @@ impl RegistryService {
             Some(stage) => self.store.stage_holder(model, stage, number).await?,
             None => self.store.get_alias(model, &target).await?,
         };
-        self.evaluate(&gate, number, holder, &[]).await
+        self.evaluate(&gate, number, holder, &[], viewer, Judge::Caller).await
     }
 
     // Promotion requests.
 
-    pub async fn request_promotion(
-        &self,
-        actor: &Actor,
-        model: &str,
-        version: &str,
-        target: &str,
-        reason: Option<String>,
-        ttl_secs: Option<i64>,
-    ) -> Result<PromotionOutcome> {
+    pub async fn request_promotion(&self, actor: &Actor, ask: PromotionAsk, viewer: &Viewer) -> Result<PromotionOutcome> {
+        let PromotionAsk { model, version, target, reason, ttl_secs } = ask;
+        let (model, version, target) = (model.as_str(), version.as_str(), target.as_str());
         let mut event = AuditEvent::new(actor, "promotion.request", "promotion", format!("{model}@{target}"));
         let res = async {
             r::validate_model_name("name", model)?;
@@ -1035,12 +984,18 @@ impl RegistryService {
         .await;
         let request = self.audited(event, res).await?;
         self.outbox.emit(Event::promotion("created", &request, actor, None)).await;
-        self.try_apply(actor, request).await
+        self.try_apply(actor, request, viewer).await
     }
 
-    pub async fn get_promotion(&self, id: i64) -> Result<PromotionOutcome> {
+    /// The request alone, as stored (what a permission check needs to find its model).
+    pub async fn get_promotion_request(&self, id: i64) -> Result<PromotionRequest> {
+        Ok(self.store.get_promotion(id).await?)
+    }
+
+    /// The request as it stands; the gate's report on it for `viewer`.
+    pub async fn get_promotion(&self, id: i64, viewer: &Viewer) -> Result<PromotionOutcome> {
         let request = shown(self.store.get_promotion(id).await?);
-        let report = self.report_for(&request).await?;
+        let report = self.report_for(&request, viewer).await?;
         Ok(PromotionOutcome { request, report })
     }
 
@@ -1064,6 +1019,7 @@ impl RegistryService {
         id: i64,
         decision: ReviewDecision,
         comment: Option<String>,
+        viewer: &Viewer,
     ) -> Result<PromotionOutcome> {
         let verb = match decision {
             ReviewDecision::Approve => "promotion.approve",
@@ -1096,21 +1052,21 @@ impl RegistryService {
         };
         self.outbox.emit(Event::promotion(action, &request, actor, comment.as_deref())).await;
         if decision == ReviewDecision::Reject {
-            let report = self.report_for(&request).await?;
+            let report = self.report_for(&request, viewer).await?;
             return Ok(PromotionOutcome { request, report });
         }
-        self.try_apply(actor, request).await
+        self.try_apply(actor, request, viewer).await
     }
 
     /// Re-checks a pending request and moves the alias if it passes now (a condition may have
     /// failed when the last approval came in).
-    pub async fn apply_promotion(&self, actor: &Actor, id: i64) -> Result<PromotionOutcome> {
+    pub async fn apply_promotion(&self, actor: &Actor, id: i64, viewer: &Viewer) -> Result<PromotionOutcome> {
         self.expire().await?;
         let request = self.store.get_promotion(id).await?;
         if request.status != PromotionStatus::Pending {
             return Err(Error::Conflict { message: format!("Promotion request {id} is {}, not PENDING", request.status.as_str()) });
         }
-        self.try_apply(actor, request).await
+        self.try_apply(actor, request, viewer).await
     }
 
     pub async fn cancel_promotion(&self, actor: &Actor, id: i64) -> Result<PromotionRequest> {
@@ -1126,12 +1082,13 @@ impl RegistryService {
         self.audited(event, res).await
     }
 
-    async fn report_for(&self, request: &PromotionRequest) -> Result<GateReport> {
-        Ok(self.judge(request).await?.0)
+    async fn report_for(&self, request: &PromotionRequest, viewer: &Viewer) -> Result<GateReport> {
+        Ok(self.judge(request, viewer).await?.0)
     }
 
     /// The gate's verdict on a request, and the gate's stamp (`updated_at`, `None` without a gate).
-    async fn judge(&self, request: &PromotionRequest) -> Result<(GateReport, Option<i64>)> {
+    /// The registry's judgement counts every fact; `viewer` only decides which values the report shows.
+    async fn judge(&self, request: &PromotionRequest, viewer: &Viewer) -> Result<(GateReport, Option<i64>)> {
         let approvals: Vec<String> = request.approvers().into_iter().map(str::to_owned).collect();
         let gate = self.store.get_gate(&request.model, &request.target).await?;
         let holder = self.store.get_alias(&request.model, &request.target).await?;
@@ -1146,7 +1103,7 @@ impl RegistryService {
                 approvals_required: gate.spec.approvals_required,
                 approvals,
             },
-            Some(gate) => self.evaluate(&gate, request.version, holder, &approvals).await?,
+            Some(gate) => self.evaluate(&gate, request.version, holder, &approvals, viewer, Judge::Registry).await?,
             None => GateReport {
                 target: request.target.clone(),
                 version: request.version,
@@ -1160,11 +1117,11 @@ impl RegistryService {
     }
 
     /// Moves the alias if the request has its approvals and the conditions pass; otherwise leaves it pending.
-    async fn try_apply(&self, actor: &Actor, request: PromotionRequest) -> Result<PromotionOutcome> {
+    async fn try_apply(&self, actor: &Actor, request: PromotionRequest, viewer: &Viewer) -> Result<PromotionOutcome> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (report, stamp) = self.judge(&request).await?;
+            let (report, stamp) = self.judge(&request, viewer).await?;
             if !report.approved() {
                 return Ok(PromotionOutcome { request, report });
             }
@@ -1211,7 +1168,7 @@ impl RegistryService {
                     let fresh = self.store.get_promotion(request.id).await?;
                     if fresh.status == PromotionStatus::Applied {
                         // A concurrent approval applied it: this caller's approval is in, the outcome is the same.
-                        let report = self.report_for(&fresh).await?;
+                        let report = self.report_for(&fresh, viewer).await?;
                         return Ok(PromotionOutcome { request: fresh, report });
                     }
                     if fresh.status != PromotionStatus::Pending || attempt >= GATED_MOVE_ATTEMPTS {
@@ -1273,8 +1230,8 @@ impl RegistryService {
             },
             None => None,
         };
-        let copied_from = match parse_models_uri(&v.source) {
-            Ok(ModelsUri::Version(n, number)) if v.source.starts_with("models:") => Some((n, number)),
+        let copied_from = match VersionSource::parse(&v.source) {
+            Ok(VersionSource::ModelVersion { name, version }) => Some((name, version)),
             _ => None,
         };
         Ok(Lineage { version: v, run, logged_model, copied_from })
@@ -1359,6 +1316,15 @@ fn gate_target(raw: &str) -> Result<String> {
 }
 
 fn validate_gate(mut spec: GateSpec) -> Result<GateSpec> {
+    // A bare stage name would make an alias gate that looks like a stage gate and guards nothing
+    // of the stage: refuse it, naming both spellings.
+    if Stage::parse(&spec.target).is_some() {
+        return Err(Error::invalid(format!(
+            "Invalid gate target '{0}': '{0}' is a stage name. Use stage:{1} for the gate on the {1} stage (plinth models gate set NAME --stage {1}); an alias gate cannot be named after a stage",
+            spec.target,
+            spec.target.to_ascii_lowercase()
+        )));
+    }
     spec.target = gate_target(&spec.target)?;
     if spec.conditions.len() > r::MAX_GATE_CONDITIONS {
         return Err(Error::invalid(format!("A gate has at most {} conditions, got {}", r::MAX_GATE_CONDITIONS, spec.conditions.len())));
@@ -1529,24 +1495,4 @@ fn reqwest_host(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
     authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_may_not_walk_out() {
-        for bad in
-            ["s3://b/m/../../x", "mlflow-artifacts:/1/%2e%2e/2", "file:///a/%252e%252e/b", "http://h/a/..%2f..%2fetc", "s3://b/x%00y"]
-        {
-            assert!(validate_source_path(bad).is_err(), "{bad}");
-        }
-        for ok in ["s3://b/models/m1", "mlflow-artifacts:/1/models/m-1/artifacts", "runs:/abc/model+v2", "s3://b/a..b/c"] {
-            assert!(validate_source_path(ok).is_ok(), "{ok}");
-        }
-        assert_eq!(fully_unescaped("a%2520b+c"), "a b c");
-        assert_eq!(scheme("FILE:///etc/passwd").as_deref(), Some("file"));
-        assert_eq!(scheme("/local/path"), None);
-    }
 }

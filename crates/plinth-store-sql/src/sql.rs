@@ -2,8 +2,9 @@
 
 use plinth_store::Error;
 use sqlx::any::{Any, AnyArguments};
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Transaction};
 
 use crate::{Dialect, SqlStore};
 
@@ -198,8 +199,23 @@ impl TxError {
     }
 }
 
+/// SQLite's `SQLITE_FULL` (any extended code of it) or PostgreSQL's `disk_full` class.
+fn is_disk_full(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // Extended result codes keep the primary code in their low byte.
+        return code.and_then(|c| c.parse::<i64>().ok()).is_some_and(|n| n & 0xff == 13);
+    }
+    code.as_deref() == Some("53100")
+}
+
 /// Maps a database error that no caller handled to the port's error.
 pub(crate) fn sql_error(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &e
+        && is_disk_full(db.as_ref())
+    {
+        return Error::Unavailable { source: Box::new(plinth_core::DiskFull) };
+    }
     if let sqlx::Error::Database(db) = &e {
         // SQLSTATE class 22 (data exception: a NUL byte in text, a LIKE pattern ending in the
         // escape character, a value out of range) is a problem with the request's values.
@@ -225,14 +241,16 @@ pub(crate) type Tx = Transaction<'static, Any>;
 
 impl SqlStore {
     pub(crate) async fn begin_write(&self) -> Result<Tx, TxError> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.writer.begin().await?,
-        })
+        let statement = match self.dialect {
+            Dialect::Sqlite => Some(sqlx::SqlSafeStr::into_sql_str("BEGIN IMMEDIATE")),
+            Dialect::Postgres => None,
+        };
+        let conn = clean_connection(&self.writer).await?;
+        Ok(Transaction::begin(conn, statement).await?)
     }
 
-    pub(crate) async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<Any>, Error> {
-        self.reader.acquire().await.map_err(sql_error)
+    pub(crate) async fn read_conn(&self) -> Result<PoolConnection<Any>, Error> {
+        clean_connection(&self.reader).await.map_err(sql_error)
     }
 
     /// `FOR SHARE` on PostgreSQL (keeps the row from changing under the transaction); nothing on SQLite,
@@ -250,6 +268,31 @@ impl SqlStore {
             Dialect::Postgres => " FOR UPDATE",
         }
     }
+}
+
+/// A pooled connection inside no transaction. A transaction that failed leaves its connection
+/// with a queued rollback; when that rollback cannot run (SQLite already rolled back by itself
+/// after a failed COMMIT, as it may on a full disk) the connection would stay "inside" a
+/// transaction forever and refuse every BEGIN. Such a connection is closed here, and the pool
+/// opens a fresh one: no failure wedges the store until a restart.
+async fn clean_connection(pool: &sqlx::AnyPool) -> Result<PoolConnection<Any>, sqlx::Error> {
+    const ATTEMPTS: usize = 4;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let mut conn = pool.acquire().await?;
+        if !conn.is_in_transaction() {
+            return Ok(conn);
+        }
+        // A round trip runs whatever the connection has queued (the rollback) first.
+        match conn.ping().await {
+            Ok(()) if !conn.is_in_transaction() => return Ok(conn),
+            Ok(()) => last = Some(sqlx::Error::InvalidSavePointStatement),
+            Err(e) => last = Some(e),
+        }
+        tracing::warn!("closing a database connection left inside a failed transaction; the pool opens a fresh one");
+        conn.close_on_drop();
+    }
+    Err(last.unwrap_or(sqlx::Error::PoolTimedOut))
 }
 
 /// Runs a write transaction, retrying it (a few times, with a short backoff) when the database

@@ -34,10 +34,12 @@ pub(crate) enum ModelsCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum GateCommand {
-    /// Create or replace the gate on TARGET (an alias such as `champion`, or a stage: `production`, `staging`).
+    /// Create or replace the gate on an alias (`--alias champion`) or a stage (`--stage production`).
     Set {
+        /// The registered model.
         name: String,
-        target: String,
+        #[command(flatten)]
+        target: GateTarget,
         /// A condition, e.g. "metrics.auc >= 0.85" or "metrics.auc >= current.metrics.auc" (repeatable).
         #[arg(long = "condition")]
         conditions: Vec<String>,
@@ -47,27 +49,62 @@ pub(crate) enum GateCommand {
         /// Approvals (by people other than the requester) needed before the move.
         #[arg(long, default_value_t = 0)]
         approvals: u32,
+        /// What the gate is for, shown with it.
         #[arg(long)]
         description: Option<String>,
     },
+    /// Show the gate on an alias or a stage.
     Get {
+        /// The registered model.
         name: String,
-        target: String,
+        #[command(flatten)]
+        target: GateTarget,
     },
+    /// List a model's gates; each says whether it guards an alias or a stage (`kind`).
     List {
+        /// The registered model.
         name: String,
     },
+    /// Delete the gate on an alias or a stage (recorded in the audit trail).
     Delete {
+        /// The registered model.
         name: String,
-        target: String,
+        #[command(flatten)]
+        target: GateTarget,
     },
     /// What the gate says about a version now, without moving anything.
     Check {
+        /// The registered model.
         name: String,
-        target: String,
+        #[command(flatten)]
+        target: GateTarget,
+        /// The version to judge.
         #[arg(long)]
         version: String,
     },
+}
+
+/// What a gate guards: exactly one of an alias or a stage.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct GateTarget {
+    /// An alias, e.g. `champion` (a stage name is refused: use --stage).
+    #[arg(long)]
+    alias: Option<String>,
+    /// A stage: the gate guards transition-stage to it.
+    #[arg(long, value_parser = ["staging", "production", "archived", "none"], ignore_case = true)]
+    stage: Option<String>,
+}
+
+impl GateTarget {
+    /// The target as the server names it: the alias, or `stage:<stage>`.
+    fn path_segment(&self) -> String {
+        match (&self.alias, &self.stage) {
+            (_, Some(stage)) => format!("{}{}", plinth_core::registry::STAGE_TARGET_PREFIX, stage.to_ascii_lowercase()),
+            (Some(alias), None) => alias.clone(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -239,20 +276,20 @@ pub(crate) fn models(conn: &Connection, command: ModelsCommand) -> anyhow::Resul
     let value = match command {
         ModelsCommand::Gate(GateCommand::Set { name, target, conditions, required_tags, approvals, description }) => c.call(
             Method::PUT,
-            &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target)),
+            &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target.path_segment())),
             &[],
             Some(json!({"conditions": conditions, "required_tags": required_tags, "approvals_required": approvals, "description": description})),
         )?,
         ModelsCommand::Gate(GateCommand::Get { name, target }) => {
-            c.call(Method::GET, &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target)), &[], None)?
+            c.call(Method::GET, &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target.path_segment())), &[], None)?
         }
         ModelsCommand::Gate(GateCommand::List { name }) => c.call(Method::GET, &format!("/registered-models/{}/gates", enc(&name)), &[], None)?,
         ModelsCommand::Gate(GateCommand::Delete { name, target }) => {
-            c.call(Method::DELETE, &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target)), &[], None)?
+            c.call(Method::DELETE, &format!("/registered-models/{}/gates/{}", enc(&name), enc(&target.path_segment())), &[], None)?
         }
         ModelsCommand::Gate(GateCommand::Check { name, target, version }) => c.call(
             Method::POST,
-            &format!("/registered-models/{}/gates/{}/check", enc(&name), enc(&target)),
+            &format!("/registered-models/{}/gates/{}/check", enc(&name), enc(&target.path_segment())),
             &[],
             Some(json!({"version": version})),
         )?,

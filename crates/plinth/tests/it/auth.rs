@@ -214,7 +214,7 @@ async fn grants_tokens_and_limits() {
     let (status, audit) = a.call(Some(("root", ADMIN_PASSWORD)), Method::GET, "/api/plinth/v1/audit?max_results=1000", None).await;
     assert_eq!(status, 200);
     let text = audit.to_string();
-    assert!(text.contains("request.deny") && text.contains("auth.login") && text.contains("token.create"), "{text}");
+    assert!(text.contains("request.deny") && text.contains("auth.login") && text.contains("token.impersonate"), "{text}");
     assert!(
         !text.contains("member1-password-01") && !text.contains(&token) && !text.contains(ADMIN_PASSWORD),
         "secrets in the audit trail"

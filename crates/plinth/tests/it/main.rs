@@ -2,6 +2,7 @@
 
 mod auth;
 mod durability;
+mod faults;
 mod features;
 mod large_artifacts;
 mod lifecycle;

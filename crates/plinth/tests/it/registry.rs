@@ -96,10 +96,31 @@ async fn cli_drives_gates_promotions_and_audit() {
     let (ok, gate, err) = plinth(
         &url,
         "admin",
-        &["models", "gate", "set", "cli-model", "champion", "--condition", "metrics.auc >= 0.95", "--approvals", "1"],
+        &["models", "gate", "set", "cli-model", "--alias", "champion", "--condition", "metrics.auc >= 0.95", "--approvals", "1"],
     );
     assert!(ok, "{err}");
     assert_eq!(gate["gate"]["conditions"], json!(["metrics.auc >= 0.95"]));
+    assert_eq!(gate["gate"]["kind"], "alias");
+    // A stage gate is spelled as one; a bare stage name cannot become an alias gate that looks like it.
+    let (ok, _, err) =
+        plinth(&url, "admin", &["models", "gate", "set", "cli-model", "--alias", "Staging", "--condition", "metrics.auc >= 0.99"]);
+    assert!(!ok && err.contains("is a stage name") && err.contains("--stage staging"), "{err}");
+    let (ok, _, err) = plinth(&url, "admin", &["models", "gate", "set", "cli-model", "--condition", "metrics.auc >= 0.99"]);
+    assert!(!ok && err.contains("--alias") && err.contains("--stage"), "a target is required: {err}");
+    let (ok, gate, err) =
+        plinth(&url, "admin", &["models", "gate", "set", "cli-model", "--stage", "staging", "--condition", "metrics.auc >= 0.99"]);
+    assert!(ok, "{err}");
+    assert_eq!((gate["gate"]["target"].as_str(), gate["gate"]["kind"].as_str()), (Some("stage:staging"), Some("stage")));
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/2.0/mlflow/model-versions/transition-stage",
+        json!({"name": "cli-model", "version": "1", "stage": "Staging", "archive_existing_versions": false}),
+    )
+    .await;
+    assert_eq!((status, body["error_code"].as_str()), (409, Some("INVALID_STATE_TRANSITION")), "the stage is guarded: {body}");
+    let (ok, _, err) = plinth(&url, "admin", &["models", "gate", "delete", "cli-model", "--stage", "staging"]);
+    assert!(ok, "{err}");
 
     let (ok, _, err) = plinth(&url, "alice", &["models", "promote", "cli-model", "--alias", "champion", "--version", "1"]);
     assert!(!ok);
@@ -122,8 +143,11 @@ async fn cli_drives_gates_promotions_and_audit() {
     assert_eq!(approved["gate_report"]["conditions_passed"], false);
 
     // Relax the gate; applying the request now moves the alias.
-    let (ok, _, err) =
-        plinth(&url, "admin", &["models", "gate", "set", "cli-model", "champion", "--condition", "metrics.auc >= 0.9", "--approvals", "1"]);
+    let (ok, _, err) = plinth(
+        &url,
+        "admin",
+        &["models", "gate", "set", "cli-model", "--alias", "champion", "--condition", "metrics.auc >= 0.9", "--approvals", "1"],
+    );
     assert!(ok, "{err}");
     let (ok, applied, err) = plinth(&url, "bob", &["models", "requests", "apply", &id]);
     assert!(ok, "{err}");
