@@ -68,6 +68,7 @@ use Need::*;
 /// `/api/2.0/mlflow` and hold for `/ajax-api/2.0/mlflow` too; the artifact proxy likewise.
 pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/health", Public),
+    ("GET", "/ready", Public),
     ("GET", "/version", Public),
     // Prometheus scrapes authenticate like any client (a bearer token) when auth is on.
     ("GET", "/metrics", SignedIn),

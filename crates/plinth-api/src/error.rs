@@ -9,11 +9,13 @@ use plinth_core::{ErrorCode, HasErrorCode};
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    /// A write refused for lack of space (the readiness state learns of it from the response).
+    storage_full: bool,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), storage_full: false }
     }
 
     pub fn message(&self) -> &str {
@@ -34,7 +36,7 @@ impl ApiError {
         // A full disk is a state the client is told about plainly: nothing was written, retry later.
         if plinth_core::DiskFull::in_chain(&err) {
             tracing::warn!(error = %chain_of(&err), "A write was refused: the server's storage is out of space.");
-            return ApiError::new(ErrorCode::TemporarilyUnavailable, plinth_core::DiskFull::MESSAGE);
+            return ApiError { storage_full: true, ..ApiError::new(ErrorCode::TemporarilyUnavailable, plinth_core::DiskFull::MESSAGE) };
         }
         let code = err.error_code();
         if code.is_internal() || code == ErrorCode::TemporarilyUnavailable {
@@ -70,7 +72,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({ "error_code": self.code.name(), "message": self.message });
-        (status, axum::Json(body)).into_response()
+        let mut res = (status, axum::Json(body)).into_response();
+        if self.storage_full {
+            res.extensions_mut().insert(crate::readiness::RefusedForSpace);
+        }
+        res
     }
 }
 

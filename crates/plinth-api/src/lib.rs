@@ -22,6 +22,7 @@ mod meta;
 pub mod metrics;
 mod mlflow;
 mod plinth_v1;
+mod readiness;
 mod references;
 mod registry;
 
@@ -37,6 +38,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use access::route_table;
 pub use error::ApiError;
+pub use readiness::Readiness;
 
 /// Limits the HTTP layer enforces; no `Default`: the server decides.
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct AppState {
     /// `ApiLimits::max_request_bytes`, for the permission check that reads request fields.
     pub max_request_bytes: usize,
     pub version: &'static str,
+    /// Whether writes can succeed now (storage space), for `GET /ready` and `/metrics`.
+    pub readiness: Arc<Readiness>,
     /// Whether the artifact proxy is on (artifacts live under `mlflow-artifacts:`); when clients write
     /// to the artifact root themselves, the proxy routes answer `ENDPOINT_NOT_FOUND`.
     pub serve_artifacts: bool,
@@ -84,6 +88,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .fallback(error::endpoint_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), readiness::watch))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)

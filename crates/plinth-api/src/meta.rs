@@ -1,4 +1,5 @@
-//! Server-level routes: `/health`, `/version`, and MLflow 3's `server-info`.
+//! Server-level routes: `/health` (the process answers), `/ready` (writes can succeed now),
+//! `/version`, and MLflow 3's `server-info`.
 
 use axum::Json;
 use axum::Router;
@@ -11,6 +12,7 @@ use crate::AppState;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(|| async { "OK" }))
+        .route("/ready", get(crate::readiness::ready))
         .route("/version", get(|State(s): State<AppState>| async move { s.version }))
         .route("/api/3.0/mlflow/server-info", get(server_info))
         .route("/ajax-api/3.0/mlflow/server-info", get(server_info))

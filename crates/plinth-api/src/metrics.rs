@@ -54,6 +54,15 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time from receiving a request to its response headers, by method and route pattern."
     );
+    metrics::describe_gauge!(
+        "plinth_storage_full",
+        "1 while writes are refused for lack of space under the data directory (see GET /ready), else 0."
+    );
+    metrics::describe_gauge!(
+        "plinth_storage_free_bytes",
+        metrics::Unit::Bytes,
+        "Free space of the data directory's file system, last measured."
+    );
     plinth_features::metrics::describe();
 }
 
@@ -79,6 +88,10 @@ pub(crate) fn routes() -> Router<AppState> {
 async fn scrape(State(state): State<AppState>) -> Response {
     if let Err(e) = state.features.publish_metrics().await {
         tracing::warn!(error = %e, "cannot compute the feature freshness gauges for /metrics");
+    }
+    metrics::gauge!("plinth_storage_full").set(if state.readiness.storage_full() { 1.0 } else { 0.0 });
+    if let Some(free) = state.readiness.free_bytes() {
+        metrics::gauge!("plinth_storage_free_bytes").set(free as f64);
     }
     let handle = recorder();
     handle.run_upkeep();

@@ -102,6 +102,11 @@ pub struct ServerSection {
     pub max_request_bytes: usize,
     /// How long in-flight requests may run after SIGINT/SIGTERM before the server stops anyway.
     pub shutdown_grace_secs: u64,
+    /// Below this much free space (MiB) on the data directory's or artifact destination's file
+    /// system, `GET /ready` answers 503 and `plinth_storage_full` is 1.
+    pub min_free_space_mb: u64,
+    /// How often the free space is measured, in seconds.
+    pub storage_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -225,6 +230,8 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./plinth-data"),
             max_request_bytes: 32 * 1024 * 1024,
             shutdown_grace_secs: 30,
+            min_free_space_mb: 64,
+            storage_check_secs: 5,
         }
     }
 }
@@ -326,6 +333,9 @@ impl Config {
         let supported = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
         if !url.is_empty() && !supported {
             problems.push(format!("database.url: unsupported scheme in '{}'; use sqlite:// or postgres://", redact_url(url)));
+        }
+        if self.server.storage_check_secs == 0 {
+            problems.push("server.storage_check_secs: must be at least 1".to_owned());
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".to_owned());

@@ -6,6 +6,7 @@
 //! process gets SIGINT/SIGTERM; in-flight requests then finish before the stores close.
 
 pub mod config;
+mod storage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -175,6 +176,10 @@ impl Server {
         let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine).with_online_store(online));
         // Installed before anything records; several servers in one process share it.
         let metrics = plinth_api::metrics::recorder();
+        let readiness = plinth_api::Readiness::new();
+        let watched = vec![config.server.data_dir.clone(), destination.clone()];
+        let floor = config.server.min_free_space_mb.saturating_mul(1 << 20);
+        storage::measure(&readiness, &watched, floor);
         let state = AppState {
             tracking: Arc::new(tracking),
             registry: registry.clone(),
@@ -185,6 +190,7 @@ impl Server {
             max_request_bytes: config.server.max_request_bytes,
             version: VERSION,
             serve_artifacts,
+            readiness: readiness.clone(),
         };
         let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
 
@@ -226,6 +232,14 @@ impl Server {
         };
         let background =
             vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry), tokio::spawn(schedule), tokio::spawn(upkeep)];
+        let mut background = background;
+        background.push(tokio::spawn(storage::run(
+            readiness,
+            watched,
+            floor,
+            Duration::from_secs(config.server.storage_check_secs),
+            shutdown.clone(),
+        )));
         Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
     }
 

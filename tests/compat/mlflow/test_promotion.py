@@ -99,10 +99,11 @@ def test_gate_crud(client, api, experiment_id):
 
     got = api.ok("GET", f"/registered-models/{name}/gates/champion")["gate"]
     assert got == gate
-    _put_gate(api, name, "production", {"conditions": ["metrics.auc >= 0.5"]}, user="bob")
+    _put_gate(api, name, "stage:production", {"conditions": ["metrics.auc >= 0.5"]}, user="bob")
     gates = api.ok("GET", f"/registered-models/{name}/gates")["gates"]
-    assert sorted(g["target"] for g in gates) == ["champion", "production"]
-    assert {g["target"]: g["updated_by"] for g in gates} == {"champion": "alice", "production": "bob"}
+    assert sorted(g["target"] for g in gates) == ["champion", "stage:production"]
+    assert {g["target"]: g["updated_by"] for g in gates} == {"champion": "alice", "stage:production": "bob"}
+    assert {g["target"]: g["kind"] for g in gates} == {"champion": "alias", "stage:production": "stage"}
 
     # Replacing a gate keeps one gate per target.
     _put_gate(api, name, "champion", {"conditions": ["metrics.auc >= 0.1"], "approvals_required": 1})
@@ -115,7 +116,7 @@ def test_gate_crud(client, api, experiment_id):
     api.ok("DELETE", f"/registered-models/{name}/gates/champion")
     expect_error(api.request("GET", f"/registered-models/{name}/gates/champion"), "RESOURCE_DOES_NOT_EXIST", 404)
     expect_error(api.request("DELETE", f"/registered-models/{name}/gates/champion"), "RESOURCE_DOES_NOT_EXIST", 404)
-    assert [g["target"] for g in api.ok("GET", f"/registered-models/{name}/gates")["gates"]] == ["production"]
+    assert [g["target"] for g in api.ok("GET", f"/registered-models/{name}/gates")["gates"]] == ["stage:production"]
 
 
 def test_gate_validation(client, api, experiment_id):
@@ -194,11 +195,15 @@ def test_alias_gate_conditions_and_required_tags(client, api, experiment_id):
 
 def test_stage_gate(client, api, experiment_id):
     name, (v1, v2) = _model(client, experiment_id, [0.8, 0.9])
-    # A gate on the alias named "production" does not guard the stage: stages have their own targets.
-    _put_gate(api, name, "production", {"conditions": ["metrics.auc >= 0.99"]})
+    # A bare stage name is refused as a gate target: as an alias gate it would look like the stage's
+    # gate and guard nothing of the stage. Stages have their own targets, `stage:<stage>`.
+    for bare in ("production", "Staging", "ARCHIVED", "none"):
+        body = expect_error(api.request("PUT", f"/registered-models/{name}/gates/{bare}", {"conditions": ["metrics.auc >= 0.99"]}),
+                            "INVALID_PARAMETER_VALUE", 400)
+        assert "is a stage name" in body["message"] and f"stage:{bare.lower()}" in body["message"], body
     _put_gate(api, name, "Stage:Production", {"conditions": ["metrics.auc >= 0.85"]})
     targets = sorted(g["target"] for g in api.ok("GET", f"/registered-models/{name}/gates")["gates"])
-    assert targets == ["production", "stage:production"]
+    assert targets == ["stage:production"]
     with raises_mlflow("INVALID_STATE_TRANSITION", match="metrics.auc >= 0.85"):
         client.transition_model_version_stage(name, v1, "Production")
     assert client.get_model_version(name, v1).current_stage == "None"

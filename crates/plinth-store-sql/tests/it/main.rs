@@ -3,6 +3,7 @@
 //! PostgreSQL runs when `PLINTH_TEST_POSTGRES_URL` names a server (the README's test command
 //! always sets it); each test gets a scratch database that is dropped afterwards.
 
+mod pg_faults;
 mod postgres;
 mod sqlite;
 

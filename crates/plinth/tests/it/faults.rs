@@ -61,6 +61,25 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// Every file and directory below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The value of an unlabelled gauge on `/metrics`.
+async fn gauge(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
 fn batch(run_id: &str, n: usize) -> Value {
     let metrics: Vec<_> = (0..50).map(|i| json!({"key": "loss", "value": i as f64, "timestamp": 1, "step": n * 50 + i})).collect();
     json!({"run_id": run_id, "metrics": metrics, "params": [{"key": format!("p{n}"), "value": "x".repeat(200)}]})
@@ -76,7 +95,12 @@ fn is_disk_full(status: u16, body: &Value) -> bool {
 async fn a_full_disk_refuses_writes_clearly_and_writes_resume_once_space_is_freed() {
     let Some(disk) = SmallDisk::mount(40) else { return };
     let data = disk.path.join("data");
-    let mut server = TestServer::start_in(bin(), &data, &[]).expect("start");
+    // The config lives off the small disk; free space is measured every second.
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("plinth.toml");
+    std::fs::write(&config, "[server]\nstorage_check_secs = 1\nmin_free_space_mb = 1\n").expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+    let mut server = TestServer::start_in(bin(), &data, &["--config", &config]).expect("start");
     let client = reqwest::Client::new();
     let url = server.url.clone();
     let (exp_id, run_id) = create_run(&client, &url, "disk").await;
@@ -103,7 +127,8 @@ async fn a_full_disk_refuses_writes_clearly_and_writes_resume_once_space_is_free
         }
     }
     assert!(refused >= 5, "the disk never filled up");
-    let upload = client
+    // Its own connection: the server answers before reading the whole body and then closes it.
+    let upload = reqwest::Client::new()
         .put(format!("{url}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/big.bin"))
         .body(vec![1u8; 4 << 20])
         .send()
@@ -116,6 +141,13 @@ async fn a_full_disk_refuses_writes_clearly_and_writes_resume_once_space_is_free
     let (status, listed) = get(&client, &url, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}")).await;
     assert_eq!(status, 200, "{listed}");
     assert!(listed["files"].as_array().is_none_or(|f| f.is_empty()), "{listed}");
+    // Readiness and the gauge say so.
+    let (status, ready) = get(&client, &url, "/ready").await;
+    assert_eq!((status, ready["reasons"][0]["reason"].as_str()), (503, Some("STORAGE_FULL")), "{ready}");
+    assert_eq!(gauge(&client, &url, "plinth_storage_full").await, Some(1.0));
+    // No staging leftovers from the refused upload.
+    let staging: Vec<_> = walk(&data.join("artifacts").join(".plinth-staging"));
+    assert!(staging.iter().all(|p| p.is_dir()), "staging leftovers: {staging:?}");
 
     // Space comes back: writes resume by themselves, on the same server process.
     std::fs::remove_file(filler).expect("free space");
@@ -129,6 +161,12 @@ async fn a_full_disk_refuses_writes_clearly_and_writes_resume_once_space_is_free
         assert!(Instant::now() < deadline, "writes did not resume after space was freed: {status} {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&client, &url, "/ready").await.0 != 200 {
+        assert!(Instant::now() < deadline, "/ready stayed 503 after space was freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gauge(&client, &url, "plinth_storage_full").await, Some(0.0));
     for n in 1001..1005 {
         let (status, body) = post(&client, &url, "/api/2.0/mlflow/runs/log-batch", batch(&run_id, n)).await;
         assert_eq!(status, 200, "{body}");
@@ -144,7 +182,7 @@ async fn a_full_disk_refuses_writes_clearly_and_writes_resume_once_space_is_free
 
     // Nothing acknowledged is lost, also across a kill -9.
     server.kill9();
-    let server = TestServer::start_in(bin(), &data, &[]).expect("restart");
+    let server = TestServer::start_in(bin(), &data, &["--config", &config]).expect("restart");
     let (status, history) =
         get(&client, &server.url, &format!("/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=100000")).await;
     assert_eq!(status, 200, "{history}");
