@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plinth/target}"
 export PLINTH_TEST_POSTGRES_URL="${PLINTH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export PLINTH_TEST_REDIS_URL="${PLINTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/}"
-# The full-disk test mounts a small tmpfs; as root (CI) a refused mount is a failure, not a skip.
-if [ "$(id -u)" = "0" ]; then export PLINTH_TEST_REQUIRE_MOUNT=1; fi
+# The fault tests mount a small tmpfs and start their own Redis and PostgreSQL; as root (CI) a
+# missing right or binary is a failure, not a skip.
+if [ "$(id -u)" = "0" ]; then export PLINTH_TEST_FAULTS_REQUIRED=1; fi
 VENV="${PLINTH_COMPAT_VENV:-$HOME/.cache/plinth/venv-compat}"
 FEAST_VENV="${PLINTH_FEAST_VENV:-$HOME/.cache/plinth/venv-feast}"
 

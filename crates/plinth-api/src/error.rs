@@ -33,18 +33,25 @@ impl ApiError {
     /// Wraps any coded error. Internal errors are logged here, once, with their whole chain, and
     /// answered with a generic message and a reference, so no SQL text or path reaches a client.
     pub fn from_error<E: HasErrorCode + std::error::Error + 'static>(err: E) -> ApiError {
-        // A full disk is a state the client is told about plainly: nothing was written, retry later.
-        if plinth_core::DiskFull::in_chain(&err) {
-            tracing::warn!(error = %chain_of(&err), "A write was refused: the server's storage is out of space.");
-            return ApiError { storage_full: true, ..ApiError::new(ErrorCode::TemporarilyUnavailable, plinth_core::DiskFull::MESSAGE) };
+        // A full or read-only disk is a state the client is told about plainly: nothing was written, retry later.
+        if let Some(fault) = plinth_core::StorageFault::in_chain(&err) {
+            tracing::warn!(error = %chain_of(&err), fault = %fault, "A write was refused because of the server's storage.");
+            let storage_full = fault == plinth_core::StorageFault::Full;
+            return ApiError { storage_full, ..ApiError::new(ErrorCode::TemporarilyUnavailable, fault.message()) };
         }
         let code = err.error_code();
         if code.is_internal() || code == ErrorCode::TemporarilyUnavailable {
             let reference = uuid::Uuid::new_v4().simple().to_string();
             let chain = chain_of(&err);
             tracing::error!(error = %chain, reference = %reference, code = code.name(), "Request failed.");
-            let what = if code.is_internal() { "internal error" } else { "temporarily unavailable" };
-            return ApiError::new(code, format!("{what}; reference {reference} in the server log"));
+            let message = if code.is_internal() {
+                format!("internal error; reference {reference} in the server log")
+            } else {
+                format!(
+                    "temporarily unavailable: a service the server depends on did not answer in time; retry shortly (reference {reference} in the server log)"
+                )
+            };
+            return ApiError::new(code, message);
         }
         ApiError::new(code, err.to_string())
     }

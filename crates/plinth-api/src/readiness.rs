@@ -109,7 +109,7 @@ pub(crate) async fn ready(State(s): State<AppState>) -> Response {
     if s.readiness.storage_full() {
         let body = json!({
             "status": "unavailable",
-            "reasons": [{"reason": "STORAGE_FULL", "message": plinth_core::DiskFull::MESSAGE, "free_bytes": s.readiness.free_bytes()}],
+            "reasons": [{"reason": "STORAGE_FULL", "message": plinth_core::StorageFault::Full.message(), "free_bytes": s.readiness.free_bytes()}],
         });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }

@@ -16,4 +16,4 @@ pub mod tracking;
 pub mod validation;
 
 pub use error_code::{ErrorCode, HasErrorCode};
-pub use fault::DiskFull;
+pub use fault::StorageFault;

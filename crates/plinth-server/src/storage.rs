@@ -1,7 +1,7 @@
 //! The storage monitor: measures the free space under the data directory and the artifact
 //! destination every `server.storage_check_secs` and records it in `plinth_api::Readiness`
 //! (`GET /ready`, `plinth_storage_full`). It only observes: writes that do not fit are refused
-//! by the stores themselves, with `DiskFull`.
+//! by the stores themselves, with `StorageFault::Full`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -199,22 +199,39 @@ impl TxError {
     }
 }
 
-/// SQLite's `SQLITE_FULL` (any extended code of it) or PostgreSQL's `disk_full` class.
-fn is_disk_full(db: &dyn sqlx::error::DatabaseError) -> bool {
+/// The storage fault a database error reports: SQLite's `SQLITE_FULL` and `SQLITE_READONLY` (any
+/// extended code of them), PostgreSQL's `disk_full`.
+fn storage_fault(db: &dyn sqlx::error::DatabaseError) -> Option<plinth_core::StorageFault> {
     let code = db.code();
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         // Extended result codes keep the primary code in their low byte.
-        return code.and_then(|c| c.parse::<i64>().ok()).is_some_and(|n| n & 0xff == 13);
+        return match code.and_then(|c| c.parse::<i64>().ok()).map(|n| n & 0xff) {
+            Some(13) => Some(plinth_core::StorageFault::Full),
+            Some(8) => Some(plinth_core::StorageFault::Unwritable),
+            _ => None,
+        };
     }
-    code.as_deref() == Some("53100")
+    (code.as_deref() == Some("53100")).then_some(plinth_core::StorageFault::Full)
+}
+
+/// PostgreSQL going away under a request: the connection-exception class (`08…`) and the
+/// shutdown codes (`57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now).
+fn is_server_gone(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none()
+        && db.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
 }
 
 /// Maps a database error that no caller handled to the port's error.
 pub(crate) fn sql_error(e: sqlx::Error) -> Error {
     if let sqlx::Error::Database(db) = &e
-        && is_disk_full(db.as_ref())
+        && let Some(fault) = storage_fault(db.as_ref())
     {
-        return Error::Unavailable { source: Box::new(plinth_core::DiskFull) };
+        return Error::Unavailable { source: Box::new(fault) };
+    }
+    if let sqlx::Error::Database(db) = &e
+        && is_server_gone(db.as_ref())
+    {
+        return Error::Unavailable { source: Box::new(e) };
     }
     if let sqlx::Error::Database(db) = &e {
         // SQLSTATE class 22 (data exception: a NUL byte in text, a LIKE pattern ending in the

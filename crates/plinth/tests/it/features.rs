@@ -18,7 +18,7 @@ use super::{bin, get, post};
 const HOUR_US: i64 = 3_600_000_000;
 const BASE_US: i64 = 1_700_000_000_000_000;
 
-fn plinth(url: &str, args: &[&str]) -> (bool, String, String) {
+pub(super) fn plinth(url: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin()).args(args).env("PLINTH_SERVER", url).env("PLINTH_USER", "alice").output().expect("run plinth");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -49,7 +49,7 @@ fn write_stats(path: &Path) {
     writer.close().expect("close");
 }
 
-fn repo_text(ttl: &str) -> String {
+pub(super) fn repo_text(ttl: &str) -> String {
     format!(
         r#"
 [[entity]]
@@ -87,12 +87,12 @@ features = ["driver_hourly:conv_rate"]
 
 /// A work directory with a feature repository (`repo/`: the stats of `write_stats` under `data/`,
 /// and `text` as `features.toml`), applied to the server at `url`.
-struct Applied {
-    work: tempfile::TempDir,
-    repo: std::path::PathBuf,
+pub(super) struct Applied {
+    pub(super) work: tempfile::TempDir,
+    pub(super) repo: std::path::PathBuf,
 }
 
-fn apply_repo(url: &str, text: &str) -> Applied {
+pub(super) fn apply_repo(url: &str, text: &str) -> Applied {
     let work = tempfile::tempdir().expect("tempdir");
     let repo = work.path().join("repo");
     std::fs::create_dir_all(repo.join("data")).expect("mkdir");
