@@ -2,8 +2,6 @@
 //! read applied definitions and their history, historical retrieval as an Arrow IPC stream, and
 //! training datasets.
 
-use std::io::Write;
-
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -20,6 +18,7 @@ use plinth_store::features::{FeatureApply, FeatureDefinition, FeatureKind, Train
 use plinth_store::tracking::PageRequest;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::fields::{JsonBody, MlflowRequest};
 use crate::identity::Caller;
@@ -347,9 +346,12 @@ async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Reque
     }
     let limit = s.max_entity_bytes;
     // The upload is spooled to a temporary file (hashing as it goes), so its size is bounded by
-    // the disk and `features.max_entity_upload_bytes`, not by memory.
-    let mut spool =
-        tempfile::tempfile().map_err(|e| ApiError::from_error(plinth_features::Error::invalid(format!("cannot spool the upload: {e}"))))?;
+    // the disk and `features.max_entity_upload_mb`, not by memory. A failure to spool is the
+    // server's (a full disk is answered as such), never the client's.
+    let spool_error = |e: std::io::Error| ApiError::from_error(plinth_features::Error::io("cannot spool the entity upload", e));
+    let spool =
+        tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(|e| spool_error(std::io::Error::other(e)))?.map_err(spool_error)?;
+    let mut spool = tokio::fs::File::from_std(spool);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut body = req.into_body().into_data_stream();
@@ -357,13 +359,13 @@ async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Reque
         let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("Cannot read the request body: {e}")))?;
         size += chunk.len() as u64;
         if size > limit {
-            return Err(ApiError::invalid(format!("The entity rows exceed features.max_entity_upload_bytes ({limit} bytes)")));
+            return Err(ApiError::invalid(format!("The entity rows exceed features.max_entity_upload_mb ({} MiB)", limit >> 20)));
         }
         hasher.update(&chunk);
-        spool
-            .write_all(&chunk)
-            .map_err(|e| ApiError::from_error(plinth_features::Error::invalid(format!("cannot spool the upload: {e}"))))?;
+        spool.write_all(&chunk).await.map_err(spool_error)?;
     }
+    spool.flush().await.map_err(spool_error)?;
+    let spool = spool.into_std().await;
     let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let retrieval = s
         .features

@@ -54,7 +54,7 @@ pub struct AppState {
     pub registry: Arc<RegistryService>,
     pub auth: Arc<AuthService>,
     pub features: Arc<FeatureService>,
-    /// Largest entity upload of a historical retrieval (`features.max_entity_upload_bytes`).
+    /// Largest entity upload of a historical retrieval, in bytes (`features.max_entity_upload_mb`).
     pub max_entity_bytes: u64,
     /// Whether every request must carry credentials (`auth.enabled`).
     pub auth_enabled: bool,

@@ -316,17 +316,21 @@ fn write_parquet_atomically(dir: &std::path::Path, batch: &datafusion::arrow::ar
     let name = format!("push-{}-{id}.parquet", plinth_core::time::now_millis());
     let path = dir.join(&name);
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", dir.display()), e);
-    let file = std::fs::File::create(&tmp).map_err(|e| io("cannot write to", e))?;
-    let mut writer =
-        datafusion::parquet::arrow::ArrowWriter::try_new(file.try_clone().map_err(|e| io("cannot write to", e))?, batch.schema(), None)
+    // Whatever fails (a full disk included), the temporary file goes and nothing becomes visible.
+    let written = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| io("cannot write to", e))?;
+        let clone = file.try_clone().map_err(|e| io("cannot write to", e))?;
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(clone, batch.schema(), None)
             .map_err(|e| Error::invalid(format!("cannot encode the pushed rows: {e}")))?;
-    let written = writer.write(batch).and_then(|()| writer.close().map(|_| ()));
+        // The rows were checked already: a failure here is the file system's (its error stays in the chain).
+        writer.write(batch).and_then(|()| writer.close().map(|_| ())).map_err(|e| io("cannot write to", std::io::Error::other(e)))?;
+        file.sync_all().map_err(|e| io("cannot sync a file in", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename into", e))
+    })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::invalid(format!("cannot encode the pushed rows: {e}")));
+        return Err(e);
     }
-    file.sync_all().map_err(|e| io("cannot sync a file in", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename into", e))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", e))?;
     Ok(path.display().to_string())
 }
