@@ -67,6 +67,7 @@ use Need::*;
 /// Every route: (method, path as mounted, need). MLflow routes are listed once under
 /// `/api/2.0/mlflow` and hold for `/ajax-api/2.0/mlflow` too; the artifact proxy likewise.
 pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
+    ("GET", "/", Public),
     ("GET", "/health", Public),
     ("GET", "/ready", Public),
     ("GET", "/version", Public),

@@ -27,7 +27,7 @@ type Answer = Result<Json<Value>, ApiError>;
 
 /// Routes anyone may call, signed in or not.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/health" | "/ready" | "/version" | "/api/3.0/mlflow/server-info" | "/ajax-api/3.0/mlflow/server-info")
+    matches!(path, "/" | "/health" | "/ready" | "/version" | "/api/3.0/mlflow/server-info" | "/ajax-api/3.0/mlflow/server-info")
 }
 
 fn unauthenticated(e: plinth_auth::Error) -> Response {

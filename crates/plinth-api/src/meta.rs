@@ -11,11 +11,35 @@ use crate::AppState;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(home))
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(crate::readiness::ready))
         .route("/version", get(|State(s): State<AppState>| async move { s.version }))
         .route("/api/3.0/mlflow/server-info", get(server_info))
         .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
+}
+
+/// `GET /`: until the web UI exists, a short page that says so and points to what there is (the
+/// MLflow client prints "View run at http://…/#/experiments/…" links that land here).
+async fn home(State(s): State<AppState>) -> axum::response::Html<String> {
+    axum::response::Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Plinth</title></head>
+<body style="font-family: sans-serif; max-width: 42rem; margin: 3rem auto; line-height: 1.5">
+<h1>Plinth {version}</h1>
+<p>This server has no web UI yet. It speaks MLflow's REST API: point the <code>mlflow</code> client at it with
+<code>MLFLOW_TRACKING_URI</code> set to this address, and use the <code>plinth</code> CLI for the registry, the feature store and the audit trail.</p>
+<ul>
+<li><code>/api/2.0/mlflow/…</code>: MLflow tracking and model registry</li>
+<li><code>/api/plinth/v1/…</code>: promotion gates, approvals, lineage, audit, webhooks, the feature store</li>
+<li><a href="/health">/health</a> (alive), <a href="/ready">/ready</a> (writes can succeed), <a href="/version">/version</a></li>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics (signed in when auth is on)</li>
+</ul>
+<p>Documentation: <code>README.md</code> and <code>docs/</code> in Plinth's repository.</p>
+</body></html>
+"#,
+        version = s.version
+    ))
 }
 
 async fn server_info(State(_s): State<AppState>) -> Json<Value> {

@@ -5,18 +5,60 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+/// Where the server is and who you are. Secrets come from the environment only, never from the
+/// command line (where other users of the machine could read them):
+/// `PLINTH_PASSWORD` (with `--user`) or `PLINTH_TOKEN` (an API token, sent as a Bearer token).
+/// MLflow's variables work too, as MLflow users already set them: `MLFLOW_TRACKING_URI`,
+/// `MLFLOW_TRACKING_USERNAME`, `MLFLOW_TRACKING_PASSWORD`, `MLFLOW_TRACKING_TOKEN`.
 #[derive(Args, Clone)]
 pub(crate) struct Connection {
-    /// The server's base URL.
-    #[arg(long, env = "PLINTH_SERVER", default_value = "http://127.0.0.1:5000", global = true)]
-    server: String,
-    /// Who you are (sent as the HTTP Basic user name, what the MLflow client sends).
-    #[arg(long, env = "PLINTH_USER", global = true)]
+    /// The server's base URL, e.g. http://127.0.0.1:5000 [env: PLINTH_SERVER, else MLFLOW_TRACKING_URI]
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Who you are: the HTTP Basic user name; its password comes from PLINTH_PASSWORD
+    /// (or MLFLOW_TRACKING_PASSWORD) [env: PLINTH_USER, else MLFLOW_TRACKING_USERNAME]
+    #[arg(long, global = true)]
     user: Option<String>,
-    /// Password or token for `--user` (read from the environment only, never from the command line).
-    #[arg(skip = std::env::var("PLINTH_PASSWORD").ok())]
-    password: Option<String>,
 }
+
+/// What a client command connects with, resolved from flags and the environment.
+#[derive(Clone)]
+pub(crate) struct Resolved {
+    server: String,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+}
+
+/// The first of the environment variables `names` that is set and not empty.
+fn env_first(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+impl Connection {
+    /// Flags first, then Plinth's variables, then MLflow's; the URL must say its scheme.
+    pub(crate) fn resolve(&self) -> anyhow::Result<Resolved> {
+        let server = self
+            .server
+            .clone()
+            .or_else(|| env_first(&["PLINTH_SERVER", "MLFLOW_TRACKING_URI"]))
+            .unwrap_or_else(|| "http://127.0.0.1:5000".to_owned());
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            bail!(
+                "the server address '{server}' has no http:// or https:// in front: use --server http://{} (or set PLINTH_SERVER)",
+                server.split("://").last().unwrap_or(&server)
+            );
+        }
+        let user = self.user.clone().or_else(|| env_first(&["PLINTH_USER", "MLFLOW_TRACKING_USERNAME"]));
+        let password = env_first(&["PLINTH_PASSWORD", "MLFLOW_TRACKING_PASSWORD"]);
+        let token = env_first(&["PLINTH_TOKEN", "MLFLOW_TRACKING_TOKEN"]);
+        Ok(Resolved { server, user, password, token })
+    }
+}
+
+/// What a 401 should tell the user to do.
+const SIGN_IN_HINT: &str = "sign in: set PLINTH_USER and PLINTH_PASSWORD (or pass --user), or PLINTH_TOKEN with an API token \
+(MLflow's MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN work too)";
 
 #[derive(Subcommand)]
 pub(crate) enum ModelsCommand {
@@ -29,7 +71,12 @@ pub(crate) enum ModelsCommand {
     #[command(subcommand)]
     Requests(RequestsCommand),
     /// Where a version came from: its run, the run's datasets, its logged model.
-    Lineage { name: String, version: String },
+    Lineage {
+        /// The registered model.
+        name: String,
+        /// The version.
+        version: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,10 +156,12 @@ impl GateTarget {
 
 #[derive(Args)]
 pub(crate) struct PromoteArgs {
+    /// The registered model.
     name: String,
     /// The alias to move.
     #[arg(long)]
     alias: String,
+    /// The version the alias should point at.
     #[arg(long)]
     version: String,
     /// Only move if the alias points at this version now (`none`: only if it is unset).
@@ -131,31 +180,45 @@ pub(crate) struct PromoteArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum RequestsCommand {
+    /// List promotion requests, newest first (all of them: admins only; one model's: `--name`).
     List {
+        /// Only the requests of this registered model.
         #[arg(long)]
         name: Option<String>,
         /// PENDING, APPLIED, REJECTED, EXPIRED or CANCELLED.
         #[arg(long)]
         status: Option<String>,
     },
+    /// Show a request with the gate's current verdict on it.
     Get {
+        /// The request's id.
         id: String,
     },
+    /// Approve a request (approvers only, never your own); the alias moves when the gate is satisfied.
     Approve {
+        /// The request's id.
         id: String,
+        /// Why, recorded with the approval.
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Reject a request (approvers only); it ends there.
     Reject {
+        /// The request's id.
         id: String,
+        /// Why, recorded with the rejection.
         #[arg(long)]
         comment: Option<String>,
     },
-    /// Re-check an approved request whose conditions failed earlier, and move the alias if they pass now.
+    /// Re-check an approved request whose conditions failed earlier, and move the alias if they pass
+    /// now. Exits non-zero when the request stays pending.
     Apply {
+        /// The request's id.
         id: String,
     },
+    /// Withdraw your own pending request.
     Cancel {
+        /// The request's id.
         id: String,
     },
 }
@@ -164,14 +227,17 @@ pub(crate) enum RequestsCommand {
 pub(crate) enum AuditCommand {
     /// Audit events, newest first.
     List {
-        /// experiment, run, logged_model, registered_model, model_version, alias, gate, promotion, webhook.
+        /// experiment, run, logged_model, registered_model, model_version, alias, gate, promotion,
+        /// webhook, user, token, route (denied requests), feature_repository, feature_view, training_dataset.
         #[arg(long)]
         resource_type: Option<String>,
         /// Exact id, or a prefix ending in `*` (`churn/*`).
         #[arg(long)]
         resource_id: Option<String>,
+        /// Only events by this user.
         #[arg(long)]
         actor: Option<String>,
+        /// Only this action, e.g. alias.set, promotion.approve, token.impersonate.
         #[arg(long)]
         action: Option<String>,
         /// OK, REFUSED or FAILED.
@@ -183,6 +249,7 @@ pub(crate) enum AuditCommand {
         /// Only events before this time (Unix milliseconds).
         #[arg(long)]
         until: Option<i64>,
+        /// At most this many events.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
@@ -191,7 +258,7 @@ pub(crate) enum AuditCommand {
 pub(crate) struct Client {
     base: String,
     http: reqwest::blocking::Client,
-    conn: Connection,
+    conn: Resolved,
 }
 
 pub(crate) fn enc(segment: &str) -> String {
@@ -208,15 +275,32 @@ pub(crate) fn enc(segment: &str) -> String {
 
 impl Client {
     pub(crate) fn new(conn: &Connection) -> anyhow::Result<Client> {
+        let conn = conn.resolve()?;
         let http = reqwest::blocking::Client::builder().build().context("cannot build the HTTP client")?;
-        Ok(Client { base: format!("{}/api/plinth/v1", conn.server.trim_end_matches('/')), http, conn: conn.clone() })
+        Ok(Client { base: format!("{}/api/plinth/v1", conn.server.trim_end_matches('/')), http, conn })
+    }
+
+    /// Adds the caller's credentials: a token as Bearer, else the user and password as Basic.
+    fn signed(&self, req: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match (&self.conn.token, &self.conn.user) {
+            (Some(token), _) => req.bearer_auth(token),
+            (None, Some(user)) => req.basic_auth(user, self.conn.password.as_deref()),
+            (None, None) => req,
+        }
+    }
+
+    /// The error for a refused answer, with what to do about a missing sign-in.
+    fn refused(status: reqwest::StatusCode, value: &Value) -> anyhow::Error {
+        let code = value["error_code"].as_str().unwrap_or("HTTP_ERROR");
+        let message = value["message"].as_str().unwrap_or("(no message)");
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return anyhow::anyhow!("{code} (HTTP 401): {message}; {SIGN_IN_HINT}");
+        }
+        anyhow::anyhow!("{code} (HTTP {}): {message}", status.as_u16())
     }
 
     pub(crate) fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).query(query);
-        if let Some(user) = &self.conn.user {
-            req = req.basic_auth(user, self.conn.password.as_deref());
-        }
+        let mut req = self.signed(self.http.request(method.clone(), format!("{}{path}", self.base)).query(query));
         // POSTs always declare JSON (with auth on, the server refuses any other POST).
         match body {
             Some(body) => req = req.json(&body),
@@ -227,9 +311,7 @@ impl Client {
         let status = resp.status();
         let value: Value = resp.json().unwrap_or(Value::Null);
         if !status.is_success() {
-            let code = value["error_code"].as_str().unwrap_or("HTTP_ERROR");
-            let message = value["message"].as_str().unwrap_or("(no message)");
-            bail!("{code} (HTTP {}): {message}", status.as_u16());
+            return Err(Client::refused(status, &value));
         }
         Ok(value)
     }
@@ -244,11 +326,9 @@ impl Client {
         body: reqwest::blocking::Body,
         content_type: &str,
     ) -> anyhow::Result<reqwest::blocking::Response> {
-        let mut req =
-            self.http.post(format!("{}{path}", self.base)).query(query).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
-        if let Some(user) = &self.conn.user {
-            req = req.basic_auth(user, self.conn.password.as_deref());
-        }
+        let req = self.signed(
+            self.http.post(format!("{}{path}", self.base)).query(query).header(reqwest::header::CONTENT_TYPE, content_type).body(body),
+        );
         // Retrievals can take a while on big inputs: no overall timeout.
         let resp = req
             .timeout(std::time::Duration::from_secs(24 * 3600))
@@ -257,9 +337,7 @@ impl Client {
         let status = resp.status();
         if !status.is_success() {
             let value: Value = resp.json().unwrap_or(Value::Null);
-            let code = value["error_code"].as_str().unwrap_or("HTTP_ERROR");
-            let message = value["message"].as_str().unwrap_or("(no message)");
-            bail!("{code} (HTTP {}): {message}", status.as_u16());
+            return Err(Client::refused(status, &value));
         }
         Ok(resp)
     }
@@ -323,13 +401,42 @@ pub(crate) fn models(conn: &Connection, command: ModelsCommand) -> anyhow::Resul
         ModelsCommand::Requests(RequestsCommand::Reject { id, comment }) => {
             c.call(Method::POST, &format!("/promotions/{}/reject", enc(&id)), &[], Some(json!({"comment": comment})))?
         }
-        ModelsCommand::Requests(RequestsCommand::Apply { id }) => c.call(Method::POST, &format!("/promotions/{}/apply", enc(&id)), &[], None)?,
+        ModelsCommand::Requests(RequestsCommand::Apply { id }) => {
+            let outcome = c.call(Method::POST, &format!("/promotions/{}/apply", enc(&id)), &[], None)?;
+            // Applying is asked to move the alias: a request left pending is not a success.
+            if outcome["promotion"]["status"] != "APPLIED" {
+                print(&outcome)?;
+                bail!("promotion {id} was not applied: it is {} ({})", outcome["promotion"]["status"].as_str().unwrap_or("?"), why_pending(&outcome));
+            }
+            outcome
+        }
         ModelsCommand::Requests(RequestsCommand::Cancel { id }) => c.call(Method::POST, &format!("/promotions/{}/cancel", enc(&id)), &[], None)?,
         ModelsCommand::Lineage { name, version } => {
             c.call(Method::GET, &format!("/registered-models/{}/versions/{}/lineage", enc(&name), enc(&version)), &[], None)?
         }
     };
     print(&value)
+}
+
+/// Why a promotion request is still pending, from its gate report.
+fn why_pending(outcome: &Value) -> String {
+    let report = &outcome["gate_report"];
+    let mut reasons = Vec::new();
+    if report["approved"] == false {
+        let have = report["approvals"].as_array().map_or(0, Vec::len);
+        reasons.push(format!("{have} of {} approvals", report["approvals_required"]));
+    }
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["passed"] == false)
+        .filter_map(|c| c["condition"].as_str())
+        .collect();
+    if !failed.is_empty() {
+        reasons.push(format!("failing: {}", failed.join("; ")));
+    }
+    if reasons.is_empty() { "see its gate report".to_owned() } else { reasons.join(", ") }
 }
 
 pub(crate) fn audit(conn: &Connection, command: AuditCommand) -> anyhow::Result<()> {

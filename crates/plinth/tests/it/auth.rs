@@ -181,6 +181,32 @@ async fn grants_tokens_and_limits() {
     let (_, found) = a.call(viewer, Method::GET, "/api/2.0/mlflow/experiments/search?max_results=100", None).await;
     assert!(found["experiments"].as_array().is_some_and(|e| e.iter().any(|x| x["name"] == "mine")), "{found}");
 
+    // The CLI says how to sign in when the server asks for it, and signs in from the environment
+    // (Plinth's variables, or MLflow's as MLflow users already set them).
+    let cli_as = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["audit", "list", "--limit", "1"]).env("PLINTH_SERVER", &a.server.url);
+        for var in [
+            "PLINTH_USER",
+            "PLINTH_PASSWORD",
+            "PLINTH_TOKEN",
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_TRACKING_TOKEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(vars.iter().copied());
+        let out = cmd.output().expect("run plinth");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = cli_as(&[]);
+    assert!(!ok && err.contains("HTTP 401") && err.contains("PLINTH_USER and PLINTH_PASSWORD") && err.contains("PLINTH_TOKEN"), "{err}");
+    let (ok, err) = cli_as(&[("PLINTH_USER", "root"), ("PLINTH_PASSWORD", ADMIN_PASSWORD)]);
+    assert!(ok, "{err}");
+    let (ok, err) = cli_as(&[("MLFLOW_TRACKING_USERNAME", "root"), ("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)]);
+    assert!(ok, "{err}");
+
     // Tokens: created with the CLI, shown once, usable as Bearer and as the Basic password, revocable.
     let (ok, token, err) = cli(&a.data, &["tokens", "create", "--user", "member1", "--name", "ci"], None);
     assert!(ok, "{err}");

@@ -386,6 +386,7 @@ impl OwnPostgres {
 
     fn initdb(&self) {
         let out = Command::new("runuser")
+            .current_dir(self.data.parent().expect("cluster dir"))
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join("initdb"))
             .arg("-D")
@@ -399,6 +400,7 @@ impl OwnPostgres {
     fn pg_ctl(&self, action: &str) {
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.data.display());
         let out = Command::new("runuser")
+            .current_dir(self.data.parent().expect("cluster dir"))
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join("pg_ctl"))
             .args(["-D"])
@@ -415,6 +417,7 @@ impl OwnPostgres {
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
         let _ = Command::new("runuser")
+            .current_dir(self.data.parent().expect("cluster dir"))
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join("pg_ctl"))
             .arg("-D")

@@ -141,6 +141,16 @@ async fn cli_drives_gates_promotions_and_audit() {
     assert_eq!(approved["promotion"]["status"], "PENDING");
     assert_eq!(approved["gate_report"]["approved"], true);
     assert_eq!(approved["gate_report"]["conditions_passed"], false);
+    // Applying it now moves nothing: a script must see a failure, with the reason.
+    let (ok, still, err) = plinth(&url, "bob", &["models", "requests", "apply", &id]);
+    assert!(!ok, "a request left pending must not exit 0");
+    assert_eq!(still["promotion"]["status"], "PENDING");
+    assert!(err.contains("was not applied: it is PENDING") && err.contains("failing: metrics.auc >= 0.95"), "{err}");
+    // A server address without its scheme is explained, not refused as a bad URL scheme.
+    let bare = url.trim_start_matches("http://");
+    let out = Command::new(bin()).args(["models", "gate", "list", "cli-model"]).env("PLINTH_SERVER", bare).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("--server http://{bare}")), "{err}");
 
     // Relax the gate; applying the request now moves the alias.
     let (ok, _, err) = plinth(
