@@ -33,6 +33,23 @@ pub enum FeatureValue {
     Timestamp(i64),
 }
 
+impl std::fmt::Display for FeatureValue {
+    /// The value as a user wrote it, with its kind: `"1001" (a string)`, `1.5 (float64)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeatureValue::Null => f.write_str("null"),
+            FeatureValue::Int32(v) => write!(f, "{v} (int32)"),
+            FeatureValue::Int64(v) => write!(f, "{v} (int64)"),
+            FeatureValue::Float32(v) => write!(f, "{v} (float32)"),
+            FeatureValue::Float64(v) => write!(f, "{v} (float64)"),
+            FeatureValue::String(v) => write!(f, "\"{v}\" (a string)"),
+            FeatureValue::Bool(v) => write!(f, "{v} (bool)"),
+            FeatureValue::Bytes(v) => write!(f, "{} bytes", v.len()),
+            FeatureValue::Timestamp(v) => write!(f, "{v} ns (a timestamp)"),
+        }
+    }
+}
+
 impl FeatureValue {
     /// The type of the value; `None` for `Null`, which any type may hold.
     pub fn value_type(&self) -> Option<ValueType> {
@@ -80,7 +97,7 @@ pub fn array_of(values: &[FeatureValue], value_type: ValueType, column: &str) ->
     use datafusion::arrow::array::{
         BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampNanosecondArray,
     };
-    let bad = |v: &FeatureValue| Error::invalid(format!("column '{column}' is {}, and {v:?} is not one", value_type.as_str()));
+    let bad = |v: &FeatureValue| Error::invalid(format!("column '{column}' is {}, and {v} is not one", value_type.as_str()));
     macro_rules! collect {
         ($arr:ty, $pat:pat => $out:expr) => {{
             let mut out = Vec::with_capacity(values.len());

@@ -1040,6 +1040,16 @@ impl RegistryService {
             if request.status != PromotionStatus::Pending {
                 return Err(Error::Conflict { message: format!("Promotion request {id} is {}, not PENDING", request.status.as_str()) });
             }
+            // A review stands as given: a second one by the same person would silently replace it.
+            if let Some(earlier) = request.reviews.iter().find(|r| r.reviewer == actor.name) {
+                return Err(Error::Conflict {
+                    message: format!(
+                        "{} already reviewed promotion {id} ({}); a review cannot be changed or repeated",
+                        actor.name,
+                        earlier.decision.as_str()
+                    ),
+                });
+            }
             let review = Review { reviewer: actor.name.clone(), decision, comment: comment.clone(), created_at: now_millis() };
             // A rejection ends the request in the same transaction.
             Ok(self.store.add_review(id, &review).await?)
@@ -1121,7 +1131,7 @@ impl RegistryService {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (report, stamp) = self.judge(&request, viewer).await?;
+            let (mut report, stamp) = self.judge(&request, viewer).await?;
             if !report.approved() {
                 return Ok(PromotionOutcome { request, report });
             }
@@ -1162,6 +1172,8 @@ impl RegistryService {
                     self.outbox
                         .emit(Event::AliasSet { name: request.model.clone(), alias: request.target.clone(), version: request.version })
                         .await;
+                    // The answer shows the alias as it now is.
+                    report.current = Some(request.version);
                     return Ok(PromotionOutcome { request: applied, report });
                 }
                 Err(plinth_store::Error::Conflict { message }) => {

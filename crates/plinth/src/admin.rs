@@ -28,6 +28,9 @@ pub(crate) enum UsersCommand {
         /// Read the password from standard input (one line).
         #[arg(long)]
         password_stdin: bool,
+        /// Create the server's database if there is none yet (the first admin, before the first start).
+        #[arg(long)]
+        init: bool,
     },
     List,
     Disable {
@@ -82,6 +85,30 @@ fn read_password(stdin: bool) -> anyhow::Result<String> {
     std::env::var("PLINTH_NEW_PASSWORD").context("give the password with --password-stdin or the PLINTH_NEW_PASSWORD variable")
 }
 
+/// Checks the server's database before it is opened: a SQLite file that is not there is created
+/// only when `init` is asked for, since run from the wrong directory these commands would otherwise
+/// start a new, empty database that no server reads. Says which database is used.
+fn check_database(config: &Config, init: bool) -> anyhow::Result<()> {
+    let url = config.database_url();
+    if let Some(file) =
+        url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(|rest| rest.split('?').next().unwrap_or(""))
+        && !file.is_empty()
+        && file != ":memory:"
+        && !std::path::Path::new(file).exists()
+    {
+        if !init {
+            bail!(
+                "there is no database at {file} (data directory {}): run this on the server's host with its --data-dir or --config, \
+or pass --init to `users add` to create a new one for a server that has not started yet",
+                config.server.data_dir.display()
+            );
+        }
+        eprintln!("creating a new database at {file}");
+    }
+    eprintln!("database: {}", plinth_server::config::redact_url(&url));
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
@@ -96,6 +123,8 @@ pub(crate) fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()
         UsersCommand::Add { service_account: false, password_stdin, .. } => Some(read_password(*password_stdin)?),
         _ => None,
     };
+    let init = matches!(command, UsersCommand::Add { init: true, .. });
+    check_database(config, init)?;
     runtime()?.block_on(async {
         let store = std::sync::Arc::new(open_store(config).await?);
         let auth = auth_service(config, store.clone());
@@ -132,6 +161,7 @@ pub(crate) fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()
 }
 
 pub(crate) fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<()> {
+    check_database(config, false)?;
     runtime()?.block_on(async {
         let store = std::sync::Arc::new(open_store(config).await?);
         let auth = auth_service(config, store.clone());

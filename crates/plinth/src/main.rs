@@ -155,7 +155,19 @@ impl ServerArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as one line with their causes (`error: what: why`), never with a Rust
+/// backtrace, whatever `RUST_BACKTRACE` says: they are the user's to act on. Panics (bugs) keep theirs.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => serve(args),

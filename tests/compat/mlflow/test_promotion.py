@@ -338,6 +338,9 @@ def test_approvals(client, api, experiment_id):
     assert out["gate_report"]["approvals"] == ["bob"]
     assert out["gate_report"]["approved"] is False
     assert _holder(client, name) is None
+    # A review stands as given: the same reviewer cannot review again (it would replace the first).
+    body = expect_error(_review(api, "bob", pid, "approve", "again"), "RESOURCE_CONFLICT", 409)
+    assert "already reviewed" in body["message"], body
 
     r = _review(api, "carol", pid, "approve")
     assert r.status_code == 200, r.text
@@ -345,6 +348,8 @@ def test_approvals(client, api, experiment_id):
     assert out["promotion"]["status"] == "APPLIED"
     assert sorted(out["gate_report"]["approvals"]) == ["bob", "carol"]
     assert out["gate_report"]["approved"] is True
+    # The answer shows the alias as it now is.
+    assert out["gate_report"]["current_version"] == v1, out["gate_report"]
     assert _holder(client, name) == v1
 
     got = api.ok("GET", f"/promotions/{pid}")

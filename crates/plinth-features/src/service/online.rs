@@ -398,7 +398,7 @@ fn online_rows(
 }
 
 fn coerce(value: &FeatureValue, to: ValueType, key: &str) -> Result<FeatureValue> {
-    let bad = || Error::invalid(format!("join key '{key}' is {}, and {value:?} is not one", to.as_str()));
+    let bad = || Error::invalid(format!("join key '{key}' is {}, and {value} is not one", to.as_str()));
     Ok(match (value, to) {
         (FeatureValue::Null, _) => FeatureValue::Null,
         (v, t) if v.value_type() == Some(t) => v.clone(),

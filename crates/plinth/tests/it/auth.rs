@@ -40,8 +40,13 @@ struct Auth {
 async fn start() -> Auth {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Run where no database is, `users add` says so instead of starting an empty one that no server reads.
     let (ok, _, err) = cli(&data, &["users", "add", "root", "--role", "admin", "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n")));
-    assert!(ok, "bootstrap: {err}");
+    assert!(!ok && err.contains("there is no database at") && err.contains("--init"), "{err}");
+    assert!(!data.join("plinth.db").exists(), "a database was created without --init");
+    let (ok, _, err) =
+        cli(&data, &["users", "add", "root", "--role", "admin", "--password-stdin", "--init"], Some(&format!("{ADMIN_PASSWORD}\n")));
+    assert!(ok && err.contains("database: sqlite://"), "bootstrap: {err}");
     let config = dir.path().join("plinth.toml");
     std::fs::write(&config, "[auth]\nenabled = true\nmax_failures_per_user = 5\nmax_failures_per_address = 100000\n").expect("config");
     let server = TestServer::start_in(bin(), &data, &["--config", config.to_str().expect("utf-8")]).expect("start");
