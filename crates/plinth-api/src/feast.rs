@@ -79,27 +79,7 @@ pub(crate) fn value_to_json(v: &FeatureValue) -> Value {
 
 /// `2021-04-12T10:59:42Z` (with fractional seconds when there are any).
 pub(crate) fn rfc3339(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let frac = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
-    if frac == 0 { format!("{base}Z") } else { format!("{base}.{}Z", format!("{frac:09}").trim_end_matches('0')) }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil-from-days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    plinth_core::time::rfc3339_from_nanos(ns)
 }
 
 async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
@@ -222,18 +202,4 @@ fn render(columns: &[OnlineColumn]) -> Value {
         })
         .collect();
     json!({"metadata": {"feature_names": names}, "results": results})
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(1_700_000_000_500_000_000), "2023-11-14T22:13:20.5Z");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(-1_000_000_000), "1969-12-31T23:59:59Z");
-    }
 }

@@ -64,7 +64,7 @@ impl ValueType {
         let lower = match lower.as_str() {
             "unix_timestamp" | "unixtimestamp" => "timestamp",
             "boolean" => "bool",
-            "float" => "float32",
+            // Not "float": 32 bits to Feast and MLflow, 64 to Python users; refused as ambiguous.
             "double" => "float64",
             "str" | "utf8" => "string",
             "binary" => "bytes",
@@ -128,6 +128,9 @@ impl<'de> Deserialize<'de> for ValueType {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ValueType, D::Error> {
         let s = String::deserialize(deserializer)?;
         ValueType::parse(&s).ok_or_else(|| {
+            if s.trim().eq_ignore_ascii_case("float") {
+                return serde::de::Error::custom(format!("type '{s}' is ambiguous (32 or 64 bits?): use float32 or float64"));
+            }
             let known: Vec<&str> = ValueType::ALL.iter().map(|t| t.as_str()).collect();
             serde::de::Error::custom(format!("unknown type '{s}' (known: {})", known.join(", ")))
         })
@@ -146,6 +149,10 @@ mod tests {
         assert_eq!(ValueType::parse("Int64"), Some(ValueType::Int64));
         assert_eq!(ValueType::parse("UnixTimestamp"), Some(ValueType::Timestamp));
         assert_eq!(ValueType::parse("decimal"), None);
+        assert_eq!(ValueType::parse("Float"), None, "ambiguous: 32 or 64 bits");
+        assert_eq!(ValueType::parse("Float64"), Some(ValueType::Float64));
+        let err = serde_json::from_str::<ValueType>("\"float\"").expect_err("ambiguous");
+        assert!(err.to_string().contains("use float32 or float64"), "{err}");
     }
 
     #[test]

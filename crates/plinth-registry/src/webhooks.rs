@@ -152,7 +152,8 @@ impl Outbox {
         let (entity, action, data) = event.parts();
         let name = format!("{entity}.{action}");
         let now = now_millis();
-        let body = json!({"entity": entity, "action": action, "timestamp": iso8601(now), "data": data}).to_string();
+        let body =
+            json!({"entity": entity, "action": action, "timestamp": plinth_core::time::rfc3339_from_millis(now), "data": data}).to_string();
         let new_id = || uuid::Uuid::new_v4().to_string();
         match self.store.enqueue(&OutboxEvent { event: name.clone(), only_webhook: None, payload: body, now }, &new_id).await {
             Ok(0) => {}
@@ -164,32 +165,13 @@ impl Outbox {
     /// Queues a `webhook.test` ping to one webhook, whatever it subscribes to.
     pub async fn ping(&self, webhook: &Webhook) -> plinth_store::Result<()> {
         let now = now_millis();
-        let body = json!({"entity": "webhook", "action": "test", "timestamp": iso8601(now), "data": {"webhook_id": webhook.id, "name": webhook.name}}).to_string();
+        let body = json!({"entity": "webhook", "action": "test", "timestamp": plinth_core::time::rfc3339_from_millis(now), "data": {"webhook_id": webhook.id, "name": webhook.name}}).to_string();
         let id = webhook.id.clone();
         let new_id = || uuid::Uuid::new_v4().to_string();
         self.store.enqueue(&OutboxEvent { event: "webhook.test".into(), only_webhook: Some(id), payload: body, now }, &new_id).await?;
         self.wake.notify_one();
         Ok(())
     }
-}
-
-/// RFC 3339 UTC time with milliseconds, from Unix milliseconds.
-fn iso8601(millis: i64) -> String {
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}+00:00", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// `v1,<base64(HMAC-SHA256(secret, "<id>.<timestamp>.<body>"))>`.
@@ -393,13 +375,6 @@ mod tests {
         // Computed independently: python3 -c 'import hmac,hashlib,base64;
         // print(base64.b64encode(hmac.new(b"s3cret", b"d1.1700000000.{}", hashlib.sha256).digest()).decode())'
         assert_eq!(signature("s3cret", "d1", "1700000000", "{}"), "v1,zanuGVyPdkCH5t63rF48cWGMLFZ3sNRiNHn6qebAxZ8=");
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000+00:00");
-        assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123+00:00");
-        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
     }
 
     #[test]

@@ -173,14 +173,18 @@ pub(crate) fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<
                 println!("{secret}");
             }
             TokensCommand::List { user } => {
+                let when = |ms: Option<i64>, none: &str| ms.map_or_else(|| none.to_owned(), plinth_core::time::display_millis);
+                println!("id\tuser\tname\tstate\tcreated\texpires\tlast used");
                 for t in auth.list_tokens(user.as_deref()).await? {
                     let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
                     println!(
-                        "{}\t{}\t{}\t{state}\texpires={}",
+                        "{}\t{}\t{}\t{state}\t{}\t{}\t{}",
                         t.id,
                         t.user,
                         t.name,
-                        t.expires_at.map_or("never".into(), |e| e.to_string())
+                        plinth_core::time::display_millis(t.created_at),
+                        when(t.expires_at, "never"),
+                        when(t.last_used_at, "never"),
                     );
                 }
             }
