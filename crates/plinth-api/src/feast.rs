@@ -129,7 +129,10 @@ async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Jso
     let columns = df_columns(obj)?;
     let pushed = s.features.push(source, &columns, online, offline).await?;
     let views: Vec<Value> = pushed.online.iter().map(|(v, w, k)| json!({"feature_view": v, "written": w, "skipped_older": k})).collect();
-    Ok(Json(json!({"rows": pushed.rows, "online": views, "offline_file": pushed.offline_file.is_some()})))
+    for warning in &pushed.warnings {
+        tracing::warn!(source, "{warning}");
+    }
+    Ok(Json(json!({"rows": pushed.rows, "online": views, "offline_file": pushed.offline_file.is_some(), "warnings": pushed.warnings})))
 }
 
 /// The columns of a Feast `df` (`{column: [values]}`).

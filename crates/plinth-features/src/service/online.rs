@@ -41,8 +41,21 @@ impl FeatureService {
             writes.push((view.name.clone(), online_rows(&snap, view, columns, rows, &event_ts, &created_ts)?));
         }
         let mut out = Pushed { rows, ..Default::default() };
+        if to_online && views.is_empty() {
+            out.warnings.push(format!(
+                "no feature view reads push source '{source}', so nothing was written online; set a feature view's source to '{source}'"
+            ));
+        }
         if to_offline {
-            out.offline_file = Some(self.append_offline(&snap, batch, &views, columns, rows).await?);
+            let (file, nulls) = self.append_offline(&snap, batch, &views, columns, rows).await?;
+            out.offline_file = Some(file);
+            if !nulls.is_empty() {
+                out.warnings.push(format!(
+                    "the pushed rows have no {} column(s), so they are null in the file appended to source '{}'",
+                    nulls.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+                    batch.name
+                ));
+            }
         }
         if to_offline {
             metrics::counter!(m::PUSHED_ROWS, "source" => source.to_owned(), "to" => "offline").increment(rows as u64);
@@ -102,7 +115,8 @@ impl FeatureService {
     }
 
     /// Appends pushed rows to the batch source's directory as one new Parquet file, in the
-    /// stored schema of the files already there (names before the field mapping).
+    /// stored schema of the files already there (names before the field mapping). Answers the
+    /// file and the columns the rows lacked (written as nulls).
     async fn append_offline(
         &self,
         snap: &Snapshot,
@@ -110,7 +124,7 @@ impl FeatureService {
         views: &[&ViewSpec],
         columns: &[(String, Vec<FeatureValue>)],
         rows: usize,
-    ) -> Result<String> {
+    ) -> Result<(String, Vec<String>)> {
         let SourceInput::Parquet { path } = &batch.input else {
             return Err(Error::invalid(format!("batch source '{}' is not a Parquet source", batch.name)));
         };
@@ -148,6 +162,7 @@ impl FeatureService {
             )),
         };
         let mut arrays = Vec::with_capacity(schema.fields().len());
+        let mut nulls = Vec::new();
         for field in schema.fields() {
             let view_name = batch.field_mapping.get(field.name()).cloned().unwrap_or_else(|| field.name().clone());
             let values = columns.iter().find(|(n, _)| *n == view_name).map(|(_, v)| v.as_slice());
@@ -164,7 +179,10 @@ impl FeatureService {
                     })?,
                     &view_name,
                 )?,
-                (None, _) if field.is_nullable() => datafusion::arrow::array::new_null_array(field.data_type(), rows),
+                (None, _) if field.is_nullable() => {
+                    nulls.push(view_name.clone());
+                    datafusion::arrow::array::new_null_array(field.data_type(), rows)
+                }
                 (None, _) => {
                     return Err(Error::invalid(format!("the rows have no '{view_name}' column, which source '{}' requires", batch.name)));
                 }
@@ -177,9 +195,10 @@ impl FeatureService {
         }
         let record = datafusion::arrow::array::RecordBatch::try_new(schema.clone(), arrays)?;
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || write_parquet_atomically(&dir, &record))
+        let file = tokio::task::spawn_blocking(move || write_parquet_atomically(&dir, &record))
             .await
-            .map_err(|e| Error::invalid(format!("the offline write failed: {e}")))?
+            .map_err(|e| Error::io("the offline write failed", std::io::Error::other(e)))??;
+        Ok((file, nulls))
     }
 
     /// Online read: for each entity row (columns of join-key values, by name), the requested
@@ -302,6 +321,9 @@ pub struct Pushed {
     pub online: Vec<(String, usize, usize)>,
     /// The Parquet file the rows were appended to, for an offline push.
     pub offline_file: Option<String>,
+    /// What the push did not do that its sender probably meant it to (no view fed online, columns
+    /// written as nulls offline).
+    pub warnings: Vec<String>,
 }
 
 fn value_type_of(t: &datafusion::arrow::datatypes::DataType) -> Option<ValueType> {

@@ -220,7 +220,10 @@ async fn grants_tokens_and_limits() {
     // Listed with times people read, not epoch milliseconds.
     let (ok, listed, err) = cli(&a.data, &["tokens", "list", "--user", "member1"], None);
     assert!(ok, "{err}");
-    assert!(listed.starts_with("id\tuser\tname\tstate\tcreated") && listed.contains(" UTC\t") && listed.contains("\tci\tactive\t"), "{listed}");
+    assert!(
+        listed.starts_with("id\tuser\tname\tstate\tcreated") && listed.contains(" UTC\t") && listed.contains("\tci\tactive\t"),
+        "{listed}"
+    );
     let res = a.client.get(format!("{}/api/plinth/v1/auth/me", a.server.url)).bearer_auth(&token).send().await.expect("me");
     assert_eq!(res.status().as_u16(), 200);
     let (status, me) = a.call(Some(("member1", &token)), Method::GET, "/api/plinth/v1/auth/me", None).await;

@@ -337,6 +337,10 @@ field_mapping = { conv = "conv_rate" }
 name = "driver_push"
 push_to = "driver_stats"
 
+[[source]]
+name = "orphan_push"
+push_to = "driver_stats"
+
 [[feature_view]]
 name = "driver_live"
 entities = ["driver"]
@@ -389,7 +393,13 @@ features = [{ name = "conv_rate", type = "float64" }]
     }))
     .await;
     assert_eq!(status, 200, "{body}");
+    // The batch source's `city` was not pushed: it is null in the appended file, and the answer says so.
+    assert!(body["warnings"].as_array().is_some_and(|w| w.len() == 1 && w[0].as_str().is_some_and(|t| t.contains("'city'"))), "{body}");
     assert_eq!(online(client.clone(), url.clone()).await, (serde_json::json!(0.75), serde_json::json!("2030-01-01T00:00:00Z")));
+    // A push source no view reads writes nothing online, and the answer says why.
+    let (status, body) = push(serde_json::json!({"push_source_name": "orphan_push", "df": {"driver_id": [1], "event_timestamp": ["2030-06-01T00:00:00Z"], "conv_rate": [0.1]}})).await;
+    assert_eq!((status, &body["online"]), (200, &serde_json::json!([])), "{body}");
+    assert!(body["warnings"][0].as_str().is_some_and(|w| w.contains("no feature view reads push source 'orphan_push'")), "{body}");
     let files: Vec<String> =
         std::fs::read_dir(repo.join("data")).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(files.iter().filter(|f| f.starts_with("push-") && f.ends_with(".parquet")).count(), 1, "{files:?}");
