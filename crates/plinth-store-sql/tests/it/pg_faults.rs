@@ -20,16 +20,9 @@ fn experiment(name: &str) -> NewExperiment {
 
 /// A scratch database (dropped at the end) and an admin connection to the server.
 async fn scratch() -> Option<(String, String, sqlx::AnyConnection)> {
-    let Ok(admin_url) = std::env::var("PLINTH_TEST_POSTGRES_URL") else {
-        eprintln!("PLINTH_TEST_POSTGRES_URL is not set: the PostgreSQL fault tests are skipped (the README test command sets it)");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("plinth_f_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.expect("connect to PLINTH_TEST_POSTGRES_URL");
-    admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create scratch database");
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-    Some((format!("{base}/{name}"), name, admin))
+    let (admin_url, name, url) = super::postgres::scratch_database("fault test").await?;
+    let admin = sqlx::AnyConnection::connect(&admin_url).await.expect("connect to PLINTH_TEST_POSTGRES_URL");
+    Some((url, name, admin))
 }
 
 async fn kill_backends(admin: &mut sqlx::AnyConnection, database: &str) -> i64 {
@@ -53,7 +46,7 @@ async fn write_succeeds(store: &SqlStore, name: &str) {
 #[tokio::test]
 async fn killed_backends_and_timed_out_statements_leave_no_wedged_connection() {
     let Some((url, name, mut admin)) = scratch().await else { return };
-    let store = SqlStore::connect(&super::config(url)).await.expect("connect");
+    let store = SqlStore::connect(&super::config(url.clone())).await.expect("connect");
     store.create_experiment(experiment("before")).await.expect("write");
 
     // Every backend of the store killed at once, as a PostgreSQL restart does.
@@ -68,12 +61,7 @@ async fn killed_backends_and_timed_out_statements_leave_no_wedged_connection() {
     // makes the store's write wait past its session's statement_timeout.
     admin.execute(AssertSqlSafe(format!("ALTER DATABASE {name} SET statement_timeout = '300ms'"))).await.expect("timeout");
     kill_backends(&mut admin, &name).await;
-    let mut locker = sqlx::AnyConnection::connect(&format!(
-        "{}/{name}",
-        std::env::var("PLINTH_TEST_POSTGRES_URL").expect("url").rsplit_once('/').expect("base").0
-    ))
-    .await
-    .expect("locker");
+    let mut locker = sqlx::AnyConnection::connect(&url).await.expect("locker");
     locker.execute("SET statement_timeout = 0").await.expect("no timeout for the locker");
     locker.execute("BEGIN").await.expect("begin");
     locker.execute("LOCK TABLE experiments IN ACCESS EXCLUSIVE MODE").await.expect("lock");

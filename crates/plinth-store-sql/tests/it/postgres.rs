@@ -32,9 +32,11 @@ impl Drop for Scratch {
     }
 }
 
-async fn fresh() -> Option<Harness> {
+/// A new scratch database on `PLINTH_TEST_POSTGRES_URL`'s server: (admin URL, its name, its URL).
+/// `None`, with a note, when the variable is unset (the README test command always sets it).
+pub(super) async fn scratch_database(what: &str) -> Option<(String, String, String)> {
     let Ok(admin_url) = std::env::var("PLINTH_TEST_POSTGRES_URL") else {
-        eprintln!("PLINTH_TEST_POSTGRES_URL is not set: the PostgreSQL conformance run is skipped (the README test command sets it)");
+        eprintln!("PLINTH_TEST_POSTGRES_URL is not set: the PostgreSQL {what} is skipped (the README test command sets it)");
         return None;
     };
     sqlx::any::install_default_drivers();
@@ -44,6 +46,11 @@ async fn fresh() -> Option<Harness> {
     conn.close().await.expect("close");
     let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
     let url = format!("{base}/{name}");
+    Some((admin_url, name, url))
+}
+
+async fn fresh() -> Option<Harness> {
+    let (admin_url, name, url) = scratch_database("conformance run").await?;
     let store = SqlStore::connect(&super::config(url)).await.expect("connect scratch database");
     let keep = Scratch { admin_url, name, store: store.clone() };
     let store = Arc::new(store);
