@@ -187,7 +187,8 @@ pub(crate) fn model_version(v: &plinth_core::registry::ModelVersion) -> Value {
     map.insert("last_updated_timestamp".into(), json!(v.last_updated_timestamp));
     opt_str(&mut map, "user_id", &v.user_id);
     map.insert("current_stage".into(), json!(v.current_stage.as_str()));
-    opt_str(&mut map, "description", &v.description);
+    // Always present, "" when none was given, as MLflow answers (its client then reads "", not None).
+    map.insert("description".into(), json!(v.description.as_deref().unwrap_or("")));
     map.insert("source".into(), json!(v.source));
     opt_str(&mut map, "run_id", &v.run_id);
     map.insert("status".into(), json!(v.status.as_str()));

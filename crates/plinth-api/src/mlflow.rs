@@ -346,7 +346,8 @@ async fn get_metric_history_bulk(State(s): State<AppState>, MlflowRequest(f): Ml
         run_ids = f.str_list("run_ids")?;
     }
     if run_ids.is_empty() {
-        return Err(InvalidParameter::missing("run_id").into());
+        // MLflow's words (clients and users match on them).
+        return Err(ApiError::invalid("GetMetricHistoryBulk request must specify at least one run_id."));
     }
     if run_ids.len() > MAX_RUNS {
         return Err(ApiError::invalid(format!(

@@ -177,6 +177,22 @@ pub fn validate_experiment_name(name: &str) -> Result<(), InvalidParameter> {
     Ok(())
 }
 
+/// Characters a logged model's name may not hold (MLflow's rule: names become path segments and
+/// `models:/` URIs).
+pub const LOGGED_MODEL_NAME_BAD_CHARS: [char; 6] = ['/', ':', '.', '%', '"', '\''];
+
+/// A logged model's name, when given: no character of `LOGGED_MODEL_NAME_BAD_CHARS`, as in MLflow.
+pub fn validate_logged_model_name(name: &str) -> Result<(), InvalidParameter> {
+    if name.contains(LOGGED_MODEL_NAME_BAD_CHARS) {
+        let listed: Vec<String> = LOGGED_MODEL_NAME_BAD_CHARS.iter().map(|c| format!("{:?}", c.to_string())).collect();
+        return Err(InvalidParameter::new(format!(
+            "Invalid model name ({name:?}) provided. Model name must be a non-empty string and cannot contain the following characters: ({})",
+            listed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// `max_results` for search endpoints: positive and at most the page limit.
 pub fn validate_max_results(value: i64, limit: i64) -> Result<(), InvalidParameter> {
     if value <= 0 {

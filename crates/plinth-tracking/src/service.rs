@@ -494,6 +494,9 @@ impl TrackingService {
 
     pub(crate) async fn create_logged_model(&self, req: CreateLoggedModel) -> Result<LoggedModel> {
         let source_run_id = req.source_run_id.filter(|it| !it.is_empty()).map(|it| run_id(&it)).transpose()?;
+        if let Some(name) = req.name.as_deref() {
+            v::validate_logged_model_name(name)?;
+        }
         let new = NewLoggedModel {
             model_id: LoggedModelId::generate(),
             experiment_id: experiment_id(&req.experiment_id)?,

@@ -190,3 +190,9 @@ def test_bulk_interval_errors(client, rest, experiment_id):
 def test_bulk_interval_unknown_run(rest):
     # differs from MLflow: MLflow answers an empty result for run ids that do not exist.
     expect_error(_bulk(rest, [MISSING_RUN_ID], "m", max_results=10), "RESOURCE_DOES_NOT_EXIST", 404)
+
+
+def test_bulk_history_without_a_run_id_is_refused_in_mlflows_words(rest):
+    r = rest.get("/api/2.0/mlflow/metrics/get-history-bulk", params={"metric_key": "m"})
+    body = expect_error(r, "INVALID_PARAMETER_VALUE", 400)
+    assert body["message"] == "GetMetricHistoryBulk request must specify at least one run_id.", body

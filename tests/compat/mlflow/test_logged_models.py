@@ -108,6 +108,12 @@ def test_create_in_missing_experiment(client):
         client.create_logged_model("987654321", name="x")
 
 
+@pytest.mark.parametrize("bad", ["model/path/0", "a:b", "v1.2", "50%", 'say"hi"', "it's"])
+def test_logged_model_names_follow_mlflows_rule(client, experiment_id, bad):
+    with raises_mlflow("INVALID_PARAMETER_VALUE", match="Invalid model name"):
+        client.create_logged_model(experiment_id, name=bad)
+
+
 def test_logged_model_tags(client, experiment_id):
     model = client.create_logged_model(experiment_id, name="tagged")
     client.set_logged_model_tags(model.model_id, {"a": "1", "b": "2"})

@@ -188,6 +188,15 @@ def test_registered_model_tags(client):
         client.set_registered_model_tag(uniq("missing"), "k", "v")
 
 
+def test_model_version_without_description_reads_as_empty(client, experiment_id):
+    """MLflow answers "" for a version created without a description; its client then has ""."""
+    name = _new_model(client, "mvnodesc")
+    run_id = _run(client, experiment_id)
+    mv = client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id)
+    assert mv.description == ""
+    assert client.get_model_version(name, mv.version).description == ""
+
+
 def test_model_version_tags_and_description(client, experiment_id):
     name = _new_model(client, "mvtags")
     run_id = _run(client, experiment_id)
