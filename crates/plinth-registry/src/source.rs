@@ -67,7 +67,20 @@ impl VersionSource {
                 let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
                 VersionSource::Run { run_id: RunId::parse(run_id)?, path: path.trim_matches('/').to_owned() }
             }
-            "file" => VersionSource::LocalPath { path: rest.trim_start_matches("//").to_owned() },
+            "file" => {
+                // `file://host/path` names another machine's file system: say so, rather than
+                // treat `host/path` as a relative path.
+                if let Some(authority) = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or(""))
+                    && !authority.is_empty()
+                    && !authority.eq_ignore_ascii_case("localhost")
+                {
+                    return Err(bad(&format!(
+                        "A file: source may not name a remote host ('{authority}'); the server reads only its own file system (file:///path)."
+                    )));
+                }
+                let path = rest.strip_prefix("//localhost").or_else(|| rest.strip_prefix("//")).unwrap_or(rest);
+                VersionSource::LocalPath { path: path.to_owned() }
+            }
             _ => VersionSource::Uri { scheme },
         })
     }
@@ -140,6 +153,7 @@ mod tests {
         check_valid("models:/churn/3", VersionSource::ModelVersion { name: "churn".into(), version: 3 });
         check_valid("Models:/churn/3", VersionSource::ModelVersion { name: "churn".into(), version: 3 });
         check_valid("file:///srv/a", VersionSource::LocalPath { path: "/srv/a".into() });
+        check_valid("file://localhost/srv/a", VersionSource::LocalPath { path: "/srv/a".into() });
         check_valid("/srv/a", VersionSource::LocalPath { path: "/srv/a".into() });
         check_valid("C:/models/a", VersionSource::LocalPath { path: "C:/models/a".into() });
         check_valid("s3://b/models/m1", VersionSource::Uri { scheme: "s3".into() });
@@ -160,6 +174,7 @@ mod tests {
         check_invalid(&format!("runs://host/{RUN}/model"), "may not name a host");
         check_invalid("runs:/", "run_id");
         check_invalid("models:/m-!!", "m-!!");
+        check_invalid("file://fileserver/models/a", "may not name a remote host ('fileserver')");
     }
 
     #[test]

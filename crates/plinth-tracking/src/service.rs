@@ -203,7 +203,16 @@ impl TrackingService {
             v::check_length("Experiment tag value", v::MAX_EXPERIMENT_TAG_VALUE_LENGTH, &tag.value)?;
         }
         let artifact_location = match artifact_location.filter(|it| !it.is_empty()) {
-            Some(uri) => ArtifactLocation::Given(uri.to_owned()),
+            Some(uri) => {
+                // A relative path would mean "relative to wherever the server happened to start"
+                // (MLflow resolves it so); refused instead, so a location means the same tomorrow.
+                if !uri.starts_with('/') && !uri.contains(':') {
+                    return Err(Error::invalid(format!(
+                        "artifact_location '{uri}' is a relative path; give an absolute path (/data/artifacts/…) or a URI (s3://…, file:///…)"
+                    )));
+                }
+                ArtifactLocation::Given(uri.to_owned())
+            }
             None => ArtifactLocation::UnderRoot(self.config.artifact_root.uri()),
         };
         let new = NewExperiment { name: name.to_owned(), artifact_location, tags, now: now_millis() };

@@ -341,3 +341,12 @@ def test_ajax_api_prefix(rest, client):
     )
     assert [e["experiment_id"] for e in r.json()["experiments"]] == [exp_id]
     assert client.get_experiment(exp_id).name == name
+
+
+@pytest.mark.plinth_only
+def test_a_relative_artifact_location_is_refused(client):
+    """MLflow resolves it against its working directory; Plinth refuses it (docs/tracking.md)."""
+    with raises_mlflow("INVALID_PARAMETER_VALUE", match="relative path"):
+        client.create_experiment(uniq("relative"), artifact_location="my_location")
+    exp_id = client.create_experiment(uniq("absolute"), artifact_location="/srv/artifacts/absolute")
+    assert client.get_experiment(exp_id).artifact_location == "/srv/artifacts/absolute"

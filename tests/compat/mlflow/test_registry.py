@@ -646,3 +646,11 @@ def test_model_version_created_with_missing_run_is_rejected(client):
         )
     assert info.value.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
     assert client.search_model_versions(f"name = '{name}'") == []
+
+
+@pytest.mark.plinth_only
+def test_a_file_source_on_another_host_is_refused_with_the_reason(client):
+    """MLflow answers 500 for it; Plinth answers 400 and says why (docs/registry.md)."""
+    name = _new_model(client, "remotefile")
+    with raises_mlflow("INVALID_PARAMETER_VALUE", match="may not name a remote host"):
+        client.create_model_version(name, source="file://fileserver/models/churn")
