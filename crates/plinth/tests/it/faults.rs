@@ -162,15 +162,11 @@ async fn a_full_disk_refuses_writes_clearly_and_writes_resume_once_space_is_free
         }
     }
     assert!(refused >= 5, "the disk never filled up");
-    // Its own connection: the server answers before reading the whole body and then closes it.
-    let upload = reqwest::Client::new()
-        .put(format!("{url}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/big.bin"))
-        .body(vec![1u8; 4 << 20])
-        .send()
-        .await
-        .expect("upload");
-    let status = upload.status().as_u16();
-    let body: Value = upload.json().await.unwrap_or(Value::Null);
+    // The server answers before it has read the whole body, and closes: a raw socket reads the answer.
+    let path = format!("/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/big.bin");
+    let (u, p) = (url.clone(), path.clone());
+    let (status, body) = tokio::task::spawn_blocking(move || super::send_large_body(&u, "PUT", &p, 4 << 20)).await.expect("upload");
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert!(is_disk_full(status, &body), "an upload to a full disk answered {status} {body}");
     // Reads are served meanwhile, and no half-written artifact is visible.
     let (status, listed) = get(&client, &url, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}")).await;
@@ -251,7 +247,13 @@ async fn a_read_only_artifact_directory_refuses_uploads_clearly_until_it_is_writ
     assert_eq!(put(artifact("before.bin")).await.0, 200);
 
     disk.remount("ro");
-    let (status, body) = bounded("upload to a read-only directory", put(artifact("during.bin"))).await;
+    // Refused before the body is read: a raw socket reads the answer (see send_large_body).
+    let (u, p) = (url.clone(), format!("/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/during.bin"));
+    let (status, body) =
+        bounded("upload to a read-only directory", tokio::task::spawn_blocking(move || super::send_large_body(&u, "PUT", &p, 100_000)))
+            .await
+            .expect("upload");
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert!(is_unwritable(status, &body), "an upload to a read-only directory answered {status} {body}");
     // Metadata writes and artifact reads go on.
     let (status, body) =

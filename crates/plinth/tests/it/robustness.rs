@@ -101,41 +101,11 @@ async fn malformed_requests_get_4xx_json_errors() {
     // A body over the request limit is refused, and the server stays up. (A raw socket: an HTTP client
     // still writing the body when the refusal arrives may report the broken pipe instead of the
     // answer, which made this flaky.)
-    let addr = server.url.trim_start_matches("http://").to_owned();
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-        write!(
-            stream,
-            "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            40 * 1024 * 1024
-        )
-        .expect("write");
-        // The body goes from another thread, whose write may fail once the server has answered and
-        // closed; the answer is read here meanwhile.
-        let mut writer = stream.try_clone().expect("clone");
-        let sender = std::thread::spawn(move || {
-            let chunk = vec![b'x'; 1 << 20];
-            for _ in 0..40 {
-                if writer.write_all(&chunk).is_err() {
-                    break;
-                }
-            }
-        });
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
-        let (mut res, mut buf) = (Vec::new(), [0u8; 4096]);
-        while !res.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => res.extend_from_slice(&buf[..n]),
-            }
-        }
-        let _ = stream.shutdown(std::net::Shutdown::Both);
-        let _ = sender.join();
-        let res = String::from_utf8_lossy(&res).into_owned();
-        (res.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0), res)
-    })
-    .await
-    .expect("raw request");
+    let url = server.url.clone();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || super::send_large_body(&url, "POST", "/api/2.0/mlflow/runs/log-batch", 40 << 20))
+            .await
+            .expect("raw request");
     assert_eq!(status, 400, "{body}");
     // The server closed that connection after refusing the body: probe on a fresh one.
     let (status, _) = super::get(&reqwest::Client::new(), &server.url, "/health").await;
