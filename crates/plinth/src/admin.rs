@@ -16,6 +16,7 @@ pub(crate) enum UsersCommand {
     /// Add a user (password from `--password-stdin` or the PLINTH_NEW_PASSWORD variable) or, with
     /// `--service-account`, a service account (tokens only).
     Add {
+        /// The user's name (unique; `anonymous` and `system` are reserved).
         name: String,
         /// admin, member or viewer.
         #[arg(long, default_value = "member")]
@@ -23,6 +24,7 @@ pub(crate) enum UsersCommand {
         /// May approve promotion requests.
         #[arg(long)]
         approver: bool,
+        /// A service account: no password, tokens only.
         #[arg(long)]
         service_account: bool,
         /// Read the password from standard input (one line).
@@ -32,16 +34,23 @@ pub(crate) enum UsersCommand {
         #[arg(long)]
         init: bool,
     },
+    /// List users and service accounts: name, kind, role, flags.
     List,
+    /// Disable a user: their sign-ins and tokens stop working at once.
     Disable {
+        /// The user.
         name: String,
     },
+    /// Enable a disabled user again.
     Enable {
+        /// The user.
         name: String,
     },
     /// Change a user's role (admin, member, viewer).
     SetRole {
+        /// The user.
         name: String,
+        /// admin, member or viewer.
         role: String,
     },
 }
@@ -50,6 +59,7 @@ pub(crate) enum UsersCommand {
 pub(crate) enum TokensCommand {
     /// Create a token for a user; the token is printed once.
     Create {
+        /// The user (or service account) the token signs in as.
         #[arg(long)]
         user: String,
         /// A label (what the token is for).
@@ -59,11 +69,15 @@ pub(crate) enum TokensCommand {
         #[arg(long)]
         ttl_secs: Option<i64>,
     },
+    /// List tokens (never their secrets): id, user, name, state, created, expires, last used.
     List {
+        /// Only this user's tokens.
         #[arg(long)]
         user: Option<String>,
     },
+    /// Revoke a token at once.
     Revoke {
+        /// The token's id (the part after `plt_`, before the second `_`).
         id: String,
     },
 }

@@ -46,14 +46,14 @@ enum Command {
     /// Users and service accounts, on the server's database (how the first admin is made).
     Users {
         #[command(flatten)]
-        args: ServerArgs,
+        args: DatabaseArgs,
         #[command(subcommand)]
         command: admin::UsersCommand,
     },
     /// API tokens, on the server's database.
     Tokens {
         #[command(flatten)]
-        args: ServerArgs,
+        args: DatabaseArgs,
         #[command(subcommand)]
         command: admin::TokensCommand,
     },
@@ -113,6 +113,39 @@ struct ServerArgs {
     /// Serve a non-loopback address with auth off (refused without it).
     #[arg(long, global = true)]
     allow_unauthenticated: bool,
+}
+
+/// Where the server's database is, for the commands that work on it directly (`users`, `tokens`):
+/// the server's flags that say so, and none of the others.
+#[derive(Args)]
+struct DatabaseArgs {
+    /// The server's configuration file (TOML).
+    #[arg(long, env = "PLINTH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The server's data directory (its SQLite database is plinth.db there).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// MLflow's flag: the metadata store (sqlite:///path.db or postgresql://…).
+    #[arg(long, global = true)]
+    backend_store_uri: Option<String>,
+}
+
+impl DatabaseArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        ServerArgs {
+            config: self.config.clone(),
+            host: None,
+            port: None,
+            data_dir: self.data_dir.clone(),
+            backend_store_uri: self.backend_store_uri.clone(),
+            default_artifact_root: None,
+            artifacts_destination: None,
+            serve_artifacts: false,
+            no_serve_artifacts: false,
+            allow_unauthenticated: false,
+        }
+        .config()
+    }
 }
 
 impl ServerArgs {

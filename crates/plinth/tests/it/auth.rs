@@ -276,3 +276,16 @@ fn non_loopback_without_auth_is_refused() {
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn admin_commands_offer_only_the_flags_that_find_the_database() {
+    for args in [["users", "add", "--help"], ["tokens", "create", "--help"]] {
+        let out = Command::new(bin()).args(args).output().expect("run plinth");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(help.contains("--data-dir") && help.contains("--config") && help.contains("--backend-store-uri"), "{help}");
+        for server_only in ["--port", "--host", "--allow-unauthenticated", "--serve-artifacts", "--artifacts-destination"] {
+            assert!(!help.contains(server_only), "{args:?} offers {server_only}: {help}");
+        }
+    }
+}
