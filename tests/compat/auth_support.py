@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from plinth_compat import start_server, uniq
+from plinth_compat import start_server, stop_server, uniq
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "bootstrap-" + secrets.token_hex(12)
@@ -37,12 +37,7 @@ def shared_server(tmp_path_factory):
     """This module's server (overrides conftest's): auth on, with a bootstrap admin."""
     srv = start_server(tmp_path_factory.mktemp("plinth-auth"), env=AUTH_ENV)
     yield srv
-    problems = srv.stop()
-    if problems:
-        pytest.fail(
-            f"server at {srv.url}: " + "; ".join(problems) + "\n--- server output (tail) ---\n" + srv.output()[-6000:],
-            pytrace=False,
-        )
+    stop_server(srv)
 
 
 @pytest.fixture(autouse=True)

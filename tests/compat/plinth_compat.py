@@ -174,6 +174,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_server(srv: ServerProcess) -> None:
+    """Stops `srv`; fails the test, with the server's output, if it reported problems (a 5xx, a panic)."""
+    problems = srv.stop()
+    if problems:
+        tail = srv.output()[-6000:]
+        pytest.fail(f"server at {srv.url}: " + "; ".join(problems) + "\n--- server output (tail) ---\n" + tail, pytrace=False)
+
+
 def start_server(data_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
     """Starts a fresh server on `data_dir` and waits for its readiness line.
 

@@ -123,20 +123,14 @@ async fn promote(
 
 // Lineage.
 
-async fn lineage(
-    State(s): State<AppState>,
-    p: Option<axum::Extension<plinth_auth::Principal>>,
-    Path((name, number)): Path<(String, String)>,
-) -> Answer {
+async fn lineage(State(s): State<AppState>, Scope(viewer): Scope, Path((name, number)): Path<(String, String)>) -> Answer {
     let mut l = s.registry.lineage(&name, &number).await?;
     // The run and the logged model show only to those who may read their experiment.
-    if let Some(readable) = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), plinth_core::auth::ResourceKind::Experiment).await? {
-        if l.run.as_ref().is_some_and(|r| !readable.contains(r.info.experiment_id.as_str())) {
-            l.run = None;
-        }
-        if l.logged_model.as_ref().is_some_and(|m| !readable.contains(m.experiment_id.as_str())) {
-            l.logged_model = None;
-        }
+    if l.run.as_ref().is_some_and(|r| !viewer.may_read_experiment(r.info.experiment_id.as_str())) {
+        l.run = None;
+    }
+    if l.logged_model.as_ref().is_some_and(|m| !viewer.may_read_experiment(m.experiment_id.as_str())) {
+        l.logged_model = None;
     }
     let run = l.run.as_ref().map(|r| {
         json!({

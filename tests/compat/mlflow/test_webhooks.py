@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from plinth_compat import Native, expect_error, start_server, uniq, wait_for
+from plinth_compat import Native, expect_error, start_server, stop_server, uniq, wait_for
 
 pytestmark = pytest.mark.plinth_only
 
@@ -30,12 +30,7 @@ def shared_server(tmp_path_factory):
     """This module's server (overrides conftest's): webhook retries after 100 ms, not seconds."""
     srv = start_server(tmp_path_factory.mktemp("plinth-webhooks"), env=WEBHOOK_ENV)
     yield srv
-    problems = srv.stop()
-    if problems:
-        pytest.fail(
-            f"server at {srv.url}: " + "; ".join(problems) + "\n--- server output (tail) ---\n" + srv.output()[-6000:],
-            pytrace=False,
-        )
+    stop_server(srv)
 
 
 @pytest.fixture
