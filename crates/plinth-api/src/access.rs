@@ -105,6 +105,11 @@ pub(crate) const NEEDS: &[(&str, &str, Need)] = &[
     ("GET", "/api/2.0/mlflow/metrics/get-history-bulk", Experiment(Read, Runs("run_id"))),
     ("GET", "/api/2.0/mlflow/metrics/get-history-bulk-interval", Experiment(Read, Runs("run_ids"))),
     ("GET", "/api/2.0/mlflow/artifacts/list", Experiment(Read, Run("run_id"))),
+    ("POST", "/api/2.0/mlflow/experiments/search-datasets", Experiment(Read, Experiments("experiment_ids"))),
+    // The web UI's downloads, at the root: a run's files, a model version's files.
+    ("GET", "/get-artifact", Experiment(Read, Run("run_id"))),
+    // READ on the model here; the handler also needs READ on the experiment holding the files.
+    ("GET", "/model-versions/get-artifact", Model(Read, Field("name"))),
     // Logged models.
     ("POST", "/api/2.0/mlflow/logged-models", Experiment(Edit, Field("experiment_id"))),
     ("POST", "/api/2.0/mlflow/logged-models/search", Experiment(Read, Experiments("experiment_ids"))),
@@ -387,6 +392,8 @@ async fn resources(
         FieldOrDefault(name) => vec![f.opt_str(name).ok().flatten().filter(|v| !v.is_empty()).unwrap_or_else(|| "0".into())],
         // Handled by `by_name` before this; no ids means refused.
         ExperimentName(_) => Vec::new(),
+        // `run_id` falls back to MLflow's older `run_uuid`, as the handlers read it.
+        Run("run_id") => vec![run_experiment(f.run_id().unwrap_or_default()).await?],
         Run(name) => vec![run_experiment(f.opt_str(name).ok().flatten().unwrap_or_default()).await?],
         Runs(_) => {
             // The bulk history routes take `run_id` or `run_ids`: both count.
@@ -466,6 +473,7 @@ mod tests {
             ("auth.rs", "/api/plinth/v1"),
             ("features.rs", "/api/plinth/v1"),
             ("meta.rs", ""),
+            ("downloads.rs", ""),
             ("feast.rs", ""),
             ("metrics.rs", ""),
         ];

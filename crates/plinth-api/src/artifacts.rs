@@ -50,31 +50,73 @@ async fn upload(State(s): State<AppState>, Path(path): Path<String>, req: Reques
     Ok(Json(json!({})))
 }
 
-fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
-    match ext.as_str() {
-        "txt" | "log" | "py" | "md" | "yaml" | "yml" | "mlmodel" | "csv" | "tsv" => "text/plain",
-        "json" => "application/json",
+/// The content type an artifact is served with, from its file name, as MLflow's server guesses
+/// it: text formats (configuration, code, tables, `MLmodel`, `MLproject`) as `text/plain`, a few
+/// media types by extension, anything else as `application/octet-stream`. Every download is an
+/// attachment with `nosniff`, so a browser never renders an artifact on the server's origin.
+pub(crate) fn content_type(name: &str) -> &'static str {
+    // A name without an extension is matched whole (`MLmodel`).
+    let ext = name.rsplit_once('.').map_or(name, |(_, ext)| ext);
+    const TEXT: &[&str] = &[
+        "txt",
+        "log",
+        "err",
+        "cfg",
+        "conf",
+        "cnf",
+        "cf",
+        "ini",
+        "properties",
+        "prop",
+        "hocon",
+        "toml",
+        "yaml",
+        "yml",
+        "xml",
+        "json",
+        "js",
+        "py",
+        "py3",
+        "csv",
+        "tsv",
+        "md",
+        "rst",
+        "MLmodel",
+        "MLproject",
+    ];
+    if TEXT.contains(&ext) {
+        return "text/plain";
+    }
+    match ext.to_ascii_lowercase().as_str() {
         "html" | "htm" => "text/html",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",
         "svg" => "image/svg+xml",
         "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
         _ => "application/octet-stream",
     }
+}
+
+/// A stored file as a download: its content type, length, `attachment` disposition and `nosniff`.
+pub(crate) fn file_response(path: &ArtifactPath, object: plinth_blob::Object) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path.file_name())));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.size));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", path.file_name().replace(['"', '\\'], ""))) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    (headers, Body::from_stream(object.body)).into_response()
 }
 
 async fn download(State(s): State<AppState>, Path(path): Path<String>) -> Result<Response, ApiError> {
     let path = ArtifactPath::parse(&path)?;
     let object = s.tracking.blobs().get(&path).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path.file_name())));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.size));
-    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", path.file_name().replace('"', ""))) {
-        headers.insert(header::CONTENT_DISPOSITION, disposition);
-    }
-    Ok((headers, Body::from_stream(object.body)).into_response())
+    Ok(file_response(&path, object))
 }
 
 /// Lists a directory; entry paths are base names, as MLflow's proxy answers.
@@ -180,4 +222,30 @@ async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, req: Req
     let path = mpu_target(&dir, &f)?;
     s.tracking.blobs().abort_multipart(&upload_id(&f)?, &path).await?;
     Ok(Json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_type;
+
+    #[test]
+    fn content_types_follow_mlflow() {
+        for (name, want) in [
+            ("MLmodel", "text/plain"),
+            ("MLproject", "text/plain"),
+            ("conda.yaml", "text/plain"),
+            ("metrics.json", "text/plain"),
+            ("train.py", "text/plain"),
+            ("table.csv", "text/plain"),
+            ("plot.png", "image/png"),
+            ("PLOT.PNG", "image/png"),
+            ("report.html", "text/html"),
+            ("model.pkl", "application/octet-stream"),
+            ("data.parquet", "application/octet-stream"),
+            ("mlmodel", "application/octet-stream"),
+            ("noext", "application/octet-stream"),
+        ] {
+            assert_eq!(content_type(name), want, "{name}");
+        }
+    }
 }

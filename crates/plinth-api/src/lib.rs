@@ -12,6 +12,7 @@ mod access;
 mod artifacts;
 mod auth;
 mod batch;
+mod downloads;
 mod error;
 mod feast;
 mod features;
@@ -77,6 +78,7 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .nest("/ajax-api/2.0/mlflow", tracking)
         .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()).merge(features::routes()))
         .merge(meta::routes())
+        .merge(downloads::routes())
         .merge(metrics::routes())
         .merge(feast::routes())
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))

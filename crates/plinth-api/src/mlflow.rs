@@ -53,6 +53,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/metrics/get-history-bulk", get(get_metric_history_bulk))
         .route("/metrics/get-history-bulk-interval", get(get_metric_history_bulk_interval))
         .route("/artifacts/list", get(list_artifacts))
+        .route("/experiments/search-datasets", post(search_datasets))
         .route("/logged-models", post(create_logged_model))
         .route("/logged-models/search", post(search_logged_models))
         .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model))
@@ -399,6 +400,22 @@ fn file_infos(entries: Vec<(String, plinth_blob::Entry)>) -> Vec<Value> {
 async fn list_artifacts(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
     let (root_uri, entries) = s.tracking.list_run_artifacts(&f.run_id()?, f.opt_str("path")?.as_deref()).await?;
     Ok(Json(json!({"root_uri": root_uri, "files": file_infos(entries)})))
+}
+
+/// The datasets the runs of some experiments used (MLflow's UI lists them in its filters).
+async fn search_datasets(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
+    let summaries = s.tracking.search_dataset_summaries(&f.str_list("experiment_ids")?).await?;
+    let items: Vec<Value> = summaries
+        .iter()
+        .map(|d| {
+            let mut item = json!({"experiment_id": d.experiment_id.as_str(), "name": d.name, "digest": d.digest});
+            if let Some(context) = &d.context {
+                item["context"] = json!(context);
+            }
+            item
+        })
+        .collect();
+    Ok(Json(json!({"dataset_summaries": items})))
 }
 
 // Logged models.

@@ -149,9 +149,17 @@ async fn lineage(State(s): State<AppState>, Scope(viewer): Scope, Path((name, nu
     let logged_model = l.logged_model.as_ref().map(|m| {
         json!({"model_id": m.model_id.as_str(), "name": m.name, "artifact_location": m.artifact_location, "experiment_id": m.experiment_id.as_str()})
     });
+    // Why `run` may be empty: the version names no run, or one this server does not have (a run
+    // tracked elsewhere) or that the caller may not read; the last two read the same.
+    let run_state = match (&run, l.version.run_id.as_deref().filter(|it| !it.is_empty())) {
+        (Some(_), _) => "FOUND",
+        (None, Some(_)) => "UNAVAILABLE",
+        (None, None) => "NONE",
+    };
     Ok(Json(json!({
         "model_version": json::model_version(&l.version),
         "run": run,
+        "run_state": run_state,
         "logged_model": logged_model,
         "copied_from": l.copied_from.map(|(n, v)| json!({"name": n, "version": v.to_string()})),
     })))

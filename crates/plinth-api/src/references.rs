@@ -5,7 +5,13 @@
 //! metric's `model_id` attaches it to a logged model. So with auth on, every route that stores a
 //! reference calls `require_readable` before the service writes: the caller must be able to
 //! read, directly, each resource a reference names. A reference to something that does not
-//! exist is refused like one the caller may not read (no probing for ids).
+//! exist is refused like one the caller may not read (no probing for ids), with one exception:
+//! a model version's run may be one this server does not have (registries copied between servers,
+//! versions registered from runs tracked elsewhere), as MLflow allows. Such a version has no run
+//! linkage: its lineage says the run is unavailable and gate conditions over run facts fail
+//! closed. A version's run that does exist must be readable. (That difference tells a caller who
+//! already knows a run's id whether it exists; run ids are random 128-bit values, so it cannot be
+//! used to find any.)
 //!
 //! | reference | readable when the caller may read |
 //! | --- | --- |
@@ -33,6 +39,9 @@ use crate::{ApiError, AppState};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Reference {
     Run(String),
+    /// A model version's run (`run_id`, or a `runs:/` source): one this server does not have is
+    /// no reference at all; one it has must be readable.
+    VersionRun(String),
     LoggedModel(String),
     RegisteredModel(String),
     /// An artifact URI (a version's source, a dataset's location).
@@ -46,10 +55,11 @@ impl Reference {
     /// The references a model version's fields make: its source, `run_id` and `model_id`. A source
     /// that does not parse makes none; the registry refuses it with its own message.
     pub(crate) fn of_version(source: &str, run_id: Option<&str>, model_id: Option<&str>) -> Vec<Reference> {
-        let mut refs: Vec<Reference> = run_id.filter(|it| !it.is_empty()).map(|it| Reference::Run(it.to_owned())).into_iter().collect();
+        let mut refs: Vec<Reference> =
+            run_id.filter(|it| !it.is_empty()).map(|it| Reference::VersionRun(it.to_owned())).into_iter().collect();
         refs.extend(model_id.filter(|it| !it.is_empty()).map(|it| Reference::LoggedModel(it.to_owned())));
         match VersionSource::parse(source) {
-            Ok(VersionSource::Run { run_id, .. }) => refs.push(Reference::Run(run_id.as_str().to_owned())),
+            Ok(VersionSource::Run { run_id, .. }) => refs.push(Reference::VersionRun(run_id.as_str().to_owned())),
             Ok(VersionSource::LoggedModel(id)) => refs.push(Reference::LoggedModel(id.as_str().to_owned())),
             Ok(VersionSource::ModelVersion { name, .. }) => refs.push(Reference::RegisteredModel(name)),
             // Refused by the registry unless inside the named run's own artifacts: the run is the reference.
@@ -107,6 +117,11 @@ pub(crate) async fn require_readable(
 async fn resolve(s: &AppState, reference: &Reference) -> Result<Option<(ResourceKind, String)>, ApiError> {
     Ok(match reference {
         Reference::Run(id) => Some((ResourceKind::Experiment, s.tracking.get_run(id).await?.info.experiment_id.as_str().to_owned())),
+        Reference::VersionRun(id) => match s.tracking.get_run(id).await.map_err(ApiError::from) {
+            Ok(run) => Some((ResourceKind::Experiment, run.info.experiment_id.as_str().to_owned())),
+            Err(e) if e.code() == ErrorCode::ResourceDoesNotExist => None,
+            Err(e) => return Err(e),
+        },
         Reference::LoggedModel(id) => {
             Some((ResourceKind::Experiment, s.tracking.get_logged_model(id, true).await?.experiment_id.as_str().to_owned()))
         }

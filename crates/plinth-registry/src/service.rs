@@ -410,10 +410,18 @@ impl RegistryService {
                         req.source
                     )));
                 }
-                let run = self.tracking.get_run(&rid).await?;
                 run_id = Some(rid.as_str().to_owned());
-                let base = run.info.artifact_uri.trim_end_matches('/');
-                if path.is_empty() { base.to_owned() } else { format!("{base}/{path}") }
+                match self.tracking.get_run(&rid).await {
+                    Ok(run) => {
+                        let base = run.info.artifact_uri.trim_end_matches('/');
+                        if path.is_empty() { base.to_owned() } else { format!("{base}/{path}") }
+                    }
+                    // A run this server does not have (a registry copied from another server, a run
+                    // tracked elsewhere): stored as given, as MLflow does. Nothing links the version
+                    // to a run here, so its gate conditions over run facts fail closed.
+                    Err(plinth_store::Error::RunNotFound { .. }) => req.source.clone(),
+                    Err(e) => return Err(e.into()),
+                }
             }
             VersionSource::LocalPath { path: src_path } => {
                 // A path on the server's file system: only inside the named run's own artifact directory.

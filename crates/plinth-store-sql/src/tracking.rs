@@ -12,7 +12,8 @@ use plinth_core::tracking::{
     DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, ModelOutput, Run, RunInfo,
 };
 use plinth_store::tracking::{
-    ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate, StepRange,
+    DatasetSummary, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate,
+    StepRange,
 };
 use plinth_store::{Result, TrackingStore};
 
@@ -70,6 +71,9 @@ impl TrackingStore for SqlStore {
     }
     async fn log_outputs(&self, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()> {
         runs::log_outputs(self, run_id, outputs).await
+    }
+    async fn search_dataset_summaries(&self, experiment_ids: &[ExperimentId], limit: usize) -> Result<Vec<DatasetSummary>> {
+        runs::dataset_summaries(self, experiment_ids, limit).await
     }
     async fn search_runs(&self, query: &RunQuery) -> Result<Rows<Run>> {
         runs::search(self, query).await

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
-use plinth_core::tracking::{KeyValue, LifecycleStage, LoggedModelStatus, Metric, RunStatus, ViewType};
+use plinth_core::tracking::{Dataset, DatasetInput, KeyValue, LifecycleStage, LoggedModelStatus, Metric, RunStatus, ViewType};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 
 use crate::tracking::{
@@ -34,7 +34,7 @@ macro_rules! tracking_conformance {
         $crate::tracking_conformance!(@each $factory;
             experiments_lifecycle, experiment_search, runs_lifecycle, log_batch_semantics, run_search,
             metric_history, concurrent_experiment_creation, concurrent_logging, concurrent_param_conflict,
-            logged_models);
+            logged_models, dataset_summaries);
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -75,6 +75,58 @@ fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
 
 fn page(limit: i64) -> PageRequest {
     PageRequest { offset: 0, limit }
+}
+
+fn dataset_input(name: &str, digest: &str, context: Option<&str>) -> DatasetInput {
+    DatasetInput {
+        tags: context.map(|c| KeyValue::new(crate::tracking::DATASET_CONTEXT_TAG, c)).into_iter().collect(),
+        dataset: Dataset {
+            name: name.into(),
+            digest: digest.into(),
+            source_type: "local".into(),
+            source: "{}".into(),
+            schema: None,
+            profile: None,
+        },
+    }
+}
+
+/// MLflow's `search-datasets`: the distinct (experiment, name, digest, context) of run inputs.
+pub async fn dataset_summaries(store: Arc<dyn TrackingStore>) {
+    let e1 = store.create_experiment(exp("ds-1")).await.expect("create");
+    let e2 = store.create_experiment(exp("ds-2")).await.expect("create");
+    let e3 = store.create_experiment(exp("ds-3")).await.expect("create");
+    let r1 = store.create_run(new_run(&e1, "a", 1)).await.expect("run").info.run_id;
+    let r2 = store.create_run(new_run(&e1, "b", 2)).await.expect("run").info.run_id;
+    let r3 = store.create_run(new_run(&e2, "c", 3)).await.expect("run").info.run_id;
+    let r4 = store.create_run(new_run(&e3, "d", 4)).await.expect("run").info.run_id;
+    store.log_inputs(&r1, &[dataset_input("train", "d1", Some("training")), dataset_input("eval", "d2", None)], &[]).await.expect("inputs");
+    // The same dataset and context from a second run of the experiment is one summary; another context is another.
+    store
+        .log_inputs(&r2, &[dataset_input("train", "d1", Some("training")), dataset_input("train", "d1b", Some("tuning"))], &[])
+        .await
+        .expect("inputs");
+    store.log_inputs(&r3, &[dataset_input("train", "d1", Some("validation"))], &[]).await.expect("inputs");
+    store.log_inputs(&r4, &[dataset_input("other", "d9", Some("training"))], &[]).await.expect("inputs");
+    let summary = |e: &ExperimentId, name: &str, digest: &str, context: Option<&str>| crate::tracking::DatasetSummary {
+        experiment_id: e.clone(),
+        name: name.into(),
+        digest: digest.into(),
+        context: context.map(str::to_owned),
+    };
+    let got = store.search_dataset_summaries(&[e2.clone(), e1.clone()], 1000).await.expect("search");
+    assert_eq!(
+        got,
+        vec![
+            summary(&e1, "eval", "d2", None),
+            summary(&e1, "train", "d1", Some("training")),
+            summary(&e1, "train", "d1b", Some("tuning")),
+            summary(&e2, "train", "d1", Some("validation")),
+        ]
+    );
+    assert_eq!(store.search_dataset_summaries(&[e1.clone(), e2.clone()], 2).await.expect("search").len(), 2);
+    assert!(store.search_dataset_summaries(&[], 1000).await.expect("search").is_empty());
+    assert!(store.search_dataset_summaries(&[ExperimentId::parse("987654").expect("id")], 1000).await.expect("search").is_empty());
 }
 
 pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {

@@ -131,6 +131,22 @@ pub struct StepRange {
     pub end: i64,
 }
 
+/// One dataset logged as a run input in an experiment, with the input's context
+/// (`mlflow.data.context`): a row of MLflow's `experiments/search-datasets`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DatasetSummary {
+    pub experiment_id: ExperimentId,
+    pub name: String,
+    pub digest: String,
+    pub context: Option<String>,
+}
+
+/// The dataset input tag that says what a run used a dataset for (`training`, `validation`, …).
+pub const DATASET_CONTEXT_TAG: &str = "mlflow.data.context";
+
+/// At most this many summaries answer one `experiments/search-datasets` (MLflow's cap).
+pub const MAX_DATASET_SUMMARIES: usize = 1000;
+
 #[async_trait]
 pub trait TrackingStore: Send + Sync + 'static {
     /// Creates the Default experiment (id `0`) if it does not exist.
@@ -159,6 +175,9 @@ pub trait TrackingStore: Send + Sync + 'static {
     async fn log_inputs(&self, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String]) -> Result<()>;
     async fn log_outputs(&self, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()>;
     async fn search_runs(&self, query: &RunQuery) -> Result<Rows<Run>>;
+    /// The distinct (experiment, dataset name, digest, context) of the dataset inputs of the runs
+    /// of `experiment_ids`, ordered by experiment id, name, digest and context, at most `limit`.
+    async fn search_dataset_summaries(&self, experiment_ids: &[ExperimentId], limit: usize) -> Result<Vec<DatasetSummary>>;
 
     /// Points of one metric of one run, ordered by (timestamp, step, value).
     async fn get_metric_history(&self, run_id: &RunId, key: &str, page: PageRequest) -> Result<Rows<Metric>>;

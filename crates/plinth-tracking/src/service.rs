@@ -12,8 +12,8 @@ use plinth_core::tracking::{
 use plinth_core::validation::{self as v, InvalidParameter};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 use plinth_store::tracking::{
-    ArtifactLocation, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate,
-    StepRange,
+    ArtifactLocation, DatasetSummary, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows,
+    RunQuery, RunUpdate, StepRange,
 };
 use plinth_store::{AuditLog, TrackingStore};
 
@@ -120,6 +120,16 @@ const MAX_ORDER_BY_KEYS: usize = 20;
 const MAX_FILTER_CLAUSES: usize = 256;
 const MAX_SEARCH_EXPERIMENTS: usize = 10_000;
 const MAX_FILTER_VALUE_BYTES: usize = 8_000;
+
+/// The blob path of an artifact root URI this server stores (a proxied `mlflow-artifacts:` URI).
+/// Any other location is not the server's to read: listing or serving an arbitrary `file://`
+/// location would let a client read the server's file system.
+fn stored_root(root_uri: &str) -> Result<ArtifactPath> {
+    match proxied_path(root_uri) {
+        Some(base) => base,
+        None => Err(Error::invalid(format!("The artifacts at '{root_uri}' are not stored by this server; read them from there directly"))),
+    }
+}
 
 fn check_search_size(order_by: usize, filter: &[plinth_filter::Clause], experiments: usize) -> Result<()> {
     if order_by > MAX_ORDER_BY_KEYS {
@@ -448,6 +458,17 @@ impl TrackingService {
         Ok(into_page(self.store.search_runs(&query).await?, page))
     }
 
+    /// MLflow's `experiments/search-datasets`: the datasets the runs of `experiment_ids` used,
+    /// with their contexts (at most 1,000).
+    pub async fn search_dataset_summaries(&self, experiment_ids: &[String]) -> Result<Vec<DatasetSummary>> {
+        if experiment_ids.is_empty() {
+            return Err(InvalidParameter::missing("experiment_ids").into());
+        }
+        check_search_size(0, &[], experiment_ids.len())?;
+        let ids = experiment_ids.iter().map(|it| experiment_id(it)).collect::<Result<Vec<_>>>()?;
+        Ok(self.store.search_dataset_summaries(&ids, plinth_store::tracking::MAX_DATASET_SUMMARIES).await?)
+    }
+
     pub async fn get_metric_history(
         &self,
         id: &str,
@@ -582,12 +603,7 @@ impl TrackingService {
     /// returned paths are relative to the root.
     pub async fn list_artifact_uri(&self, root_uri: &str, path: Option<&str>) -> Result<Vec<(String, Entry)>> {
         let rel = ArtifactPath::parse(path.unwrap_or(""))?;
-        let Some(base) = proxied_path(root_uri) else {
-            return Err(Error::invalid(format!(
-                "The artifacts at '{root_uri}' are not stored by this server; read them from there directly"
-            )));
-        };
-        let dir = base?.join(rel.as_str())?;
+        let dir = stored_root(root_uri)?.join(rel.as_str())?;
         let entries = self.blobs.list(&dir).await?;
         Ok(entries
             .into_iter()
@@ -596,5 +612,24 @@ impl TrackingService {
                 (full, entry)
             })
             .collect())
+    }
+
+    /// Opens the file `path` of a run's artifacts (MLflow's `GET /get-artifact`); the run's
+    /// artifacts must be stored by this server.
+    pub async fn open_run_artifact(&self, id: &str, path: &str) -> Result<(ArtifactPath, plinth_blob::Object)> {
+        let run = self.store.get_run(&run_id(id)?).await?;
+        self.open_artifact_uri(&run.info.artifact_uri, path).await
+    }
+
+    /// Opens the file `path` under an artifact root URI the server stores; answers its full path
+    /// (whose file name gives the content type) and its content.
+    pub async fn open_artifact_uri(&self, root_uri: &str, path: &str) -> Result<(ArtifactPath, plinth_blob::Object)> {
+        let rel = ArtifactPath::parse(path)?;
+        if rel.is_root() {
+            return Err(InvalidParameter::missing("path").into());
+        }
+        let full = stored_root(root_uri)?.join(rel.as_str())?;
+        let object = self.blobs.get(&full).await?;
+        Ok((full, object))
     }
 }

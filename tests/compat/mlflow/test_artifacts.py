@@ -322,3 +322,73 @@ def test_multipart_upload_through_the_proxy(client, experiment_id, tmp_path, mon
     out = client.download_artifacts(run_id, "model/weights.bin", str(tmp_path / "back"))
     with open(out, "rb") as fh:
         assert fh.read() == payload
+
+
+# --------------------------------------------------------------------------------------------
+# The web UI's download routes (issue 24): GET /get-artifact, GET /model-versions/get-artifact,
+# and the UI's dataset list, POST /ajax-api/2.0/mlflow/experiments/search-datasets.
+
+
+def _model_dir(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    (model / "weights.bin").write_bytes(bytes(range(256)))
+    return model
+
+
+def test_get_artifact_serves_run_files_with_mlflow_content_types(client, rest, run, tmp_path):
+    client.log_artifacts(run.info.run_id, str(_model_dir(tmp_path)), artifact_path="model")
+    for field in ("run_id", "run_uuid"):
+        r = rest.get("/get-artifact", params={field: run.info.run_id, "path": "model/MLmodel"})
+        assert r.status_code == 200, r.text
+        assert r.content == b"flavors: {}\n"
+        assert r.headers["content-type"].startswith("text/plain"), r.headers
+    r = rest.get("/get-artifact", params={"run_uuid": run.info.run_id, "path": "model/plot.png"})
+    assert (r.status_code, r.headers["content-type"]) == (200, "image/png"), r.headers
+    r = rest.get("/get-artifact", params={"run_uuid": run.info.run_id, "path": "model/weights.bin"})
+    assert r.content == bytes(range(256))
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert "attachment" in r.headers.get("content-disposition", ""), r.headers
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "model/../../x", "/etc/passwd"])
+def test_get_artifact_refuses_paths_that_leave_the_run(rest, run, bad):
+    r = rest.get("/get-artifact", params={"run_uuid": run.info.run_id, "path": bad})
+    expect_error(r, "INVALID_PARAMETER_VALUE", 400)
+
+
+@pytest.mark.plinth_only
+def test_model_version_get_artifact_serves_the_versions_files(client, rest, run, tmp_path):
+    """MLflow 3.17.2's server answers 500 here for proxied (mlflow-artifacts:) versions: it tries to
+    reach itself through a tracking URI it does not have. Plinth serves the file (docs/tracking.md)."""
+    client.log_artifacts(run.info.run_id, str(_model_dir(tmp_path)), artifact_path="model")
+    name = uniq("dl")
+    client.create_registered_model(name)
+    client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    r = rest.get("/model-versions/get-artifact", params={"name": name, "version": "1", "path": "MLmodel"})
+    assert r.status_code == 200, r.text
+    assert r.content == b"flavors: {}\n"
+    assert r.headers["content-type"].startswith("text/plain"), r.headers
+    r = rest.get("/model-versions/get-artifact", params={"name": name, "version": "1", "path": "../../../x"})
+    expect_error(r, "INVALID_PARAMETER_VALUE", 400)
+
+
+def test_search_datasets_lists_what_the_experiments_runs_used(client, rest, experiment_id):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    run_id = client.create_run(experiment_id).info.run_id
+    train = Dataset(name="train", digest="d-train", source_type="local", source='{"uri": "/data/train"}')
+    evals = Dataset(name="eval", digest="d-eval", source_type="local", source='{"uri": "/data/eval"}')
+    client.log_inputs(
+        run_id,
+        datasets=[
+            DatasetInput(train, tags=[InputTag("mlflow.data.context", "training")]),
+            DatasetInput(evals, tags=[InputTag("mlflow.data.context", "evaluation")]),
+        ],
+    )
+    r = rest.post("/ajax-api/2.0/mlflow/experiments/search-datasets", {"experiment_ids": [experiment_id]})
+    assert r.status_code == 200, r.text
+    got = sorted((d["experiment_id"], d["name"], d["digest"], d.get("context")) for d in r.json()["dataset_summaries"])
+    assert got == [(experiment_id, "eval", "d-eval", "evaluation"), (experiment_id, "train", "d-train", "training")]

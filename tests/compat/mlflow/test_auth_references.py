@@ -13,7 +13,7 @@ import io
 import pytest
 import requests
 
-from plinth_compat import expect_error, uniq
+from plinth_compat import MISSING_RUN_ID, expect_error, uniq
 from auth_support import (  # noqa: F401  (fixtures are used by name)
     ADMIN,
     ADMIN_PASSWORD,
@@ -112,6 +112,18 @@ def test_every_route_that_stores_a_reference_refuses_anothers_private_resource(w
     own_model = mb.ok("POST", "/logged-models", {"experiment_id": w["exp_b"], "source_run_id": w["run_b"]})["model"]["info"]["model_id"]
     mb.ok("POST", "/model-versions/create", {"name": w["reg_b"], "source": f"models:/{own_model}"})
     mb.ok("POST", "/runs/set-tag", {"run_id": w["run_b"], "key": "mlflow.parentRunId", "value": w["run_b"]})
+
+
+def test_a_version_may_name_a_run_this_server_does_not_have(world):
+    """As MLflow allows (registries copied between servers); a run that exists must be readable."""
+    mb, w = world["mb"], world
+    foreign = MISSING_RUN_ID
+    mb.ok("POST", "/model-versions/create", {"name": w["reg_b"], "source": f"runs:/{foreign}/model", "run_id": foreign})
+    mb.ok("POST", "/model-versions/create", {"name": w["reg_b"], "source": "s3://bucket/m", "run_id": foreign})
+    assert_refused(
+        mb.request("POST", "/model-versions/create", {"name": w["reg_b"], "source": f"runs:/{w['run_a']}/model"}),
+        "an existing unreadable run",
+    )
 
 
 def test_a_grant_makes_the_reference_acceptable(world):

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from plinth_compat import expect_error, now_ms, raises_mlflow, uniq
+from plinth_compat import MISSING_RUN_ID, Native, expect_error, now_ms, raises_mlflow, uniq
 
 API = "/api/2.0/mlflow"
 PIP = ["mlflow"]  # skips requirement inference, which is slow and irrelevant here
@@ -638,14 +638,36 @@ def test_delete_model_with_versions_and_aliases(client, experiment_id):
         client.get_model_version_by_alias(name, "champion")
 
 
-def test_model_version_created_with_missing_run_is_rejected(client):
-    name = _new_model(client, "badrun")
-    with pytest.raises(MlflowException) as info:
-        client.create_model_version(
-            name, source="runs:/0123456789abcdef0123456789abcdef/model", run_id="0123456789abcdef0123456789abcdef"
-        )
-    assert info.value.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
-    assert client.search_model_versions(f"name = '{name}'") == []
+def test_a_version_may_name_a_run_this_server_does_not_have(client):
+    """As MLflow: registries copied between servers name runs tracked elsewhere (issue 24)."""
+    name = _new_model(client, "foreignrun")
+    source = f"runs:/{MISSING_RUN_ID}/model"
+    mv = client.create_model_version(name, source=source, run_id=MISSING_RUN_ID)
+    assert (mv.version, mv.source, mv.run_id) == ("1", source, MISSING_RUN_ID)
+    again = client.get_model_version(name, "1")
+    assert (again.source, again.run_id) == (source, MISSING_RUN_ID)
+    # Nothing resolves the source against a run here: the download URI is the source as given.
+    assert client.get_model_version_download_uri(name, "1") == source
+    # A mismatching run_id is still refused.
+    with raises_mlflow("INVALID_PARAMETER_VALUE"):
+        client.create_model_version(name, source=source, run_id="f" * 32)
+
+
+@pytest.mark.plinth_only
+def test_a_version_from_an_unknown_run_has_no_run_facts(tracking_server, client):
+    """No run linkage: lineage says the run is unavailable and a gate over run facts fails closed."""
+    name = _new_model(client, "foreigngate")
+    client.create_model_version(name, source=f"runs:/{MISSING_RUN_ID}/model", run_id=MISSING_RUN_ID)
+    native = Native(tracking_server.url)
+    lineage = native.ok("GET", f"/registered-models/{name}/versions/1/lineage")
+    assert (lineage["run"], lineage["run_state"]) == (None, "UNAVAILABLE")
+    native.ok("PUT", f"/registered-models/{name}/gates/champion", {"conditions": ["metrics.auc >= 0.5"]})
+    with raises_mlflow("INVALID_STATE_TRANSITION", match="metrics.auc"):
+        client.set_registered_model_alias(name, "champion", "1")
+    # A version with a run here reads FOUND.
+    run_id = client.create_run(client.create_experiment(uniq("fr"))).info.run_id
+    client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id)
+    assert native.ok("GET", f"/registered-models/{name}/versions/2/lineage")["run_state"] == "FOUND"
 
 
 @pytest.mark.plinth_only

@@ -142,7 +142,7 @@ impl FeatureService {
         let short = ds.id.get(..8).unwrap_or(&ds.id);
         let input = DatasetInput {
             tags: vec![
-                KeyValue { key: "mlflow.data.context".into(), value: context.to_owned() },
+                KeyValue { key: plinth_store::tracking::DATASET_CONTEXT_TAG.into(), value: context.to_owned() },
                 KeyValue { key: "plinth.training_dataset_id".into(), value: ds.id.clone() },
             ],
             dataset: Dataset {

@@ -7,7 +7,7 @@ use plinth_core::tracking::{
     Dataset, DatasetInput, KeyValue, LifecycleStage, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunStatus,
 };
 use plinth_filter::Key;
-use plinth_store::tracking::{NewRun, PageRequest, Rows, RunQuery, RunUpdate, StepRange};
+use plinth_store::tracking::{DATASET_CONTEXT_TAG, DatasetSummary, NewRun, PageRequest, Rows, RunQuery, RunUpdate, StepRange};
 use plinth_store::{Error, Result};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
@@ -707,6 +707,44 @@ pub(crate) async fn metric_history(store: &SqlStore, run_id: &RunId, key: &str, 
     let has_more = items.len() as i64 > page.limit;
     items.truncate(page.limit as usize);
     Ok(Rows { items, has_more })
+}
+
+pub(crate) async fn dataset_summaries(store: &SqlStore, experiment_ids: &[ExperimentId], limit: usize) -> Result<Vec<DatasetSummary>> {
+    let keys: Vec<i64> = experiment_ids.iter().filter_map(numeric_id).collect();
+    if keys.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut conn = store.read_conn().await?;
+    let mut out = std::collections::BTreeSet::new();
+    // One statement per chunk of experiments keeps the bind count under SQLite's limit; the
+    // set merges and orders the chunks' rows.
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new(
+            "SELECT DISTINCT r.experiment_id, i.dataset_name, i.dataset_digest, t.value AS context \
+             FROM run_dataset_inputs i JOIN runs r ON r.run_uuid = i.run_uuid \
+             LEFT JOIN run_dataset_input_tags t ON t.run_uuid = i.run_uuid AND t.dataset_name = i.dataset_name \
+             AND t.dataset_digest = i.dataset_digest AND t.key = ",
+        );
+        sql.bind(DATASET_CONTEXT_TAG).push(" WHERE r.experiment_id IN ").bind_list(chunk);
+        sql.push(" ORDER BY r.experiment_id, i.dataset_name, i.dataset_digest, context LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
+        for row in &rows {
+            out.insert(DatasetSummary {
+                experiment_id: ExperimentId::from_trusted(get_i64(row, "experiment_id").map_err(sql_error)?.to_string()),
+                name: get_str(row, "dataset_name").map_err(sql_error)?,
+                digest: get_str(row, "dataset_digest").map_err(sql_error)?,
+                context: get_opt_str(row, "context").map_err(sql_error)?,
+            });
+        }
+    }
+    // Experiment ids order numerically, as the statement ordered them.
+    let mut all: Vec<DatasetSummary> = out.into_iter().collect();
+    all.sort_by(|a, b| {
+        (numeric_id(&a.experiment_id), &a.name, &a.digest, &a.context).cmp(&(numeric_id(&b.experiment_id), &b.name, &b.digest, &b.context))
+    });
+    all.truncate(limit);
+    Ok(all)
 }
 
 pub(crate) async fn metric_steps(store: &SqlStore, run_id: &RunId, key: &str, range: Option<StepRange>) -> Result<Vec<i64>> {
