@@ -5,7 +5,9 @@
 #   2. builds the workspace and runs every Rust test (unit, conformance, black-box tests of the binary);
 #   3. creates/updates the Python virtualenvs with the pinned real clients and runs the compatibility
 #      suites against the real binary: tests/compat (mlflow-skinny) and tests/feast (feast, pyarrow,
-#      pandas, mlflow-skinny; a virtualenv of its own because Feast pins pandas < 3).
+#      pandas, mlflow-skinny; a virtualenv of its own because Feast pins pandas < 3);
+#   4. runs every shell and Python example of README.md and docs/ against the real binary (tests/docs,
+#      in the Feast suite's virtualenv, which has what the examples import).
 # Builds go to $CARGO_TARGET_DIR (default: $HOME/.cache/plinth/target) so they survive between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,3 +99,6 @@ export PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth"
 ensure_venv "$FEAST_VENV" tests/feast/requirements.txt
 step "Feast compatibility suite (real feast SDK, pyarrow and mlflow-skinny against the real binary)"
 "$FEAST_VENV/bin/python" -m pytest -c tests/feast/pytest.ini --rootdir tests/feast -q tests/feast
+
+step "Docs examples (every shell and Python block of README.md and docs/, against the real binary)"
+"$FEAST_VENV/bin/python" -m pytest -c tests/docs/pytest.ini --rootdir tests/docs -q tests/docs

@@ -115,13 +115,15 @@ async fn freshness(State(s): State<AppState>) -> Answer {
         .await?
         .iter()
         .map(|(view, state)| {
+            // Every time is RFC 3339 text in UTC, so none can be read in the wrong unit.
             let newest = state.as_ref().and_then(|s| s.newest_event_ns);
+            let text = |ns: Option<i64>| ns.map(plinth_core::time::rfc3339_from_nanos);
             json!({
                 "feature_view": view,
-                "watermark_ts": state.as_ref().and_then(|s| s.watermark_ns),
-                "newest_event_ts": newest,
+                "watermark_at": text(state.as_ref().and_then(|s| s.watermark_ns)),
+                "newest_event_at": text(newest),
                 "age_seconds": newest.map(|n| (now_ns - n) as f64 / 1e9),
-                "last_materialized_at": state.as_ref().and_then(|s| s.last_run_at),
+                "last_materialized_at": text(state.as_ref().and_then(|s| s.last_run_at).map(|ms| ms.saturating_mul(1_000_000))),
             })
         })
         .collect();

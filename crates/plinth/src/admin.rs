@@ -77,7 +77,7 @@ pub(crate) enum TokensCommand {
     },
     /// Revoke a token at once.
     Revoke {
-        /// The token's id (the part after `plt_`, before the second `_`).
+        /// The token's id (as `tokens list` shows it), or the whole token `plt_<id>_<secret>`.
         id: String,
     },
 }
@@ -203,6 +203,8 @@ pub(crate) fn tokens(config: &Config, command: TokensCommand) -> anyhow::Result<
                 }
             }
             TokensCommand::Revoke { id } => {
+                // A whole token names its id; the secret is not needed to revoke it (and not kept).
+                let id = plinth_auth::token::parse(&id).map_or(id.as_str(), |(id, _)| id).to_owned();
                 auth.revoke_token(&actor, &id).await?;
                 println!("revoked {id}");
             }
