@@ -1,42 +1,54 @@
 //! The artifact proxy (`mlflow-artifacts`): streamed upload, download, listing, deletion, multipart.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use futures::TryStreamExt;
 use plinth_blob::{ArtifactPath, ByteStream, CompletedPart};
 use plinth_core::validation::InvalidParameter;
 use serde_json::{Value, json};
 
+use crate::access::{Locate as L, Need as N};
 use crate::fields::{Fields, JsonBody, MlflowRequest};
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
+use plinth_core::auth::Level::{Edit, Read};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/artifacts", get(list))
-        .route("/artifacts/", get(list))
-        .route("/artifacts/{*path}", put(upload).get(download).delete(delete))
-        .route("/mpu/create/{*path}", post(mpu_create))
-        .route("/mpu/part/{upload_id}/{part_number}", put(mpu_part))
-        .route("/mpu/complete/{*path}", post(mpu_complete))
-        .route("/mpu/abort/{*path}", post(mpu_abort))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // The artifact proxy: paths start with the experiment id.
+        .get("/artifacts", N::Experiment(Read, L::ArtifactPath), list)
+        .get("/artifacts/", N::Experiment(Read, L::ArtifactPath), list)
+        .put("/artifacts/{*path}", N::Experiment(Edit, L::ArtifactPath), upload)
+        .get("/artifacts/{*path}", N::Experiment(Read, L::ArtifactPath), download)
+        .delete("/artifacts/{*path}", N::Experiment(Edit, L::ArtifactPath), delete)
+        .post("/mpu/create/{*path}", N::Experiment(Edit, L::ArtifactPath), mpu_create)
+        // A part needs EDIT on the experiment its upload writes to, like every other write.
+        .put("/mpu/part/{upload_id}/{part_number}", N::Experiment(Edit, L::UploadPath("upload_id")), mpu_part)
+        .post("/mpu/complete/{*path}", N::Experiment(Edit, L::ArtifactPath), mpu_complete)
+        .post("/mpu/abort/{*path}", N::Experiment(Edit, L::ArtifactPath), mpu_abort)
 }
 
 /// The proxy routes exist only while artifacts are proxied; otherwise clients write to the
-/// artifact root themselves and the server must not touch the destination on their behalf.
-pub(crate) async fn require_serving(State(s): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
-    if s.serve_artifacts {
-        next.run(req).await
-    } else {
-        ApiError::new(
-            plinth_core::ErrorCode::EndpointNotFound,
-            "artifact serving is disabled: this server's artifact root is not proxied (started with --no-serve-artifacts or a direct --default-artifact-root)",
-        )
-        .into_response()
+/// artifact root themselves and the server must not touch the destination on their behalf. Every
+/// proxy handler takes `Serving` first, which answers `ENDPOINT_NOT_FOUND` when the proxy is off.
+pub(crate) struct Serving;
+
+impl FromRequestParts<AppState> for Serving {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, s: &AppState) -> Result<Serving, ApiError> {
+        if s.serve_artifacts {
+            Ok(Serving)
+        } else {
+            Err(ApiError::new(
+                plinth_core::ErrorCode::EndpointNotFound,
+                "artifact serving is disabled: this server's artifact root is not proxied (started with --no-serve-artifacts or a direct --default-artifact-root)",
+            ))
+        }
     }
 }
 
@@ -44,7 +56,7 @@ fn body_stream(req: Request) -> ByteStream {
     Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other))
 }
 
-async fn upload(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+async fn upload(_: Serving, State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
     s.tracking.blobs().put(&path, body_stream(req)).await?;
     Ok(Json(json!({})))
@@ -113,21 +125,21 @@ pub(crate) fn file_response(path: &ArtifactPath, object: plinth_blob::Object) ->
     (headers, Body::from_stream(object.body)).into_response()
 }
 
-async fn download(State(s): State<AppState>, Path(path): Path<String>) -> Result<Response, ApiError> {
+async fn download(_: Serving, State(s): State<AppState>, Path(path): Path<String>) -> Result<Response, ApiError> {
     let path = ArtifactPath::parse(&path)?;
     let object = s.tracking.blobs().get(&path).await?;
     Ok(file_response(&path, object))
 }
 
 /// Lists a directory; entry paths are base names, as MLflow's proxy answers.
-async fn list(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+async fn list(_: Serving, State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&f.opt_str("path")?.unwrap_or_default())?;
     let entries = s.tracking.blobs().list(&path).await?;
     let files: Vec<Value> = entries.iter().map(|e| crate::json::file_info(&e.name, e)).collect();
     Ok(Json(json!({"files": files})))
 }
 
-async fn delete(State(s): State<AppState>, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete(_: Serving, State(s): State<AppState>, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
     s.tracking.blobs().delete(&path).await?;
     Ok(Json(json!({})))
@@ -162,7 +174,7 @@ fn mpu_target(dir: &ArtifactPath, f: &Fields) -> Result<ArtifactPath, ApiError> 
     Ok(dir.join(name)?)
 }
 
-async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+async fn mpu_create(_: Serving, State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     let dir = ArtifactPath::parse(&path)?;
     let headers = req.headers().clone();
     let f = fields_after_path(&s, req).await?;
@@ -180,6 +192,7 @@ async fn mpu_create(State(s): State<AppState>, Path(path): Path<String>, req: Re
 }
 
 async fn mpu_part(
+    _: Serving,
     State(s): State<AppState>,
     Path((upload_id, part_number)): Path<(String, u32)>,
     req: Request,
@@ -196,7 +209,7 @@ fn upload_id(f: &Fields) -> Result<String, ApiError> {
     f.str("upload_id")
 }
 
-async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+async fn mpu_complete(_: Serving, State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     let dir = ArtifactPath::parse(&path)?;
     let f = fields_after_path(&s, req).await?;
     let path = mpu_target(&dir, &f)?;
@@ -216,7 +229,7 @@ async fn mpu_complete(State(s): State<AppState>, Path(path): Path<String>, req: 
     Ok(Json(json!({})))
 }
 
-async fn mpu_abort(State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+async fn mpu_abort(_: Serving, State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
     let dir = ArtifactPath::parse(&path)?;
     let f = fields_after_path(&s, req).await?;
     let path = mpu_target(&dir, &f)?;

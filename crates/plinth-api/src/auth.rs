@@ -5,29 +5,33 @@
 //! `PERMISSION_DENIED` and is audited.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use plinth_auth::{Principal, UserChange};
 use plinth_core::ErrorCode;
 use plinth_core::auth::{PrincipalKind, Role};
 use plinth_core::validation::InvalidParameter;
 use serde_json::{Value, json};
 
+use crate::access::Need as N;
 use crate::fields::MlflowRequest;
 use crate::identity::Caller;
+use crate::routes::Permissions;
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-/// Routes anyone may call, signed in or not.
-fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/health" | "/ready" | "/version" | "/api/3.0/mlflow/server-info" | "/ajax-api/3.0/mlflow/server-info")
+/// What the authentication layer needs: the handlers' state and every route's permission.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) state: AppState,
+    pub(crate) permissions: Arc<Permissions>,
 }
 
 fn unauthenticated(e: plinth_auth::Error) -> Response {
@@ -39,8 +43,13 @@ fn unauthenticated(e: plinth_auth::Error) -> Response {
 }
 
 /// The authentication layer: on with `auth.enabled`, otherwise a pass-through.
-pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if !s.auth_enabled || is_public(req.uri().path()) {
+pub(crate) async fn authenticate(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let s = &guard.state;
+    let public = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| guard.permissions.need(req.method(), m.as_str()) == Some(crate::access::Need::Public));
+    if !s.auth_enabled || public {
         return next.run(req).await;
     }
     let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -60,7 +69,7 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
         )
         .into_response();
     }
-    let mut req = match crate::access::authorize(&s, &principal, req).await {
+    let mut req = match crate::access::authorize(s, &guard.permissions, &principal, req).await {
         Ok(req) => req,
         Err(denial) => {
             if let Err(e) = s.auth.record_denial(Some(&principal), method.as_str(), &path, denial.message()).await {
@@ -73,14 +82,21 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
     next.run(req).await
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/me", get(me))
-        .route("/users", get(list_users).post(create_user))
-        .route("/users/{name}", get(get_user).patch(update_user))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token))
-        .route("/grants", get(list_grants).put(put_grant).delete(delete_grant))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // Identity administration: the handlers allow admins, and users their own tokens.
+        .get("/auth/me", N::SignedIn, me)
+        .get("/users", N::Admin, list_users)
+        .post("/users", N::Admin, create_user)
+        .get("/users/{name}", N::Admin, get_user)
+        .patch("/users/{name}", N::Admin, update_user)
+        .get("/tokens", N::SignedIn, list_tokens)
+        .post("/tokens", N::SignedIn, create_token)
+        .delete("/tokens/{id}", N::SignedIn, revoke_token)
+        // Grants: MANAGE on the resource (checked by the handler), or admin.
+        .get("/grants", N::SignedIn, list_grants)
+        .put("/grants", N::SignedIn, put_grant)
+        .delete("/grants", N::SignedIn, delete_grant)
 }
 
 /// The signed-in principal; with auth off these routes do not exist for anyone.

@@ -5,17 +5,22 @@
 //! artifacts this server stores: a path leaving the artifact root is "Invalid path", and a
 //! location elsewhere (a direct `file://` or `s3://` root) is not the server's to read.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
 
+use crate::access::{Locate as L, Need as N};
 use crate::fields::MlflowRequest;
 use crate::references::{self, Reference};
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
+use plinth_core::auth::Level::Read;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/get-artifact", get(run_artifact)).route("/model-versions/get-artifact", get(model_version_artifact))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // The web UI's downloads, at the root: a run's files, a model version's files.
+        .get("/get-artifact", N::Experiment(Read, L::Run("run_id")), run_artifact)
+        // READ on the model here; the handler also needs READ on the experiment holding the files.
+        .get("/model-versions/get-artifact", N::Model(Read, L::Field("name")), model_version_artifact)
 }
 
 async fn run_artifact(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Result<Response, ApiError> {

@@ -4,27 +4,28 @@
 //! (what Feast's SDK sends when its online store is `type: remote`, e.g. on `materialize` or `push`).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::post;
 use plinth_features::OnlineColumn;
 use plinth_features::online::FeatureValue;
 use serde_json::{Map, Value, json};
 
+use crate::access::Need as N;
 use crate::fields::JsonBody;
 use crate::identity::Caller;
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
 
 /// Most entity rows in one online request.
 pub(crate) const MAX_ONLINE_ROWS: usize = 10_000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/get-online-features", post(get_online_features))
-        .route("/push", post(push))
-        .route("/write-to-online-store", post(write_to_online_store))
-        .route("/materialize", post(materialize))
-        .route("/materialize-incremental", post(materialize_incremental))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .post("/get-online-features", N::SignedIn, get_online_features)
+        // Pushing writes feature data: members and admins (viewers only read).
+        .post("/push", N::Create, push)
+        .post("/write-to-online-store", N::Create, write_to_online_store)
+        .post("/materialize", N::Admin, materialize)
+        .post("/materialize-incremental", N::Admin, materialize_incremental)
 }
 
 /// The body as a JSON object whose every field is one of `allowed` (Feast's request models).

@@ -3,12 +3,10 @@
 //! training datasets.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::StreamExt;
 use plinth_core::ErrorCode;
 use plinth_features::arrow::ipc::writer::StreamWriter;
@@ -20,10 +18,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::access::{Locate as L, Need as N};
 use crate::fields::{JsonBody, MlflowRequest};
 use crate::identity::Caller;
 use crate::references::Scope;
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
+use plinth_core::auth::Level::Edit;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -31,26 +32,28 @@ type Answer = Result<Json<Value>, ApiError>;
 pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// JSON routes, mounted under `/api/plinth/v1` with the JSON body limit.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/features/plan", post(plan))
-        .route("/features/apply", post(apply))
-        .route("/features/definitions", get(list_definitions))
-        .route("/features/definitions/{kind}/{name}", get(get_definition))
-        .route("/features/definitions/{kind}/{name}/versions", get(definition_versions))
-        .route("/features/applies", get(list_applies))
-        .route("/features/materialize", post(materialize))
-        .route("/features/freshness", get(freshness))
-        .route("/features/training-datasets", get(list_training_datasets))
-        .route("/features/training-datasets/{id}", get(get_training_dataset))
-        .route("/features/training-datasets/{id}/runs", get(training_dataset_runs))
-        .route("/features/training-datasets/{id}/log-to-run", post(log_to_run))
-        .route("/features/lineage/{kind}/{name}", get(lineage))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // The feature store: definitions name files on the server's disk, so planning and applying
+        // them is for admins; reading definitions and retrieving features is for anyone signed in.
+        .post("/features/plan", N::Admin, plan)
+        .post("/features/apply", N::Admin, apply)
+        .get("/features/definitions", N::SignedIn, list_definitions)
+        .get("/features/definitions/{kind}/{name}", N::SignedIn, get_definition)
+        .get("/features/definitions/{kind}/{name}/versions", N::SignedIn, definition_versions)
+        .get("/features/applies", N::SignedIn, list_applies)
+        .post("/features/materialize", N::Admin, materialize)
+        .get("/features/freshness", N::SignedIn, freshness)
+        .get("/features/training-datasets", N::SignedIn, list_training_datasets)
+        .get("/features/training-datasets/{id}", N::SignedIn, get_training_dataset)
+        .get("/features/training-datasets/{id}/runs", N::SignedIn, training_dataset_runs)
+        .post("/features/training-datasets/{id}/log-to-run", N::Experiment(Edit, L::Run("run_id")), log_to_run)
+        .get("/features/lineage/{kind}/{name}", N::SignedIn, lineage)
 }
 
 /// The streaming route, mounted under `/api/plinth/v1` without the JSON body limit (it has its own).
-pub(crate) fn stream_routes() -> Router<AppState> {
-    Router::new().route("/features/historical", post(historical))
+pub(crate) fn stream_routes() -> Routes {
+    Routes::new().post("/features/historical", N::SignedIn, historical)
 }
 
 fn repository(body: &[u8]) -> Result<Repository, ApiError> {

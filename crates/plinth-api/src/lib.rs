@@ -26,18 +26,17 @@ mod plinth_v1;
 mod readiness;
 mod references;
 mod registry;
+mod routes;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use plinth_auth::AuthService;
 use plinth_features::FeatureService;
 use plinth_registry::RegistryService;
 use plinth_tracking::TrackingService;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use access::route_table;
 pub use error::ApiError;
 pub use readiness::Readiness;
 
@@ -69,11 +68,14 @@ pub struct AppState {
     pub serve_artifacts: bool,
 }
 
-/// The whole HTTP surface.
-pub fn router(state: AppState, limits: &ApiLimits) -> Router {
+/// Every route with its permission: MLflow's tracking and registry APIs (under `/api/2.0/mlflow`
+/// and the UI's `/ajax-api/2.0/mlflow`), Plinth's own API, the artifact proxy, the feature store
+/// and Feast's routes, and the server's own. JSON bodies are bounded by `max_request_bytes`; entity
+/// uploads (spooled to disk under their own limit) and artifact bodies (streams of any size) are not.
+fn surface(max_request_bytes: usize) -> routes::Routes {
     let tracking = mlflow::routes().merge(registry::routes());
-    let artifacts = artifacts::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), artifacts::require_serving));
-    Router::new()
+    let artifacts = artifacts::routes();
+    routes::Routes::new()
         .nest("/api/2.0/mlflow", tracking.clone())
         .nest("/ajax-api/2.0/mlflow", tracking)
         .nest("/api/plinth/v1", plinth_v1::routes().merge(auth::routes()).merge(features::routes()))
@@ -81,17 +83,49 @@ pub fn router(state: AppState, limits: &ApiLimits) -> Router {
         .merge(downloads::routes())
         .merge(metrics::routes())
         .merge(feast::routes())
-        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
-        // Entity uploads are spooled to disk under their own limit; artifact bodies are streams
-        // of any size: no body limit.
+        .body_limit(max_request_bytes)
         .nest("/api/plinth/v1", features::stream_routes())
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
         .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
+}
+
+/// Every route as (method, pattern, kind of permission: `public`, `signed_in`, `admin`, `create`
+/// or `resource`), for tests that walk the whole surface.
+pub fn route_table() -> Vec<(String, String, &'static str)> {
+    surface(0).permissions().entries().into_iter().map(|(method, path, need)| (method.to_string(), path, need.kind())).collect()
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState, limits: &ApiLimits) -> Router {
+    let surface = surface(limits.max_request_bytes);
+    let guard = auth::Guard { state: state.clone(), permissions: Arc::new(surface.permissions()) };
+    surface
+        .into_router()
         .fallback(error::endpoint_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(guard, auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), readiness::watch))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_declared_once_and_the_router_builds() {
+        let table = route_table();
+        assert!(table.len() > 150, "only {} routes", table.len());
+        // MLflow's routes are served under the API prefix and the web UI's alike.
+        for (method, path, kind) in &table {
+            if let Some(rest) = path.strip_prefix("/api/2.0/mlflow/") {
+                let ajax = format!("/ajax-api/2.0/mlflow/{rest}");
+                assert!(table.iter().any(|(m, p, k)| m == method && *p == ajax && k == kind), "{method} {path} has no {ajax}");
+            }
+        }
+        // axum refuses conflicting routes when the router is built.
+        let _router = surface(1024).into_router();
+    }
 }

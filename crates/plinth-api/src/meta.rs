@@ -2,21 +2,21 @@
 //! `/version`, and MLflow 3's `server-info`.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::access::Need as N;
+use crate::routes::Routes;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(home))
-        .route("/health", get(|| async { "OK" }))
-        .route("/ready", get(crate::readiness::ready))
-        .route("/version", get(|State(s): State<AppState>| async move { s.version }))
-        .route("/api/3.0/mlflow/server-info", get(server_info))
-        .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .get("/", N::Public, home)
+        .get("/health", N::Public, || async { "OK" })
+        .get("/ready", N::Public, crate::readiness::ready)
+        .get("/version", N::Public, |State(s): State<AppState>| async move { s.version })
+        .get("/api/3.0/mlflow/server-info", N::Public, server_info)
+        .get("/ajax-api/3.0/mlflow/server-info", N::Public, server_info)
 }
 
 /// `GET /`: until the web UI exists, a short page that says so and points to what there is (the

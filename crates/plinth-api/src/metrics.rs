@@ -8,15 +8,15 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
+use crate::access::Need as N;
+use crate::routes::Routes;
 
 /// Upper bounds (seconds) of the latency histograms: from 50 µs (an online read from the
 /// embedded store) to 60 s (a large historical retrieval).
@@ -80,8 +80,10 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     res
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // Prometheus scrapes authenticate like any client (a bearer token) when auth is on.
+        .get("/metrics", N::SignedIn, scrape)
 }
 
 /// `GET /metrics`: refreshes the gauges computed at scrape time (feature freshness), then renders.

@@ -1,9 +1,7 @@
 //! MLflow's tracking REST API: one thin handler per endpoint, mounted under both prefixes.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use plinth_core::auth::ResourceKind;
 use plinth_core::tracking::{Dataset, DatasetInput, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType};
 use plinth_core::validation::{InvalidParameter, MAX_BATCH_LOG_REQUEST_BYTES};
@@ -11,11 +9,14 @@ use plinth_tracking::{CreateLoggedModel, CreateRun, HistoryBulkInterval, LogBatc
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::access::{Locate as L, Need as N};
 use crate::fields::{Fields, JsonBody, MlflowRequest};
 use crate::identity::Caller;
 use crate::json::{self, MetricJson};
 use crate::references::{self, Reference};
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
+use plinth_core::auth::Level::{Edit, Manage, Read};
 
 type Answer = Result<Json<Value>, ApiError>;
 type Ext = Option<axum::Extension<plinth_auth::Principal>>;
@@ -24,43 +25,53 @@ fn empty() -> Answer {
     Ok(Json(json!({})))
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/experiments/create", post(create_experiment))
-        .route("/experiments/get", get(get_experiment))
-        .route("/experiments/get-by-name", get(get_experiment_by_name))
-        .route("/experiments/search", post(search_experiments).get(search_experiments))
-        .route("/experiments/update", post(update_experiment))
-        .route("/experiments/delete", post(delete_experiment))
-        .route("/experiments/restore", post(restore_experiment))
-        .route("/experiments/set-experiment-tag", post(set_experiment_tag))
-        .route("/experiments/delete-experiment-tag", post(delete_experiment_tag))
-        .route("/runs/create", post(create_run))
-        .route("/runs/get", get(get_run))
-        .route("/runs/update", post(update_run))
-        .route("/runs/delete", post(delete_run))
-        .route("/runs/restore", post(restore_run))
-        .route("/runs/search", post(search_runs))
-        .route("/runs/log-metric", post(log_metric))
-        .route("/runs/log-parameter", post(log_param))
-        .route("/runs/set-tag", post(set_tag))
-        .route("/runs/delete-tag", post(delete_tag))
-        .route("/runs/log-batch", post(log_batch))
-        .route("/runs/log-inputs", post(log_inputs))
-        .route("/runs/outputs", post(log_outputs))
-        .route("/runs/log-model", post(log_model))
-        .route("/metrics/get-history", get(get_metric_history))
-        .route("/metrics/get-history-bulk", get(get_metric_history_bulk))
-        .route("/metrics/get-history-bulk-interval", get(get_metric_history_bulk_interval))
-        .route("/artifacts/list", get(list_artifacts))
-        .route("/experiments/search-datasets", post(search_datasets))
-        .route("/logged-models", post(create_logged_model))
-        .route("/logged-models/search", post(search_logged_models))
-        .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model))
-        .route("/logged-models/{model_id}/tags", axum::routing::patch(set_logged_model_tags))
-        .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
-        .route("/logged-models/{model_id}/params", post(log_logged_model_params))
-        .route("/logged-models/{model_id}/artifacts/directories", get(list_logged_model_artifacts))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // Experiments.
+        .post("/experiments/create", N::Create, create_experiment)
+        .get("/experiments/get", N::Experiment(Read, L::Field("experiment_id")), get_experiment)
+        .get("/experiments/get-by-name", N::Experiment(Read, L::ExperimentName("experiment_name")), get_experiment_by_name)
+        .post("/experiments/search", N::SignedIn, search_experiments)
+        .get("/experiments/search", N::SignedIn, search_experiments)
+        .post("/experiments/update", N::Experiment(Edit, L::Field("experiment_id")), update_experiment)
+        .post("/experiments/delete", N::Experiment(Manage, L::Field("experiment_id")), delete_experiment)
+        .post("/experiments/restore", N::Experiment(Manage, L::Field("experiment_id")), restore_experiment)
+        .post("/experiments/set-experiment-tag", N::Experiment(Edit, L::Field("experiment_id")), set_experiment_tag)
+        .post("/experiments/delete-experiment-tag", N::Experiment(Edit, L::Field("experiment_id")), delete_experiment_tag)
+        // Runs.
+        .post("/runs/create", N::Experiment(Edit, L::FieldOrDefault("experiment_id")), create_run)
+        .get("/runs/get", N::Experiment(Read, L::Run("run_id")), get_run)
+        .post("/runs/update", N::Experiment(Edit, L::Run("run_id")), update_run)
+        .post("/runs/delete", N::Experiment(Manage, L::Run("run_id")), delete_run)
+        .post("/runs/restore", N::Experiment(Manage, L::Run("run_id")), restore_run)
+        .post("/runs/search", N::Experiment(Read, L::Experiments("experiment_ids")), search_runs)
+        .post("/runs/log-metric", N::Experiment(Edit, L::Run("run_id")), log_metric)
+        .post("/runs/log-parameter", N::Experiment(Edit, L::Run("run_id")), log_param)
+        .post("/runs/set-tag", N::Experiment(Edit, L::Run("run_id")), set_tag)
+        .post("/runs/delete-tag", N::Experiment(Edit, L::Run("run_id")), delete_tag)
+        .post("/runs/log-batch", N::Experiment(Edit, L::Run("run_id")), log_batch)
+        .post("/runs/log-inputs", N::Experiment(Edit, L::Run("run_id")), log_inputs)
+        .post("/runs/outputs", N::Experiment(Edit, L::Run("run_id")), log_outputs)
+        .post("/runs/log-model", N::Experiment(Edit, L::Run("run_id")), log_model)
+        .get("/metrics/get-history", N::Experiment(Read, L::Run("run_id")), get_metric_history)
+        .get("/metrics/get-history-bulk", N::Experiment(Read, L::Runs("run_id")), get_metric_history_bulk)
+        .get("/metrics/get-history-bulk-interval", N::Experiment(Read, L::Runs("run_ids")), get_metric_history_bulk_interval)
+        .get("/artifacts/list", N::Experiment(Read, L::Run("run_id")), list_artifacts)
+        .post("/experiments/search-datasets", N::Experiment(Read, L::Experiments("experiment_ids")), search_datasets)
+        // Logged models.
+        .post("/logged-models", N::Experiment(Edit, L::Field("experiment_id")), create_logged_model)
+        .post("/logged-models/search", N::Experiment(Read, L::Experiments("experiment_ids")), search_logged_models)
+        .get("/logged-models/{model_id}", N::Experiment(Read, L::LoggedModelPath("model_id")), get_logged_model)
+        .patch("/logged-models/{model_id}", N::Experiment(Edit, L::LoggedModelPath("model_id")), finalize_logged_model)
+        .delete("/logged-models/{model_id}", N::Experiment(Manage, L::LoggedModelPath("model_id")), delete_logged_model)
+        .patch("/logged-models/{model_id}/tags", N::Experiment(Edit, L::LoggedModelPath("model_id")), set_logged_model_tags)
+        .delete("/logged-models/{model_id}/tags/{key}", N::Experiment(Edit, L::LoggedModelPath("model_id")), delete_logged_model_tag)
+        .post("/logged-models/{model_id}/params", N::Experiment(Edit, L::LoggedModelPath("model_id")), log_logged_model_params)
+        .get(
+            "/logged-models/{model_id}/artifacts/directories",
+            N::Experiment(Read, L::LoggedModelPath("model_id")),
+            list_logged_model_artifacts,
+        )
 }
 
 /// An optional enum field parsed with `parse`; an unknown name or number is `INVALID_PARAMETER_VALUE`.

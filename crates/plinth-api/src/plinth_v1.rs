@@ -2,9 +2,7 @@
 //! lineage, the audit trail and webhooks. Same error shape as the MLflow routes.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use plinth_core::audit::Outcome;
 use plinth_core::registry::{GateSpec, PromotionStatus, ReviewDecision};
 use plinth_core::validation::InvalidParameter;
@@ -13,33 +11,44 @@ use plinth_store::audit::AuditQuery;
 use plinth_store::webhooks::{WebhookStatus, WebhookUpdate};
 use serde_json::{Value, json};
 
+use crate::access::{Locate as L, Need as N};
 use crate::fields::{Fields, MlflowRequest};
 use crate::identity::Caller;
 use crate::references::Scope;
 use crate::registry::version;
+use crate::routes::Routes;
 use crate::{ApiError, AppState, json};
+use plinth_core::auth::Level::{Edit, Manage, Read};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/registered-models/{name}/gates", get(list_gates))
-        .route("/registered-models/{name}/gates/{target}", get(get_gate).put(put_gate).delete(delete_gate))
-        .route("/registered-models/{name}/gates/{target}/check", post(check_gate))
-        .route("/registered-models/{name}/aliases/{alias}/promote", post(promote))
-        .route("/registered-models/{name}/versions/{version}/lineage", get(lineage))
-        .route("/runs/{run_id}/model-versions", get(versions_from_run))
-        .route("/promotions", post(request_promotion).get(list_promotions))
-        .route("/promotions/{id}", get(get_promotion))
-        .route("/promotions/{id}/approve", post(approve))
-        .route("/promotions/{id}/reject", post(reject))
-        .route("/promotions/{id}/apply", post(apply))
-        .route("/promotions/{id}/cancel", post(cancel))
-        .route("/audit", get(audit))
-        .route("/webhooks", post(create_webhook).get(list_webhooks))
-        .route("/webhooks/{id}", get(get_webhook).patch(update_webhook).delete(delete_webhook))
-        .route("/webhooks/{id}/test", post(test_webhook))
-        .route("/webhooks/{id}/deliveries", get(list_deliveries))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .get("/registered-models/{name}/gates", N::Model(Read, L::Path("name")), list_gates)
+        .get("/registered-models/{name}/gates/{target}", N::Model(Read, L::Path("name")), get_gate)
+        .put("/registered-models/{name}/gates/{target}", N::Model(Manage, L::Path("name")), put_gate)
+        .delete("/registered-models/{name}/gates/{target}", N::Model(Manage, L::Path("name")), delete_gate)
+        .post("/registered-models/{name}/gates/{target}/check", N::Model(Read, L::Path("name")), check_gate)
+        .post("/registered-models/{name}/aliases/{alias}/promote", N::Model(Edit, L::Path("name")), promote)
+        .get("/registered-models/{name}/versions/{version}/lineage", N::Model(Read, L::Path("name")), lineage)
+        .get("/runs/{run_id}/model-versions", N::Experiment(Read, L::RunPath("run_id")), versions_from_run)
+        .post("/promotions", N::Model(Edit, L::Field("name")), request_promotion)
+        .get("/promotions", N::PromotionList, list_promotions)
+        .get("/promotions/{id}", N::Model(Read, L::PromotionPath("id")), get_promotion)
+        // Reviewing also needs the approver role (checked by the handler).
+        .post("/promotions/{id}/approve", N::Model(Read, L::PromotionPath("id")), approve)
+        .post("/promotions/{id}/reject", N::Model(Read, L::PromotionPath("id")), reject)
+        .post("/promotions/{id}/apply", N::Model(Edit, L::PromotionPath("id")), apply)
+        // Only the requester may cancel (checked by the service).
+        .post("/promotions/{id}/cancel", N::Model(Read, L::PromotionPath("id")), cancel)
+        .get("/audit", N::Admin, audit)
+        .post("/webhooks", N::Admin, create_webhook)
+        .get("/webhooks", N::Admin, list_webhooks)
+        .get("/webhooks/{id}", N::Admin, get_webhook)
+        .patch("/webhooks/{id}", N::Admin, update_webhook)
+        .delete("/webhooks/{id}", N::Admin, delete_webhook)
+        .post("/webhooks/{id}/test", N::Admin, test_webhook)
+        .get("/webhooks/{id}/deliveries", N::Admin, list_deliveries)
 }
 
 fn outcome(o: &PromotionOutcome) -> Answer {

@@ -1,43 +1,49 @@
 //! MLflow's model registry REST API: one thin handler per endpoint, mounted under both prefixes.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use plinth_core::auth::ResourceKind;
 use plinth_core::validation::InvalidParameter;
 use plinth_registry::{CreateVersion, SearchRequest};
 use serde_json::{Value, json};
 
+use crate::access::{Locate as L, Need as N};
 use crate::fields::{Fields, MlflowRequest};
 use crate::identity::Caller;
 use crate::references::{self, Reference, Scope};
+use crate::routes::Routes;
 use crate::{ApiError, AppState, json};
+use plinth_core::auth::Level::{Edit, Manage, Read};
 
 type Answer = Result<Json<Value>, ApiError>;
 type Ext = Option<axum::Extension<plinth_auth::Principal>>;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/registered-models/create", post(create_registered_model))
-        .route("/registered-models/get", get(get_registered_model))
-        .route("/registered-models/rename", post(rename_registered_model))
-        .route("/registered-models/update", axum::routing::patch(update_registered_model))
-        .route("/registered-models/delete", axum::routing::delete(delete_registered_model))
-        .route("/registered-models/search", get(search_registered_models))
-        .route("/registered-models/get-latest-versions", post(get_latest_versions).get(get_latest_versions))
-        .route("/registered-models/set-tag", post(set_registered_model_tag))
-        .route("/registered-models/delete-tag", axum::routing::delete(delete_registered_model_tag))
-        .route("/registered-models/alias", post(set_alias).delete(delete_alias).get(get_by_alias))
-        .route("/model-versions/create", post(create_model_version))
-        .route("/model-versions/get", get(get_model_version))
-        .route("/model-versions/update", axum::routing::patch(update_model_version))
-        .route("/model-versions/delete", axum::routing::delete(delete_model_version))
-        .route("/model-versions/search", get(search_model_versions))
-        .route("/model-versions/transition-stage", post(transition_stage))
-        .route("/model-versions/get-download-uri", get(get_download_uri))
-        .route("/model-versions/set-tag", post(set_model_version_tag))
-        .route("/model-versions/delete-tag", axum::routing::delete(delete_model_version_tag))
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        // Registered models.
+        .post("/registered-models/create", N::Create, create_registered_model)
+        .get("/registered-models/get", N::Model(Read, L::Field("name")), get_registered_model)
+        .post("/registered-models/rename", N::Model(Manage, L::Field("name")), rename_registered_model)
+        .patch("/registered-models/update", N::Model(Edit, L::Field("name")), update_registered_model)
+        .delete("/registered-models/delete", N::Model(Manage, L::Field("name")), delete_registered_model)
+        .get("/registered-models/search", N::SignedIn, search_registered_models)
+        .post("/registered-models/get-latest-versions", N::Model(Read, L::Field("name")), get_latest_versions)
+        .get("/registered-models/get-latest-versions", N::Model(Read, L::Field("name")), get_latest_versions)
+        .post("/registered-models/set-tag", N::Model(Edit, L::Field("name")), set_registered_model_tag)
+        .delete("/registered-models/delete-tag", N::Model(Edit, L::Field("name")), delete_registered_model_tag)
+        .post("/registered-models/alias", N::Model(Edit, L::Field("name")), set_alias)
+        .delete("/registered-models/alias", N::Model(Edit, L::Field("name")), delete_alias)
+        .get("/registered-models/alias", N::Model(Read, L::Field("name")), get_by_alias)
+        // Model versions.
+        .post("/model-versions/create", N::Model(Edit, L::Field("name")), create_model_version)
+        .get("/model-versions/get", N::Model(Read, L::Field("name")), get_model_version)
+        .patch("/model-versions/update", N::Model(Edit, L::Field("name")), update_model_version)
+        .delete("/model-versions/delete", N::Model(Manage, L::Field("name")), delete_model_version)
+        .get("/model-versions/search", N::SignedIn, search_model_versions)
+        .post("/model-versions/transition-stage", N::Model(Edit, L::Field("name")), transition_stage)
+        .get("/model-versions/get-download-uri", N::Model(Read, L::Field("name")), get_download_uri)
+        .post("/model-versions/set-tag", N::Model(Edit, L::Field("name")), set_model_version_tag)
+        .delete("/model-versions/delete-tag", N::Model(Edit, L::Field("name")), delete_model_version_tag)
 }
 
 /// A version number field: a string (what the client sends) or a number.

@@ -108,7 +108,7 @@ async fn every_route_with_every_role() {
     assert!(table.len() > 90);
     let mut failures = Vec::new();
     for (method, path, kind) in table {
-        let method: Method = method.parse().expect("method");
+        let (method, path): (Method, &str) = (method.parse().expect("method"), &path);
         let mut url = concrete(path);
         let body = if method == Method::GET {
             url.push_str(
