@@ -137,6 +137,8 @@ pub(crate) struct Permissions(HashMap<(Method, String), Need>);
 impl Permissions {
     /// The permission of the route `matched` (its pattern) for `method`; `None`: not declared.
     pub(crate) fn need(&self, method: &Method, matched: &str) -> Option<Need> {
+        // axum answers HEAD with the GET handler: it needs what GET needs.
+        let method = if method == Method::HEAD { &Method::GET } else { method };
         self.0.get(&(method.clone(), matched.to_owned())).copied()
     }
 
@@ -165,6 +167,7 @@ mod tests {
         assert_eq!(permissions.need(&Method::GET, "/p/a"), Some(Public));
         assert_eq!(permissions.need(&Method::POST, "/p/a"), Some(Admin));
         assert_eq!(permissions.need(&Method::GET, "/x"), Some(SignedIn));
+        assert_eq!(permissions.need(&Method::HEAD, "/x"), Some(SignedIn), "HEAD is served by GET");
         // Anything not declared has no permission, so the auth layer refuses it.
         assert_eq!(permissions.need(&Method::GET, "/a"), None);
         assert_eq!(permissions.need(&Method::DELETE, "/p/a"), None);
