@@ -65,11 +65,22 @@ impl ArtifactPath {
     }
 }
 
+/// Whether `path` starts with a URI scheme (`file:`, `s3:`, `mlflow-artifacts:`): a URI is not a
+/// path inside the artifact root, whatever its segments would make of it.
+fn is_uri(path: &str) -> bool {
+    let first = path.split('/').next().unwrap_or("");
+    first.strip_suffix(':').is_some_and(|scheme| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
 fn check_plain(path: &str) -> Result<(), Error> {
     let bytes = path.as_bytes();
     let is_drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
     if path.starts_with('/')
         || is_drive
+        || is_uri(path)
         || path.contains('\\')
         || path.contains('#')
         || path.chars().any(|c| c.is_control())
@@ -115,6 +126,9 @@ mod tests {
             ("./a/./b/", "a/b"),
             ("a b/c%20d", "a b/c%20d"),
             ("..a/b..", "..a/b.."),
+            // A colon elsewhere than after a leading scheme is an ordinary character.
+            ("a/b:c", "a/b:c"),
+            ("1/run/artifacts/x:y.txt", "1/run/artifacts/x:y.txt"),
         ] {
             assert_eq!(ArtifactPath::parse(raw).expect(raw).as_str(), want);
         }
@@ -138,6 +152,11 @@ mod tests {
             "a\\..\\b",
             "C:/x",
             "c:\\x",
+            "file:///etc/passwd",
+            "file:/etc/passwd",
+            "s3://bucket/key",
+            "mlflow-artifacts:/1/x",
+            "file%3A%2F%2F%2Fetc%2Fpasswd",
             "%2e%2e/a",
             "a/%2E%2E",
             "%252e%252e/x",

@@ -195,7 +195,45 @@ impl Default for FeaturesSection {
     }
 }
 
+/// Where online feature values live: `features.online_store` read as what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnlineStoreLocation {
+    /// The embedded store (redb) in this file.
+    Embedded(PathBuf),
+    /// A Redis server (`redis://` or `rediss://` URL).
+    Redis(String),
+}
+
 impl FeaturesSection {
+    /// `online_store` as a location: empty is the embedded store under the data directory, a path
+    /// ending in `.redb` another embedded file, a `redis://`/`rediss://` URL a Redis server.
+    /// Anything else is an error naming the key (it used to be taken as a file path).
+    pub fn online_store_location(&self, data_dir: &std::path::Path) -> Result<OnlineStoreLocation, String> {
+        let raw = self.online_store.trim();
+        if raw.is_empty() {
+            return Ok(OnlineStoreLocation::Embedded(data_dir.join("features").join("online.redb")));
+        }
+        if let Some(rest) = raw.strip_prefix("redis://").or_else(|| raw.strip_prefix("rediss://")) {
+            let host = rest.split(['/', '?']).next().unwrap_or("").rsplit('@').next().unwrap_or("");
+            if host.is_empty() {
+                return Err(format!("features.online_store: the Redis URL '{}' names no host", redact_url(raw)));
+            }
+            return Ok(OnlineStoreLocation::Redis(raw.to_owned()));
+        }
+        if raw.contains("://") {
+            return Err(format!(
+                "features.online_store: '{}' is not a supported online store; use a redis:// URL or a path ending in .redb (empty: the embedded store)",
+                redact_url(raw)
+            ));
+        }
+        if !raw.ends_with(".redb") {
+            return Err(format!(
+                "features.online_store: '{raw}' is neither a redis:// URL nor a path ending in .redb (empty: the embedded store under the data directory)"
+            ));
+        }
+        Ok(OnlineStoreLocation::Embedded(PathBuf::from(raw)))
+    }
+
     pub fn spill_dir(&self, data_dir: &std::path::Path) -> PathBuf {
         if self.spill_dir.is_empty() { data_dir.join("features").join("spill") } else { PathBuf::from(&self.spill_dir) }
     }
@@ -352,6 +390,9 @@ impl Config {
         if self.features.max_entity_upload_mb == 0 {
             problems.push("features.max_entity_upload_mb: must be positive".to_owned());
         }
+        if let Err(problem) = self.features.online_store_location(&self.server.data_dir) {
+            problems.push(problem);
+        }
         if self.webhooks.max_attempts < 1 {
             problems.push("webhooks.max_attempts: must be at least 1".to_owned());
         }
@@ -505,6 +546,33 @@ mod tests {
     fn example_file_is_the_default() {
         let loaded = Config::load(Some(Config::reference_toml()), vec![]).expect("example parses");
         assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn online_store_locations() {
+        let data = std::path::Path::new("/srv/plinth");
+        let at = |raw: &str| FeaturesSection { online_store: raw.into(), ..FeaturesSection::default() }.online_store_location(data);
+        for (raw, want) in [
+            ("", OnlineStoreLocation::Embedded(data.join("features").join("online.redb"))),
+            ("/var/lib/online.redb", OnlineStoreLocation::Embedded("/var/lib/online.redb".into())),
+            ("redis://127.0.0.1:6379/0", OnlineStoreLocation::Redis("redis://127.0.0.1:6379/0".into())),
+            ("rediss://user:pw@cache.internal:6380", OnlineStoreLocation::Redis("rediss://user:pw@cache.internal:6380".into())),
+        ] {
+            assert_eq!(at(raw), Ok(want), "{raw}");
+        }
+        for (raw, message) in [
+            ("redis", "neither a redis:// URL nor a path ending in .redb"),
+            ("/var/lib/online.db", "neither a redis:// URL nor a path ending in .redb"),
+            ("memcached://cache:11211", "not a supported online store"),
+            ("redis://", "names no host"),
+            ("redis://:secret@/0", "names no host"),
+        ] {
+            let err = at(raw).expect_err(raw);
+            assert!(err.starts_with("features.online_store: ") && err.contains(message), "{raw}: {err}");
+            assert!(!err.contains("secret"), "the message shows no password: {err}");
+        }
+        let problems = Config::load(Some("[features]\nonline_store = \"redis\"\n"), vec![]).expect_err("refused").problems;
+        assert!(problems.iter().any(|p| p.starts_with("features.online_store")), "{problems:?}");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum StartError {
     Tracking(#[from] plinth_tracking::Error),
     #[error("{0}")]
     Exposed(String),
+    /// A configuration value the server cannot use (the message names the key).
+    #[error("{0}")]
+    Config(String),
     #[error("cannot create the first admin")]
     Auth(#[source] plinth_auth::Error),
     #[error("cannot start the feature store")]
@@ -158,18 +161,14 @@ impl Server {
             ..Default::default()
         })
         .map_err(StartError::Features)?;
-        let online: Arc<dyn plinth_features::online::OnlineStore> = match config.features.online_store.as_str() {
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => Arc::new(
-                plinth_features::online::redis_store::RedisOnlineStore::connect(url, &config.features.redis_namespace)
+        let location = config.features.online_store_location(&config.server.data_dir).map_err(StartError::Config)?;
+        let online: Arc<dyn plinth_features::online::OnlineStore> = match location {
+            config::OnlineStoreLocation::Redis(url) => Arc::new(
+                plinth_features::online::redis_store::RedisOnlineStore::connect(&url, &config.features.redis_namespace)
                     .await
                     .map_err(StartError::Features)?,
             ),
-            path => {
-                let path = if path.is_empty() {
-                    config.server.data_dir.join("features").join("online.redb")
-                } else {
-                    std::path::PathBuf::from(path)
-                };
+            config::OnlineStoreLocation::Embedded(path) => {
                 Arc::new(plinth_features::online::redb_store::RedbOnlineStore::open(&path).map_err(StartError::Features)?)
             }
         };
@@ -194,16 +193,8 @@ impl Server {
         };
         let app = plinth_api::router(state, &ApiLimits { max_request_bytes: config.server.max_request_bytes });
 
-        let bind = format!("{}:{}", config.server.host, config.server.port);
-        let listener = TcpListener::bind(&bind).await.map_err(|source| StartError::Bind { addr: bind.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { signal.cancelled().await })
-                .await
-        });
+        // Every fallible step comes before the listener accepts connections: a server that fails to
+        // start never served a request.
         let hooks = &config.webhooks;
         let dispatcher = Dispatcher::new(
             outbox,
@@ -216,6 +207,16 @@ impl Server {
             },
         )
         .map_err(StartError::Webhooks)?;
+        let bind = format!("{}:{}", config.server.host, config.server.port);
+        let listener = TcpListener::bind(&bind).await.map_err(|source| StartError::Bind { addr: bind.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { signal.cancelled().await })
+                .await
+        });
         let expiry = registry.clone().run_expiry(Duration::from_secs(5), shutdown.clone());
         let schedule = features.clone().run_schedule(Duration::from_secs(5), shutdown.clone());
         // Drains histogram samples into their buckets even when nobody scrapes.

@@ -237,6 +237,26 @@ def test_listing_traversal_is_rejected(tracking_server, bad):
     _assert_invalid_path(status, ctype, body, f"list {bad}")
 
 
+@pytest.mark.parametrize("bad", ["file:///etc/passwd", "file%3A%2F%2F%2Fetc%2Fpasswd"])
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_a_file_uri_is_not_an_artifact_path(tracking_server, bad, method):
+    """A URI names no place inside the artifact root (issue 13: it used to land in a `file:` directory)."""
+    status, ctype, body = _raw_http(
+        tracking_server.url, method, f"{ART}/{bad}", body=b"evil" if method == "PUT" else None
+    )
+    _assert_invalid_path(status, ctype, body, f"{method} {bad}")
+    status, ctype, body = _raw_http(tracking_server.url, "GET", f"{ART}?path={bad}")
+    _assert_invalid_path(status, ctype, body, f"list {bad}")
+
+
+@pytest.mark.plinth_only
+@pytest.mark.parametrize("bad", ["s3://bucket/key", "mlflow-artifacts:/0/x"])
+def test_any_uri_is_not_an_artifact_path(tracking_server, bad):
+    """Beyond MLflow, which checks only file: URIs: no URI scheme is a path inside the root."""
+    status, ctype, body = _raw_http(tracking_server.url, "PUT", f"{ART}/{bad}", body=b"evil")
+    _assert_invalid_path(status, ctype, body, f"PUT {bad}")
+
+
 @pytest.mark.plinth_only
 @pytest.mark.parametrize("bad", ["a%5c..%5cb", "a%5cb", "..%5cx"])
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
