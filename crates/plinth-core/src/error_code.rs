@@ -207,6 +207,35 @@ mod tests {
         assert_eq!(ErrorCode::InvalidState.http_status(), 500);
     }
 
+    /// Every variant has exactly one row in `TABLE`. The match is exhaustive, so a new variant
+    /// does not compile until it is listed here, and then this test fails until it has its row.
+    #[test]
+    fn every_variant_has_exactly_one_row() {
+        use ErrorCode::*;
+        const VARIANTS: usize = 14;
+        let ordinal = |code: ErrorCode| match code {
+            InvalidParameterValue => 0,
+            BadRequest => 1,
+            ResourceAlreadyExists => 2,
+            ResourceDoesNotExist => 3,
+            EndpointNotFound => 4,
+            InvalidState => 5,
+            ResourceConflict => 6,
+            InvalidStateTransition => 7,
+            PermissionDenied => 8,
+            Unauthenticated => 9,
+            RequestLimitExceeded => 10,
+            NotImplemented => 11,
+            TemporarilyUnavailable => 12,
+            InternalError => 13,
+        };
+        let mut rows = [0usize; VARIANTS];
+        for row in TABLE {
+            rows[ordinal(row.code)] += 1;
+        }
+        assert!(rows.iter().all(|n| *n == 1), "rows per variant (in declaration order): {rows:?}");
+    }
+
     #[test]
     fn reference_doc_is_fresh() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reference/errors.md");

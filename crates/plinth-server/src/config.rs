@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -39,6 +39,13 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Serialized only as whether it is set, never as its value.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
 impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
@@ -55,7 +62,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Require credentials (HTTP Basic with a password or token, or a Bearer token) on every request.
@@ -86,7 +93,7 @@ impl Default for AuthSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Address to listen on.
@@ -109,7 +116,7 @@ pub struct ServerSection {
     pub storage_check_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SqliteSynchronous {
     /// Every commit is fsynced: survives power loss.
@@ -118,7 +125,7 @@ pub enum SqliteSynchronous {
     Normal,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSection {
     /// `sqlite://path/to/file.db` or `postgres://user@host:port/db`; empty means `<data_dir>/plinth.db`.
@@ -131,7 +138,7 @@ pub struct DatabaseSection {
     pub sqlite_synchronous: SqliteSynchronous,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactsSection {
     /// Root of new experiments' artifact locations. Empty or `mlflow-artifacts:/` proxies artifacts through
@@ -141,14 +148,14 @@ pub struct ArtifactsSection {
     pub destination: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackingSection {
     /// Truncate over-long param (6000) and tag (8000) values instead of refusing them, as MLflow does.
     pub truncate_long_values: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
     /// How long a promotion request stays open when the requester names no TTL.
@@ -163,7 +170,7 @@ impl Default for RegistrySection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeaturesSection {
     /// Memory the offline engine may use for SQL transformations before it spills to disk, in MiB.
@@ -239,7 +246,7 @@ impl FeaturesSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksSection {
     /// Per-delivery request timeout.
@@ -546,6 +553,20 @@ mod tests {
     fn example_file_is_the_default() {
         let loaded = Config::load(Some(Config::reference_toml()), vec![]).expect("example parses");
         assert_eq!(loaded, Config::default());
+        // Key by key: every key of every section is in the example, with its default value (a key
+        // missing from the example would otherwise go unnoticed, since it loads as its default).
+        let defaults = toml::Value::try_from(Config::default()).expect("the defaults serialize");
+        let example: toml::Value = toml::from_str(Config::reference_toml()).expect("the example is TOML");
+        let sections = defaults.as_table().expect("a table");
+        let written = example.as_table().expect("a table");
+        for (section, keys) in sections {
+            let have = written.get(section).and_then(toml::Value::as_table);
+            for (key, value) in keys.as_table().expect("sections are tables") {
+                let got = have.and_then(|t| t.get(key));
+                assert_eq!(got, Some(value), "config/plinth.example.toml: [{section}] {key} is missing or differs from the default");
+            }
+        }
+        assert_eq!(sections.len(), written.len(), "the example has a section the configuration does not");
     }
 
     #[test]

@@ -201,8 +201,6 @@ impl OnlineStore for RedbOnlineStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
     use crate::online::{FeatureValue, entity_key};
 
@@ -232,47 +230,5 @@ mod tests {
         drop(store);
         let store = RedbOnlineStore::open(&path).expect("open");
         assert_eq!(store.read("v", &[key]).await.expect("read")[0].as_ref().map(|r| r.event_ts), Some(1));
-    }
-
-    /// A microbenchmark of `read`, inline and on the blocking pool; runs when `PLINTH_BENCH` is set
-    /// (`PLINTH_BENCH=1 cargo test -p plinth-features --lib read_latency -- --nocapture`).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn read_latency() {
-        if std::env::var_os("PLINTH_BENCH").is_none() {
-            return;
-        }
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RedbOnlineStore::open(&dir.path().join("online.redb")).expect("open");
-        let values = [FeatureValue::Float64(0.5), FeatureValue::Int64(7), FeatureValue::String("abcdefgh".to_owned())];
-        let keys: Vec<Vec<u8>> = (0..100_000).map(|i| entity_key(&[FeatureValue::Int64(i)])).collect();
-        for chunk in keys.chunks(10_000) {
-            let rows = chunk.iter().map(|k| (k.clone(), OnlineRecord::new(1, None, &values))).collect();
-            store.write("v", rows).await.expect("write");
-        }
-        let table = table_name("v");
-        for n_keys in [1usize, 16, 100] {
-            let batches: Vec<Vec<Vec<u8>>> =
-                (0..2_000).map(|i| (0..n_keys).map(|j| keys[(i * 7919 + j * 104_729) % keys.len()].clone()).collect()).collect();
-            let started = Instant::now();
-            for batch in &batches {
-                let got = read_blocking(&store.db, &table, batch).expect("read");
-                assert!(got.iter().all(Option::is_some));
-            }
-            let inline = started.elapsed() / batches.len() as u32;
-            let started = Instant::now();
-            for batch in &batches {
-                let (db, table, batch) = (store.db.clone(), table.clone(), batch.clone());
-                let got = tokio::task::spawn_blocking(move || read_blocking(&db, &table, &batch)).await.expect("join").expect("read");
-                assert!(got.iter().all(Option::is_some));
-            }
-            let pooled = started.elapsed() / batches.len() as u32;
-            let started = Instant::now();
-            for batch in &batches {
-                let got = store.read("v", batch).await.expect("read");
-                assert!(got.iter().all(Option::is_some));
-            }
-            let via_port = started.elapsed() / batches.len() as u32;
-            eprintln!("redb read of {n_keys} keys: inline {inline:?}, blocking pool {pooled:?}, OnlineStore::read {via_port:?}");
-        }
     }
 }
