@@ -371,7 +371,7 @@ async fn historical(State(s): State<AppState>, Caller(actor): Caller, req: Reque
     }
     spool.flush().await.map_err(spool_error)?;
     let spool = spool.into_std().await;
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex::encode(hasher.finalize());
     let retrieval = s
         .features
         .historical(spool, &options.features, options.feature_service.as_deref(), options.full_feature_names, &options.timestamp_column)

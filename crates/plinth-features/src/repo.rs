@@ -176,12 +176,8 @@ pub struct Canonical {
 fn canonical<T: Serialize>(kind: FeatureKind, name: &str, spec: &T) -> Canonical {
     let value = serde_json::to_value(spec).unwrap_or(serde_json::Value::Null);
     let spec = value.to_string();
-    let digest = hex(&Sha256::digest(spec.as_bytes()));
+    let digest = hex::encode(Sha256::digest(spec.as_bytes()));
     Canonical { kind, name: name.to_owned(), spec, digest }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Repository {
@@ -551,37 +547,19 @@ fn yes() -> bool {
     true
 }
 
-/// Parses `90`, `"90s"`, `"15m"`, `"12h"`, `"7d"`, `"2w"` or combinations (`"1d12h"`) into seconds.
+/// Parses seconds (`90`) or a duration as people write it (`"90s"`, `"15m"`, `"12h"`, `"7d"`,
+/// `"2w"`, combinations such as `"1d12h"` or `"1h 30m"`) into whole seconds (humantime's units).
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut any = false;
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(format!("'{text}' is not a duration (use e.g. 90s, 15m, 12h, 7d, 2w, or seconds)")),
-        };
-        let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a duration (a number must precede each unit)"))?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("duration '{text}' is too large"))?;
-        digits.clear();
-        any = true;
+    let parsed = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}; use e.g. 90s, 15m, 12h, 7d, 2w, or seconds)"))?;
+    if parsed.subsec_nanos() != 0 {
+        return Err(format!("'{text}' is not a whole number of seconds"));
     }
-    if !digits.is_empty() || !any {
-        return Err(format!("'{text}' is not a duration (use e.g. 90s, 15m, 12h, 7d, 2w, or seconds)"));
-    }
-    Ok(total)
+    Ok(parsed.as_secs())
 }
 
 fn duration(what: &str, raw: Option<RawDuration>, problems: &mut Vec<String>) -> Option<u64> {
@@ -845,6 +823,9 @@ features = ["v:nope", "ghost"]
         assert!(parse_duration("1x").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5d3").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(5_400));
+        assert!(parse_duration("1500ms").is_err(), "not whole seconds");
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl FeatureService {
             digest.update(part.as_bytes());
             digest.update(b"\n");
         }
-        let digest: String = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let digest = hex::encode(&digest.finalize()[..8]);
         let short = ds.id.get(..8).unwrap_or(&ds.id);
         let input = DatasetInput {
             tags: vec![

@@ -56,13 +56,7 @@ pub(crate) fn hex_of(dialect: Dialect, expr: &str) -> String {
 
 /// Decodes hex digits (as `hex_of` writes them) back to text.
 pub(crate) fn unhex(field: &str) -> Option<String> {
-    let bytes = field.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    let raw: Option<Vec<u8>> =
-        bytes.chunks(2).map(|pair| Some(((pair[0] as char).to_digit(16)? * 16 + (pair[1] as char).to_digit(16)?) as u8)).collect();
-    String::from_utf8(raw?).ok()
+    String::from_utf8(hex::decode(field).ok()?).ok()
 }
 
 /// Loads `(parent, key, value)` rows of a key/value child table for many parents. The rows are
