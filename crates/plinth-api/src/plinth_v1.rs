@@ -19,6 +19,7 @@ use crate::registry::version;
 use crate::routes::Routes;
 use crate::{ApiError, AppState, json};
 use plinth_core::auth::Level::{Edit, Manage, Read};
+use plinth_store::registry::Expect;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -120,11 +121,11 @@ async fn promote(
     // Absent: no precondition. `null` or "": the alias must be unset. A version: it must point there.
     let expected =
         if f.is_null("expected_current_version") || matches!(f.opt_str("expected_current_version"), Ok(Some(ref v)) if v.is_empty()) {
-            Some(None)
+            Expect::Holder(None)
         } else if f.has("expected_current_version") {
-            Some(Some(f.i64("expected_current_version")?))
+            Expect::Holder(Some(f.i64("expected_current_version")?))
         } else {
-            None
+            Expect::Anything
         };
     let report = s.registry.promote(&actor, &name, &alias, &version(&f, "version")?, expected, &viewer).await?;
     Ok(Json(json!({"gate_report": json::gate_report(&report)})))
