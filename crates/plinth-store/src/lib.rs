@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod conformance_auth;
 pub mod conformance_features;
 pub mod conformance_registry;
+pub mod conformance_webhooks;
 mod error;
 pub mod features;
 pub mod registry;
