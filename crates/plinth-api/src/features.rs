@@ -13,7 +13,6 @@ use plinth_features::arrow::ipc::writer::StreamWriter;
 use plinth_features::repo::Repository;
 use plinth_features::{ChangeOp, Plan};
 use plinth_store::features::{FeatureApply, FeatureDefinition, FeatureKind, TrainingDataset, TrainingDatasetRun};
-use plinth_store::tracking::PageRequest;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -172,24 +171,10 @@ async fn definition_versions(State(s): State<AppState>, Path((k, name)): Path<(S
     Ok(Json(json!({"versions": history.iter().map(definition_json).collect::<Vec<_>>()})))
 }
 
-fn page_of(f: &crate::fields::Fields) -> Result<PageRequest, ApiError> {
-    let limit = f.opt_i64("max_results")?.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("max_results must be between 1 and 1000"));
-    }
-    let offset = plinth_core::page_token::decode(f.opt_str("page_token")?.as_deref())?;
-    Ok(PageRequest { offset, limit })
-}
-
-fn next_token(page: &PageRequest, has_more: bool) -> Option<String> {
-    has_more.then(|| plinth_core::page_token::encode(page.offset + page.limit))
-}
-
 async fn list_applies(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let page = page_of(&f)?;
-    let rows = s.features.applies(page).await?;
-    let items: Vec<Value> = rows.items.iter().map(apply_json).collect();
-    Ok(Json(crate::json::page("applies", items, next_token(&page, rows.has_more))))
+    let applies = s.features.applies(f.opt_i64("max_results")?, f.opt_str("page_token")?.as_deref()).await?;
+    let items: Vec<Value> = applies.items.iter().map(apply_json).collect();
+    Ok(Json(crate::json::page("applies", items, applies.next_page_token)))
 }
 
 fn apply_json(a: &FeatureApply) -> Value {
@@ -219,9 +204,8 @@ fn dataset_json(d: &TrainingDataset) -> Value {
 }
 
 async fn list_training_datasets(State(s): State<AppState>, MlflowRequest(f): MlflowRequest) -> Answer {
-    let page = page_of(&f)?;
-    let rows = s.features.training_datasets(page).await?;
-    Ok(Json(crate::json::page("training_datasets", rows.items.iter().map(dataset_json).collect(), next_token(&page, rows.has_more))))
+    let datasets = s.features.training_datasets(f.opt_i64("max_results")?, f.opt_str("page_token")?.as_deref()).await?;
+    Ok(Json(crate::json::page("training_datasets", datasets.items.iter().map(dataset_json).collect(), datasets.next_page_token)))
 }
 
 async fn get_training_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Answer {
@@ -281,15 +265,14 @@ async fn lineage(
     Path((k, name)): Path<(String, String)>,
     MlflowRequest(f): MlflowRequest,
 ) -> Answer {
-    let page = page_of(&f)?;
-    let rows = s.features.lineage(kind(&k)?, &name, page).await?;
+    let rows = s.features.lineage(kind(&k)?, &name, f.opt_i64("max_results")?, f.opt_str("page_token")?.as_deref()).await?;
     let mut items: Vec<Value> = Vec::with_capacity(rows.items.len());
     for (ds, runs) in rows.items {
         let mut v = dataset_json(&ds);
         v["runs"] = json!(readable_runs(&s, &viewer, runs).await?.iter().map(dataset_run_json).collect::<Vec<_>>());
         items.push(v);
     }
-    Ok(Json(crate::json::page("training_datasets", items, next_token(&page, rows.has_more))))
+    Ok(Json(crate::json::page("training_datasets", items, rows.next_page_token)))
 }
 
 /// Options of a historical retrieval, from the query string.

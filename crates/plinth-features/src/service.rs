@@ -149,6 +149,11 @@ pub struct OnlineColumn {
     pub event_ts: Vec<Option<i64>>,
 }
 
+/// The page a list of the feature store asks for: 100 items by default, at most 1,000.
+fn list_page(max_results: Option<i64>, page_token: Option<&str>) -> Result<plinth_store::tracking::PageRequest> {
+    plinth_store::tracking::PageRequest::from_client(max_results, 100, 1000, page_token).map_err(|e| Error::invalid(e.to_string()))
+}
+
 impl std::fmt::Debug for FeatureService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FeatureService").field("engine", &self.engine).finish_non_exhaustive()

@@ -132,10 +132,6 @@ fn page(max_results: Option<i64>, default: i64, limit: i64, token: Option<&str>)
     Ok(PageRequest::from_client(max_results, default, limit, token)?)
 }
 
-fn into_page<T>(rows: Rows<T>, request: PageRequest) -> Page<T> {
-    rows.into_page(request)
-}
-
 fn check_search(order_by: usize, clauses: usize) -> Result<()> {
     if order_by > MAX_ORDER_BY_KEYS {
         return Err(Error::invalid(format!("At most {MAX_ORDER_BY_KEYS} order_by keys are supported, got {order_by}")));

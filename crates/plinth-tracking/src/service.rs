@@ -12,8 +12,8 @@ use plinth_core::tracking::{
 use plinth_core::validation::{self as v, InvalidParameter};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 use plinth_store::tracking::{
-    ArtifactLocation, DatasetSummary, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows,
-    RunQuery, RunUpdate, StepRange,
+    ArtifactLocation, DatasetSummary, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery,
+    RunUpdate, StepRange,
 };
 use plinth_store::{AuditLog, TrackingStore};
 
@@ -159,10 +159,6 @@ fn page(max_results: Option<i64>, default: i64, limit: i64, token: Option<&str>)
     Ok(PageRequest::from_client(max_results, default, limit, token)?)
 }
 
-fn into_page<T>(rows: Rows<T>, request: PageRequest) -> Page<T> {
-    rows.into_page(request)
-}
-
 impl TrackingService {
     pub fn new(
         store: Arc<dyn TrackingStore>,
@@ -250,7 +246,7 @@ impl TrackingService {
             page,
         };
         check_search_size(query.order_by.len(), &query.filter, 0)?;
-        Ok(into_page(self.store.search_experiments(&query).await?, page))
+        Ok(self.store.search_experiments(&query).await?.into_page(page))
     }
 
     pub(crate) async fn rename_experiment(&self, id: &str, new_name: &str) -> Result<()> {
@@ -455,7 +451,7 @@ impl TrackingService {
             page,
         };
         check_search_size(query.order_by.len(), &query.filter, query.experiment_ids.len())?;
-        Ok(into_page(self.store.search_runs(&query).await?, page))
+        Ok(self.store.search_runs(&query).await?.into_page(page))
     }
 
     /// MLflow's `experiments/search-datasets`: the datasets the runs of `experiment_ids` used,
@@ -480,7 +476,7 @@ impl TrackingService {
             Some(max) => page(Some(max), max, i64::MAX / 2, page_token)?,
             None => PageRequest { offset: plinth_core::page_token::decode(page_token)?, limit: MAX_HISTORY_POINTS },
         };
-        Ok(into_page(self.store.get_metric_history(&run_id(id)?, key, request).await?, request))
+        Ok(self.store.get_metric_history(&run_id(id)?, key, request).await?.into_page(request))
     }
 
     /// Each run's points at up to `max_results` evenly spaced steps (always its first and last).
@@ -587,7 +583,7 @@ impl TrackingService {
             page,
         };
         check_search_size(query.order_by.len(), &query.filter, query.experiment_ids.len())?;
-        Ok(into_page(self.store.search_logged_models(&query).await?, page))
+        Ok(self.store.search_logged_models(&query).await?.into_page(page))
     }
 
     // Artifacts.

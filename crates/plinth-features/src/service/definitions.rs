@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use plinth_core::audit::{Actor, AuditEvent, Change};
+use plinth_core::tracking::Page;
 use plinth_store::audit::append_detached;
 use plinth_store::features::{DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind};
-use plinth_store::tracking::{PageRequest, Rows};
 
-use super::{ChangeOp, FeatureService, Plan, PlannedChange, Snapshot};
+use super::{ChangeOp, FeatureService, Plan, PlannedChange, Snapshot, list_page};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
@@ -84,8 +84,10 @@ impl FeatureService {
         Ok(history)
     }
 
-    pub async fn applies(&self, page: PageRequest) -> Result<Rows<FeatureApply>> {
-        Ok(self.store.feature_applies(page).await?)
+    /// Applies, newest first, a page at a time (100 by default, at most 1,000).
+    pub async fn applies(&self, max_results: Option<i64>, page_token: Option<&str>) -> Result<Page<FeatureApply>> {
+        let page = list_page(max_results, page_token)?;
+        Ok(self.store.feature_applies(page).await?.into_page(page))
     }
 
     /// Resolves `features` (references) or `service` into (view, feature) pairs, in order.

@@ -6,12 +6,12 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use plinth_core::audit::{Actor, AuditEvent, Change};
-use plinth_core::tracking::{Dataset, DatasetInput, KeyValue};
+use plinth_core::tracking::{Dataset, DatasetInput, KeyValue, Page};
 use plinth_store::audit::append_detached;
 use plinth_store::features::{FeatureKind, TrainingDataset, TrainingDatasetRun};
-use plinth_store::tracking::{PageRequest, Rows};
+use plinth_store::tracking::Rows;
 
-use super::{FeatureService, Retrieval, Snapshot, parse_spec};
+use super::{FeatureService, Retrieval, Snapshot, list_page, parse_spec};
 use crate::engine::HistoricalRequest;
 use crate::error::{Error, Result};
 use crate::metrics as m;
@@ -100,8 +100,10 @@ impl FeatureService {
         Ok(self.store.training_dataset(id_or_name).await?)
     }
 
-    pub async fn training_datasets(&self, page: PageRequest) -> Result<Rows<TrainingDataset>> {
-        Ok(self.store.training_datasets(page).await?)
+    /// Saved training datasets, newest first, a page at a time (100 by default, at most 1,000).
+    pub async fn training_datasets(&self, max_results: Option<i64>, page_token: Option<&str>) -> Result<Page<TrainingDataset>> {
+        let page = list_page(max_results, page_token)?;
+        Ok(self.store.training_datasets(page).await?.into_page(page))
     }
 
     /// The MLflow dataset input that stands for a training dataset in a run: source type
@@ -186,15 +188,17 @@ impl FeatureService {
         &self,
         kind: FeatureKind,
         name: &str,
-        page: PageRequest,
-    ) -> Result<Rows<(TrainingDataset, Vec<TrainingDatasetRun>)>> {
+        max_results: Option<i64>,
+        page_token: Option<&str>,
+    ) -> Result<Page<(TrainingDataset, Vec<TrainingDatasetRun>)>> {
+        let page = list_page(max_results, page_token)?;
         let rows = self.store.training_datasets_reading(kind, name, page).await?;
         let mut items = Vec::with_capacity(rows.items.len());
         for ds in rows.items {
             let runs = self.store.training_dataset_runs(&ds.id).await?;
             items.push((ds, runs));
         }
-        Ok(Rows { items, has_more: rows.has_more })
+        Ok(Rows { items, has_more: rows.has_more }.into_page(page))
     }
 }
 

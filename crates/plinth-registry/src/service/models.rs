@@ -93,7 +93,7 @@ impl RegistryService {
             .store
             .search_registered_models(&RegisteredModelQuery { restrict_to: req.restrict_to, filter, exclude_prompts, order_by, page })
             .await?;
-        Ok(into_page(rows, page))
+        Ok(rows.into_page(page))
     }
 
     pub async fn set_registered_model_tag(&self, actor: &Actor, name: &str, key: &str, value: &str) -> Result<()> {
@@ -356,7 +356,7 @@ impl RegistryService {
             .store
             .search_model_versions(&ModelVersionQuery { restrict_to: req.restrict_to, filter, exclude_prompts, order_by, page })
             .await?;
-        Ok(into_page(rows, page))
+        Ok(rows.into_page(page))
     }
 
     pub async fn set_model_version_tag(&self, actor: &Actor, name: &str, version: &str, key: &str, value: &str) -> Result<()> {

@@ -67,7 +67,7 @@ impl RegistryService {
         let mut rows = self.store.list_promotions(&PromotionQuery { model, status, page }).await?;
         // Overdue requests read as EXPIRED before the expiry loop records it.
         rows.items = rows.items.into_iter().map(shown).filter(|r| status.is_none_or(|s| s == r.status)).collect();
-        Ok(into_page(rows, page))
+        Ok(rows.into_page(page))
     }
 
     pub async fn review_promotion(

@@ -78,7 +78,7 @@ impl RegistryService {
 
     pub async fn list_webhooks(&self, max_results: Option<i64>, token: Option<&str>) -> Result<Page<plinth_store::webhooks::Webhook>> {
         let page = page(max_results, 100, 1000, token)?;
-        Ok(into_page(self.outbox.store().list_webhooks(page).await?, page))
+        Ok(self.outbox.store().list_webhooks(page).await?.into_page(page))
     }
 
     pub async fn update_webhook(
@@ -133,7 +133,7 @@ impl RegistryService {
     ) -> Result<Page<plinth_store::webhooks::Delivery>> {
         self.outbox.store().get_webhook(id).await?;
         let page = page(max_results, 100, 1000, token)?;
-        Ok(into_page(self.outbox.store().list_deliveries(id, page).await?, page))
+        Ok(self.outbox.store().list_deliveries(id, page).await?.into_page(page))
     }
 }
 
