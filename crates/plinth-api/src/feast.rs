@@ -7,6 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use plinth_features::OnlineColumn;
 use plinth_features::online::FeatureValue;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::access::Need as N;
@@ -28,26 +30,75 @@ pub(crate) fn routes() -> Routes {
         .post("/materialize-incremental", N::Admin, materialize_incremental)
 }
 
-/// The body as a JSON object whose every field is one of `allowed` (Feast's request models).
-fn json_object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("The body is not JSON: {e}")))?;
-    let Value::Object(obj) = req else { return Err(ApiError::invalid("The body must be a JSON object")) };
-    if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!("Unknown field '{key}'")));
-    }
-    Ok(obj)
+/// The body as one of Feast's request models: unknown fields are refused (`deny_unknown_fields`),
+/// as Feast's server refuses them; a body that is not JSON says so.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(format!("Invalid request body: {e}")),
+        _ => ApiError::invalid(format!("The body is not JSON: {e}")),
+    })
 }
 
-/// An optional list of strings (absent or null: empty); `what` words the error.
-fn string_list(obj: &Map<String, Value>, key: &str, what: &str) -> Result<Vec<String>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid(format!("{key} must be a list of {what}"))))
-            .collect(),
-        Some(_) => Err(ApiError::invalid(format!("{key} must be a list of {what}"))),
-    }
+/// `POST /get-online-features`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnlineRequest {
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    /// Join key -> list of values.
+    entities: Map<String, Value>,
+    #[serde(default)]
+    full_feature_names: Option<bool>,
+    /// Sent by newer Feast clients; versions are not served, so it changes nothing.
+    #[serde(default, rename = "include_feature_view_version_metadata")]
+    _version_metadata: Option<Value>,
+}
+
+/// `POST /push`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushRequest {
+    push_source_name: String,
+    /// Column -> list of values.
+    df: Map<String, Value>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default, rename = "allow_registry_cache")]
+    _allow_registry_cache: Option<Value>,
+    #[serde(default, rename = "transform_on_write")]
+    _transform_on_write: Option<Value>,
+}
+
+/// `POST /write-to-online-store`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteRequest {
+    feature_view_name: String,
+    df: Map<String, Value>,
+    #[serde(default, rename = "allow_registry_cache")]
+    _allow_registry_cache: Option<Value>,
+    #[serde(default, rename = "transform_on_write")]
+    _transform_on_write: Option<Value>,
+}
+
+/// `POST /materialize` and `POST /materialize-incremental`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaterializeRequest {
+    #[serde(default)]
+    start_ts: Option<String>,
+    #[serde(default)]
+    end_ts: Option<String>,
+    #[serde(default)]
+    feature_views: Option<Vec<String>>,
+    #[serde(default, rename = "disable_event_timestamp")]
+    _disable_event_timestamp: Option<Value>,
+    #[serde(default, rename = "full_feature_names")]
+    _full_feature_names: Option<Value>,
+    #[serde(default, rename = "version")]
+    _version: Option<Value>,
 }
 
 fn json_to_value(v: &Value) -> Result<FeatureValue, ApiError> {
@@ -84,25 +135,11 @@ pub(crate) fn rfc3339(ns: i64) -> String {
 }
 
 async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let obj =
-        &json_object(&body, &["features", "feature_service", "entities", "full_feature_names", "include_feature_view_version_metadata"])?;
-    let features = string_list(obj, "features", "'view:feature' strings")?;
-    let service = match obj.get("feature_service") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::invalid("feature_service must be a string")),
-    };
-    let full = match obj.get("full_feature_names") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("full_feature_names must be a boolean")),
-    };
-    let entities = obj
-        .get("entities")
-        .and_then(Value::as_object)
-        .ok_or_else(|| ApiError::invalid("entities must be an object of join key -> list of values"))?;
-    let mut columns = Vec::with_capacity(entities.len());
-    for (name, values) in entities {
+    let req: OnlineRequest = parse(&body)?;
+    let features = req.features.unwrap_or_default();
+    let full = req.full_feature_names.unwrap_or(false);
+    let mut columns = Vec::with_capacity(req.entities.len());
+    for (name, values) in &req.entities {
         let values = values.as_array().ok_or_else(|| ApiError::invalid(format!("entities.{name} must be a list")))?;
         if values.len() > MAX_ONLINE_ROWS {
             return Err(ApiError::invalid(format!(
@@ -112,22 +149,22 @@ async fn get_online_features(State(s): State<AppState>, JsonBody(body): JsonBody
         }
         columns.push((name.clone(), values.iter().map(json_to_value).collect::<Result<Vec<_>, _>>()?));
     }
-    let answer = s.features.online_features(&features, service.as_deref(), &columns, full).await?;
+    let answer = s.features.online_features(&features, req.feature_service.as_deref(), &columns, full).await?;
     Ok(Json(render(&answer)))
 }
 
 /// Feast's `POST /push`: `{"push_source_name", "df": {column: [values]}, "to": "online" |
 /// "offline" | "online_and_offline"}` (default online). Times are RFC 3339 strings.
 async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let obj = &json_object(&body, &["push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"])?;
-    let source = obj.get("push_source_name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("push_source_name is required"))?;
-    let (online, offline) = match obj.get("to").and_then(Value::as_str).unwrap_or("online") {
+    let req: PushRequest = parse(&body)?;
+    let source = req.push_source_name.as_str();
+    let (online, offline) = match req.to.as_deref().unwrap_or("online") {
         "online" => (true, false),
         "offline" => (false, true),
         "online_and_offline" => (true, true),
         other => return Err(ApiError::invalid(format!("to must be online, offline or online_and_offline, not '{other}'"))),
     };
-    let columns = df_columns(obj)?;
+    let columns = df_columns(&req.df)?;
     let pushed = s.features.push(source, &columns, online, offline).await?;
     let views: Vec<Value> = pushed.online.iter().map(|(v, w, k)| json!({"feature_view": v, "written": w, "skipped_older": k})).collect();
     for warning in &pushed.warnings {
@@ -137,9 +174,7 @@ async fn push(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Jso
 }
 
 /// The columns of a Feast `df` (`{column: [values]}`).
-fn df_columns(obj: &Map<String, Value>) -> Result<Vec<(String, Vec<FeatureValue>)>, ApiError> {
-    let df =
-        obj.get("df").and_then(Value::as_object).ok_or_else(|| ApiError::invalid("df must be an object of column -> list of values"))?;
+fn df_columns(df: &Map<String, Value>) -> Result<Vec<(String, Vec<FeatureValue>)>, ApiError> {
     let mut columns = Vec::with_capacity(df.len());
     for (name, values) in df {
         let values = values.as_array().ok_or_else(|| ApiError::invalid(format!("df.{name} must be a list")))?;
@@ -151,30 +186,28 @@ fn df_columns(obj: &Map<String, Value>) -> Result<Vec<(String, Vec<FeatureValue>
 /// Feast's `POST /write-to-online-store`: `{"feature_view_name", "df": {column: [values]}}`, the
 /// rows of one view (join keys, features, `event_timestamp`, optional `created`), online only.
 async fn write_to_online_store(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let obj = &json_object(&body, &["feature_view_name", "df", "allow_registry_cache", "transform_on_write"])?;
-    let view = obj.get("feature_view_name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("feature_view_name is required"))?;
-    let columns = df_columns(obj)?;
+    let req: WriteRequest = parse(&body)?;
+    let view = req.feature_view_name.as_str();
+    let columns = df_columns(&req.df)?;
     let (written, skipped) = s.features.write_online(view, &columns).await?;
     Ok(Json(json!({"feature_view": view, "written": written, "skipped_older": skipped})))
 }
 
-fn feast_time(obj: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(t)) => plinth_features::online::parse_time(t)
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid(format!("{key} must be an ISO 8601 time, not '{t}'"))),
-        Some(_) => Err(ApiError::invalid(format!("{key} must be an ISO 8601 time string"))),
-    }
+fn feast_time(key: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|t| {
+            plinth_features::online::parse_time(t).ok_or_else(|| ApiError::invalid(format!("{key} must be an ISO 8601 time, not '{t}'")))
+        })
+        .transpose()
 }
 
 /// Feast's `POST /materialize` and `/materialize-incremental` (what Feast's SDK delegates to the
 /// feature server when its online store is remote): Plinth materializes from its own offline data.
 async fn feast_materialize(s: AppState, actor: plinth_core::audit::Actor, body: &[u8], incremental: bool) -> Result<Json<Value>, ApiError> {
-    let obj = &json_object(body, &["start_ts", "end_ts", "feature_views", "disable_event_timestamp", "full_feature_names", "version"])?;
-    let views = string_list(obj, "feature_views", "view names")?;
-    let start = if incremental { None } else { feast_time(obj, "start_ts")? };
-    let end = feast_time(obj, "end_ts")?;
+    let req: MaterializeRequest = parse(body)?;
+    let views = req.feature_views.unwrap_or_default();
+    let start = if incremental { None } else { feast_time("start_ts", req.start_ts.as_deref())? };
+    let end = feast_time("end_ts", req.end_ts.as_deref())?;
     let done = s.features.materialize_range(&actor, &views, incremental, start, end).await?;
     let items: Vec<Value> =
         done.iter().map(|d| json!({"feature_view": d.view, "rows": d.rows, "skipped_older": d.skipped_older})).collect();
@@ -206,4 +239,42 @@ fn render(columns: &[OnlineColumn]) -> Value {
         })
         .collect();
     json!({"metadata": {"feature_names": names}, "results": results})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused<T: DeserializeOwned>(body: &str) -> String {
+        match parse::<T>(body.as_bytes()) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(e) => {
+                assert_eq!(e.code(), plinth_core::ErrorCode::InvalidParameterValue, "{body}");
+                e.message().to_owned()
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_follow_feasts_request_models() {
+        let ok: PushRequest =
+            parse(br#"{"push_source_name": "s", "df": {"a": [1]}, "to": null, "allow_registry_cache": true}"#).expect("push");
+        assert_eq!((ok.push_source_name.as_str(), ok.to, ok.df.len()), ("s", None, 1));
+        let ok: OnlineRequest = parse(br#"{"features": ["v:f"], "entities": {"id": [1, 2]}, "full_feature_names": null}"#).expect("online");
+        assert_eq!((ok.features.unwrap_or_default().len(), ok.full_feature_names), (1, None));
+        let ok: MaterializeRequest = parse(br#"{"feature_views": null, "end_ts": "2026-01-01T00:00:00"}"#).expect("materialize");
+        assert!(ok.feature_views.is_none() && ok.end_ts.is_some());
+        for (body, message) in [
+            (r#"{"push_source_name": "s", "df": {}, "bogus": 1}"#, "unknown field `bogus`"),
+            (r#"{"df": {}}"#, "missing field `push_source_name`"),
+            (r#"{"push_source_name": 7, "df": {}}"#, "invalid type"),
+            (r#"{"push_source_name": "s", "df": [1]}"#, "invalid type"),
+            ("not json", "The body is not JSON"),
+        ] {
+            assert!(refused::<PushRequest>(body).contains(message), "{body}");
+        }
+        assert!(refused::<OnlineRequest>(r#"{"features": "v:f", "entities": {}}"#).contains("invalid type"));
+        assert!(refused::<OnlineRequest>(r#"{"features": ["v:f"]}"#).contains("missing field `entities`"));
+        assert!(refused::<MaterializeRequest>(r#"{"start": "x"}"#).contains("unknown field `start`"));
+    }
 }

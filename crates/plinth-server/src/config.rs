@@ -463,30 +463,26 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
-/// A database URL with any password replaced (in the authority or a `password=` parameter),
-/// for messages and logs.
+/// A database or Redis URL with any password replaced (in the authority or a `password=` query
+/// parameter), for messages and logs. A URL that does not parse shows only its scheme, so a
+/// malformed one can never leak what it holds.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| if p.to_ascii_lowercase().starts_with("password=") { "password=***".to_owned() } else { p.to_owned() })
-                .collect();
-            format!("{path}?{}", params.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
+    let Some((scheme, _)) = url.split_once("://") else { return url.to_owned() };
+    let Ok(mut parsed) = reqwest::Url::parse(url) else { return format!("{scheme}://***") };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "***".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// MLflow's `--backend-store-uri` spellings as sqlx URLs: `sqlite:///rel.db` is relative and
@@ -605,5 +601,8 @@ mod tests {
         assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://h/db?sslmode=require&password=secret"), "postgres://h/db?sslmode=require&password=***");
         assert_eq!(redact_url("sqlite://plinth-data/plinth.db"), "sqlite://plinth-data/plinth.db");
+        assert_eq!(redact_url("redis://:secret@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(redact_url("redis://:secret@/0"), "redis://***", "unparsable: only the scheme");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
     }
 }

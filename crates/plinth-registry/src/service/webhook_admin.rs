@@ -64,7 +64,7 @@ impl RegistryService {
             self.outbox.store().create_webhook(&hook).await?;
             // The URL may carry credentials: the trail keeps the host only.
             event.resource_id = hook.id.clone();
-            event.changes.push(Change::set("url_host", reqwest_host(&hook.url)));
+            event.changes.push(Change::set("url_host", url_host(&hook.url)));
             event.changes.push(Change::set("events", hook.events.join(",")));
             Ok(hook)
         }
@@ -94,7 +94,7 @@ impl RegistryService {
             }
             if let Some(u) = &update.url {
                 crate::webhooks::validate_url(u).map_err(Error::invalid)?;
-                event.changes.push(Change::set("url_host", reqwest_host(u)));
+                event.changes.push(Change::set("url_host", url_host(u)));
             }
             if let Some(e) = &update.events {
                 validate_events(e)?;
@@ -137,9 +137,7 @@ impl RegistryService {
     }
 }
 
-/// The host of a URL, for the audit trail (never the userinfo, path or query).
-pub(super) fn reqwest_host(url: &str) -> String {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
+/// The host a webhook URL names (for the audit trail: never the credentials or the path).
+pub(super) fn url_host(url: &str) -> String {
+    reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
 }
