@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
-use crate::registry::rows::{corrupt, get_i64, get_opt_str, get_str};
+use crate::rows::{corrupt, get_i64, get_opt_str, get_str};
 use crate::sql::{Sql, TxError, sql_error, write_tx};
 
 const COLUMNS: &str = "id, time, actor, action, resource_type, resource_id, outcome, message, changes";

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::SqlStore;
-use crate::registry::rows::{corrupt, get_i64, get_opt_i64, get_opt_str, get_str};
+use crate::rows::{corrupt, flag, get_flag, get_i64, get_opt_i64, get_opt_str, get_str};
 use crate::sql::{Tx, TxError, is_unique_violation, sql_error, write_tx};
 
 const USER_COLUMNS: &str = "name, kind, role, approver, disabled, password_hash, created_at, updated_at";
@@ -23,18 +23,6 @@ const GRANT_COLUMNS: &str = "user_name, kind, resource, level, granted_by, grant
 
 /// `touch_token` writes when the recorded use is at least this old (milliseconds).
 const TOUCH_INTERVAL_MS: i64 = 60_000;
-
-fn flag(v: bool) -> i64 {
-    i64::from(v)
-}
-
-fn get_flag(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
-    match get_i64(row, col)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(corrupt(col, &other.to_string())),
-    }
-}
 
 fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
     let kind = get_str(row, "kind")?;

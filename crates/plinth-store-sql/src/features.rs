@@ -19,7 +19,7 @@ use plinth_store::{Error, Result};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
-use crate::registry::rows::{corrupt, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
+use crate::rows::{corrupt, flag, get_flag, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
 use crate::sql::{TxError, is_unique_violation, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
 
@@ -31,18 +31,6 @@ const DATASET_RUN_COLUMNS: &str = "dataset_id, run_id, context, logged_at, logge
 
 /// The key of the advisory lock every apply takes on PostgreSQL ("plinthfa").
 const PG_APPLY_LOCK: i64 = 0x706c_696e_7468_6661;
-
-fn flag(v: bool) -> i64 {
-    i64::from(v)
-}
-
-fn get_flag(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
-    match get_i64(row, col)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(corrupt(col, &other.to_string())),
-    }
-}
 
 fn definition_from_row(row: &AnyRow) -> Result<FeatureDefinition, sqlx::Error> {
     let kind = get_str(row, "kind")?;

@@ -10,8 +10,10 @@
 mod audit;
 mod auth;
 mod features;
+mod filter_sql;
 mod migrate;
 mod registry;
+mod rows;
 mod sql;
 mod tracking;
 mod webhooks;

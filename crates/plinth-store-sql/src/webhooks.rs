@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::SqlStore;
-use crate::registry::rows::{corrupt, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
+use crate::rows::{corrupt, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
 use crate::sql::{TxError, is_unique_violation, sql_error, write_tx};
 
 const WEBHOOK_COLUMNS: &str = "id, name, url, events, secret, status, description, created_at, updated_at";

@@ -6,9 +6,9 @@ use plinth_store::{Error, Result};
 use sqlx::AssertSqlSafe;
 
 use super::models;
-use super::rows::{get_i64, get_opt_i64, get_str};
 use super::versions;
 use crate::SqlStore;
+use crate::rows::{get_i64, get_opt_i64, get_str};
 use crate::sql::{Tx, TxError, sql_error, write_tx};
 
 fn describe(version: Option<i64>) -> String {

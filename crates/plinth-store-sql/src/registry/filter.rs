@@ -5,50 +5,14 @@
 //! the tracking filters do for runs (MLflow's SQL store joins the tag table): `tags.k != 'v'`
 //! matches entities that have `k` with another value, `IS NULL` entities without `k`.
 
-use plinth_filter::{Attr, Clause, Key, Op, OrderBy, Value};
+use plinth_filter::{Attr, Clause, Key, Op, OrderBy};
 use plinth_store::{Error, Result};
 
-use crate::sql::{Sql, comparator, push_like};
-
-fn unsupported(clause: &Clause) -> Error {
-    Error::invalid(format!("Invalid clause '{clause}': unsupported comparison for this entity"))
-}
+use crate::filter_sql::{push_number_condition, push_string_condition, unsupported};
+use crate::sql::Sql;
 
 pub(crate) fn invalid_order(order: &OrderBy) -> Error {
     Error::invalid(format!("Invalid order_by clause '{order}'"))
-}
-
-/// `column OP value` for a string column (`=`, `!=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`).
-fn push_string_condition(sql: &mut Sql, column: &str, clause: &Clause) -> Result<()> {
-    match (&clause.op, &clause.value) {
-        (Op::Like, Value::String(p)) => push_like(sql, column, p, false),
-        (Op::ILike, Value::String(p)) => push_like(sql, column, p, true),
-        (Op::In, Value::List(items)) if !items.is_empty() => {
-            sql.push(column).push(" IN ").bind_list(items);
-        }
-        (Op::NotIn, Value::List(items)) if !items.is_empty() => {
-            sql.push(column).push(" NOT IN ").bind_list(items);
-        }
-        (Op::Eq | Op::Ne, Value::String(s)) => {
-            let cmp = comparator(clause.op).ok_or_else(|| unsupported(clause))?;
-            sql.push(column).push(cmp).bind(s.as_str());
-        }
-        _ => return Err(unsupported(clause)),
-    }
-    Ok(())
-}
-
-/// `column OP number` for an integer column.
-fn push_number_condition(sql: &mut Sql, column: &str, clause: &Clause) -> Result<()> {
-    let Value::Number(n) = clause.value else { return Err(unsupported(clause)) };
-    let cmp = comparator(clause.op).ok_or_else(|| unsupported(clause))?;
-    sql.push(column).push(cmp);
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        sql.bind(n as i64);
-    } else {
-        sql.bind(n);
-    }
-    Ok(())
 }
 
 /// `[NOT] EXISTS (SELECT 1 FROM <table> kv WHERE <join> AND kv.key = ? [AND kv.value OP ?])`.

@@ -6,8 +6,8 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::models;
-use super::rows::{get_i64, get_opt_str, get_str, json_strings, to_json_strings};
 use crate::SqlStore;
+use crate::rows::{get_i64, get_opt_str, get_str, json_strings, to_json_strings};
 use crate::sql::{TxError, sql_error, write_tx};
 
 const COLUMNS: &str = "model, target, conditions, required_tags, approvals_required, description, updated_by, updated_at";
@@ -20,7 +20,7 @@ fn from_row(row: &AnyRow) -> Result<Gate, sqlx::Error> {
             target: get_str(row, "target")?,
             conditions: json_strings(row, "conditions")?,
             required_tags: json_strings(row, "required_tags")?,
-            approvals_required: u32::try_from(approvals).map_err(|_| super::rows::corrupt("approvals", &approvals.to_string()))?,
+            approvals_required: u32::try_from(approvals).map_err(|_| crate::rows::corrupt("approvals", &approvals.to_string()))?,
             description: get_opt_str(row, "description")?,
         },
         updated_by: get_str(row, "updated_by")?,

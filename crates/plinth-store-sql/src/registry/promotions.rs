@@ -9,8 +9,8 @@ use plinth_store::{Error, Result};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
-use super::rows::{corrupt, get_i64, get_opt_str, get_str};
 use super::{models, versions};
+use crate::rows::{corrupt, get_i64, get_opt_str, get_str};
 use crate::sql::{Sql, Tx, TxError, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
 

@@ -1,8 +1,7 @@
 //! Decoding registry rows, and loading the children of a page (tags, aliases, latest versions)
 //! with one query per table and chunk, never one per row.
 //!
-//! The column getters and the hex codec repeat the few lines of `tracking/rows.rs`, which is
-//! private to the tracking module.
+//! The generic column getters and codecs are `crate::rows`.
 
 use std::collections::HashMap;
 
@@ -28,25 +27,7 @@ pub(crate) const VERSION_COLUMNS: &str = "mv.name, mv.version, mv.creation_time,
 
 pub(crate) const MODEL_COLUMNS: &str = "rm.name, rm.creation_time, rm.last_updated_time, rm.description";
 
-pub(crate) use crate::tracking::rows::{get_i64, get_opt_i64, get_opt_str, get_str};
-use crate::tracking::rows::{hex_of, unhex};
-
-/// A malformed stored value (an unknown enum spelling, broken JSON): the database holds something
-/// this binary did not write.
-pub(crate) fn corrupt(what: &str, value: &str) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("unexpected stored {what}: {value:?}"))
-}
-
-/// Decodes a JSON array of strings as stored in a TEXT column.
-pub(crate) fn json_strings(row: &AnyRow, col: &str) -> Result<Vec<String>, sqlx::Error> {
-    let raw = get_str(row, col)?;
-    serde_json::from_str::<Vec<String>>(&raw).map_err(|_| corrupt(col, &raw))
-}
-
-/// A list of strings as a JSON array for a TEXT column.
-pub(crate) fn to_json_strings(items: &[String]) -> String {
-    serde_json::Value::Array(items.iter().cloned().map(serde_json::Value::String).collect()).to_string()
-}
+use crate::rows::{corrupt, get_i64, get_opt_str, get_str, hex_of, unhex};
 
 /// Runs `SELECT string_agg(<hex fields joined by ','>, ';' ORDER BY <order>) AS agg <from>` and splits
 /// the result into rows of decoded fields: the rows cross the driver as one value.

@@ -10,9 +10,8 @@ use sqlx::AnyConnection;
 
 use super::filter::{invalid_order, push_version_clause, version_order_column};
 use super::models;
-use super::rows::{
-    DELETED_STAGE, LIVE, VERSION_COLUMNS, get_i64, get_opt_i64, get_str, hydrate_versions, stage_from_str, version_from_row,
-};
+use super::rows::{DELETED_STAGE, LIVE, VERSION_COLUMNS, hydrate_versions, stage_from_str, version_from_row};
+use crate::rows::{get_i64, get_opt_i64, get_str};
 use crate::sql::{Sql, Tx, TxError, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
 

@@ -1,7 +1,7 @@
 //! Experiments: create (unique names, also among deleted ones), get, search, rename, lifecycle, tags.
 
 use plinth_core::ids::ExperimentId;
-use plinth_core::tracking::{Experiment, KeyValue, LifecycleStage, ViewType};
+use plinth_core::tracking::{Experiment, KeyValue, LifecycleStage};
 use plinth_filter::{Attr, Key, OrderBy};
 use plinth_store::tracking::{ArtifactLocation, ExperimentQuery, NewExperiment, Rows};
 use plinth_store::{Error, Result};
@@ -9,8 +9,8 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::filter::{push_experiment_clause, push_lifecycle};
-use super::rows::{get_i64, get_str, load_key_values};
 use crate::SqlStore;
+use crate::rows::{get_i64, get_str, load_key_values};
 use crate::sql::{Arg, Sql, TxError, is_unique_violation, sql_error, write_tx};
 
 const COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
@@ -314,13 +314,4 @@ pub(crate) async fn delete_tag(store: &SqlStore, id: &ExperimentId, tag_key: &st
         Ok::<_, TxError>(())
     }
     .await)
-}
-
-/// `view_type` as a lifecycle condition; shared by the experiment and run searches.
-pub(crate) fn view_stages(view: ViewType) -> &'static [&'static str] {
-    match view {
-        ViewType::ActiveOnly => &["active"],
-        ViewType::DeletedOnly => &["deleted"],
-        ViewType::All => &["active", "deleted"],
-    }
 }

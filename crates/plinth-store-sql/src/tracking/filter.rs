@@ -7,51 +7,14 @@
 
 use plinth_core::tracking::ViewType;
 use plinth_filter::{Attr, Clause, DatasetField, Key, Op, Value};
-use plinth_store::{Error, Result};
+use plinth_store::Result;
 
-use super::experiments::view_stages;
-use crate::sql::{Sql, comparator, push_like};
+use crate::filter_sql::{push_number_condition, push_string_condition, unsupported};
+use crate::sql::{Sql, comparator};
 
 pub(crate) fn push_lifecycle(sql: &mut Sql, column: &str, view: ViewType) {
     let stages = view_stages(view);
     sql.push(column).push(" IN ").bind_list(stages);
-}
-
-fn unsupported(clause: &Clause) -> Error {
-    Error::invalid(format!("Invalid clause '{clause}': unsupported comparison for this entity"))
-}
-
-/// `column OP value` for a string-valued column (`=`, `!=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`).
-fn push_string_condition(sql: &mut Sql, column: &str, clause: &Clause) -> Result<()> {
-    match (&clause.op, &clause.value) {
-        (Op::Like, Value::String(p)) => push_like(sql, column, p, false),
-        (Op::ILike, Value::String(p)) => push_like(sql, column, p, true),
-        (Op::In, Value::List(items)) => {
-            sql.push(column).push(" IN ").bind_list(items);
-        }
-        (Op::NotIn, Value::List(items)) => {
-            sql.push(column).push(" NOT IN ").bind_list(items);
-        }
-        (op, Value::String(s)) => {
-            let cmp = comparator(*op).ok_or_else(|| unsupported(clause))?;
-            sql.push(column).push(cmp).bind(s.as_str());
-        }
-        _ => return Err(unsupported(clause)),
-    }
-    Ok(())
-}
-
-/// `column OP number` for an integer-valued column.
-fn push_number_condition(sql: &mut Sql, column: &str, clause: &Clause) -> Result<()> {
-    let Value::Number(n) = clause.value else { return Err(unsupported(clause)) };
-    let cmp = comparator(clause.op).ok_or_else(|| unsupported(clause))?;
-    sql.push(column).push(cmp);
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        sql.bind(n as i64);
-    } else {
-        sql.bind(n);
-    }
-    Ok(())
 }
 
 /// A condition on a key/value child table (params, tags): `EXISTS`/`NOT EXISTS` a row with the key.
@@ -214,4 +177,13 @@ pub(crate) fn run_order_column(attr: Attr) -> Option<&'static str> {
 
 pub(crate) fn logged_model_order_column(attr: Attr) -> Option<&'static str> {
     logged_model_attribute_column(attr)
+}
+
+/// `view_type` as a lifecycle condition; shared by the experiment and run searches.
+pub(crate) fn view_stages(view: ViewType) -> &'static [&'static str] {
+    match view {
+        ViewType::ActiveOnly => &["active"],
+        ViewType::DeletedOnly => &["deleted"],
+        ViewType::All => &["active", "deleted"],
+    }
 }

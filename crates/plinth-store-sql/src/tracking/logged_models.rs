@@ -12,8 +12,9 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::experiments::{lock_stage, numeric_id};
 use super::filter::{logged_model_order_column, push_logged_model_clause};
-use super::rows::{get_i64, get_metric_value, get_opt_str, get_str, load_key_values, parent_string};
+use super::rows::{get_metric_value, parent_string};
 use crate::SqlStore;
+use crate::rows::{get_i64, get_opt_str, get_str, load_key_values};
 use crate::sql::{Arg, Sql, Tx, TxError, sql_error, write_tx};
 
 const COLUMNS: &str = "lm.model_id, lm.experiment_id, lm.name, lm.artifact_location, lm.creation_timestamp, \

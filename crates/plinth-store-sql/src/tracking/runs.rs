@@ -14,9 +14,10 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::experiments::{lock_stage, numeric_id};
 use super::filter::{push_lifecycle, push_metric_on_alias, push_run_clause, run_order_column};
-use super::rows::{get_i64, get_opt_i64, get_opt_str, get_str, hex_of, load_key_values, metric_value_columns, parent_string, unhex};
+use super::rows::{metric_value_columns, parent_string};
 use crate::Dialect;
 use crate::SqlStore;
+use crate::rows::{get_i64, get_opt_i64, get_opt_str, get_str, hex_of, load_key_values, unhex};
 use crate::sql::{Arg, SharedArg, Sql, Tx, TxError, sql_error, write_tx};
 
 const COLUMNS: &str =
