@@ -107,7 +107,7 @@ impl Engine {
     pub async fn source_frame(&self, ctx: &SessionContext, repo: &Repository, source: &SourceSpec) -> Result<Option<DataFrame>> {
         let source = repo.offline_source(source);
         let raw = match &source.input {
-            SourceInput::Parquet { path } => match parquet_target(Path::new(path))? {
+            SourceInput::Parquet { path } => match blocking(PathBuf::from(path), |p| parquet_target(&p)).await? {
                 None => return Ok(None),
                 Some((url, extension)) => {
                     let options = ParquetReadOptions { file_extension: extension, ..Default::default() };
@@ -157,14 +157,17 @@ impl Engine {
     /// Read from a file's own metadata: DataFusion's scan schema uses view types (`Utf8View`),
     /// which files written with it would then disagree on.
     pub async fn parquet_schema(&self, path: &Path) -> Result<Option<SchemaRef>> {
-        let Some(file) = first_parquet(path).map_err(|e| Error::invalid(format!("cannot list {}: {e}", path.display())))? else {
-            return Ok(None);
-        };
-        let open = std::fs::File::open(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
-        let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open)
-            .map_err(|e| Error::invalid(format!("{} is not a Parquet file: {e}", file.display())))?;
-        let schema = builder.schema();
-        Ok(Some(Arc::new(Schema::new(schema.fields().clone()))))
+        blocking(path.to_path_buf(), |path| {
+            let Some(file) = first_parquet(&path).map_err(|e| Error::invalid(format!("cannot list {}: {e}", path.display())))? else {
+                return Ok(None);
+            };
+            let open = std::fs::File::open(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+            let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open)
+                .map_err(|e| Error::invalid(format!("{} is not a Parquet file: {e}", file.display())))?;
+            let schema = builder.schema();
+            Ok(Some(Arc::new(Schema::new(schema.fields().clone()))))
+        })
+        .await
     }
 
     /// The Arrow schema of a source after its mapping, or `None` when it has no data files yet.
@@ -536,6 +539,14 @@ fn check_time_column(source: &str, schema: &Schema, column: &str, what: &str, pr
         }
         Ok(_) => {}
     }
+}
+
+/// Runs file-system work (listing a source's directories, reading a file's footer) on the blocking
+/// pool, never on an async worker.
+async fn blocking<T: Send + 'static>(path: PathBuf, work: impl FnOnce(PathBuf) -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(move || work(path))
+        .await
+        .map_err(|e| Error::io("a file-system task did not finish", std::io::Error::other(e)))?
 }
 
 /// What DataFusion should read for a Parquet source path: the path (a directory with a trailing
