@@ -180,7 +180,11 @@ async fn check(s: &AppState, principal: &Principal, kind: ResourceKind, id: &str
 async fn by_name(s: &AppState, principal: &Principal, req: Request, field: &str, level: Level) -> Result<Request, ApiError> {
     let (f, req) = fields(req, s.max_request_bytes).await?;
     let wanted = f.opt_str(field).ok().flatten().unwrap_or_default();
-    let not_found = || ApiError::from(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{wanted}')") });
+    let not_found = || {
+        ApiError::from(plinth_store::Error::Tracking(plinth_store::TrackingError::ExperimentNotFound {
+            experiment_id: format!("(name='{wanted}')"),
+        }))
+    };
     match s.tracking.get_experiment_by_name(&wanted).await {
         Ok(e) if s.auth.allows(principal, ResourceKind::Experiment, e.experiment_id.as_str(), level).await? => Ok(req),
         Ok(_) => Err(not_found()),

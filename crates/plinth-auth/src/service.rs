@@ -326,7 +326,11 @@ impl AuthService {
     }
 
     pub async fn get_user(&self, name: &str) -> Result<User> {
-        self.store.get_user(name).await?.map(|r| r.user).ok_or_else(|| plinth_store::Error::UserNotFound { name: name.to_owned() }.into())
+        self.store
+            .get_user(name)
+            .await?
+            .map(|r| r.user)
+            .ok_or_else(|| plinth_store::Error::Auth(plinth_store::AuthError::UserNotFound { name: name.to_owned() }).into())
     }
 
     pub async fn update_user(&self, actor: &Actor, name: &str, change: UserChange) -> Result<User> {
@@ -409,7 +413,11 @@ impl AuthService {
     }
 
     pub async fn get_token(&self, id: &str) -> Result<ApiToken> {
-        self.store.get_token(id).await?.map(|r| r.token).ok_or_else(|| plinth_store::Error::TokenNotFound { id: id.to_owned() }.into())
+        self.store
+            .get_token(id)
+            .await?
+            .map(|r| r.token)
+            .ok_or_else(|| plinth_store::Error::Auth(plinth_store::AuthError::TokenNotFound { id: id.to_owned() }).into())
     }
 
     pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<ApiToken> {

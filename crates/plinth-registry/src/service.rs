@@ -205,7 +205,7 @@ impl RegistryService {
         let run = match v.run_id.as_deref().and_then(|it| RunId::parse(it).ok()) {
             Some(rid) => match self.tracking.get_run(&rid).await {
                 Ok(run) => Some(run),
-                Err(plinth_store::Error::RunNotFound { .. }) => None,
+                Err(plinth_store::Error::Tracking(plinth_store::TrackingError::RunNotFound { .. })) => None,
                 Err(e) => return Err(e.into()),
             },
             None => None,
@@ -213,7 +213,7 @@ impl RegistryService {
         let logged_model = match v.model_id.as_deref().and_then(|it| LoggedModelId::parse(it).ok()) {
             Some(id) => match self.tracking.get_logged_model(&id, true).await {
                 Ok(m) => Some(m),
-                Err(plinth_store::Error::LoggedModelNotFound { .. }) => None,
+                Err(plinth_store::Error::Tracking(plinth_store::TrackingError::LoggedModelNotFound { .. })) => None,
                 Err(e) => return Err(e.into()),
             },
             None => None,

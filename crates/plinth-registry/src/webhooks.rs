@@ -251,7 +251,7 @@ impl Dispatcher {
             if !hooks.contains_key(&d.webhook_id) {
                 let hook = match store.get_webhook(&d.webhook_id).await {
                     Ok(h) => Some(h),
-                    Err(plinth_store::Error::WebhookNotFound { .. }) => None,
+                    Err(plinth_store::Error::Webhooks(plinth_store::WebhookError::WebhookNotFound { .. })) => None,
                     Err(e) => return Err(e),
                 };
                 hooks.insert(d.webhook_id.clone(), hook);
@@ -263,7 +263,7 @@ impl Dispatcher {
         // deliveries with it) must not leave the others unrecorded and sent again.
         for (d, attempt) in due.iter().zip(results) {
             match store.record_attempt(&d.id, &attempt).await {
-                Ok(()) | Err(plinth_store::Error::DeliveryNotFound { .. }) => {}
+                Ok(()) | Err(plinth_store::Error::Webhooks(plinth_store::WebhookError::DeliveryNotFound { .. })) => {}
                 Err(e) => tracing::warn!(error = %e, delivery = %d.id, "could not record a webhook delivery attempt"),
             }
         }

@@ -70,11 +70,11 @@ fn grant_from_row(row: &AnyRow) -> Result<Grant, sqlx::Error> {
 }
 
 fn user_not_found(name: &str) -> Error {
-    Error::UserNotFound { name: name.to_owned() }
+    Error::Auth(plinth_store::AuthError::UserNotFound { name: name.to_owned() })
 }
 
 fn token_not_found(id: &str) -> Error {
-    Error::TokenNotFound { id: id.to_owned() }
+    Error::Auth(plinth_store::AuthError::TokenNotFound { id: id.to_owned() })
 }
 
 fn is_enabled_admin(user: &User) -> bool {
@@ -152,7 +152,7 @@ impl AuthStore for SqlStore {
             if let Err(e) = res {
                 let e = TxError::from(e);
                 if is_unique_violation(&e) {
-                    return Err(Error::UserExists { name: new.name.clone() }.into());
+                    return Err(Error::Auth(plinth_store::AuthError::UserExists { name: new.name.clone() }).into());
                 }
                 return Err(e);
             }

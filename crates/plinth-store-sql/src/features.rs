@@ -287,7 +287,11 @@ impl FeatureRegistryStore for SqlStore {
         .map_err(sql_error)?;
         match row {
             Some(row) => definition_from_row(&row).map_err(sql_error),
-            None => Err(Error::FeatureDefinitionNotFound { kind: kind.as_str(), name: name.to_owned(), version }),
+            None => Err(Error::Features(plinth_store::FeaturesError::FeatureDefinitionNotFound {
+                kind: kind.as_str(),
+                name: name.to_owned(),
+                version,
+            })),
         }
     }
 
@@ -449,7 +453,7 @@ impl FeatureRegistryStore for SqlStore {
                 let e = TxError::from(e);
                 if is_unique_violation(&e) {
                     return Err(match &dataset.name {
-                        Some(name) => Error::TrainingDatasetExists { name: name.clone() },
+                        Some(name) => Error::Features(plinth_store::FeaturesError::TrainingDatasetExists { name: name.clone() }),
                         None => Error::Conflict { message: format!("Training dataset {} already exists", dataset.id) },
                     }
                     .into());
@@ -480,7 +484,7 @@ impl FeatureRegistryStore for SqlStore {
         let row = sqlx::query(AssertSqlSafe(sql)).bind(id_or_name.to_owned()).fetch_optional(&mut *conn).await.map_err(sql_error)?;
         match row {
             Some(row) => dataset_from_row(&row).map_err(sql_error),
-            None => Err(Error::TrainingDatasetNotFound { id: id_or_name.to_owned() }),
+            None => Err(Error::Features(plinth_store::FeaturesError::TrainingDatasetNotFound { id: id_or_name.to_owned() })),
         }
     }
 
@@ -495,7 +499,7 @@ impl FeatureRegistryStore for SqlStore {
             let sql = format!("SELECT id FROM training_datasets WHERE id = $1{}", self.for_share());
             let dataset = sqlx::query(AssertSqlSafe(sql)).bind(link.dataset_id.clone()).fetch_optional(&mut **tx).await?;
             if dataset.is_none() {
-                return Err(Error::TrainingDatasetNotFound { id: link.dataset_id.clone() }.into());
+                return Err(Error::Features(plinth_store::FeaturesError::TrainingDatasetNotFound { id: link.dataset_id.clone() }).into());
             }
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO training_dataset_runs ({DATASET_RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
@@ -525,7 +529,7 @@ impl FeatureRegistryStore for SqlStore {
                 .await
                 .map_err(sql_error)?;
         let Some(row) = row else {
-            return Err(Error::TrainingDatasetNotFound { id: id_or_name.to_owned() });
+            return Err(Error::Features(plinth_store::FeaturesError::TrainingDatasetNotFound { id: id_or_name.to_owned() }));
         };
         let id = get_str(&row, "id").map_err(sql_error)?;
         let sql = format!("SELECT {DATASET_RUN_COLUMNS} FROM training_dataset_runs WHERE dataset_id = $1 ORDER BY logged_at, run_id");

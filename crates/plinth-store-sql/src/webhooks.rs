@@ -48,7 +48,7 @@ fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
 }
 
 fn webhook_not_found(id: &str) -> Error {
-    Error::WebhookNotFound { id: id.to_owned() }
+    Error::Webhooks(plinth_store::WebhookError::WebhookNotFound { id: id.to_owned() })
 }
 
 async fn load_webhook(conn: &mut AnyConnection, id: &str, lock: &str) -> Result<Option<Webhook>, sqlx::Error> {
@@ -263,7 +263,7 @@ impl WebhookStore for SqlStore {
             .execute(&mut **tx)
             .await?;
             if res.rows_affected() == 0 {
-                return Err(Error::DeliveryNotFound { id: delivery_id.to_owned() }.into());
+                return Err(Error::Webhooks(plinth_store::WebhookError::DeliveryNotFound { id: delivery_id.to_owned() }).into());
             }
             Ok::<_, TxError>(())
         }
@@ -298,7 +298,7 @@ impl WebhookStore for SqlStore {
         let row = sqlx::query(AssertSqlSafe(sql)).bind(id.to_owned()).fetch_optional(&mut *conn).await.map_err(sql_error)?;
         match row {
             Some(row) => delivery_from_row(&row).map_err(sql_error),
-            None => Err(Error::DeliveryNotFound { id: id.to_owned() }),
+            None => Err(Error::Webhooks(plinth_store::WebhookError::DeliveryNotFound { id: id.to_owned() })),
         }
     }
 }

@@ -55,20 +55,20 @@ pub struct TokenRecord {
 
 #[async_trait]
 pub trait AuthStore: Send + Sync + 'static {
-    /// A taken name is `Error::UserExists`.
+    /// A taken name is `AuthError::UserExists`.
     async fn create_user(&self, new: &NewUser) -> Result<User>;
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
     /// By name.
     async fn list_users(&self) -> Result<Vec<User>>;
-    /// An unknown name is `Error::UserNotFound`. Refuses (`Error::Conflict`) to leave no enabled admin.
+    /// An unknown name is `AuthError::UserNotFound`. Refuses (`Error::Conflict`) to leave no enabled admin.
     async fn update_user(&self, name: &str, update: &UserUpdate, now: i64) -> Result<User>;
 
-    /// The user must exist (`Error::UserNotFound`).
+    /// The user must exist (`AuthError::UserNotFound`).
     async fn create_token(&self, new: &NewToken) -> Result<ApiToken>;
     async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
     /// Every token, or one user's, newest first.
     async fn list_tokens(&self, user: Option<&str>) -> Result<Vec<ApiToken>>;
-    /// Revoking twice keeps the first time. An unknown id is `Error::TokenNotFound`.
+    /// Revoking twice keeps the first time. An unknown id is `AuthError::TokenNotFound`.
     async fn revoke_token(&self, id: &str, now: i64) -> Result<ApiToken>;
     /// Records a use; writes at most once a minute per token (last-used is coarse by design).
     async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
@@ -90,4 +90,25 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn level(&self, user: &str, kind: ResourceKind, resource: &str) -> Result<Option<Level>>;
     /// Renames the resource in every grant (a registered model rename).
     async fn rename_grants(&self, kind: ResourceKind, from: &str, to: &str) -> Result<()>;
+}
+
+/// What the auth port (users, tokens) can fail with, beyond the errors every port shares (`crate::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("User '{name}' already exists")]
+    UserExists { name: String },
+    #[error("User '{name}' not found")]
+    UserNotFound { name: String },
+    #[error("Token {id} not found")]
+    TokenNotFound { id: String },
+}
+
+impl plinth_core::HasErrorCode for AuthError {
+    fn error_code(&self) -> plinth_core::ErrorCode {
+        use plinth_core::ErrorCode;
+        match self {
+            AuthError::UserNotFound { .. } | AuthError::TokenNotFound { .. } => ErrorCode::ResourceDoesNotExist,
+            AuthError::UserExists { .. } => ErrorCode::ResourceAlreadyExists,
+        }
+    }
 }

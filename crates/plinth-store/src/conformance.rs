@@ -140,13 +140,19 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     assert_eq!(got.name, "first");
     assert_eq!(got.artifact_location, format!("mlflow-artifacts:/{id}"));
     assert_eq!(got.lifecycle_stage, LifecycleStage::Active);
-    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::ExperimentNameExists { .. })));
+    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))));
     assert!(store.find_experiment_by_name("nope").await.expect("find").is_none());
-    assert!(matches!(store.get_experiment(&ExperimentId::parse("999999").expect("id")).await, Err(Error::ExperimentNotFound { .. })));
+    assert!(matches!(
+        store.get_experiment(&ExperimentId::parse("999999").expect("id")).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNotFound { .. }))
+    ));
     assert!(matches!(store.get_experiment(&ExperimentId::parse("abc").expect("id")).await, Err(Error::InvalidArgument { .. })));
 
     let other = store.create_experiment(exp("second")).await.expect("create");
-    assert!(matches!(store.rename_experiment(&other, "first", 5).await, Err(Error::ExperimentNameExists { .. })));
+    assert!(matches!(
+        store.rename_experiment(&other, "first", 5).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))
+    ));
     store.rename_experiment(&other, "renamed", 5).await.expect("rename");
     assert_eq!(store.get_experiment(&other).await.expect("get").name, "renamed");
 
@@ -154,7 +160,10 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     store.set_experiment_tag(&id, &KeyValue::new("team", "b")).await.expect("tag upsert");
     assert_eq!(store.get_experiment(&id).await.expect("get").tags, vec![KeyValue::new("team", "b")]);
     store.delete_experiment_tag(&id, "team").await.expect("delete tag");
-    assert!(matches!(store.delete_experiment_tag(&id, "team").await, Err(Error::ExperimentTagNotFound { .. })));
+    assert!(matches!(
+        store.delete_experiment_tag(&id, "team").await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentTagNotFound { .. }))
+    ));
 
     // Deleting an experiment deletes its runs; restoring brings back the runs deleted with it only.
     let kept_deleted = store.create_run(new_run(&id, "gone-before", 10)).await.expect("run");
@@ -162,16 +171,25 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     let run = store.create_run(new_run(&id, "r", 10)).await.expect("run");
     store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 30).await.expect("delete");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
-    assert!(matches!(store.create_run(new_run(&id, "x", 1)).await, Err(Error::ExperimentNotActive { .. })));
-    assert!(matches!(store.rename_experiment(&id, "zzz", 5).await, Err(Error::ExperimentNotActiveForRename { .. })));
-    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::ExperimentNameExists { .. })));
+    assert!(matches!(store.create_run(new_run(&id, "x", 1)).await, Err(Error::Tracking(crate::TrackingError::ExperimentNotActive { .. }))));
+    assert!(matches!(
+        store.rename_experiment(&id, "zzz", 5).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNotActiveForRename { .. }))
+    ));
+    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))));
     store.set_experiment_lifecycle(&id, LifecycleStage::Active, 40).await.expect("restore");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
     assert_eq!(store.get_run(&kept_deleted.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
     // Restoring an active experiment or deleting a deleted one is refused, and cannot disturb the runs.
-    assert!(matches!(store.set_experiment_lifecycle(&id, LifecycleStage::Active, 45).await, Err(Error::ExperimentNotFound { .. })));
+    assert!(matches!(
+        store.set_experiment_lifecycle(&id, LifecycleStage::Active, 45).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNotFound { .. }))
+    ));
     store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 50).await.expect("delete");
-    assert!(matches!(store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 60).await, Err(Error::ExperimentNotFound { .. })));
+    assert!(matches!(
+        store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 60).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNotFound { .. }))
+    ));
     store.set_experiment_lifecycle(&id, LifecycleStage::Active, 70).await.expect("restore");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
 }
@@ -245,16 +263,25 @@ pub async fn runs_lifecycle(store: Arc<dyn TrackingStore>) {
     store.log_batch(&run_id, &[], &[], &[KeyValue::new("mlflow.runName", "via-tag")]).await.expect("tag");
     assert_eq!(store.get_run(&run_id).await.expect("get").info.run_name, "via-tag");
     store.delete_run_tag(&run_id, "mlflow.runName").await.expect("delete tag");
-    assert!(matches!(store.delete_run_tag(&run_id, "missing").await, Err(Error::RunTagNotFound { .. })));
+    assert!(matches!(store.delete_run_tag(&run_id, "missing").await, Err(Error::Tracking(crate::TrackingError::RunTagNotFound { .. }))));
     store.set_run_lifecycle(&run_id, LifecycleStage::Deleted, 5).await.expect("delete");
-    assert!(matches!(store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await, Err(Error::RunNotActive { .. })));
-    assert!(matches!(store.update_run(&run_id, &RunUpdate::default()).await, Err(Error::RunNotActive { .. })));
+    assert!(matches!(
+        store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await,
+        Err(Error::Tracking(crate::TrackingError::RunNotActive { .. }))
+    ));
+    assert!(matches!(
+        store.update_run(&run_id, &RunUpdate::default()).await,
+        Err(Error::Tracking(crate::TrackingError::RunNotActive { .. }))
+    ));
     store.set_run_lifecycle(&run_id, LifecycleStage::Active, 6).await.expect("restore");
     store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await.expect("log after restore");
     let missing = RunId::generate();
-    assert!(matches!(store.get_run(&missing).await, Err(Error::RunNotFound { .. })));
-    assert!(matches!(store.log_batch(&missing, &[], &[], &[]).await, Err(Error::RunNotFound { .. })));
-    assert!(matches!(store.set_run_lifecycle(&missing, LifecycleStage::Deleted, 1).await, Err(Error::RunNotFound { .. })));
+    assert!(matches!(store.get_run(&missing).await, Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))));
+    assert!(matches!(store.log_batch(&missing, &[], &[], &[]).await, Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))));
+    assert!(matches!(
+        store.set_run_lifecycle(&missing, LifecycleStage::Deleted, 1).await,
+        Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))
+    ));
 }
 
 pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
@@ -273,7 +300,7 @@ pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
     // Re-logging identical params is fine; a changed value fails and writes nothing of the batch.
     store.log_batch(&run_id, &[], &[KeyValue::new("lr", "0.1")], &[]).await.expect("same param");
     let err = store.log_batch(&run_id, &[metric("other", 1.0, 1, 0)], &[KeyValue::new("lr", "0.2")], &[KeyValue::new("t", "2")]).await;
-    assert!(matches!(err, Err(Error::ParamChanged { .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Tracking(crate::TrackingError::ParamChanged { .. }))), "{err:?}");
     let run = store.get_run(&run_id).await.expect("get");
     assert!(run.data.metrics.iter().all(|m| m.key != "other"), "a refused batch writes nothing");
     assert!(run.data.tags.contains(&KeyValue::new("t", "1")));
@@ -447,7 +474,10 @@ pub async fn metric_history(store: Arc<dyn TrackingStore>) {
         );
         assert_eq!((&got.dataset_name, &got.dataset_digest, &got.model_id), (&want.dataset_name, &want.dataset_digest, &want.model_id));
     }
-    assert!(matches!(store.get_metric_history(&RunId::generate(), "loss", page(10)).await, Err(Error::RunNotFound { .. })));
+    assert!(matches!(
+        store.get_metric_history(&RunId::generate(), "loss", page(10)).await,
+        Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))
+    ));
 }
 
 pub async fn concurrent_experiment_creation(store: Arc<dyn TrackingStore>) {
@@ -460,7 +490,7 @@ pub async fn concurrent_experiment_creation(store: Arc<dyn TrackingStore>) {
     for task in tasks {
         match task.await.expect("join") {
             Ok(_) => created += 1,
-            Err(Error::ExperimentNameExists { .. }) => {}
+            Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. })) => {}
             Err(other) => panic!("unexpected error {other:?}"),
         }
     }
@@ -512,7 +542,7 @@ pub async fn concurrent_param_conflict(store: Arc<dyn TrackingStore>) {
     for task in tasks {
         match task.await.expect("join") {
             Ok(()) => ok += 1,
-            Err(Error::ParamChanged { .. }) => {}
+            Err(Error::Tracking(crate::TrackingError::ParamChanged { .. })) => {}
             Err(other) => panic!("unexpected error {other:?}"),
         }
     }
@@ -550,7 +580,10 @@ pub async fn logged_models(store: Arc<dyn TrackingStore>) {
     assert_eq!(ready.metrics.len(), 1);
     store.set_logged_model_tags(&model_ids[1], &[KeyValue::new("stage", "prod")], 201).await.expect("tags");
     store.delete_logged_model_tag(&model_ids[2], "stage", 202).await.expect("delete tag");
-    assert!(matches!(store.delete_logged_model_tag(&model_ids[2], "stage", 203).await, Err(Error::LoggedModelTagNotFound { .. })));
+    assert!(matches!(
+        store.delete_logged_model_tag(&model_ids[2], "stage", 203).await,
+        Err(Error::Tracking(crate::TrackingError::LoggedModelTagNotFound { .. }))
+    ));
     store.log_logged_model_params(&model_ids[2], &[KeyValue::new("extra", "1")], 204).await.expect("params");
     let query = |filter: &str, order: &[&str]| LoggedModelQuery {
         experiment_ids: vec![id.clone()],
@@ -568,7 +601,10 @@ pub async fn logged_models(store: Arc<dyn TrackingStore>) {
     );
     assert_eq!(names(store.search_logged_models(&query("params.depth = '0'", &[])).await.expect("search")), ["model-0"]);
     store.delete_logged_model(&model_ids[0], 300).await.expect("delete");
-    assert!(matches!(store.get_logged_model(&model_ids[0], false).await, Err(Error::LoggedModelNotFound { .. })));
+    assert!(matches!(
+        store.get_logged_model(&model_ids[0], false).await,
+        Err(Error::Tracking(crate::TrackingError::LoggedModelNotFound { .. }))
+    ));
     assert!(store.get_logged_model(&model_ids[0], true).await.is_ok());
     assert_eq!(store.search_logged_models(&query("", &[])).await.expect("search").items.len(), 2);
 }

@@ -118,7 +118,7 @@ pub async fn auth_users(h: &Harness) {
 
     // Names are unique, whatever the other fields.
     match auth.create_user(&service("alice", 130)).await {
-        Err(Error::UserExists { name }) => assert_eq!(name, "alice"),
+        Err(Error::Auth(crate::AuthError::UserExists { name })) => assert_eq!(name, "alice"),
         other => panic!("expected UserExists, got {other:?}"),
     }
     assert_eq!(user(auth, "alice").await, alice, "a refused create changes nothing");
@@ -151,7 +151,7 @@ pub async fn auth_users(h: &Harness) {
     assert!(auth.update_user("alice", &disabled(false), 230).await.expect("enable").disabled.eq(&false));
 
     match auth.update_user("nobody", &role(Role::Admin), 240).await {
-        Err(Error::UserNotFound { name }) => assert_eq!(name, "nobody"),
+        Err(Error::Auth(crate::AuthError::UserNotFound { name })) => assert_eq!(name, "nobody"),
         other => panic!("expected UserNotFound, got {other:?}"),
     }
     assert!(auth.get_user("nobody").await.expect("get").is_none(), "an update creates nothing");
@@ -163,7 +163,7 @@ pub async fn auth_users(h: &Harness) {
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
         match auth.update_user(odd, &role(Role::Viewer), 250).await {
-            Err(Error::UserNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Auth(crate::AuthError::UserNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
     }
@@ -273,7 +273,7 @@ pub async fn auth_tokens(h: &Harness) {
     let t4 = auth.create_token(&token("t4", "svc", 150, None)).await.expect("create token");
 
     match auth.create_token(&token("t5", "nobody", 300, None)).await {
-        Err(Error::UserNotFound { name }) => assert_eq!(name, "nobody"),
+        Err(Error::Auth(crate::AuthError::UserNotFound { name })) => assert_eq!(name, "nobody"),
         other => panic!("expected UserNotFound, got {other:?}"),
     }
     assert!(auth.get_token("t5").await.expect("get").is_none(), "a refused create stores nothing");
@@ -301,7 +301,7 @@ pub async fn auth_tokens(h: &Harness) {
     assert_eq!(auth.revoke_token("t1", 600).await.expect("revoke again"), revoked_at(&t1, 500), "the first time is kept");
     assert_eq!(auth.get_token("t1").await.expect("get").expect("exists").token.revoked_at, Some(500));
     match auth.revoke_token("nope", 700).await {
-        Err(Error::TokenNotFound { id }) => assert_eq!(id, "nope"),
+        Err(Error::Auth(crate::AuthError::TokenNotFound { id })) => assert_eq!(id, "nope"),
         other => panic!("expected TokenNotFound, got {other:?}"),
     }
     assert!(auth.get_token("t2").await.expect("get").expect("exists").token.is_usable(999));
@@ -314,7 +314,7 @@ pub async fn auth_tokens(h: &Harness) {
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
         match auth.revoke_token(odd, 1).await {
-            Err(Error::TokenNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Auth(crate::AuthError::TokenNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
     }
@@ -408,7 +408,7 @@ pub async fn auth_grants(h: &Harness) {
 
     // The user must exist.
     match auth.put_grant(&grant("nobody", exp, "1", Level::Read, 30)).await {
-        Err(Error::UserNotFound { name }) => assert_eq!(name, "nobody"),
+        Err(Error::Auth(crate::AuthError::UserNotFound { name })) => assert_eq!(name, "nobody"),
         other => panic!("expected UserNotFound, got {other:?}"),
     }
     assert_eq!(users_of(&auth.grants_on(exp, "1").await.expect("grants on")), ["Bob", "alice", "carol"]);
@@ -428,7 +428,7 @@ pub async fn auth_grants(h: &Harness) {
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
         match auth.put_grant(&grant(odd, exp, odd, Level::Read, 1)).await {
-            Err(Error::UserNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Auth(crate::AuthError::UserNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
     }
@@ -492,7 +492,10 @@ pub async fn auth_owner_and_forget(h: &Harness) {
     assert_eq!(on_m, [("alice".to_owned(), Level::Manage)]);
     assert_eq!(auth.level("bob", exp, "m").await.expect("level"), Some(Level::Read), "other kinds keep their grants");
     assert_eq!(auth.level("bob", model, "n").await.expect("level"), Some(Level::Edit), "other models keep their grants");
-    assert!(matches!(auth.set_owner(&grant("nobody", model, "m", Level::Manage, 21)).await, Err(Error::UserNotFound { .. })));
+    assert!(matches!(
+        auth.set_owner(&grant("nobody", model, "m", Level::Manage, 21)).await,
+        Err(Error::Auth(crate::AuthError::UserNotFound { .. }))
+    ));
     assert_eq!(auth.level("alice", model, "m").await.expect("level"), Some(Level::Manage), "a refused set_owner changes nothing");
     assert_eq!(auth.delete_grants_on(model, "m").await.expect("forget"), 1);
     assert!(auth.grants_on(model, "m").await.expect("grants").is_empty());

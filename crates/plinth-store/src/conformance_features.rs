@@ -163,10 +163,10 @@ pub async fn features_apply_and_versions(h: &Harness) {
     assert_eq!(old.spec.as_deref(), Some(spec("view2").as_str()));
     assert_eq!(features.feature_definition(FeatureKind::FeatureView, "driver_stats", Some(1)).await.expect("version 1"), first.written[3]);
     match features.feature_definition(FeatureKind::FeatureView, "driver_stats", Some(4)).await {
-        Err(e @ Error::FeatureDefinitionNotFound { .. }) => {
+        Err(e @ Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { .. })) => {
             assert_eq!(e.error_code(), ErrorCode::ResourceDoesNotExist);
             assert!(
-                matches!(&e, Error::FeatureDefinitionNotFound { kind: "feature_view", name, version: Some(4) } if name == "driver_stats"),
+                matches!(&e, Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { kind: "feature_view", name, version: Some(4) }) if name == "driver_stats"),
                 "{e:?}"
             );
         }
@@ -175,17 +175,20 @@ pub async fn features_apply_and_versions(h: &Harness) {
     for version in [Some(0), Some(-1), Some(i64::MAX)] {
         assert!(matches!(
             features.feature_definition(FeatureKind::FeatureView, "driver_stats", version).await,
-            Err(Error::FeatureDefinitionNotFound { .. })
+            Err(Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { .. }))
         ));
     }
     // Kinds are separate name spaces.
     match features.feature_definition(FeatureKind::Source, "driver", None).await {
-        Err(Error::FeatureDefinitionNotFound { kind, name, version }) => {
+        Err(Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { kind, name, version })) => {
             assert_eq!((kind, name.as_str(), version), ("source", "driver", None));
         }
         other => panic!("expected FeatureDefinitionNotFound, got {other:?}"),
     }
-    assert!(matches!(features.feature_definition(FeatureKind::Entity, "Driver", None).await, Err(Error::FeatureDefinitionNotFound { .. })));
+    assert!(matches!(
+        features.feature_definition(FeatureKind::Entity, "Driver", None).await,
+        Err(Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { .. }))
+    ));
 
     // History: every version, oldest first.
     let history = features.feature_history(FeatureKind::FeatureView, "driver_stats").await.expect("history");
@@ -226,7 +229,7 @@ pub async fn features_apply_and_versions(h: &Harness) {
     // Odd names are an error or nothing, never a crash.
     for odd in ["", "a\0b", "ü\u{10ffff}", &"x".repeat(5000)] {
         match features.feature_definition(FeatureKind::Entity, odd, None).await {
-            Err(Error::FeatureDefinitionNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
         match features.feature_history(FeatureKind::Entity, odd).await {
@@ -272,7 +275,7 @@ pub async fn features_apply_conflict_writes_nothing(h: &Harness) {
 
     assert!(matches!(
         features.feature_definition(FeatureKind::Entity, "customer", None).await,
-        Err(Error::FeatureDefinitionNotFound { .. })
+        Err(Error::Features(crate::FeaturesError::FeatureDefinitionNotFound { .. }))
     ));
     assert!(features.feature_history(FeatureKind::Entity, "customer").await.expect("history").is_empty());
     assert!(features.feature_history(FeatureKind::FeatureView, "ghost").await.expect("history").is_empty());
@@ -516,9 +519,12 @@ pub async fn features_training_datasets(h: &Harness) {
     assert_eq!(features.training_dataset(&unnamed_a.id).await.expect("by id"), unnamed_a);
     assert_eq!(features.training_dataset(&unnamed_b.id).await.expect("by id"), unnamed_b);
     match features.training_dataset("Churn-Train").await {
-        Err(e @ Error::TrainingDatasetNotFound { .. }) => {
+        Err(e @ Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. })) => {
             assert_eq!(e.error_code(), ErrorCode::ResourceDoesNotExist);
-            assert!(matches!(e, Error::TrainingDatasetNotFound { id } if id == "Churn-Train"), "names are case-sensitive");
+            assert!(
+                matches!(e, Error::Features(crate::FeaturesError::TrainingDatasetNotFound { id }) if id == "Churn-Train"),
+                "names are case-sensitive"
+            );
         }
         other => panic!("expected TrainingDatasetNotFound, got {other:?}"),
     }
@@ -526,17 +532,23 @@ pub async fn features_training_datasets(h: &Harness) {
     // Names are unique.
     let duplicate = dataset("6f1c0b6e-0000-4000-8000-000000000005", Some("churn-train"), 300);
     match features.create_training_dataset(&duplicate).await {
-        Err(e @ Error::TrainingDatasetExists { .. }) => {
+        Err(e @ Error::Features(crate::FeaturesError::TrainingDatasetExists { .. })) => {
             assert_eq!(e.error_code(), ErrorCode::ResourceAlreadyExists);
-            assert!(matches!(e, Error::TrainingDatasetExists { name } if name == "churn-train"));
+            assert!(matches!(e, Error::Features(crate::FeaturesError::TrainingDatasetExists { name }) if name == "churn-train"));
         }
         other => panic!("expected TrainingDatasetExists, got {other:?}"),
     }
-    assert!(matches!(features.training_dataset(&duplicate.id).await, Err(Error::TrainingDatasetNotFound { .. })));
+    assert!(matches!(
+        features.training_dataset(&duplicate.id).await,
+        Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }))
+    ));
     assert_eq!(features.training_dataset("churn-train").await.expect("by name"), named, "a refused create changes nothing");
     // Ids are unique too.
     assert!(features.create_training_dataset(&dataset(&named.id, Some("fresh-name"), 300)).await.is_err());
-    assert!(matches!(features.training_dataset("fresh-name").await, Err(Error::TrainingDatasetNotFound { .. })));
+    assert!(matches!(
+        features.training_dataset("fresh-name").await,
+        Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }))
+    ));
 
     // An id match wins over a name match.
     let lookalike = dataset("6f1c0b6e-0000-4000-8000-000000000006", Some(&unnamed_a.id), 50);
@@ -558,7 +570,7 @@ pub async fn features_training_datasets(h: &Harness) {
     // Odd input is an error or nothing, never a crash.
     for odd in ["", "a\0b", "ü\u{10ffff}", &"x".repeat(5000)] {
         match features.training_dataset(odd).await {
-            Err(Error::TrainingDatasetNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
     }
@@ -576,9 +588,9 @@ fn link(dataset_id: &str, run_id: &str, context: &str, logged_at: i64) -> Traini
 
 fn assert_dataset_not_found<T: std::fmt::Debug>(res: crate::Result<T>, id: &str) {
     match res {
-        Err(e @ Error::TrainingDatasetNotFound { .. }) => {
+        Err(e @ Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. })) => {
             assert_eq!(e.error_code(), ErrorCode::ResourceDoesNotExist);
-            assert!(matches!(&e, Error::TrainingDatasetNotFound { id: it } if it == id), "{e:?}");
+            assert!(matches!(&e, Error::Features(crate::FeaturesError::TrainingDatasetNotFound { id: it }) if it == id), "{e:?}");
         }
         other => panic!("expected TrainingDatasetNotFound, got {other:?}"),
     }
@@ -634,11 +646,11 @@ pub async fn features_training_dataset_runs(h: &Harness) {
     // Odd input is an error or nothing, never a crash.
     for odd in ["", "a\0b", "ü\u{10ffff}", &"x".repeat(5000)] {
         match features.training_dataset_runs(odd).await {
-            Err(Error::TrainingDatasetNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
         match features.link_training_dataset_run(&link(odd, "run-a", "training", 600)).await {
-            Err(Error::TrainingDatasetNotFound { .. } | Error::InvalidArgument { .. }) => {}
+            Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
     }

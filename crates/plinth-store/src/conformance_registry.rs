@@ -100,16 +100,28 @@ pub async fn registry_model_lifecycle(h: &Harness) {
     assert_eq!(created.description.as_deref(), Some("predicts churn"));
     assert_eq!(created.tags, vec![KeyValue::new("domain", "cx"), KeyValue::new("team", "b")], "sorted by key, the last duplicate wins");
     assert!(created.aliases.is_empty() && created.latest_versions.is_empty());
-    assert!(matches!(registry.create_registered_model(model("churn", 11)).await, Err(Error::RegisteredModelExists { .. })));
+    assert!(matches!(
+        registry.create_registered_model(model("churn", 11)).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelExists { .. }))
+    ));
     assert_eq!(registry.get_registered_model("churn").await.expect("get"), created);
-    assert!(matches!(registry.get_registered_model("nope").await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.get_registered_model("nope").await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
 
     let updated = registry.update_registered_model("churn", Some("v2"), 20).await.expect("update");
     assert_eq!((updated.description.as_deref(), updated.last_updated_timestamp, updated.creation_timestamp), (Some("v2"), 20, 10));
     let cleared = registry.update_registered_model("churn", None, 21).await.expect("clear description");
     assert_eq!(cleared.description, None);
-    assert!(matches!(registry.update_registered_model("nope", None, 1).await, Err(Error::RegisteredModelNotFound { .. })));
-    assert!(matches!(registry.delete_registered_model("nope").await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.update_registered_model("nope", None, 1).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
+    assert!(matches!(
+        registry.delete_registered_model("nope").await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     // Names are case-sensitive and any characters the service lets through are stored as given.
     registry.create_registered_model(model("Churn", 30)).await.expect("case differs");
     registry.create_registered_model(model("it's 100% \"odd\" _name_ é", 31)).await.expect("odd characters");
@@ -153,18 +165,27 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
         .await
         .expect("promotion");
 
-    assert!(matches!(registry.rename_registered_model("old", "taken", 6).await, Err(Error::RegisteredModelExists { .. })));
-    assert!(matches!(registry.rename_registered_model("missing", "x", 6).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.rename_registered_model("old", "taken", 6).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelExists { .. }))
+    ));
+    assert!(matches!(
+        registry.rename_registered_model("missing", "x", 6).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     let renamed = registry.rename_registered_model("old", "new", 7).await.expect("rename");
     assert_eq!((renamed.name.as_str(), renamed.last_updated_timestamp), ("new", 7));
     assert_eq!(renamed.tags, vec![KeyValue::new("k", "v")]);
     assert_eq!(renamed.aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect::<Vec<_>>(), [("champion", 1)]);
     assert_eq!(renamed.latest_versions.len(), 1);
     assert_eq!(renamed.latest_versions[0].name, "new");
-    assert!(matches!(registry.get_registered_model("old").await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.get_registered_model("old").await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     let v1 = registry.get_model_version("new", 1).await.expect("version follows");
     assert_eq!((v1.tags.clone(), v1.aliases.clone()), (vec![KeyValue::new("vk", "vv")], vec!["champion".to_owned()]));
-    assert!(matches!(registry.get_model_version("old", 1).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.get_model_version("old", 1).await, Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))));
     assert_eq!(registry.get_alias("new", "champion").await.expect("alias"), Some(1));
     assert_eq!(registry.get_gate("new", "champion").await.expect("gate").map(|g| g.model), Some("new".to_owned()));
     assert!(registry.list_gates("old").await.expect("gates").is_empty());
@@ -173,9 +194,12 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
     assert_eq!(registry.create_model_version(version("new", 8)).await.expect("v3").version, 3);
 
     registry.delete_registered_model("new").await.expect("delete");
-    assert!(matches!(registry.get_registered_model("new").await, Err(Error::RegisteredModelNotFound { .. })));
-    assert!(matches!(registry.get_model_version("new", 1).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.get_promotion(request.id).await, Err(Error::PromotionNotFound { .. })));
+    assert!(matches!(
+        registry.get_registered_model("new").await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
+    assert!(matches!(registry.get_model_version("new", 1).await, Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))));
+    assert!(matches!(registry.get_promotion(request.id).await, Err(Error::Registry(crate::RegistryError::PromotionNotFound { .. }))));
     assert!(registry.list_gates("new").await.expect("gates").is_empty());
     let all = registry
         .search_model_versions(&ModelVersionQuery {
@@ -208,9 +232,12 @@ pub async fn registry_tags(h: &Harness) {
     assert_eq!(registry.get_registered_model("m").await.expect("get").tags, vec![KeyValue::new("b", "2")]);
     assert!(matches!(
         registry.set_registered_model_tag("x", &KeyValue::new("a", "b"), 1).await,
-        Err(Error::RegisteredModelNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
-    assert!(matches!(registry.delete_registered_model_tag("x", "a").await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.delete_registered_model_tag("x", "a").await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
 
     let mut new = version("m", 4);
     new.tags = vec![KeyValue::new("z", "1"), KeyValue::new("y", ""), KeyValue::new("z", "2")];
@@ -221,17 +248,35 @@ pub async fn registry_tags(h: &Harness) {
     registry.delete_model_version_tag("m", 1, "z").await.expect("delete");
     registry.delete_model_version_tag("m", 1, "z").await.expect("deleting a missing tag is fine");
     assert_eq!(registry.get_model_version("m", 1).await.expect("get").tags, vec![KeyValue::new("w", "new"), KeyValue::new("y", "set")]);
-    assert!(matches!(registry.set_model_version_tag("m", 9, &KeyValue::new("a", "b"), 1).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.set_model_version_tag("x", 1, &KeyValue::new("a", "b"), 1).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.delete_model_version_tag("m", 9, "a").await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(
+        registry.set_model_version_tag("m", 9, &KeyValue::new("a", "b"), 1).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
+    assert!(matches!(
+        registry.set_model_version_tag("x", 1, &KeyValue::new("a", "b"), 1).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
+    assert!(matches!(
+        registry.delete_model_version_tag("m", 9, "a").await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
     registry.delete_model_version("m", 1, 6).await.expect("delete version");
-    assert!(matches!(registry.set_model_version_tag("m", 1, &KeyValue::new("a", "b"), 7).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.delete_model_version_tag("m", 1, "w").await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(
+        registry.set_model_version_tag("m", 1, &KeyValue::new("a", "b"), 7).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
+    assert!(matches!(
+        registry.delete_model_version_tag("m", 1, "w").await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
 }
 
 pub async fn registry_version_numbering(h: &Harness) {
     let registry = &h.registry;
-    assert!(matches!(registry.create_model_version(version("m", 1)).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.create_model_version(version("m", 1)).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     registry.create_registered_model(model("m", 1)).await.expect("create");
     let mut new = version("m", 2);
     new.description = Some("first".to_owned());
@@ -262,7 +307,10 @@ pub async fn registry_version_numbering(h: &Harness) {
 
     let updated = registry.update_model_version("m", 2, Some("second"), 5).await.expect("update");
     assert_eq!((updated.description.as_deref(), updated.last_updated_timestamp), (Some("second"), 5));
-    assert!(matches!(registry.update_model_version("m", 9, None, 5).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(
+        registry.update_model_version("m", 9, None, 5).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
 
     registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("alias");
     registry.move_alias(&alias_move("m", "other", 2, Expect::Anything)).await.expect("alias");
@@ -270,10 +318,19 @@ pub async fn registry_version_numbering(h: &Harness) {
     let deleted = registry.delete_model_version("m", 3, 6).await.expect("delete");
     assert_eq!(deleted, before, "delete returns the version as it was");
     assert_eq!(deleted.aliases, vec!["champion".to_owned()]);
-    assert!(matches!(registry.get_model_version("m", 3).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.delete_model_version("m", 3, 7).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.update_model_version("m", 3, None, 7).await, Err(Error::ModelVersionNotFound { .. })));
-    assert!(matches!(registry.delete_model_version("nope", 1, 7).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(registry.get_model_version("m", 3).await, Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))));
+    assert!(matches!(
+        registry.delete_model_version("m", 3, 7).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
+    assert!(matches!(
+        registry.update_model_version("m", 3, None, 7).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
+    assert!(matches!(
+        registry.delete_model_version("nope", 1, 7).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
     assert_eq!(registry.get_alias("m", "champion").await.expect("alias"), None, "aliases of a deleted version go with it");
     assert_eq!(registry.get_alias("m", "other").await.expect("alias"), Some(2));
     let m = registry.get_registered_model("m").await.expect("model");
@@ -372,17 +429,17 @@ pub async fn registry_stage_transitions(h: &Harness) {
     registry.delete_model_version("m", 4, 650).await.expect("delete v4");
     assert!(matches!(
         registry.transition_stage(&stage_move("m", 4, Stage::Production, false, Expect::Anything)).await,
-        Err(Error::ModelVersionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     let moved = registry.transition_stage(&stage_move("m", 1, Stage::Staging, true, Expect::Holder(Some(3)))).await.expect("v1 staging");
     assert_eq!(moved.archived, vec![3]);
     assert!(matches!(
         registry.transition_stage(&stage_move("m", 9, Stage::Production, false, Expect::Anything)).await,
-        Err(Error::ModelVersionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
         registry.transition_stage(&stage_move("nope", 1, Stage::Production, false, Expect::Anything)).await,
-        Err(Error::ModelVersionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
         registry.transition_stage(&stage_move("m", 2, Stage::Archived, true, Expect::Anything)).await,
@@ -417,14 +474,17 @@ pub async fn registry_concurrent_stage_transitions(h: &Harness) {
 
 pub async fn registry_alias_compare_and_set(h: &Harness) {
     let registry = &h.registry;
-    assert!(matches!(registry.get_alias("nope", "a").await, Err(Error::RegisteredModelNotFound { .. })));
-    assert!(matches!(registry.move_alias(&alias_move("nope", "a", 1, Expect::Anything)).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(registry.get_alias("nope", "a").await, Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))));
+    assert!(matches!(
+        registry.move_alias(&alias_move("nope", "a", 1, Expect::Anything)).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     registry.create_registered_model(model("m", 1)).await.expect("create");
     versions_of(registry, 3, "m").await;
     assert_eq!(registry.get_alias("m", "champion").await.expect("get"), None);
     assert!(matches!(
         registry.move_alias(&alias_move("m", "champion", 9, Expect::Anything)).await,
-        Err(Error::ModelVersionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     let err = registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(Some(2)))).await;
     let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
@@ -443,12 +503,15 @@ pub async fn registry_alias_compare_and_set(h: &Harness) {
     assert_eq!(registry.get_model_version("m", 3).await.expect("v3").aliases, vec!["backup".to_owned(), "champion".to_owned()]);
     assert_eq!(registry.delete_alias("m", "backup", 700).await.expect("delete"), Some(3));
     assert_eq!(registry.delete_alias("m", "backup", 701).await.expect("delete unset"), None);
-    assert!(matches!(registry.delete_alias("nope", "backup", 701).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.delete_alias("nope", "backup", 701).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     assert_eq!(registry.get_model_version("m", 3).await.expect("v3").aliases, vec!["champion".to_owned()]);
     registry.delete_model_version("m", 2, 702).await.expect("delete v2");
     assert!(matches!(
         registry.move_alias(&alias_move("m", "champion", 2, Expect::Anything)).await,
-        Err(Error::ModelVersionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
 }
 
@@ -507,7 +570,7 @@ pub async fn registry_alias_applies_promotion(h: &Harness) {
     assert!(matches!(registry.move_alias(&wrong).await, Err(Error::Conflict { .. })));
     let mut missing = change.clone();
     missing.promotion_id = Some(request.id + 1000);
-    assert!(matches!(registry.move_alias(&missing).await, Err(Error::PromotionNotFound { .. })));
+    assert!(matches!(registry.move_alias(&missing).await, Err(Error::Registry(crate::RegistryError::PromotionNotFound { .. }))));
     assert_eq!(registry.get_alias("m", "champion").await.expect("alias"), None, "refused moves change nothing");
     assert_eq!(registry.get_promotion(request.id).await.expect("get").status, PromotionStatus::Pending);
 
@@ -750,7 +813,10 @@ pub async fn registry_gates(h: &Harness) {
         updated_by: "admin".to_owned(),
         updated_at: at,
     };
-    assert!(matches!(registry.put_gate(&gate("production", 1, 1)).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.put_gate(&gate("production", 1, 1)).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     registry.create_registered_model(model("m", 1)).await.expect("create");
     assert_eq!(registry.put_gate(&gate("production", 1, 2)).await.expect("put"), None);
     assert_eq!(registry.get_gate("m", "production").await.expect("get"), Some(gate("production", 1, 2)));
@@ -779,14 +845,23 @@ pub async fn registry_promotions(h: &Harness) {
         now,
         expires_at,
     };
-    assert!(matches!(registry.create_promotion(promotion("m", 1, 1, 2)).await, Err(Error::RegisteredModelNotFound { .. })));
+    assert!(matches!(
+        registry.create_promotion(promotion("m", 1, 1, 2)).await,
+        Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
+    ));
     for name in ["m", "n"] {
         registry.create_registered_model(model(name, 1)).await.expect("create");
         versions_of(registry, 3, name).await;
     }
-    assert!(matches!(registry.create_promotion(promotion("m", 9, 1, 2)).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(
+        registry.create_promotion(promotion("m", 9, 1, 2)).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
     registry.delete_model_version("m", 3, 5).await.expect("delete");
-    assert!(matches!(registry.create_promotion(promotion("m", 3, 1, 2)).await, Err(Error::ModelVersionNotFound { .. })));
+    assert!(matches!(
+        registry.create_promotion(promotion("m", 3, 1, 2)).await,
+        Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
+    ));
 
     let mut with_reason = promotion("m", 1, 10, 100);
     with_reason.reason = Some("auc up".to_owned());
@@ -795,7 +870,7 @@ pub async fn registry_promotions(h: &Harness) {
     assert_eq!((first.reason.as_deref(), first.requester.as_str(), first.target.as_str()), (Some("auc up"), "bob", "champion"));
     assert!(first.reviews.is_empty());
     assert_eq!(registry.get_promotion(first.id).await.expect("get"), first);
-    assert!(matches!(registry.get_promotion(first.id + 1000).await, Err(Error::PromotionNotFound { .. })));
+    assert!(matches!(registry.get_promotion(first.id + 1000).await, Err(Error::Registry(crate::RegistryError::PromotionNotFound { .. }))));
     let second = registry.create_promotion(promotion("m", 2, 20, 50)).await.expect("create");
     let third = registry.create_promotion(promotion("n", 1, 30, 1000)).await.expect("create");
     assert!(first.id < second.id && second.id < third.id, "ids grow");
@@ -815,7 +890,7 @@ pub async fn registry_promotions(h: &Harness) {
     assert_eq!(registry.get_promotion(first.id).await.expect("get"), reviewed);
     assert!(matches!(
         registry.add_review(first.id + 1000, &review("x", ReviewDecision::Approve, 1)).await,
-        Err(Error::PromotionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::PromotionNotFound { .. }))
     ));
 
     // A rejection ends the request in the same transaction; then status compare-and-set.
@@ -829,7 +904,7 @@ pub async fn registry_promotions(h: &Harness) {
     assert_eq!(message, format!("Promotion request {} is REJECTED, not PENDING", third.id));
     assert!(matches!(
         registry.set_promotion_status(third.id + 1000, PromotionStatus::Pending, PromotionStatus::Cancelled, 41).await,
-        Err(Error::PromotionNotFound { .. })
+        Err(Error::Registry(crate::RegistryError::PromotionNotFound { .. }))
     ));
 
     // Listing: newest first, filtered, paged.

@@ -138,7 +138,7 @@ pub async fn webhooks_crud(h: &Harness) {
     webhooks.create_webhook(&b).await.expect("create");
     assert!(matches!(webhooks.create_webhook(&a).await, Err(Error::Conflict { .. })));
     assert_eq!(webhooks.get_webhook("wh-b").await.expect("get"), a);
-    assert!(matches!(webhooks.get_webhook("nope").await, Err(Error::WebhookNotFound { .. })));
+    assert!(matches!(webhooks.get_webhook("nope").await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
     let listed = webhooks.list_webhooks(page(0, 100)).await.expect("list");
     assert_eq!((listed.items.clone(), listed.has_more), (vec![a.clone(), b.clone()], false), "oldest first");
     let first = webhooks.list_webhooks(page(0, 1)).await.expect("list");
@@ -169,11 +169,14 @@ pub async fn webhooks_crud(h: &Harness) {
     };
     assert_eq!(updated, want);
     assert_eq!(webhooks.get_webhook("wh-b").await.expect("get"), want);
-    assert!(matches!(webhooks.update_webhook("nope", &update, 40).await, Err(Error::WebhookNotFound { .. })));
+    assert!(matches!(
+        webhooks.update_webhook("nope", &update, 40).await,
+        Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))
+    ));
 
     webhooks.delete_webhook("wh-a").await.expect("delete");
-    assert!(matches!(webhooks.delete_webhook("wh-a").await, Err(Error::WebhookNotFound { .. })));
-    assert!(matches!(webhooks.get_webhook("wh-a").await, Err(Error::WebhookNotFound { .. })));
+    assert!(matches!(webhooks.delete_webhook("wh-a").await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
+    assert!(matches!(webhooks.get_webhook("wh-a").await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
     assert_eq!(webhooks.list_webhooks(page(0, 100)).await.expect("list").items.len(), 1);
 }
 
@@ -249,8 +252,8 @@ pub async fn webhooks_outbox(h: &Harness) {
     assert_eq!(webhooks.get_delivery(&due[1].id).await.expect("get").finished_at, Some(320));
     assert_eq!(webhooks.claim_due(1000, 1, 3000).await.expect("due").len(), 1, "limit");
     assert_eq!(webhooks.claim_due(1000, 100, 3000).await.expect("due").len(), 1, "finished deliveries are never due; the lease expired");
-    assert!(matches!(webhooks.record_attempt("nope", &done).await, Err(Error::DeliveryNotFound { .. })));
-    assert!(matches!(webhooks.get_delivery("nope").await, Err(Error::DeliveryNotFound { .. })));
+    assert!(matches!(webhooks.record_attempt("nope", &done).await, Err(Error::Webhooks(crate::WebhookError::DeliveryNotFound { .. }))));
+    assert!(matches!(webhooks.get_delivery("nope").await, Err(Error::Webhooks(crate::WebhookError::DeliveryNotFound { .. }))));
 
     // A webhook's deliveries, newest first; deleting the webhook deletes them.
     let listed = webhooks.list_deliveries("subscribed", page(0, 100)).await.expect("list");
@@ -260,11 +263,14 @@ pub async fn webhooks_outbox(h: &Harness) {
     let first_page = webhooks.list_deliveries("subscribed", page(0, 1)).await.expect("list");
     assert_eq!((first_page.items.len(), first_page.has_more), (1, true));
     assert!(webhooks.list_deliveries("disabled", page(0, 100)).await.expect("list").items.is_empty());
-    assert!(matches!(webhooks.list_deliveries("nope", page(0, 100)).await, Err(Error::WebhookNotFound { .. })));
+    assert!(matches!(
+        webhooks.list_deliveries("nope", page(0, 100)).await,
+        Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))
+    ));
     let doomed: Vec<String> = listed.items.iter().map(|d| d.id.clone()).collect();
     webhooks.delete_webhook("subscribed").await.expect("delete");
     for id in doomed {
-        assert!(matches!(webhooks.get_delivery(&id).await, Err(Error::DeliveryNotFound { .. })));
+        assert!(matches!(webhooks.get_delivery(&id).await, Err(Error::Webhooks(crate::WebhookError::DeliveryNotFound { .. }))));
     }
     assert!(webhooks.claim_due(5000, 100, 6000).await.expect("due").iter().all(|d| d.webhook_id != "subscribed"));
     // Disabling a webhook stops new deliveries to it.
@@ -279,5 +285,5 @@ pub async fn webhooks_outbox(h: &Harness) {
     assert_eq!(pinged.items.iter().map(|d| (d.event.as_str(), d.status)).collect::<Vec<_>>(), [("webhook.ping", DeliveryStatus::Pending)]);
     assert!(webhooks.list_deliveries("other", page(0, 100)).await.expect("list").items.iter().all(|d| d.event != "webhook.ping"));
     let missing = OutboxEvent { only_webhook: Some("nope".to_owned()), ..ping };
-    assert!(matches!(webhooks.enqueue(&missing, &ids).await, Err(Error::WebhookNotFound { .. })));
+    assert!(matches!(webhooks.enqueue(&missing, &ids).await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
 }

@@ -191,3 +191,26 @@ pub trait FeatureRegistryStore: Send + Sync + 'static {
     /// newest first (like `training_datasets`), paged.
     async fn training_datasets_reading(&self, kind: FeatureKind, name: &str, page: PageRequest) -> Result<Rows<TrainingDataset>>;
 }
+
+/// What the feature registry port (definitions, training datasets) can fail with, beyond the errors every port shares (`crate::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("No {kind} named '{name}'{version_suffix}", version_suffix = version.map(|v| format!(" at version {v}")).unwrap_or_default())]
+    FeatureDefinitionNotFound { kind: &'static str, name: String, version: Option<i64> },
+    #[error("Training dataset '{id}' not found")]
+    TrainingDatasetNotFound { id: String },
+    #[error("A training dataset named '{name}' already exists")]
+    TrainingDatasetExists { name: String },
+}
+
+impl plinth_core::HasErrorCode for FeaturesError {
+    fn error_code(&self) -> plinth_core::ErrorCode {
+        use plinth_core::ErrorCode;
+        match self {
+            FeaturesError::FeatureDefinitionNotFound { .. } | FeaturesError::TrainingDatasetNotFound { .. } => {
+                ErrorCode::ResourceDoesNotExist
+            }
+            FeaturesError::TrainingDatasetExists { .. } => ErrorCode::ResourceAlreadyExists,
+        }
+    }
+}

@@ -22,9 +22,9 @@ pub mod tracking;
 pub mod webhooks;
 
 pub use audit::AuditLog;
-pub use auth::AuthStore;
+pub use auth::{AuthError, AuthStore};
 pub use error::{Error, Result};
-pub use features::FeatureRegistryStore;
-pub use registry::RegistryStore;
-pub use tracking::TrackingStore;
-pub use webhooks::WebhookStore;
+pub use features::{FeatureRegistryStore, FeaturesError};
+pub use registry::{RegistryError, RegistryStore};
+pub use tracking::{TrackingError, TrackingStore};
+pub use webhooks::{WebhookError, WebhookStore};

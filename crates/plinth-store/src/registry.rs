@@ -182,3 +182,28 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// Marks every `PENDING` request whose `expires_at` is before `now` as `EXPIRED`; returns them.
     async fn expire_promotions(&self, now: i64) -> Result<Vec<PromotionRequest>>;
 }
+
+/// What the registry port (registered models, versions, promotion requests) can fail with, beyond the errors every port shares (`crate::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("Registered Model with name={name} not found")]
+    RegisteredModelNotFound { name: String },
+    #[error("Registered Model (name={name}) already exists.")]
+    RegisteredModelExists { name: String },
+    #[error("Model Version (name={name}, version={version}) not found")]
+    ModelVersionNotFound { name: String, version: i64 },
+    #[error("Promotion request {id} not found")]
+    PromotionNotFound { id: i64 },
+}
+
+impl plinth_core::HasErrorCode for RegistryError {
+    fn error_code(&self) -> plinth_core::ErrorCode {
+        use plinth_core::ErrorCode;
+        match self {
+            RegistryError::RegisteredModelNotFound { .. }
+            | RegistryError::ModelVersionNotFound { .. }
+            | RegistryError::PromotionNotFound { .. } => ErrorCode::ResourceDoesNotExist,
+            RegistryError::RegisteredModelExists { .. } => ErrorCode::ResourceAlreadyExists,
+        }
+    }
+}

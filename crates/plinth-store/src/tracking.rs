@@ -201,3 +201,51 @@ pub trait TrackingStore: Send + Sync + 'static {
     async fn log_logged_model_params(&self, model_id: &LoggedModelId, params: &[KeyValue], now: i64) -> Result<()>;
     async fn search_logged_models(&self, query: &LoggedModelQuery) -> Result<Rows<LoggedModel>>;
 }
+
+/// What the tracking port (experiments, runs, logged models) can fail with, beyond the errors every port shares (`crate::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingError {
+    #[error("No Experiment with id={experiment_id} exists")]
+    ExperimentNotFound { experiment_id: String },
+    #[error("Experiment(name={name}) already exists. Error: experiment names are unique, also among deleted experiments")]
+    ExperimentNameExists { name: String },
+    #[error("Cannot rename a non-active experiment {experiment_id}")]
+    ExperimentNotActiveForRename { experiment_id: String },
+    #[error("The experiment {experiment_id} must be in the 'active' state. Current state is deleted.")]
+    ExperimentNotActive { experiment_id: String },
+    #[error("Run with id={run_id} not found")]
+    RunNotFound { run_id: RunId },
+    #[error("The run {run_id} must be in the 'active' state. Current state is deleted.")]
+    RunNotActive { run_id: String },
+    #[error(
+        "Changing param values is not allowed. Param with key='{key}' was already logged with value='{old_value}' for run ID='{run_id}'. Attempted logging new value '{new_value}'."
+    )]
+    ParamChanged { run_id: String, key: String, old_value: String, new_value: String },
+    #[error("No tag with name: {key} in run with id {run_id}")]
+    RunTagNotFound { run_id: String, key: String },
+    #[error("No tag with name: {key} in experiment with id {experiment_id}")]
+    ExperimentTagNotFound { experiment_id: String, key: String },
+    #[error("Logged model with ID '{model_id}' not found.")]
+    LoggedModelNotFound { model_id: LoggedModelId },
+    #[error("No tag with key: {key} in logged model {model_id}")]
+    LoggedModelTagNotFound { model_id: String, key: String },
+}
+
+impl plinth_core::HasErrorCode for TrackingError {
+    fn error_code(&self) -> plinth_core::ErrorCode {
+        use plinth_core::ErrorCode;
+        match self {
+            TrackingError::ExperimentNotFound { .. }
+            | TrackingError::RunNotFound { .. }
+            | TrackingError::RunTagNotFound { .. }
+            | TrackingError::ExperimentTagNotFound { .. }
+            | TrackingError::LoggedModelNotFound { .. }
+            | TrackingError::LoggedModelTagNotFound { .. } => ErrorCode::ResourceDoesNotExist,
+            TrackingError::ExperimentNameExists { .. } => ErrorCode::ResourceAlreadyExists,
+            TrackingError::ExperimentNotActiveForRename { .. } => ErrorCode::InvalidState,
+            TrackingError::ExperimentNotActive { .. } | TrackingError::RunNotActive { .. } | TrackingError::ParamChanged { .. } => {
+                ErrorCode::InvalidParameterValue
+            }
+        }
+    }
+}

@@ -133,3 +133,21 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn list_deliveries(&self, webhook_id: &str, page: PageRequest) -> Result<Rows<Delivery>>;
     async fn get_delivery(&self, id: &str) -> Result<Delivery>;
 }
+
+/// What the webhook port (webhooks, deliveries) can fail with, beyond the errors every port shares (`crate::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("Webhook with ID {id} not found.")]
+    WebhookNotFound { id: String },
+    #[error("Webhook delivery {id} not found.")]
+    DeliveryNotFound { id: String },
+}
+
+impl plinth_core::HasErrorCode for WebhookError {
+    fn error_code(&self) -> plinth_core::ErrorCode {
+        use plinth_core::ErrorCode;
+        match self {
+            WebhookError::WebhookNotFound { .. } | WebhookError::DeliveryNotFound { .. } => ErrorCode::ResourceDoesNotExist,
+        }
+    }
+}

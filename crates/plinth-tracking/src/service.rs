@@ -230,10 +230,11 @@ impl TrackingService {
     }
 
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        self.store
-            .find_experiment_by_name(name)
-            .await?
-            .ok_or_else(|| Error::Store(plinth_store::Error::ExperimentNotFound { experiment_id: format!("(name='{name}')") }))
+        self.store.find_experiment_by_name(name).await?.ok_or_else(|| {
+            Error::Store(plinth_store::Error::Tracking(plinth_store::TrackingError::ExperimentNotFound {
+                experiment_id: format!("(name='{name}')"),
+            }))
+        })
     }
 
     pub async fn search_experiments(&self, req: SearchExperiments) -> Result<Page<Experiment>> {

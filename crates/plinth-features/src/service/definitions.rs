@@ -79,7 +79,12 @@ impl FeatureService {
     pub async fn history(&self, kind: FeatureKind, name: &str) -> Result<Vec<FeatureDefinition>> {
         let history = self.store.feature_history(kind, name).await?;
         if history.is_empty() {
-            return Err(plinth_store::Error::FeatureDefinitionNotFound { kind: kind.as_str(), name: name.to_owned(), version: None }.into());
+            return Err(plinth_store::Error::Features(plinth_store::FeaturesError::FeatureDefinitionNotFound {
+                kind: kind.as_str(),
+                name: name.to_owned(),
+                version: None,
+            })
+            .into());
         }
         Ok(history)
     }

@@ -228,7 +228,7 @@ impl RegistryService {
                     // A run this server does not have (a registry copied from another server, a run
                     // tracked elsewhere): stored as given, as MLflow does. Nothing links the version
                     // to a run here, so its gate conditions over run facts fail closed.
-                    Err(plinth_store::Error::RunNotFound { .. }) => req.source.clone(),
+                    Err(plinth_store::Error::Tracking(plinth_store::TrackingError::RunNotFound { .. })) => req.source.clone(),
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -338,7 +338,7 @@ impl RegistryService {
                                 verified = m.source_run_id.as_ref().is_some_and(|r| r.as_str() == rid.as_str())
                                     && m.artifact_location.trim_end_matches('/') == location;
                             }
-                            Err(plinth_store::Error::LoggedModelNotFound { .. }) => {}
+                            Err(plinth_store::Error::Tracking(plinth_store::TrackingError::LoggedModelNotFound { .. })) => {}
                             Err(e) => return Err(e.into()),
                         }
                     }
@@ -352,7 +352,7 @@ impl RegistryService {
                         subject.unverified_run = Some(rid.as_str().to_owned());
                     }
                 }
-                Err(plinth_store::Error::RunNotFound { .. }) => {}
+                Err(plinth_store::Error::Tracking(plinth_store::TrackingError::RunNotFound { .. })) => {}
                 Err(e) => return Err(e.into()),
             }
         }

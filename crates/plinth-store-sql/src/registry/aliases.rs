@@ -50,7 +50,7 @@ async fn holder(tx: &mut Tx, name: &str, alias: &str) -> Result<Option<i64>, TxE
 async fn apply_promotion(store: &SqlStore, tx: &mut Tx, id: i64, change: &AliasMove) -> Result<(), TxError> {
     let sql = format!("SELECT model, version, target, status FROM promotion_requests WHERE id = $1{}", store.for_update());
     let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&mut **tx).await?;
-    let Some(row) = row else { return Err(Error::PromotionNotFound { id }.into()) };
+    let Some(row) = row else { return Err(Error::Registry(plinth_store::RegistryError::PromotionNotFound { id }).into()) };
     let status = get_str(&row, "status")?;
     if status != PromotionStatus::Pending.as_str() {
         return Err(Error::Conflict { message: format!("Promotion request {id} is {status}, not PENDING") }.into());

@@ -13,7 +13,7 @@ use crate::sql::{Sql, Tx, TxError, is_unique_violation, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
 
 pub(crate) fn not_found(name: &str) -> Error {
-    Error::RegisteredModelNotFound { name: name.to_owned() }
+    Error::Registry(plinth_store::RegistryError::RegisteredModelNotFound { name: name.to_owned() })
 }
 
 /// Locks the model row for the rest of the transaction: the per-model lock every write under a
@@ -77,7 +77,7 @@ pub(crate) async fn create(store: &SqlStore, new: NewRegisteredModel) -> Result<
         if let Err(e) = res {
             let e = TxError::from(e);
             if is_unique_violation(&e) {
-                return Err(Error::RegisteredModelExists { name: new.name.clone() }.into());
+                return Err(Error::Registry(plinth_store::RegistryError::RegisteredModelExists { name: new.name.clone() }).into());
             }
             return Err(e);
         }
@@ -105,7 +105,7 @@ pub(crate) async fn rename(store: &SqlStore, name: &str, new_name: &str, now: i6
         if let Err(e) = res {
             let e = TxError::from(e);
             if is_unique_violation(&e) {
-                return Err(Error::RegisteredModelExists { name: new_name.to_owned() }.into());
+                return Err(Error::Registry(plinth_store::RegistryError::RegisteredModelExists { name: new_name.to_owned() }).into());
             }
             return Err(e);
         }

@@ -67,14 +67,14 @@ async fn load(conn: &mut AnyConnection, dialect: Dialect, id: i64) -> Result<Opt
 }
 
 async fn load_existing(conn: &mut AnyConnection, dialect: Dialect, id: i64) -> Result<PromotionRequest, TxError> {
-    load(conn, dialect, id).await?.ok_or_else(|| Error::PromotionNotFound { id }.into())
+    load(conn, dialect, id).await?.ok_or_else(|| Error::Registry(plinth_store::RegistryError::PromotionNotFound { id }).into())
 }
 
 /// Locks a request row and returns its status.
 async fn lock(store: &SqlStore, tx: &mut Tx, id: i64) -> Result<PromotionStatus, TxError> {
     let sql = format!("SELECT status FROM promotion_requests WHERE id = $1{}", store.for_update());
     let Some(row) = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&mut **tx).await? else {
-        return Err(Error::PromotionNotFound { id }.into());
+        return Err(Error::Registry(plinth_store::RegistryError::PromotionNotFound { id }).into());
     };
     let status = get_str(&row, "status")?;
     Ok(PromotionStatus::parse(&status).ok_or_else(|| corrupt("promotion status", &status))?)
@@ -123,7 +123,10 @@ pub(crate) async fn create(store: &SqlStore, new: NewPromotion) -> Result<Promot
 
 pub(crate) async fn get(store: &SqlStore, id: i64) -> Result<PromotionRequest> {
     let mut conn = store.read_conn().await?;
-    load(&mut conn, store.dialect, id).await.map_err(sql_error)?.ok_or(Error::PromotionNotFound { id })
+    load(&mut conn, store.dialect, id)
+        .await
+        .map_err(sql_error)?
+        .ok_or(Error::Registry(plinth_store::RegistryError::PromotionNotFound { id }))
 }
 
 pub(crate) async fn list(store: &SqlStore, query: &PromotionQuery) -> Result<Rows<PromotionRequest>> {

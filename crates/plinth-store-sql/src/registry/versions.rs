@@ -16,7 +16,7 @@ use crate::sql::{Sql, Tx, TxError, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
 
 pub(crate) fn not_found(name: &str, version: i64) -> Error {
-    Error::ModelVersionNotFound { name: name.to_owned(), version }
+    Error::Registry(plinth_store::RegistryError::ModelVersionNotFound { name: name.to_owned(), version })
 }
 
 /// A live version with its tags and aliases.

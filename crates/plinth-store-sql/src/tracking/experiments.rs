@@ -26,7 +26,7 @@ pub(crate) fn key_of(id: &ExperimentId) -> Result<i64, Error> {
 }
 
 fn not_found(id: &ExperimentId) -> Error {
-    Error::ExperimentNotFound { experiment_id: id.to_string() }
+    Error::Tracking(plinth_store::TrackingError::ExperimentNotFound { experiment_id: id.to_string() })
 }
 
 fn from_row(row: &AnyRow) -> Result<Experiment, sqlx::Error> {
@@ -97,7 +97,7 @@ pub(crate) async fn create(store: &SqlStore, new: NewExperiment) -> Result<Exper
             Err(e) => {
                 let e = TxError::from(e);
                 if is_unique_violation(&e) {
-                    return Err(Error::ExperimentNameExists { name: new.name.clone() }.into());
+                    return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNameExists { name: new.name.clone() }).into());
                 }
                 return Err(e);
             }
@@ -220,7 +220,7 @@ pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, 
     write_tx!(store, |tx| async {
         let (key, stage, _) = lock_stage(store, tx, id, true).await?;
         if stage != LifecycleStage::Active {
-            return Err(Error::ExperimentNotActiveForRename { experiment_id: id.to_string() }.into());
+            return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActiveForRename { experiment_id: id.to_string() }).into());
         }
         let res = sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
             .bind(new_name.to_owned())
@@ -231,7 +231,7 @@ pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, 
         if let Err(e) = res {
             let e = TxError::from(e);
             if is_unique_violation(&e) {
-                return Err(Error::ExperimentNameExists { name: new_name.to_owned() }.into());
+                return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNameExists { name: new_name.to_owned() }).into());
             }
             return Err(e);
         }
@@ -289,7 +289,7 @@ pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue)
     write_tx!(store, |tx| async {
         let (key, stage, _) = lock_stage(store, tx, id, false).await?;
         if stage != LifecycleStage::Active {
-            return Err(Error::ExperimentNotActive { experiment_id: id.to_string() }.into());
+            return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActive { experiment_id: id.to_string() }).into());
         }
         upsert_tags(tx, store.dialect, key, std::slice::from_ref(tag)).await?;
         Ok::<_, TxError>(())
@@ -301,7 +301,7 @@ pub(crate) async fn delete_tag(store: &SqlStore, id: &ExperimentId, tag_key: &st
     write_tx!(store, |tx| async {
         let (key, stage, _) = lock_stage(store, tx, id, false).await?;
         if stage != LifecycleStage::Active {
-            return Err(Error::ExperimentNotActive { experiment_id: id.to_string() }.into());
+            return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActive { experiment_id: id.to_string() }).into());
         }
         let res = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
             .bind(key)
@@ -309,7 +309,11 @@ pub(crate) async fn delete_tag(store: &SqlStore, id: &ExperimentId, tag_key: &st
             .execute(&mut **tx)
             .await?;
         if res.rows_affected() == 0 {
-            return Err(Error::ExperimentTagNotFound { experiment_id: id.to_string(), key: tag_key.to_owned() }.into());
+            return Err(Error::Tracking(plinth_store::TrackingError::ExperimentTagNotFound {
+                experiment_id: id.to_string(),
+                key: tag_key.to_owned(),
+            })
+            .into());
         }
         Ok::<_, TxError>(())
     }

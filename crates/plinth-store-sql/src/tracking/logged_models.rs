@@ -21,7 +21,7 @@ const COLUMNS: &str = "lm.model_id, lm.experiment_id, lm.name, lm.artifact_locat
      lm.last_updated_timestamp, lm.status, lm.status_message, lm.model_type, lm.source_run_id, lm.lifecycle_stage";
 
 fn not_found(id: &LoggedModelId) -> Error {
-    Error::LoggedModelNotFound { model_id: id.to_string() }
+    Error::Tracking(plinth_store::TrackingError::LoggedModelNotFound { model_id: id.clone() })
 }
 
 fn from_row(row: &AnyRow) -> Result<LoggedModel, sqlx::Error> {
@@ -109,7 +109,7 @@ pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel) -> Result<Logg
         async {
         let (key, stage, location) = lock_stage(store, tx, &new.experiment_id, false).await?;
         if stage != LifecycleStage::Active {
-            return Err(Error::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }.into());
+            return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }).into());
         }
         let artifact_location = format!("{}/models/{}/artifacts", location.trim_end_matches('/'), new.model_id);
         sqlx::query(
@@ -219,7 +219,11 @@ pub(crate) async fn delete_tag(store: &SqlStore, model_id: &LoggedModelId, key: 
             .execute(&mut **tx)
             .await?;
         if res.rows_affected() == 0 {
-            return Err(Error::LoggedModelTagNotFound { model_id: model_id.to_string(), key: key.to_owned() }.into());
+            return Err(Error::Tracking(plinth_store::TrackingError::LoggedModelTagNotFound {
+                model_id: model_id.to_string(),
+                key: key.to_owned(),
+            })
+            .into());
         }
         Ok::<_, TxError>(())
     }

@@ -27,7 +27,7 @@ const RUN_NAME_TAG: &str = "mlflow.runName";
 const INSERT_CHUNK: usize = 1000;
 
 fn not_found(id: &RunId) -> Error {
-    Error::RunNotFound { run_id: id.to_string() }
+    Error::Tracking(plinth_store::TrackingError::RunNotFound { run_id: id.clone() })
 }
 
 fn info_from_row(row: &AnyRow) -> Result<RunInfo, sqlx::Error> {
@@ -163,7 +163,9 @@ async fn lock_active(store: &SqlStore, tx: &mut Tx, run_id: &RunId, exclusive: b
     let row = sqlx::query(AssertSqlSafe(sql)).bind(run_id.as_str().to_owned()).fetch_optional(&mut **tx).await?;
     match row {
         None => Err(not_found(run_id).into()),
-        Some(row) if get_str(&row, "lifecycle_stage")? != "active" => Err(Error::RunNotActive { run_id: run_id.to_string() }.into()),
+        Some(row) if get_str(&row, "lifecycle_stage")? != "active" => {
+            Err(Error::Tracking(plinth_store::TrackingError::RunNotActive { run_id: run_id.to_string() }).into())
+        }
         Some(_) => Ok(()),
     }
 }
@@ -172,7 +174,9 @@ pub(crate) async fn create(store: &SqlStore, new: NewRun) -> Result<Run> {
     write_tx!(store, |tx| async {
         let (key, stage, location) = lock_stage(store, tx, &new.experiment_id, false).await?;
         if stage != LifecycleStage::Active {
-            return Err(Error::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }.into());
+            return Err(
+                Error::Tracking(plinth_store::TrackingError::ExperimentNotActive { experiment_id: new.experiment_id.to_string() }).into()
+            );
         }
         let artifact_uri = format!("{}/{}/artifacts", location.trim_end_matches('/'), new.run_id);
         sqlx::query(
@@ -332,12 +336,12 @@ async fn insert_params(tx: &mut Tx, dialect: Dialect, run_id: &RunId, params: &[
             if let Some(old) = stored.get(&p.key)
                 && *old != p.value
             {
-                return Err(Error::ParamChanged {
+                return Err(Error::Tracking(plinth_store::TrackingError::ParamChanged {
                     run_id: run_id.to_string(),
                     key: p.key.clone(),
                     old_value: old.clone(),
                     new_value: p.value.clone(),
-                }
+                })
                 .into());
             }
         }
@@ -436,7 +440,9 @@ pub(crate) async fn delete_tag(store: &SqlStore, run_id: &RunId, key: &str) -> R
             .execute(&mut **tx)
             .await?;
         if res.rows_affected() == 0 {
-            return Err(Error::RunTagNotFound { run_id: run_id.to_string(), key: key.to_owned() }.into());
+            return Err(
+                Error::Tracking(plinth_store::TrackingError::RunTagNotFound { run_id: run_id.to_string(), key: key.to_owned() }).into()
+            );
         }
         Ok::<_, TxError>(())
     }
