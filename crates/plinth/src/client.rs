@@ -56,6 +56,14 @@ impl Connection {
     }
 }
 
+/// The environment a client command reads, shown under every client command's `--help`.
+pub(crate) const CREDENTIALS_HELP: &str = "Environment:
+  PLINTH_SERVER       the server's URL (else MLFLOW_TRACKING_URI; default http://127.0.0.1:5000)
+  PLINTH_USER         who you are, signing in with PLINTH_PASSWORD (else MLFLOW_TRACKING_USERNAME)
+  PLINTH_PASSWORD     your password (else MLFLOW_TRACKING_PASSWORD); never pass it as a flag
+  PLINTH_TOKEN        an API token, sent as a Bearer token instead of a user and password
+                      (else MLFLOW_TRACKING_TOKEN)";
+
 /// What a 401 should tell the user to do.
 const SIGN_IN_HINT: &str = "sign in: set PLINTH_USER and PLINTH_PASSWORD (or pass --user), or PLINTH_TOKEN with an API token \
 (MLflow's MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN work too)";

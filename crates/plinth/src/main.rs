@@ -37,6 +37,7 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Model registry: promotion gates, promotions and approvals, lineage (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
     Models {
         #[command(flatten)]
         conn: client::Connection,
@@ -58,6 +59,7 @@ enum Command {
         command: admin::TokensCommand,
     },
     /// The feature store: plan and apply definitions, list them, retrieve training data (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
     Features {
         #[command(flatten)]
         conn: client::Connection,
@@ -65,6 +67,7 @@ enum Command {
         command: features_cli::FeaturesCommand,
     },
     /// The audit trail (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
     Audit {
         #[command(flatten)]
         conn: client::Connection,
@@ -258,5 +261,17 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every client command's help names the variables it signs in with.
+    #[test]
+    fn client_help_names_the_credential_variables() {
+        let mut cli = super::Cli::command();
+        for name in ["models", "features", "audit"] {
+            let help = cli.find_subcommand_mut(name).expect(name).render_long_help().to_string();
+            for var in ["PLINTH_SERVER", "PLINTH_USER", "PLINTH_PASSWORD", "PLINTH_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI"] {
+                assert!(help.contains(var), "`plinth {name} --help` does not name {var}:\n{help}");
+            }
+        }
     }
 }
