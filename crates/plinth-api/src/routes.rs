@@ -24,6 +24,21 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use crate::AppState;
 use crate::access::Need;
 
+/// `fn get(self, path, need, handler)` and the like: a route for one method, with its permission.
+macro_rules! methods {
+    ($($name:ident => $method:ident),* $(,)?) => {
+        $(
+            pub(crate) fn $name<H, T>(self, path: &str, need: Need, handler: H) -> Routes
+            where
+                H: Handler<T, AppState>,
+                T: 'static,
+            {
+                self.on(Method::$method, MethodFilter::$method, path, need, handler)
+            }
+        )*
+    };
+}
+
 /// Routes under construction, each with its permission.
 #[derive(Default, Clone)]
 pub(crate) struct Routes {
@@ -36,44 +51,12 @@ impl Routes {
         Routes::default()
     }
 
-    pub(crate) fn get<H, T>(self, path: &str, need: Need, handler: H) -> Routes
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.on(Method::GET, MethodFilter::GET, path, need, handler)
-    }
-
-    pub(crate) fn post<H, T>(self, path: &str, need: Need, handler: H) -> Routes
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.on(Method::POST, MethodFilter::POST, path, need, handler)
-    }
-
-    pub(crate) fn put<H, T>(self, path: &str, need: Need, handler: H) -> Routes
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.on(Method::PUT, MethodFilter::PUT, path, need, handler)
-    }
-
-    pub(crate) fn patch<H, T>(self, path: &str, need: Need, handler: H) -> Routes
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.on(Method::PATCH, MethodFilter::PATCH, path, need, handler)
-    }
-
-    pub(crate) fn delete<H, T>(self, path: &str, need: Need, handler: H) -> Routes
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.on(Method::DELETE, MethodFilter::DELETE, path, need, handler)
+    methods! {
+        get => GET,
+        post => POST,
+        put => PUT,
+        patch => PATCH,
+        delete => DELETE,
     }
 
     fn on<H, T>(mut self, method: Method, filter: MethodFilter, path: &str, need: Need, handler: H) -> Routes
