@@ -13,6 +13,7 @@ pub mod auth;
 pub mod conformance;
 pub mod conformance_auth;
 pub mod conformance_features;
+pub mod conformance_promotions;
 pub mod conformance_registry;
 pub mod conformance_webhooks;
 mod error;
