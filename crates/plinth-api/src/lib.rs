@@ -22,6 +22,7 @@ mod json;
 mod meta;
 pub mod metrics;
 mod mlflow;
+pub mod oip;
 mod plinth_v1;
 mod readiness;
 mod references;
