@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 /// Most elements one request may carry across its inputs.
 pub const MAX_ELEMENTS: usize = 16 * 1024 * 1024;
 
-/// An inference request's content.
+/// An inference request body: its id, its input tensors, the outputs it asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InferRequest {
+pub struct InferBody {
     pub id: Option<String>,
     pub inputs: Vec<Tensor>,
     /// The outputs asked for by name; empty: every output.
@@ -40,7 +40,7 @@ fn invalid(message: impl Into<String>) -> OipError {
 }
 
 /// Decodes an inference request body.
-pub fn decode_request(body: &Value) -> Result<InferRequest, OipError> {
+pub fn decode_request(body: &Value) -> Result<InferBody, OipError> {
     let obj = body.as_object().ok_or_else(|| invalid("the request must be a JSON object"))?;
     if let Some(key) = obj.keys().find(|k| !matches!(k.as_str(), "id" | "parameters" | "inputs" | "outputs")) {
         return Err(invalid(format!("unknown field '{key}' (an inference request has id, parameters, inputs and outputs)")));
@@ -64,7 +64,7 @@ pub fn decode_request(body: &Value) -> Result<InferRequest, OipError> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("outputs must be a list")),
     };
-    Ok(InferRequest { id, inputs, outputs })
+    Ok(InferBody { id, inputs, outputs })
 }
 
 fn decode_tensor(t: &Value, budget: &mut usize) -> Result<Tensor, OipError> {
