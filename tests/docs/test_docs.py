@@ -98,8 +98,7 @@ def _free_port() -> int:
 class Session:
     """One document's run: its directory, environment, server and shell state."""
 
-    def __init__(self, doc: Path, tmp: Path):
-        self.doc = doc
+    def __init__(self, tmp: Path):
         self.dir = tmp / "work"
         self.meta = tmp / "meta"
         self.dir.mkdir()
@@ -239,7 +238,7 @@ DOCS = documents(ROOT)
 def test_examples_run(doc: Path, tmp_path: Path):
     rel = str(doc.relative_to(ROOT))
     all_blocks = blocks(doc.read_text(), rel)
-    session = Session(doc, tmp_path)
+    session = Session(tmp_path)
     try:
         for block in all_blocks:
             if block.kind == "file":

@@ -249,7 +249,7 @@ fn cases() -> Vec<Case> {
             want: Err((REFUSED, "approval")),
         },
         Case {
-            what: "an alias gate named like a stage guards nothing of it",
+            what: "a gate on one stage guards nothing of another",
             gate: gate("stage:staging", &["metrics.auc >= 0.99"], &[], 0),
             before: &[],
             target: "stage:Production",

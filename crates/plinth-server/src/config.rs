@@ -220,8 +220,9 @@ impl FeaturesSection {
         if raw.is_empty() {
             return Ok(OnlineStoreLocation::Embedded(data_dir.join("features").join("online.redb")));
         }
-        if let Some(rest) = raw.strip_prefix("redis://").or_else(|| raw.strip_prefix("rediss://")) {
-            let host = rest.split(['/', '?']).next().unwrap_or("").rsplit('@').next().unwrap_or("");
+        if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+            // The URL parser (as `redact_url` uses it), not string splitting, finds the host.
+            let host = reqwest::Url::parse(raw).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
             if host.is_empty() {
                 return Err(format!("features.online_store: the Redis URL '{}' names no host", redact_url(raw)));
             }

@@ -133,7 +133,7 @@ pub struct StepRange {
 
 /// One dataset logged as a run input in an experiment, with the input's context
 /// (`mlflow.data.context`): a row of MLflow's `experiments/search-datasets`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetSummary {
     pub experiment_id: ExperimentId,
     pub name: String,

@@ -722,9 +722,9 @@ pub(crate) async fn dataset_summaries(store: &SqlStore, experiment_ids: &[Experi
         return Ok(Vec::new());
     }
     let mut conn = store.read_conn().await?;
-    let mut out = std::collections::BTreeSet::new();
+    let mut all = Vec::new();
     // One statement per chunk of experiments keeps the bind count under SQLite's limit; the
-    // set merges and orders the chunks' rows.
+    // chunks hold different experiments, so their rows are merged by one sort below.
     for chunk in keys.chunks(INSERT_CHUNK) {
         let mut sql = Sql::new(
             "SELECT DISTINCT r.experiment_id, i.dataset_name, i.dataset_digest, t.value AS context \
@@ -737,7 +737,7 @@ pub(crate) async fn dataset_summaries(store: &SqlStore, experiment_ids: &[Experi
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
         for row in &rows {
-            out.insert(DatasetSummary {
+            all.push(DatasetSummary {
                 experiment_id: ExperimentId::from_trusted(get_i64(row, "experiment_id").map_err(sql_error)?.to_string()),
                 name: get_str(row, "dataset_name").map_err(sql_error)?,
                 digest: get_str(row, "dataset_digest").map_err(sql_error)?,
@@ -746,7 +746,6 @@ pub(crate) async fn dataset_summaries(store: &SqlStore, experiment_ids: &[Experi
         }
     }
     // Experiment ids order numerically, as the statement ordered them.
-    let mut all: Vec<DatasetSummary> = out.into_iter().collect();
     all.sort_by(|a, b| {
         (numeric_id(&a.experiment_id), &a.name, &a.digest, &a.context).cmp(&(numeric_id(&b.experiment_id), &b.name, &b.digest, &b.context))
     });
