@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::access::{Locate as L, Need as N};
 use crate::fields::{Fields, JsonBody, MlflowRequest};
+use crate::identity::Caller;
 use crate::routes::Routes;
 use crate::{ApiError, AppState};
 use plinth_core::auth::Level::{Edit, Read};
@@ -56,9 +57,15 @@ fn body_stream(req: Request) -> ByteStream {
     Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other))
 }
 
-async fn upload(_: Serving, State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+async fn upload(
+    _: Serving,
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path(path): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
-    s.tracking.blobs().put(&path, body_stream(req)).await?;
+    s.tracking.acting(&actor).upload_artifact(&path, body_stream(req)).await?;
     Ok(Json(json!({})))
 }
 
@@ -139,9 +146,9 @@ async fn list(_: Serving, State(s): State<AppState>, MlflowRequest(f): MlflowReq
     Ok(Json(json!({"files": files})))
 }
 
-async fn delete(_: Serving, State(s): State<AppState>, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete(_: Serving, State(s): State<AppState>, Caller(actor): Caller, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
     let path = ArtifactPath::parse(&path)?;
-    s.tracking.blobs().delete(&path).await?;
+    s.tracking.acting(&actor).delete_artifact(&path).await?;
     Ok(Json(json!({})))
 }
 
@@ -209,7 +216,13 @@ fn upload_id(f: &Fields) -> Result<String, ApiError> {
     f.str("upload_id")
 }
 
-async fn mpu_complete(_: Serving, State(s): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Json<Value>, ApiError> {
+async fn mpu_complete(
+    _: Serving,
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path(path): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
     let dir = ArtifactPath::parse(&path)?;
     let f = fields_after_path(&s, req).await?;
     let path = mpu_target(&dir, &f)?;
@@ -225,7 +238,7 @@ async fn mpu_complete(_: Serving, State(s): State<AppState>, Path(path): Path<St
     if parts.is_empty() {
         return Err(InvalidParameter::missing("parts").into());
     }
-    s.tracking.blobs().complete_multipart(&upload_id(&f)?, &path, &parts).await?;
+    s.tracking.acting(&actor).complete_multipart(&upload_id(&f)?, &path, &parts).await?;
     Ok(Json(json!({})))
 }
 

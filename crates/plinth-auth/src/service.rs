@@ -13,6 +13,7 @@ use plinth_core::audit::{Actor, AuditEvent, Change, Outcome};
 use plinth_core::auth::{self as a, ApiToken, PrincipalKind, Role, User};
 use plinth_core::time::now_millis;
 use plinth_core::validation::{InvalidParameter, check_length};
+use plinth_store::audit::Record;
 use plinth_store::auth::{NewToken, NewUser, UserUpdate};
 use plinth_store::{AuditLog, AuthStore};
 
@@ -249,7 +250,8 @@ impl AuthService {
             due
         };
         if due {
-            self.store.touch_token(id, now).await?;
+            // A token's last use is bookkeeping, not a change anyone made: no record.
+            self.store.touch_token(id, now, Record::none()).await?;
         }
         Ok(Ok(principal(&owner.user, true)))
     }
@@ -315,7 +317,7 @@ impl AuthService {
                 (PrincipalKind::ServiceAccount, None) => None,
             };
             let new = NewUser { name: name.to_owned(), kind, role, approver, password_hash, now: now_millis() };
-            Ok(self.store.create_user(&new).await?)
+            Ok(self.store.create_user(&new, Record::event(event.clone())).await?)
         }
         .await;
         self.finish(event, res).await
@@ -356,7 +358,7 @@ impl AuthService {
                     Some(tokio::task::spawn_blocking(move || password::hash(&p)).await.map_err(plinth_store::Error::internal)?);
                 event.changes.push(Change::set("password", "(changed)"));
             }
-            Ok(self.store.update_user(name, &update, now_millis()).await?)
+            Ok(self.store.update_user(name, &update, now_millis(), Record::event(event.clone())).await?)
         }
         .await;
         self.finish(event, res).await
@@ -378,7 +380,7 @@ impl AuthService {
     pub async fn create_token(&self, actor: &Actor, user: &str, label: &str, ttl_secs: Option<i64>) -> Result<(ApiToken, String)> {
         // A token minted for another user is impersonation, and is recorded as such.
         let action = if actor.name == user { "token.create" } else { "token.impersonate" };
-        let mut event = AuditEvent::new(actor, action, "user", user).with_change(Change::set("token_name", label));
+        let event = AuditEvent::new(actor, action, "user", user).with_change(Change::set("token_name", label));
         let res = async {
             if label.trim().is_empty() {
                 return Err(InvalidParameter::missing("name").into());
@@ -400,8 +402,8 @@ impl AuthService {
                 created_at: now,
                 expires_at: ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
             };
-            let created = self.store.create_token(&new).await?;
-            event.changes.push(Change::set("token_id", created.id.clone()));
+            let record = Record::of(|created: &ApiToken| event.clone().with_change(Change::set("token_id", created.id.clone())));
+            let created = self.store.create_token(&new, record).await?;
             Ok((created, minted.full))
         }
         .await;
@@ -422,13 +424,14 @@ impl AuthService {
 
     pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<ApiToken> {
         let event = AuditEvent::new(actor, "token.revoke", "token", id);
-        let res = async { Ok(self.store.revoke_token(id, now_millis()).await?) }.await;
+        let res = async { Ok(self.store.revoke_token(id, now_millis(), Record::event(event.clone())).await?) }.await;
         self.finish(event, res).await
     }
 
+    /// Records a change that did not happen (its refusal or failure); a change that happened was
+    /// recorded by the store in its own transaction, from the `Record` each write passes down.
     async fn finish<T>(&self, event: AuditEvent, res: Result<T>) -> Result<T> {
-        self.record(event.concluded(&res)).await?;
-        res
+        plinth_store::audit::append_failure(&self.audit, event, res).await
     }
 
     /// Records a refused request (a permission the caller lacks).
@@ -489,7 +492,7 @@ impl AuthService {
         };
         let event = AuditEvent::new(&principal.actor(), "grant.owner", kind.as_str(), resource)
             .with_change(Change::set(format!("grants.{}", principal.name), a::Level::Manage.as_str()));
-        let res = async { Ok(self.store.set_owner(&grant).await?) }.await;
+        let res = async { Ok(self.store.set_owner(&grant, Record::event(event.clone())).await?) }.await;
         self.finish(event, res).await
     }
 
@@ -504,14 +507,14 @@ impl AuthService {
             granted_by: actor.name.clone(),
             granted_at: now_millis(),
         };
-        let res = async { Ok(self.store.put_grant(&grant).await?) }.await;
+        let res = async { Ok(self.store.put_grant(&grant, Record::event(event.clone())).await?) }.await;
         self.finish(event, res).await
     }
 
     pub async fn delete_grant(&self, actor: &Actor, user: &str, kind: a::ResourceKind, resource: &str) -> Result<bool> {
         let event =
             AuditEvent::new(actor, "grant.delete", kind.as_str(), resource).with_change(Change::new(format!("grants.{user}"), None, None));
-        let res = async { Ok(self.store.delete_grant(user, kind, resource).await?) }.await;
+        let res = async { Ok(self.store.delete_grant(user, kind, resource, Record::event(event.clone())).await?) }.await;
         self.finish(event, res).await
     }
 
@@ -529,7 +532,7 @@ impl AuthService {
             Some(from.to_owned()),
             Some(to.to_owned()),
         ));
-        let res = async { Ok(self.store.rename_grants(kind, from, to).await?) }.await;
+        let res = async { Ok(self.store.rename_grants(kind, from, to, Record::event(event.clone())).await?) }.await;
         self.finish(event, res).await
     }
 }
@@ -538,7 +541,7 @@ impl AuthService {
     /// Drops every grant on a resource that no longer exists.
     pub async fn forget_resource(&self, actor: &Actor, kind: a::ResourceKind, resource: &str) -> Result<()> {
         let event = AuditEvent::new(actor, "grant.forget", kind.as_str(), resource);
-        let res = async { Ok(self.store.delete_grants_on(kind, resource).await.map(|_| ())?) }.await;
+        let res = async { Ok(self.store.delete_grants_on(kind, resource, Record::event(event.clone())).await.map(|_| ())?) }.await;
         self.finish(event, res).await
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::{ErrorCode, HasErrorCode};
 
-/// Who made a request. Until authentication lands this is the name the request presents
-/// (the HTTP Basic user name), or `anonymous`.
+/// Who made a request: the verified principal with auth on; with auth off, the user name the
+/// request presents (the HTTP Basic user name, unverified), or `anonymous`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     pub name: String,

@@ -14,10 +14,10 @@ use plinth_core::time::now_millis;
 use plinth_core::tracking::{KeyValue, LoggedModel, Page, Run};
 use plinth_core::validation::{InvalidParameter, check_length, validate_max_results};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
-use plinth_store::audit::{AuditQuery, append_detached};
+use plinth_store::audit::{AuditQuery, Record, append_detached, append_failure};
 use plinth_store::registry::{
     AliasMove, Expect, ModelVersionQuery, NewModelVersion, NewPromotion, NewRegisteredModel, PromotionQuery, RegisteredModelQuery,
-    StageMove,
+    StageMove, StageMoved,
 };
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{AuditLog, RegistryStore, TrackingStore};
@@ -45,6 +45,43 @@ pub struct RegistryConfig {
 
 /// How many times a gated move re-evaluates after losing a race for the target.
 const GATED_MOVE_ATTEMPTS: usize = 8;
+
+/// How one attempt of a gated move ended.
+pub(super) enum Attempt<T> {
+    Done(T),
+    /// The target's holder or its gate changed between the judgement and the write (the store's
+    /// compare-and-set refused it): judge again against the new state.
+    Raced(String),
+}
+
+impl<T> Attempt<T> {
+    /// A compare-and-set write's result: a refused precondition is a lost race.
+    pub(super) fn of(res: plinth_store::Result<T>) -> Result<Attempt<T>> {
+        match res {
+            Ok(value) => Ok(Attempt::Done(value)),
+            Err(plinth_store::Error::Conflict { message }) => Ok(Attempt::Raced(message)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The one gated move that aliases, stages and promotions share: reads the target, judges the
+/// move through its gate and writes it as a compare-and-set on what was judged (`attempt`), again
+/// after every lost race, at most `GATED_MOVE_ATTEMPTS` times; the last race is a `Conflict`.
+pub(super) async fn gated_move<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt<T>>>,
+{
+    let mut last = String::new();
+    for _ in 0..GATED_MOVE_ATTEMPTS {
+        match attempt().await? {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::Raced(message) => last = message,
+        }
+    }
+    Err(Error::Conflict { message: last })
+}
 const MAX_ORDER_BY_KEYS: usize = 20;
 const MAX_FILTER_CLAUSES: usize = 256;
 
@@ -185,14 +222,15 @@ impl RegistryService {
         RegistryService { store, tracking, audit, outbox, config }
     }
 
-    /// Records `event` with the outcome of `res`, then hands `res` back.
+    /// Records a change that did not happen: appends `event` with `res`'s refusal or failure, then
+    /// hands `res` back. A change that happened was recorded by the store, in its own transaction
+    /// (each mutating port method takes its `Record`).
     async fn audited<T>(&self, event: AuditEvent, res: Result<T>) -> Result<T> {
-        self.record(&event.concluded(&res)).await?;
-        res
+        append_failure(&self.audit, event, res).await
     }
 
-    /// Appends to the audit trail. An audit write that fails fails the request: an
-    /// acknowledged change always has its record.
+    /// Appends to the audit trail what no change's transaction records (a request that found
+    /// nothing to change). An audit write that fails fails the request.
     async fn record(&self, event: &AuditEvent) -> Result<()> {
         append_detached(&self.audit, event.clone()).await?;
         Ok(())

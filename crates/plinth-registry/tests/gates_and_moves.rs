@@ -26,6 +26,7 @@ use plinth_core::tracking::{KeyValue, Metric};
 use plinth_registry::webhooks::Outbox;
 use plinth_registry::{CreateVersion, RegistryConfig, RegistryService, Viewer};
 use plinth_store::TrackingStore;
+use plinth_store::audit::Record;
 use plinth_store::tracking::{ArtifactLocation, NewExperiment, NewRun};
 use plinth_store_sql::{SqlConfig, SqlStore};
 
@@ -42,12 +43,15 @@ async fn world() -> World {
     let config = SqlConfig { url, max_connections: 4, acquire_timeout: Duration::from_secs(10), sqlite_synchronous_full: false };
     let store = Arc::new(SqlStore::connect(&config).await.expect("open the store"));
     let experiment = store
-        .create_experiment(NewExperiment {
-            name: "gates".into(),
-            artifact_location: ArtifactLocation::UnderRoot("mlflow-artifacts:".into()),
-            tags: vec![],
-            now: 1,
-        })
+        .create_experiment(
+            NewExperiment {
+                name: "gates".into(),
+                artifact_location: ArtifactLocation::UnderRoot("mlflow-artifacts:".into()),
+                tags: vec![],
+                now: 1,
+            },
+            Record::none(),
+        )
         .await
         .expect("experiment");
     let registry = RegistryService::new(
@@ -75,10 +79,10 @@ impl World {
             start_time: 1,
             tags: vec![],
         };
-        self.tracking.create_run(run).await.expect("run");
+        self.tracking.create_run(run, Record::none()).await.expect("run");
         let metric =
             Metric { key: "auc".into(), value: auc, timestamp: 1, step: 0, dataset_name: None, dataset_digest: None, model_id: None };
-        self.tracking.log_batch(&run_id, &[metric], &[], &[]).await.expect("metric");
+        self.tracking.log_batch(&run_id, &[metric], &[], &[], Record::none()).await.expect("metric");
         run_id.as_str().to_owned()
     }
 

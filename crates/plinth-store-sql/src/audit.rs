@@ -3,14 +3,14 @@
 use async_trait::async_trait;
 use plinth_core::audit::{AuditEvent, Change, Outcome};
 use plinth_store::audit::AuditQuery;
-use plinth_store::tracking::Rows;
+use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{AuditLog, Result};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::SqlStore;
-use crate::rows::{corrupt, get_i64, get_opt_str, get_str};
-use crate::sql::{Sql, TxError, sql_error, write_tx};
+use crate::rows::{corrupt, decode_page, get_i64, get_opt_str, get_str};
+use crate::sql::{Sql, Tx, TxError, sql_error, write_tx};
 
 const COLUMNS: &str = "id, time, actor, action, resource_type, resource_id, outcome, message, changes";
 
@@ -80,31 +80,32 @@ fn like_prefix(prefix: &str) -> String {
     out
 }
 
+/// Inserts one event inside `tx` (a change's own transaction, or an append of its own); returns its id.
+pub(crate) async fn insert(tx: &mut Tx, event: &AuditEvent) -> Result<i64, TxError> {
+    let row = sqlx::query(
+        "INSERT INTO audit_events (time, actor, action, resource_type, resource_id, outcome, message, changes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(event.time)
+    .bind(event.actor.clone())
+    .bind(event.action.clone())
+    .bind(event.resource_type.clone())
+    .bind(event.resource_id.clone())
+    .bind(event.outcome.as_str())
+    .bind(event.message.clone())
+    .bind(changes_to_json(&event.changes))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(get_i64(&row, "id")?)
+}
+
 #[async_trait]
 impl AuditLog for SqlStore {
     async fn append(&self, event: &AuditEvent) -> Result<i64> {
-        write_tx!(self, |tx| async {
-            let row = sqlx::query(
-                "INSERT INTO audit_events (time, actor, action, resource_type, resource_id, outcome, message, changes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(event.time)
-            .bind(event.actor.clone())
-            .bind(event.action.clone())
-            .bind(event.resource_type.clone())
-            .bind(event.resource_id.clone())
-            .bind(event.outcome.as_str())
-            .bind(event.message.clone())
-            .bind(changes_to_json(&event.changes))
-            .fetch_one(&mut **tx)
-            .await?;
-            Ok::<_, TxError>(get_i64(&row, "id")?)
-        }
-        .await)
+        write_tx!(self, |tx| insert(tx, event).await)
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Rows<AuditEvent>> {
-        let limit = query.limit.max(0);
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"));
         if let Some(resource_type) = &query.resource_type {
             sql.push(" AND resource_type = ").bind(resource_type);
@@ -138,13 +139,12 @@ impl AuditLog for SqlStore {
         if let Some(before) = query.before_id {
             sql.push(" AND id < ").bind(before);
         }
-        sql.push(" ORDER BY id DESC LIMIT ").bind(limit.saturating_add(1));
+        // Paged by the event id (`before_id`), newest first: the offset is always 0.
+        let page = PageRequest { offset: 0, limit: query.limit };
+        sql.push(" ORDER BY id DESC").push_page(&page);
         let mut conn = self.read_conn().await?;
         let rows = sql.query(self.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
-        let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        let has_more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        Ok(Rows { items, has_more })
+        decode_page(&rows, &page, from_row).map_err(sql_error)
     }
 }
 

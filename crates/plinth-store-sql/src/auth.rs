@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use plinth_core::auth::{ApiToken, Grant, Level, PrincipalKind, ResourceKind, Role, User};
+use plinth_store::audit::Record;
 use plinth_store::auth::{NewToken, NewUser, TokenRecord, UserRecord, UserUpdate};
 use plinth_store::{AuthStore, Error, Result};
 use sqlx::any::AnyRow;
@@ -135,8 +136,8 @@ async fn upsert_grant(tx: &mut Tx, grant: &Grant) -> Result<(), TxError> {
 
 #[async_trait]
 impl AuthStore for SqlStore {
-    async fn create_user(&self, new: &NewUser) -> Result<User> {
-        write_tx!(self, |tx| async {
+    async fn create_user(&self, new: &NewUser, record: Record<'_, User>) -> Result<User> {
+        write_tx!(self, &record, |tx| async {
             let res = sqlx::query(
                 "INSERT INTO users (name, kind, role, approver, disabled, password_hash, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, 0, $5, $6, $6)",
@@ -181,10 +182,10 @@ impl AuthStore for SqlStore {
         rows.iter().map(|row| user_from_row(row).map(|r| r.user)).collect::<Result<Vec<_>, _>>().map_err(sql_error)
     }
 
-    async fn update_user(&self, name: &str, update: &UserUpdate, now: i64) -> Result<User> {
+    async fn update_user(&self, name: &str, update: &UserUpdate, now: i64, record: Record<'_, User>) -> Result<User> {
         // Only a demotion or a disable can take away an enabled admin.
         let may_remove_admin = update.role.is_some_and(|role| role != Role::Admin) || update.disabled == Some(true);
-        write_tx!(self, |tx| async {
+        write_tx!(self, &record, |tx| async {
             // The enabled admins, locked in name order before the user's row (one lock order for
             // every guarded update). On PostgreSQL a row demoted or disabled by a transaction that
             // committed while this one waited is re-checked and drops out of the result.
@@ -232,8 +233,8 @@ impl AuthStore for SqlStore {
         .await)
     }
 
-    async fn create_token(&self, new: &NewToken) -> Result<ApiToken> {
-        write_tx!(self, |tx| async {
+    async fn create_token(&self, new: &NewToken, record: Record<'_, ApiToken>) -> Result<ApiToken> {
+        write_tx!(self, &record, |tx| async {
             require_user(tx, &new.user).await?;
             sqlx::query(
                 "INSERT INTO api_tokens (id, user_name, name, secret_hash, created_at, expires_at, revoked_at, last_used_at) \
@@ -282,8 +283,8 @@ impl AuthStore for SqlStore {
         rows.iter().map(|row| token_from_row(row).map(|r| r.token)).collect::<Result<Vec<_>, _>>().map_err(sql_error)
     }
 
-    async fn revoke_token(&self, id: &str, now: i64) -> Result<ApiToken> {
-        write_tx!(self, |tx| async {
+    async fn revoke_token(&self, id: &str, now: i64, record: Record<'_, ApiToken>) -> Result<ApiToken> {
+        write_tx!(self, &record, |tx| async {
             let sql = format!("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING {TOKEN_COLUMNS}");
             let row = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(id.to_owned()).fetch_optional(&mut **tx).await?;
             let Some(row) = row else { return Err(token_not_found(id).into()) };
@@ -292,7 +293,7 @@ impl AuthStore for SqlStore {
         .await)
     }
 
-    async fn touch_token(&self, id: &str, now: i64) -> Result<()> {
+    async fn touch_token(&self, id: &str, now: i64, record: Record<'_, ()>) -> Result<()> {
         let due = now.saturating_sub(TOUCH_INTERVAL_MS);
         // Nearly every call is within the interval: a reader answers those without queueing for
         // the writer (SQLite has one). The conditional update below stays the judge.
@@ -308,7 +309,7 @@ impl AuthStore for SqlStore {
                 return Ok(());
             }
         }
-        write_tx!(self, |tx| async {
+        write_tx!(self, &record, |tx| async {
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
                 .bind(now)
                 .bind(id.to_owned())
@@ -320,16 +321,16 @@ impl AuthStore for SqlStore {
         .await)
     }
 
-    async fn put_grant(&self, grant: &Grant) -> Result<()> {
-        write_tx!(self, |tx| async {
+    async fn put_grant(&self, grant: &Grant, record: Record<'_, ()>) -> Result<()> {
+        write_tx!(self, &record, |tx| async {
             require_user(tx, &grant.user).await?;
             upsert_grant(tx, grant).await
         }
         .await)
     }
 
-    async fn set_owner(&self, grant: &Grant) -> Result<()> {
-        write_tx!(self, |tx| async {
+    async fn set_owner(&self, grant: &Grant, record: Record<'_, ()>) -> Result<()> {
+        write_tx!(self, &record, |tx| async {
             require_user(tx, &grant.user).await?;
             sqlx::query("DELETE FROM grants WHERE kind = $1 AND resource = $2")
                 .bind(grant.kind.as_str())
@@ -341,8 +342,8 @@ impl AuthStore for SqlStore {
         .await)
     }
 
-    async fn delete_grants_on(&self, kind: ResourceKind, resource: &str) -> Result<u64> {
-        write_tx!(self, |tx| async {
+    async fn delete_grants_on(&self, kind: ResourceKind, resource: &str, record: Record<'_, u64>) -> Result<u64> {
+        write_tx!(self, &record, |tx| async {
             let res = sqlx::query("DELETE FROM grants WHERE kind = $1 AND resource = $2")
                 .bind(kind.as_str())
                 .bind(resource.to_owned())
@@ -353,8 +354,8 @@ impl AuthStore for SqlStore {
         .await)
     }
 
-    async fn delete_grant(&self, user: &str, kind: ResourceKind, resource: &str) -> Result<bool> {
-        write_tx!(self, |tx| async {
+    async fn delete_grant(&self, user: &str, kind: ResourceKind, resource: &str, record: Record<'_, bool>) -> Result<bool> {
+        write_tx!(self, &record, |tx| async {
             let res = sqlx::query("DELETE FROM grants WHERE user_name = $1 AND kind = $2 AND resource = $3")
                 .bind(user.to_owned())
                 .bind(kind.as_str())
@@ -395,11 +396,11 @@ impl AuthStore for SqlStore {
         Level::parse(&level).map(Some).ok_or_else(|| sql_error(corrupt("level", &level)))
     }
 
-    async fn rename_grants(&self, kind: ResourceKind, from: &str, to: &str) -> Result<()> {
+    async fn rename_grants(&self, kind: ResourceKind, from: &str, to: &str, record: Record<'_, ()>) -> Result<()> {
         if from == to {
             return Ok(());
         }
-        write_tx!(self, |tx| async {
+        write_tx!(self, &record, |tx| async {
             // Grants left on `to` belong to a resource that no longer exists (a deleted model of that
             // name): the renamed resource takes the grants of `from` only, and they cannot collide.
             sqlx::query("DELETE FROM grants WHERE kind = $1 AND resource = $2")

@@ -10,6 +10,7 @@
 //! source, feature view, feature service), then names bytewise: rows are sorted here, not by SQL.
 
 use async_trait::async_trait;
+use plinth_store::audit::Record;
 use plinth_store::features::{
     DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, FeatureRegistryStore, MaterializationRun, TrainingDataset,
     TrainingDatasetRun, ViewState,
@@ -19,7 +20,7 @@ use plinth_store::{Error, Result};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
-use crate::rows::{corrupt, flag, get_flag, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
+use crate::rows::{corrupt, decode_page, flag, get_flag, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
 use crate::sql::{TxError, is_unique_violation, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
 
@@ -134,12 +135,8 @@ async fn fetch_page<'q, T>(
     page: &PageRequest,
     from_row: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
 ) -> Result<Rows<T>> {
-    let limit = page.limit.max(0);
-    let rows = query.bind(limit.saturating_add(1)).bind(page.offset.max(0)).fetch_all(&mut *conn).await.map_err(sql_error)?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-    let has_more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    Ok(Rows { items, has_more })
+    let rows = query.bind(page.limit.max(0).saturating_add(1)).bind(page.offset.max(0)).fetch_all(&mut *conn).await.map_err(sql_error)?;
+    decode_page(&rows, page, from_row).map_err(sql_error)
 }
 
 fn stale(change: &DefinitionChange, current: i64) -> Error {
@@ -170,12 +167,18 @@ fn lock_order(changes: &[DefinitionChange]) -> Result<Vec<&DefinitionChange>> {
 
 #[async_trait]
 impl FeatureRegistryStore for SqlStore {
-    async fn apply_feature_changes(&self, changes: &[DefinitionChange], actor: &str, now: i64) -> Result<FeatureApply> {
+    async fn apply_feature_changes(
+        &self,
+        changes: &[DefinitionChange],
+        actor: &str,
+        now: i64,
+        record: Record<'_, FeatureApply>,
+    ) -> Result<FeatureApply> {
         if changes.is_empty() {
             return Ok(FeatureApply { id: 0, actor: actor.to_owned(), created_at: now, written: Vec::new() });
         }
         let sorted = lock_order(changes)?;
-        write_tx!(self, |tx| async {
+        write_tx!(self, &record, |tx| async {
             if self.dialect == Dialect::Postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PG_APPLY_LOCK).execute(&mut **tx).await?;
             }
@@ -333,8 +336,8 @@ impl FeatureRegistryStore for SqlStore {
         Ok(res)
     }
 
-    async fn record_materialization(&self, run: &MaterializationRun) -> Result<i64> {
-        write_tx!(self, |tx| {
+    async fn record_materialization(&self, run: &MaterializationRun, record: Record<'_, i64>) -> Result<i64> {
+        write_tx!(self, &record, |tx| {
             async {
             let row = sqlx::query(
                 "INSERT INTO feature_materializations (view, view_version, start_ns, end_ns, rows, newest_event_ns, started_at, \
@@ -375,7 +378,7 @@ impl FeatureRegistryStore for SqlStore {
         })
     }
 
-    async fn raise_newest_event(&self, view: &str, newest_event_ns: i64, now: i64) -> Result<()> {
+    async fn raise_newest_event(&self, view: &str, newest_event_ns: i64, now: i64, record: Record<'_, ()>) -> Result<()> {
         // Pushes arrive often and mostly carry no newer time than recorded: a reader answers those
         // without queueing for the writer (SQLite has one). The conditional upsert below stays the judge.
         {
@@ -391,7 +394,7 @@ impl FeatureRegistryStore for SqlStore {
                 return Ok(());
             }
         }
-        write_tx!(self, |tx| async {
+        write_tx!(self, &record, |tx| async {
             // `updated_at` moves only when the time is raised.
             sqlx::query(
                 "INSERT INTO feature_view_state (view, watermark_ns, newest_event_ns, last_run_at, updated_at) \
@@ -424,9 +427,9 @@ impl FeatureRegistryStore for SqlStore {
         fetch_page(&mut conn, sqlx::query(AssertSqlSafe(sql)).bind(view.to_owned()), &page, run_from_row).await
     }
 
-    async fn create_training_dataset(&self, dataset: &TrainingDataset) -> Result<()> {
+    async fn create_training_dataset(&self, dataset: &TrainingDataset, record: Record<'_, ()>) -> Result<()> {
         let reads = definitions_read(&dataset.definitions)?;
-        write_tx!(self, |tx| async {
+        write_tx!(self, &record, |tx| async {
             // The id is checked first, so a unique violation below is the name.
             let taken =
                 sqlx::query("SELECT id FROM training_datasets WHERE id = $1").bind(dataset.id.clone()).fetch_optional(&mut **tx).await?;
@@ -494,8 +497,8 @@ impl FeatureRegistryStore for SqlStore {
         fetch_page(&mut conn, sqlx::query(AssertSqlSafe(sql)), &page, dataset_from_row).await
     }
 
-    async fn link_training_dataset_run(&self, link: &TrainingDatasetRun) -> Result<()> {
-        write_tx!(self, |tx| async {
+    async fn link_training_dataset_run(&self, link: &TrainingDatasetRun, record: Record<'_, ()>) -> Result<()> {
+        write_tx!(self, &record, |tx| async {
             let sql = format!("SELECT id FROM training_datasets WHERE id = $1{}", self.for_share());
             let dataset = sqlx::query(AssertSqlSafe(sql)).bind(link.dataset_id.clone()).fetch_optional(&mut **tx).await?;
             if dataset.is_none() {

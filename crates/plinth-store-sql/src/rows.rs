@@ -11,6 +11,18 @@ use sqlx::{AnyConnection, Row};
 use crate::Dialect;
 use crate::sql::{Arg, Sql};
 
+/// The rows of a query ended with `Sql::push_page`, decoded: the page's items, and whether more follow.
+pub(crate) fn decode_page<T>(
+    rows: &[AnyRow],
+    page: &plinth_store::tracking::PageRequest,
+    decode: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<plinth_store::tracking::Rows<T>, sqlx::Error> {
+    let limit = usize::try_from(page.limit.max(0)).unwrap_or(usize::MAX);
+    let has_more = rows.len() > limit;
+    let items = rows.iter().take(limit).map(decode).collect::<Result<Vec<_>, _>>()?;
+    Ok(plinth_store::tracking::Rows { items, has_more })
+}
+
 pub(crate) fn get_i64(row: &AnyRow, col: &str) -> Result<i64, sqlx::Error> {
     row.try_get::<i64, _>(col)
 }

@@ -115,6 +115,12 @@ impl Sql {
         self
     }
 
+    /// Appends ` LIMIT … OFFSET …` for `page`, asking one row more than the page holds, so
+    /// `rows::decode_page` learns whether more follow.
+    pub(crate) fn push_page(&mut self, page: &plinth_store::tracking::PageRequest) -> &mut Sql {
+        self.push(" LIMIT ").bind(page.limit.max(0).saturating_add(1)).push(" OFFSET ").bind(page.offset.max(0))
+    }
+
     /// The statement with its binds, placeholders rendered for `dialect`.
     pub(crate) fn query(self, dialect: Dialect) -> Query<'static, Any, AnyArguments> {
         let mut text = String::with_capacity(self.text.len());
@@ -314,9 +320,12 @@ async fn clean_connection(pool: &sqlx::AnyPool) -> Result<PoolConnection<Any>, s
 
 /// Runs a write transaction, retrying it (a few times, with a short backoff) when the database
 /// reports a deadlock or serialization failure. `$body` is an expression using `$tx: &mut Tx`
-/// that evaluates to `Result<T, TxError>`.
+/// that evaluates to `Result<T, TxError>`. With a `$record` (a `plinth_store::audit::Record<T>`),
+/// the change's audit events are built from the body's value and inserted in the same
+/// transaction, just before `COMMIT`: the change commits with its record or not at all.
 macro_rules! write_tx {
-    ($store:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident| $body:expr) => {{ $crate::sql::write_tx!($store, &plinth_store::audit::Record::none(), |$tx| $body) }};
+    ($store:expr, $record:expr, |$tx:ident| $body:expr) => {{
         let mut attempt: u32 = 0;
         loop {
             let res: Result<_, $crate::sql::TxError> = async {
@@ -325,6 +334,9 @@ macro_rules! write_tx {
                     let $tx: &mut $crate::sql::Tx = &mut guard;
                     $body
                 }?;
+                for event in $record.events(&value) {
+                    $crate::audit::insert(&mut guard, &event).await?;
+                }
                 guard.commit().await?;
                 Ok(value)
             }

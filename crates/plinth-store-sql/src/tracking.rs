@@ -11,6 +11,7 @@ use plinth_core::ids::{ExperimentId, LoggedModelId, RunId};
 use plinth_core::tracking::{
     DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus, Metric, ModelOutput, Run, RunInfo,
 };
+use plinth_store::audit::Record;
 use plinth_store::tracking::{
     DatasetSummary, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, Rows, RunQuery, RunUpdate,
     StepRange,
@@ -24,8 +25,8 @@ impl TrackingStore for SqlStore {
     async fn ensure_default_experiment(&self, artifact_location: &str, now: i64) -> Result<()> {
         experiments::ensure_default(self, artifact_location, now).await
     }
-    async fn create_experiment(&self, new: NewExperiment) -> Result<ExperimentId> {
-        experiments::create(self, new).await
+    async fn create_experiment(&self, new: NewExperiment, record: Record<'_, ExperimentId>) -> Result<ExperimentId> {
+        experiments::create(self, new, &record).await
     }
     async fn get_experiment(&self, experiment_id: &ExperimentId) -> Result<Experiment> {
         experiments::get(self, experiment_id).await
@@ -36,41 +37,54 @@ impl TrackingStore for SqlStore {
     async fn search_experiments(&self, query: &ExperimentQuery) -> Result<Rows<Experiment>> {
         experiments::search(self, query).await
     }
-    async fn rename_experiment(&self, experiment_id: &ExperimentId, new_name: &str, now: i64) -> Result<()> {
-        experiments::rename(self, experiment_id, new_name, now).await
+    async fn rename_experiment(&self, experiment_id: &ExperimentId, new_name: &str, now: i64, record: Record<'_, ()>) -> Result<()> {
+        experiments::rename(self, experiment_id, new_name, now, &record).await
     }
-    async fn set_experiment_lifecycle(&self, experiment_id: &ExperimentId, stage: LifecycleStage, now: i64) -> Result<()> {
-        experiments::set_lifecycle(self, experiment_id, stage, now).await
+    async fn set_experiment_lifecycle(
+        &self,
+        experiment_id: &ExperimentId,
+        stage: LifecycleStage,
+        now: i64,
+        record: Record<'_, ()>,
+    ) -> Result<()> {
+        experiments::set_lifecycle(self, experiment_id, stage, now, &record).await
     }
-    async fn set_experiment_tag(&self, experiment_id: &ExperimentId, tag: &KeyValue) -> Result<()> {
-        experiments::set_tag(self, experiment_id, tag).await
+    async fn set_experiment_tag(&self, experiment_id: &ExperimentId, tag: &KeyValue, record: Record<'_, ()>) -> Result<()> {
+        experiments::set_tag(self, experiment_id, tag, &record).await
     }
-    async fn delete_experiment_tag(&self, experiment_id: &ExperimentId, key: &str) -> Result<()> {
-        experiments::delete_tag(self, experiment_id, key).await
+    async fn delete_experiment_tag(&self, experiment_id: &ExperimentId, key: &str, record: Record<'_, ()>) -> Result<()> {
+        experiments::delete_tag(self, experiment_id, key, &record).await
     }
-    async fn create_run(&self, new: NewRun) -> Result<Run> {
-        runs::create(self, new).await
+    async fn create_run(&self, new: NewRun, record: Record<'_, Run>) -> Result<Run> {
+        runs::create(self, new, &record).await
     }
     async fn get_run(&self, run_id: &RunId) -> Result<Run> {
         runs::get(self, run_id).await
     }
-    async fn update_run(&self, run_id: &RunId, update: &RunUpdate) -> Result<RunInfo> {
-        runs::update(self, run_id, update).await
+    async fn update_run(&self, run_id: &RunId, update: &RunUpdate, record: Record<'_, RunInfo>) -> Result<RunInfo> {
+        runs::update(self, run_id, update, &record).await
     }
-    async fn set_run_lifecycle(&self, run_id: &RunId, stage: LifecycleStage, now: i64) -> Result<()> {
-        runs::set_lifecycle(self, run_id, stage, now).await
+    async fn set_run_lifecycle(&self, run_id: &RunId, stage: LifecycleStage, now: i64, record: Record<'_, ()>) -> Result<()> {
+        runs::set_lifecycle(self, run_id, stage, now, &record).await
     }
-    async fn log_batch(&self, run_id: &RunId, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
-        runs::log_batch(self, run_id, metrics, params, tags).await
+    async fn log_batch(
+        &self,
+        run_id: &RunId,
+        metrics: &[Metric],
+        params: &[KeyValue],
+        tags: &[KeyValue],
+        record: Record<'_, ()>,
+    ) -> Result<()> {
+        runs::log_batch(self, run_id, metrics, params, tags, &record).await
     }
-    async fn delete_run_tag(&self, run_id: &RunId, key: &str) -> Result<()> {
-        runs::delete_tag(self, run_id, key).await
+    async fn delete_run_tag(&self, run_id: &RunId, key: &str, record: Record<'_, ()>) -> Result<()> {
+        runs::delete_tag(self, run_id, key, &record).await
     }
-    async fn log_inputs(&self, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String]) -> Result<()> {
-        runs::log_inputs(self, run_id, datasets, model_ids).await
+    async fn log_inputs(&self, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String], record: Record<'_, ()>) -> Result<()> {
+        runs::log_inputs(self, run_id, datasets, model_ids, &record).await
     }
-    async fn log_outputs(&self, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()> {
-        runs::log_outputs(self, run_id, outputs).await
+    async fn log_outputs(&self, run_id: &RunId, outputs: &[ModelOutput], record: Record<'_, ()>) -> Result<()> {
+        runs::log_outputs(self, run_id, outputs, &record).await
     }
     async fn search_dataset_summaries(&self, experiment_ids: &[ExperimentId], limit: usize) -> Result<Vec<DatasetSummary>> {
         runs::dataset_summaries(self, experiment_ids, limit).await
@@ -87,8 +101,8 @@ impl TrackingStore for SqlStore {
     async fn get_metric_points_at_steps(&self, run_id: &RunId, key: &str, steps: &[i64]) -> Result<Vec<Metric>> {
         runs::metric_points_at_steps(self, run_id, key, steps).await
     }
-    async fn create_logged_model(&self, new: NewLoggedModel) -> Result<LoggedModel> {
-        logged_models::create(self, new).await
+    async fn create_logged_model(&self, new: NewLoggedModel, record: Record<'_, LoggedModel>) -> Result<LoggedModel> {
+        logged_models::create(self, new, &record).await
     }
     async fn get_logged_model(&self, model_id: &LoggedModelId, allow_deleted: bool) -> Result<LoggedModel> {
         logged_models::get(self, model_id, allow_deleted).await
@@ -99,20 +113,21 @@ impl TrackingStore for SqlStore {
         status: LoggedModelStatus,
         status_message: Option<&str>,
         now: i64,
+        record: Record<'_, LoggedModel>,
     ) -> Result<LoggedModel> {
-        logged_models::update_status(self, model_id, status, status_message, now).await
+        logged_models::update_status(self, model_id, status, status_message, now, &record).await
     }
-    async fn delete_logged_model(&self, model_id: &LoggedModelId, now: i64) -> Result<()> {
-        logged_models::delete(self, model_id, now).await
+    async fn delete_logged_model(&self, model_id: &LoggedModelId, now: i64, record: Record<'_, ()>) -> Result<()> {
+        logged_models::delete(self, model_id, now, &record).await
     }
-    async fn set_logged_model_tags(&self, model_id: &LoggedModelId, tags: &[KeyValue], now: i64) -> Result<()> {
-        logged_models::set_tags(self, model_id, tags, now).await
+    async fn set_logged_model_tags(&self, model_id: &LoggedModelId, tags: &[KeyValue], now: i64, record: Record<'_, ()>) -> Result<()> {
+        logged_models::set_tags(self, model_id, tags, now, &record).await
     }
-    async fn delete_logged_model_tag(&self, model_id: &LoggedModelId, key: &str, now: i64) -> Result<()> {
-        logged_models::delete_tag(self, model_id, key, now).await
+    async fn delete_logged_model_tag(&self, model_id: &LoggedModelId, key: &str, now: i64, record: Record<'_, ()>) -> Result<()> {
+        logged_models::delete_tag(self, model_id, key, now, &record).await
     }
-    async fn log_logged_model_params(&self, model_id: &LoggedModelId, params: &[KeyValue], now: i64) -> Result<()> {
-        logged_models::log_params(self, model_id, params, now).await
+    async fn log_logged_model_params(&self, model_id: &LoggedModelId, params: &[KeyValue], now: i64, record: Record<'_, ()>) -> Result<()> {
+        logged_models::log_params(self, model_id, params, now, &record).await
     }
     async fn search_logged_models(&self, query: &LoggedModelQuery) -> Result<Rows<LoggedModel>> {
         logged_models::search(self, query).await

@@ -1,6 +1,7 @@
 //! `WebhookStore` on SQL: subscriptions and the durable delivery outbox.
 
 use async_trait::async_trait;
+use plinth_store::audit::Record;
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::webhooks::{Attempt, Delivery, DeliveryStatus, OutboxEvent, Webhook, WebhookStatus, WebhookUpdate};
 use plinth_store::{Error, Result, WebhookStore};
@@ -8,8 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::SqlStore;
-use crate::rows::{corrupt, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
-use crate::sql::{TxError, is_unique_violation, sql_error, write_tx};
+use crate::rows::{corrupt, decode_page, get_i64, get_opt_i64, get_opt_str, get_str, json_strings, to_json_strings};
+use crate::sql::{Sql, TxError, is_unique_violation, sql_error, write_tx};
 
 const WEBHOOK_COLUMNS: &str = "id, name, url, events, secret, status, description, created_at, updated_at";
 const DELIVERY_COLUMNS: &str =
@@ -59,8 +60,8 @@ async fn load_webhook(conn: &mut AnyConnection, id: &str, lock: &str) -> Result<
 
 #[async_trait]
 impl WebhookStore for SqlStore {
-    async fn create_webhook(&self, webhook: &Webhook) -> Result<()> {
-        write_tx!(self, |tx| async {
+    async fn create_webhook(&self, webhook: &Webhook, record: Record<'_, ()>) -> Result<()> {
+        write_tx!(self, &record, |tx| async {
             let res = sqlx::query(
                 "INSERT INTO webhooks (id, name, url, events, secret, status, description, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -94,23 +95,15 @@ impl WebhookStore for SqlStore {
     }
 
     async fn list_webhooks(&self, page: PageRequest) -> Result<Rows<Webhook>> {
-        let limit = page.limit.max(0);
-        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_at, id LIMIT $1 OFFSET $2");
+        let mut sql = Sql::new(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_at, id"));
+        sql.push_page(&page);
         let mut conn = self.read_conn().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(limit.saturating_add(1))
-            .bind(page.offset.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        let mut items = rows.iter().map(webhook_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        let has_more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        Ok(Rows { items, has_more })
+        let rows = sql.query(self.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
+        decode_page(&rows, &page, webhook_from_row).map_err(sql_error)
     }
 
-    async fn update_webhook(&self, id: &str, update: &WebhookUpdate, now: i64) -> Result<Webhook> {
-        write_tx!(self, |tx| async {
+    async fn update_webhook(&self, id: &str, update: &WebhookUpdate, now: i64, record: Record<'_, Webhook>) -> Result<Webhook> {
+        write_tx!(self, &record, |tx| async {
             let Some(mut webhook) = load_webhook(tx, id, self.for_update()).await? else { return Err(webhook_not_found(id).into()) };
             if let Some(name) = &update.name {
                 webhook.name = name.clone();
@@ -150,8 +143,8 @@ impl WebhookStore for SqlStore {
         .await)
     }
 
-    async fn delete_webhook(&self, id: &str) -> Result<()> {
-        write_tx!(self, |tx| async {
+    async fn delete_webhook(&self, id: &str, record: Record<'_, ()>) -> Result<()> {
+        write_tx!(self, &record, |tx| async {
             // Its deliveries go with it through ON DELETE CASCADE.
             let res = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id.to_owned()).execute(&mut **tx).await?;
             if res.rows_affected() == 0 {
@@ -271,25 +264,14 @@ impl WebhookStore for SqlStore {
     }
 
     async fn list_deliveries(&self, webhook_id: &str, page: PageRequest) -> Result<Rows<Delivery>> {
-        let limit = page.limit.max(0);
         let mut conn = self.read_conn().await?;
         if load_webhook(&mut conn, webhook_id, "").await.map_err(sql_error)?.is_none() {
             return Err(webhook_not_found(webhook_id));
         }
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(webhook_id.to_owned())
-            .bind(limit.saturating_add(1))
-            .bind(page.offset.max(0))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error)?;
-        let mut items = rows.iter().map(delivery_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        let has_more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        Ok(Rows { items, has_more })
+        let mut sql = Sql::new(&format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = "));
+        sql.bind(webhook_id).push(" ORDER BY created_at DESC, id DESC").push_page(&page);
+        let rows = sql.query(self.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
+        decode_page(&rows, &page, delivery_from_row).map_err(sql_error)
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Delivery> {

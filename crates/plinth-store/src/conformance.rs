@@ -35,6 +35,13 @@ macro_rules! tracking_conformance {
             experiments_lifecycle, experiment_search, runs_lifecycle, log_batch_semantics, run_search,
             metric_history, concurrent_experiment_creation, concurrent_logging, concurrent_param_conflict,
             logged_models, dataset_summaries);
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn tracking_records_commit_with_changes() {
+            if let Some(harness) = $factory().await {
+                $crate::conformance_audit::tracking_records_commit_with_changes(&harness).await;
+                drop(harness);
+            }
+        }
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -49,7 +56,15 @@ macro_rules! tracking_conformance {
     };
 }
 
-fn exp(name: &str) -> NewExperiment {
+/// The record the suites pass to every change: an event of its own, so every body also runs the
+/// adapter's insert of the record inside the change's transaction.
+pub(crate) fn rec<'a, T: ?Sized>() -> crate::audit::Record<'a, T> {
+    crate::audit::Record::of(|_| {
+        plinth_core::audit::AuditEvent::new(&plinth_core::audit::Actor::new("conformance"), "conformance.change", "conformance", "-")
+    })
+}
+
+pub(crate) fn exp(name: &str) -> NewExperiment {
     NewExperiment {
         name: name.to_owned(),
         artifact_location: ArtifactLocation::UnderRoot("mlflow-artifacts:".into()),
@@ -58,7 +73,7 @@ fn exp(name: &str) -> NewExperiment {
     }
 }
 
-fn new_run(experiment_id: &ExperimentId, name: &str, start_time: i64) -> NewRun {
+pub(crate) fn new_run(experiment_id: &ExperimentId, name: &str, start_time: i64) -> NewRun {
     NewRun {
         run_id: RunId::generate(),
         experiment_id: experiment_id.clone(),
@@ -93,21 +108,24 @@ fn dataset_input(name: &str, digest: &str, context: Option<&str>) -> DatasetInpu
 
 /// MLflow's `search-datasets`: the distinct (experiment, name, digest, context) of run inputs.
 pub async fn dataset_summaries(store: Arc<dyn TrackingStore>) {
-    let e1 = store.create_experiment(exp("ds-1")).await.expect("create");
-    let e2 = store.create_experiment(exp("ds-2")).await.expect("create");
-    let e3 = store.create_experiment(exp("ds-3")).await.expect("create");
-    let r1 = store.create_run(new_run(&e1, "a", 1)).await.expect("run").info.run_id;
-    let r2 = store.create_run(new_run(&e1, "b", 2)).await.expect("run").info.run_id;
-    let r3 = store.create_run(new_run(&e2, "c", 3)).await.expect("run").info.run_id;
-    let r4 = store.create_run(new_run(&e3, "d", 4)).await.expect("run").info.run_id;
-    store.log_inputs(&r1, &[dataset_input("train", "d1", Some("training")), dataset_input("eval", "d2", None)], &[]).await.expect("inputs");
-    // The same dataset and context from a second run of the experiment is one summary; another context is another.
+    let e1 = store.create_experiment(exp("ds-1"), rec()).await.expect("create");
+    let e2 = store.create_experiment(exp("ds-2"), rec()).await.expect("create");
+    let e3 = store.create_experiment(exp("ds-3"), rec()).await.expect("create");
+    let r1 = store.create_run(new_run(&e1, "a", 1), rec()).await.expect("run").info.run_id;
+    let r2 = store.create_run(new_run(&e1, "b", 2), rec()).await.expect("run").info.run_id;
+    let r3 = store.create_run(new_run(&e2, "c", 3), rec()).await.expect("run").info.run_id;
+    let r4 = store.create_run(new_run(&e3, "d", 4), rec()).await.expect("run").info.run_id;
     store
-        .log_inputs(&r2, &[dataset_input("train", "d1", Some("training")), dataset_input("train", "d1b", Some("tuning"))], &[])
+        .log_inputs(&r1, &[dataset_input("train", "d1", Some("training")), dataset_input("eval", "d2", None)], &[], rec())
         .await
         .expect("inputs");
-    store.log_inputs(&r3, &[dataset_input("train", "d1", Some("validation"))], &[]).await.expect("inputs");
-    store.log_inputs(&r4, &[dataset_input("other", "d9", Some("training"))], &[]).await.expect("inputs");
+    // The same dataset and context from a second run of the experiment is one summary; another context is another.
+    store
+        .log_inputs(&r2, &[dataset_input("train", "d1", Some("training")), dataset_input("train", "d1b", Some("tuning"))], &[], rec())
+        .await
+        .expect("inputs");
+    store.log_inputs(&r3, &[dataset_input("train", "d1", Some("validation"))], &[], rec()).await.expect("inputs");
+    store.log_inputs(&r4, &[dataset_input("other", "d9", Some("training"))], &[], rec()).await.expect("inputs");
     let summary = |e: &ExperimentId, name: &str, digest: &str, context: Option<&str>| crate::tracking::DatasetSummary {
         experiment_id: e.clone(),
         name: name.into(),
@@ -135,12 +153,15 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     let default = store.get_experiment(&ExperimentId::parse("0").expect("id")).await.expect("default exists");
     assert_eq!(default.name, "Default");
 
-    let id = store.create_experiment(exp("first")).await.expect("create");
+    let id = store.create_experiment(exp("first"), rec()).await.expect("create");
     let got = store.get_experiment(&id).await.expect("get");
     assert_eq!(got.name, "first");
     assert_eq!(got.artifact_location, format!("mlflow-artifacts:/{id}"));
     assert_eq!(got.lifecycle_stage, LifecycleStage::Active);
-    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))));
+    assert!(matches!(
+        store.create_experiment(exp("first"), rec()).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))
+    ));
     assert!(store.find_experiment_by_name("nope").await.expect("find").is_none());
     assert!(matches!(
         store.get_experiment(&ExperimentId::parse("999999").expect("id")).await,
@@ -148,49 +169,55 @@ pub async fn experiments_lifecycle(store: Arc<dyn TrackingStore>) {
     ));
     assert!(matches!(store.get_experiment(&ExperimentId::parse("abc").expect("id")).await, Err(Error::InvalidArgument { .. })));
 
-    let other = store.create_experiment(exp("second")).await.expect("create");
+    let other = store.create_experiment(exp("second"), rec()).await.expect("create");
     assert!(matches!(
-        store.rename_experiment(&other, "first", 5).await,
+        store.rename_experiment(&other, "first", 5, rec()).await,
         Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))
     ));
-    store.rename_experiment(&other, "renamed", 5).await.expect("rename");
+    store.rename_experiment(&other, "renamed", 5, rec()).await.expect("rename");
     assert_eq!(store.get_experiment(&other).await.expect("get").name, "renamed");
 
-    store.set_experiment_tag(&id, &KeyValue::new("team", "a")).await.expect("tag");
-    store.set_experiment_tag(&id, &KeyValue::new("team", "b")).await.expect("tag upsert");
+    store.set_experiment_tag(&id, &KeyValue::new("team", "a"), rec()).await.expect("tag");
+    store.set_experiment_tag(&id, &KeyValue::new("team", "b"), rec()).await.expect("tag upsert");
     assert_eq!(store.get_experiment(&id).await.expect("get").tags, vec![KeyValue::new("team", "b")]);
-    store.delete_experiment_tag(&id, "team").await.expect("delete tag");
+    store.delete_experiment_tag(&id, "team", rec()).await.expect("delete tag");
     assert!(matches!(
-        store.delete_experiment_tag(&id, "team").await,
+        store.delete_experiment_tag(&id, "team", rec()).await,
         Err(Error::Tracking(crate::TrackingError::ExperimentTagNotFound { .. }))
     ));
 
     // Deleting an experiment deletes its runs; restoring brings back the runs deleted with it only.
-    let kept_deleted = store.create_run(new_run(&id, "gone-before", 10)).await.expect("run");
-    store.set_run_lifecycle(&kept_deleted.info.run_id, LifecycleStage::Deleted, 20).await.expect("delete run");
-    let run = store.create_run(new_run(&id, "r", 10)).await.expect("run");
-    store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 30).await.expect("delete");
+    let kept_deleted = store.create_run(new_run(&id, "gone-before", 10), rec()).await.expect("run");
+    store.set_run_lifecycle(&kept_deleted.info.run_id, LifecycleStage::Deleted, 20, rec()).await.expect("delete run");
+    let run = store.create_run(new_run(&id, "r", 10), rec()).await.expect("run");
+    store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 30, rec()).await.expect("delete");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
-    assert!(matches!(store.create_run(new_run(&id, "x", 1)).await, Err(Error::Tracking(crate::TrackingError::ExperimentNotActive { .. }))));
     assert!(matches!(
-        store.rename_experiment(&id, "zzz", 5).await,
+        store.create_run(new_run(&id, "x", 1), rec()).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNotActive { .. }))
+    ));
+    assert!(matches!(
+        store.rename_experiment(&id, "zzz", 5, rec()).await,
         Err(Error::Tracking(crate::TrackingError::ExperimentNotActiveForRename { .. }))
     ));
-    assert!(matches!(store.create_experiment(exp("first")).await, Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))));
-    store.set_experiment_lifecycle(&id, LifecycleStage::Active, 40).await.expect("restore");
+    assert!(matches!(
+        store.create_experiment(exp("first"), rec()).await,
+        Err(Error::Tracking(crate::TrackingError::ExperimentNameExists { .. }))
+    ));
+    store.set_experiment_lifecycle(&id, LifecycleStage::Active, 40, rec()).await.expect("restore");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
     assert_eq!(store.get_run(&kept_deleted.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Deleted);
     // Restoring an active experiment or deleting a deleted one is refused, and cannot disturb the runs.
     assert!(matches!(
-        store.set_experiment_lifecycle(&id, LifecycleStage::Active, 45).await,
+        store.set_experiment_lifecycle(&id, LifecycleStage::Active, 45, rec()).await,
         Err(Error::Tracking(crate::TrackingError::ExperimentNotFound { .. }))
     ));
-    store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 50).await.expect("delete");
+    store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 50, rec()).await.expect("delete");
     assert!(matches!(
-        store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 60).await,
+        store.set_experiment_lifecycle(&id, LifecycleStage::Deleted, 60, rec()).await,
         Err(Error::Tracking(crate::TrackingError::ExperimentNotFound { .. }))
     ));
-    store.set_experiment_lifecycle(&id, LifecycleStage::Active, 70).await.expect("restore");
+    store.set_experiment_lifecycle(&id, LifecycleStage::Active, 70, rec()).await.expect("restore");
     assert_eq!(store.get_run(&run.info.run_id).await.expect("run").info.lifecycle_stage, LifecycleStage::Active);
 }
 
@@ -200,9 +227,9 @@ pub async fn experiment_search(store: Arc<dyn TrackingStore>) {
         let mut new = exp(&format!("exp-{idx}"));
         new.now = 100 + idx;
         new.tags = vec![KeyValue::new("parity", if idx % 2 == 0 { "even" } else { "odd" })];
-        ids.push(store.create_experiment(new).await.expect("create"));
+        ids.push(store.create_experiment(new, rec()).await.expect("create"));
     }
-    store.set_experiment_lifecycle(&ids[6], LifecycleStage::Deleted, 500).await.expect("delete");
+    store.set_experiment_lifecycle(&ids[6], LifecycleStage::Deleted, 500, rec()).await.expect("delete");
     let query = |filter: &str, order: &[&str], view, offset, limit| ExperimentQuery {
         restrict_to: None,
         view_type: view,
@@ -246,47 +273,53 @@ pub async fn experiment_search(store: Arc<dyn TrackingStore>) {
 }
 
 pub async fn runs_lifecycle(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("runs")).await.expect("create");
-    let run = store.create_run(new_run(&id, "first", 42)).await.expect("create run");
+    let id = store.create_experiment(exp("runs"), rec()).await.expect("create");
+    let run = store.create_run(new_run(&id, "first", 42), rec()).await.expect("create run");
     assert_eq!(run.info.status, RunStatus::Running);
     assert_eq!(run.info.run_name, "first");
     assert_eq!(run.info.start_time, 42);
     assert_eq!(run.info.artifact_uri, format!("mlflow-artifacts:/{id}/{}/artifacts", run.info.run_id));
     let run_id = run.info.run_id.clone();
     let info = store
-        .update_run(&run_id, &RunUpdate { status: Some(RunStatus::Finished), end_time: Some(99), run_name: Some("renamed".into()) })
+        .update_run(&run_id, &RunUpdate { status: Some(RunStatus::Finished), end_time: Some(99), run_name: Some("renamed".into()) }, rec())
         .await
         .expect("update");
     assert_eq!((info.status, info.end_time, info.run_name.as_str()), (RunStatus::Finished, Some(99), "renamed"));
     let run = store.get_run(&run_id).await.expect("get");
     assert!(run.data.tags.contains(&KeyValue::new("mlflow.runName", "renamed")));
-    store.log_batch(&run_id, &[], &[], &[KeyValue::new("mlflow.runName", "via-tag")]).await.expect("tag");
+    store.log_batch(&run_id, &[], &[], &[KeyValue::new("mlflow.runName", "via-tag")], rec()).await.expect("tag");
     assert_eq!(store.get_run(&run_id).await.expect("get").info.run_name, "via-tag");
-    store.delete_run_tag(&run_id, "mlflow.runName").await.expect("delete tag");
-    assert!(matches!(store.delete_run_tag(&run_id, "missing").await, Err(Error::Tracking(crate::TrackingError::RunTagNotFound { .. }))));
-    store.set_run_lifecycle(&run_id, LifecycleStage::Deleted, 5).await.expect("delete");
+    store.delete_run_tag(&run_id, "mlflow.runName", rec()).await.expect("delete tag");
     assert!(matches!(
-        store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await,
+        store.delete_run_tag(&run_id, "missing", rec()).await,
+        Err(Error::Tracking(crate::TrackingError::RunTagNotFound { .. }))
+    ));
+    store.set_run_lifecycle(&run_id, LifecycleStage::Deleted, 5, rec()).await.expect("delete");
+    assert!(matches!(
+        store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[], rec()).await,
         Err(Error::Tracking(crate::TrackingError::RunNotActive { .. }))
     ));
     assert!(matches!(
-        store.update_run(&run_id, &RunUpdate::default()).await,
+        store.update_run(&run_id, &RunUpdate::default(), rec()).await,
         Err(Error::Tracking(crate::TrackingError::RunNotActive { .. }))
     ));
-    store.set_run_lifecycle(&run_id, LifecycleStage::Active, 6).await.expect("restore");
-    store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[]).await.expect("log after restore");
+    store.set_run_lifecycle(&run_id, LifecycleStage::Active, 6, rec()).await.expect("restore");
+    store.log_batch(&run_id, &[metric("m", 1.0, 1, 0)], &[], &[], rec()).await.expect("log after restore");
     let missing = RunId::generate();
     assert!(matches!(store.get_run(&missing).await, Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))));
-    assert!(matches!(store.log_batch(&missing, &[], &[], &[]).await, Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))));
     assert!(matches!(
-        store.set_run_lifecycle(&missing, LifecycleStage::Deleted, 1).await,
+        store.log_batch(&missing, &[], &[], &[], rec()).await,
+        Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))
+    ));
+    assert!(matches!(
+        store.set_run_lifecycle(&missing, LifecycleStage::Deleted, 1, rec()).await,
         Err(Error::Tracking(crate::TrackingError::RunNotFound { .. }))
     ));
 }
 
 pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("batch")).await.expect("create");
-    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let id = store.create_experiment(exp("batch"), rec()).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1), rec()).await.expect("run").info.run_id;
     let metrics = vec![
         metric("loss", 3.0, 10, 0),
         metric("loss", 2.0, 11, 1),
@@ -296,10 +329,11 @@ pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
         metric("small", f64::NEG_INFINITY, 1, 0),
     ];
     let params = vec![KeyValue::new("lr", "0.1"), KeyValue::new("empty", "")];
-    store.log_batch(&run_id, &metrics, &params, &[KeyValue::new("t", "1")]).await.expect("log");
+    store.log_batch(&run_id, &metrics, &params, &[KeyValue::new("t", "1")], rec()).await.expect("log");
     // Re-logging identical params is fine; a changed value fails and writes nothing of the batch.
-    store.log_batch(&run_id, &[], &[KeyValue::new("lr", "0.1")], &[]).await.expect("same param");
-    let err = store.log_batch(&run_id, &[metric("other", 1.0, 1, 0)], &[KeyValue::new("lr", "0.2")], &[KeyValue::new("t", "2")]).await;
+    store.log_batch(&run_id, &[], &[KeyValue::new("lr", "0.1")], &[], rec()).await.expect("same param");
+    let err =
+        store.log_batch(&run_id, &[metric("other", 1.0, 1, 0)], &[KeyValue::new("lr", "0.2")], &[KeyValue::new("t", "2")], rec()).await;
     assert!(matches!(err, Err(Error::Tracking(crate::TrackingError::ParamChanged { .. }))), "{err:?}");
     let run = store.get_run(&run_id).await.expect("get");
     assert!(run.data.metrics.iter().all(|m| m.key != "other"), "a refused batch writes nothing");
@@ -310,7 +344,7 @@ pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
     assert_eq!(latest("big").value, f64::MAX);
     assert_eq!(latest("small").value, -f64::MAX);
     // An older point does not replace the latest value.
-    store.log_batch(&run_id, &[metric("loss", 0.5, 1, 0)], &[], &[]).await.expect("log");
+    store.log_batch(&run_id, &[metric("loss", 0.5, 1, 0)], &[], &[], rec()).await.expect("log");
     let run = store.get_run(&run_id).await.expect("get");
     assert_eq!(run.data.metrics.iter().find(|m| m.key == "loss").expect("loss").value, 2.0);
     let mut params = run.data.params.clone();
@@ -319,22 +353,22 @@ pub async fn log_batch_semantics(store: Arc<dyn TrackingStore>) {
 }
 
 pub async fn run_search(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("search")).await.expect("create");
-    let other = store.create_experiment(exp("search-other")).await.expect("create");
+    let id = store.create_experiment(exp("search"), rec()).await.expect("create");
+    let other = store.create_experiment(exp("search-other"), rec()).await.expect("create");
     let mut run_ids = Vec::new();
     for idx in 0..10i64 {
         let experiment = if idx == 9 { &other } else { &id };
-        let run_id = store.create_run(new_run(experiment, &format!("run-{idx}"), 100 + idx % 3)).await.expect("run").info.run_id;
+        let run_id = store.create_run(new_run(experiment, &format!("run-{idx}"), 100 + idx % 3), rec()).await.expect("run").info.run_id;
         let mut metrics = vec![metric("acc", idx as f64 / 10.0, 1, 0)];
         if idx == 4 {
             metrics = vec![metric("acc", f64::NAN, 1, 0)];
         }
         let params = vec![KeyValue::new("model", if idx % 2 == 0 { "cnn" } else { "rnn" })];
         let tags = if idx < 5 { vec![KeyValue::new("team", "Vision")] } else { vec![] };
-        store.log_batch(&run_id, &metrics, &params, &tags).await.expect("log");
+        store.log_batch(&run_id, &metrics, &params, &tags, rec()).await.expect("log");
         run_ids.push(run_id);
     }
-    store.set_run_lifecycle(&run_ids[8], LifecycleStage::Deleted, 1).await.expect("delete");
+    store.set_run_lifecycle(&run_ids[8], LifecycleStage::Deleted, 1, rec()).await.expect("delete");
     let search = |filter: &str, order: &[&str], view, ids: Vec<ExperimentId>| {
         let store = store.clone();
         let query = RunQuery {
@@ -413,16 +447,16 @@ pub async fn run_search(store: Arc<dyn TrackingStore>) {
 }
 
 pub async fn metric_history(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("history")).await.expect("create");
-    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let id = store.create_experiment(exp("history"), rec()).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1), rec()).await.expect("run").info.run_id;
     let points: Vec<Metric> = (0..2500).map(|i| metric("loss", 1.0 / (i + 1) as f64, 1000 + i, i)).collect();
     for chunk in points.chunks(1000) {
-        store.log_batch(&run_id, chunk, &[], &[]).await.expect("log");
+        store.log_batch(&run_id, chunk, &[], &[], rec()).await.expect("log");
     }
-    store.log_batch(&run_id, &points[..10], &[], &[]).await.expect("identical points are de-duplicated");
+    store.log_batch(&run_id, &points[..10], &[], &[], rec()).await.expect("identical points are de-duplicated");
     // History is ordered by (timestamp, step, value), as MLflow orders it.
     let skew = [metric("skew", 1.0, 200, 0), metric("skew", 2.0, 100, 1)];
-    store.log_batch(&run_id, &skew, &[], &[]).await.expect("log");
+    store.log_batch(&run_id, &skew, &[], &[], rec()).await.expect("log");
     let steps: Vec<i64> =
         store.get_metric_history(&run_id, "skew", page(10)).await.expect("history").items.iter().map(|m| m.step).collect();
     assert_eq!(steps, [1, 0]);
@@ -453,9 +487,9 @@ pub async fn metric_history(store: Arc<dyn TrackingStore>) {
             m
         })
         .collect();
-    store.log_batch(&run_id, &points, &[], &[]).await.expect("log");
+    store.log_batch(&run_id, &points, &[], &[], rec()).await.expect("log");
     let latest: Vec<Metric> = tricky.iter().enumerate().map(|(i, v)| metric(&format!("t{i}"), *v, 1, 0)).collect();
-    store.log_batch(&run_id, &latest, &[], &[]).await.expect("log");
+    store.log_batch(&run_id, &latest, &[], &[], rec()).await.expect("log");
     let run = store.get_run(&run_id).await.expect("run");
     for (i, v) in tricky.iter().enumerate() {
         let got = run.data.metrics.iter().find(|m| m.key == format!("t{i}")).expect("latest").value;
@@ -484,7 +518,7 @@ pub async fn concurrent_experiment_creation(store: Arc<dyn TrackingStore>) {
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.create_experiment(exp("contended")).await }));
+        tasks.push(tokio::spawn(async move { store.create_experiment(exp("contended"), rec()).await }));
     }
     let mut created = 0;
     for task in tasks {
@@ -498,8 +532,8 @@ pub async fn concurrent_experiment_creation(store: Arc<dyn TrackingStore>) {
 }
 
 pub async fn concurrent_logging(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("concurrent")).await.expect("create");
-    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let id = store.create_experiment(exp("concurrent"), rec()).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1), rec()).await.expect("run").info.run_id;
     let mut tasks = Vec::new();
     for worker in 0..16i64 {
         let store = store.clone();
@@ -511,7 +545,7 @@ pub async fn concurrent_logging(store: Arc<dyn TrackingStore>) {
                 let own = vec![metric(&format!("w{worker}"), batch as f64, batch, batch)];
                 let params = vec![KeyValue::new("same", "value"), KeyValue::new(format!("p{worker}"), "v")];
                 store
-                    .log_batch(&run_id, &[metrics, own].concat(), &params, &[KeyValue::new("last", worker.to_string())])
+                    .log_batch(&run_id, &[metrics, own].concat(), &params, &[KeyValue::new("last", worker.to_string())], rec())
                     .await
                     .expect("log");
                 let _ = store.get_run(&run_id).await.expect("read while writing");
@@ -530,13 +564,15 @@ pub async fn concurrent_logging(store: Arc<dyn TrackingStore>) {
 }
 
 pub async fn concurrent_param_conflict(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("conflict")).await.expect("create");
-    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let id = store.create_experiment(exp("conflict"), rec()).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1), rec()).await.expect("run").info.run_id;
     let mut tasks = Vec::new();
     for worker in 0..8 {
         let store = store.clone();
         let run_id = run_id.clone();
-        tasks.push(tokio::spawn(async move { store.log_batch(&run_id, &[], &[KeyValue::new("lr", format!("{worker}"))], &[]).await }));
+        tasks.push(tokio::spawn(
+            async move { store.log_batch(&run_id, &[], &[KeyValue::new("lr", format!("{worker}"))], &[], rec()).await },
+        ));
     }
     let mut ok = 0;
     for task in tasks {
@@ -550,41 +586,44 @@ pub async fn concurrent_param_conflict(store: Arc<dyn TrackingStore>) {
 }
 
 pub async fn logged_models(store: Arc<dyn TrackingStore>) {
-    let id = store.create_experiment(exp("models")).await.expect("create");
-    let run_id = store.create_run(new_run(&id, "r", 1)).await.expect("run").info.run_id;
+    let id = store.create_experiment(exp("models"), rec()).await.expect("create");
+    let run_id = store.create_run(new_run(&id, "r", 1), rec()).await.expect("run").info.run_id;
     let mut model_ids = Vec::new();
     for idx in 0..3i64 {
         let model = store
-            .create_logged_model(NewLoggedModel {
-                model_id: LoggedModelId::generate(),
-                experiment_id: id.clone(),
-                name: format!("model-{idx}"),
-                model_type: Some("classifier".into()),
-                source_run_id: Some(run_id.clone()),
-                params: vec![KeyValue::new("depth", idx.to_string())],
-                tags: vec![KeyValue::new("stage", "dev")],
-                now: 100 + idx,
-            })
+            .create_logged_model(
+                NewLoggedModel {
+                    model_id: LoggedModelId::generate(),
+                    experiment_id: id.clone(),
+                    name: format!("model-{idx}"),
+                    model_type: Some("classifier".into()),
+                    source_run_id: Some(run_id.clone()),
+                    params: vec![KeyValue::new("depth", idx.to_string())],
+                    tags: vec![KeyValue::new("stage", "dev")],
+                    now: 100 + idx,
+                },
+                rec(),
+            )
             .await
             .expect("create model");
         assert_eq!(model.status, LoggedModelStatus::Pending);
         assert_eq!(model.artifact_location, format!("mlflow-artifacts:/{id}/models/{}/artifacts", model.model_id));
         let mut m = metric("auc", 0.5 + idx as f64 / 10.0, 5, 0);
         m.model_id = Some(model.model_id.to_string());
-        store.log_batch(&run_id, &[m], &[], &[]).await.expect("log model metric");
+        store.log_batch(&run_id, &[m], &[], &[], rec()).await.expect("log model metric");
         model_ids.push(model.model_id);
     }
-    let ready = store.update_logged_model_status(&model_ids[0], LoggedModelStatus::Ready, None, 200).await.expect("finalize");
+    let ready = store.update_logged_model_status(&model_ids[0], LoggedModelStatus::Ready, None, 200, rec()).await.expect("finalize");
     assert_eq!(ready.status, LoggedModelStatus::Ready);
     assert_eq!(ready.last_updated_timestamp, 200);
     assert_eq!(ready.metrics.len(), 1);
-    store.set_logged_model_tags(&model_ids[1], &[KeyValue::new("stage", "prod")], 201).await.expect("tags");
-    store.delete_logged_model_tag(&model_ids[2], "stage", 202).await.expect("delete tag");
+    store.set_logged_model_tags(&model_ids[1], &[KeyValue::new("stage", "prod")], 201, rec()).await.expect("tags");
+    store.delete_logged_model_tag(&model_ids[2], "stage", 202, rec()).await.expect("delete tag");
     assert!(matches!(
-        store.delete_logged_model_tag(&model_ids[2], "stage", 203).await,
+        store.delete_logged_model_tag(&model_ids[2], "stage", 203, rec()).await,
         Err(Error::Tracking(crate::TrackingError::LoggedModelTagNotFound { .. }))
     ));
-    store.log_logged_model_params(&model_ids[2], &[KeyValue::new("extra", "1")], 204).await.expect("params");
+    store.log_logged_model_params(&model_ids[2], &[KeyValue::new("extra", "1")], 204, rec()).await.expect("params");
     let query = |filter: &str, order: &[&str]| LoggedModelQuery {
         experiment_ids: vec![id.clone()],
         filter: parse_filter(Grammar::LoggedModels, filter).expect("filter"),
@@ -600,7 +639,7 @@ pub async fn logged_models(store: Arc<dyn TrackingStore>) {
         ["model-2", "model-1"]
     );
     assert_eq!(names(store.search_logged_models(&query("params.depth = '0'", &[])).await.expect("search")), ["model-0"]);
-    store.delete_logged_model(&model_ids[0], 300).await.expect("delete");
+    store.delete_logged_model(&model_ids[0], 300, rec()).await.expect("delete");
     assert!(matches!(
         store.get_logged_model(&model_ids[0], false).await,
         Err(Error::Tracking(crate::TrackingError::LoggedModelNotFound { .. }))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use plinth_core::{ErrorCode, HasErrorCode};
 
-use crate::conformance::Harness;
+use crate::conformance::{Harness, rec};
 use crate::features::{
     DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind, MaterializationRun, TrainingDataset, TrainingDatasetRun, ViewState,
 };
@@ -86,7 +86,7 @@ pub async fn features_apply_and_versions(h: &Harness) {
     assert!(features.feature_history(FeatureKind::Entity, "driver").await.expect("history").is_empty());
 
     // An empty apply records nothing.
-    let empty = features.apply_feature_changes(&[], "alice", 50).await.expect("empty apply");
+    let empty = features.apply_feature_changes(&[], "alice", 50, rec()).await.expect("empty apply");
     assert_eq!(empty, FeatureApply { id: 0, actor: "alice".into(), created_at: 50, written: vec![] });
     assert!(all_applies(features).await.is_empty(), "an empty apply is not recorded");
 
@@ -102,6 +102,7 @@ pub async fn features_apply_and_versions(h: &Harness) {
             ],
             "alice",
             100,
+            rec(),
         )
         .await
         .expect("first apply");
@@ -133,7 +134,7 @@ pub async fn features_apply_and_versions(h: &Harness) {
 
     // Updated: the version grows by one per change.
     let second = features
-        .apply_feature_changes(&[change(FeatureKind::FeatureView, "driver_stats", 1, Some("view2"))], "bob", 200)
+        .apply_feature_changes(&[change(FeatureKind::FeatureView, "driver_stats", 1, Some("view2"))], "bob", 200, rec())
         .await
         .expect("update");
     assert!(second.id > first.id, "apply ids grow");
@@ -145,6 +146,7 @@ pub async fn features_apply_and_versions(h: &Harness) {
             &[change(FeatureKind::FeatureView, "driver_stats", 2, None), change(FeatureKind::Entity, "driver", 1, Some("ent2"))],
             "carol",
             300,
+            rec(),
         )
         .await
         .expect("delete and update");
@@ -206,7 +208,7 @@ pub async fn features_apply_and_versions(h: &Harness) {
 
     // A deleted object can be defined again: the next version.
     let fourth = features
-        .apply_feature_changes(&[change(FeatureKind::FeatureView, "driver_stats", 3, Some("view4"))], "alice", 400)
+        .apply_feature_changes(&[change(FeatureKind::FeatureView, "driver_stats", 3, Some("view4"))], "alice", 400, rec())
         .await
         .expect("recreate");
     assert_eq!(versions(&fourth.written), [(FeatureKind::FeatureView, "driver_stats", 4)]);
@@ -247,6 +249,7 @@ pub async fn features_apply_conflict_writes_nothing(h: &Harness) {
             &[change(FeatureKind::Entity, "driver", 0, Some("ent1")), change(FeatureKind::Source, "trips", 0, Some("src1"))],
             "alice",
             100,
+            rec(),
         )
         .await
         .expect("first apply");
@@ -254,7 +257,7 @@ pub async fn features_apply_conflict_writes_nothing(h: &Harness) {
 
     // The second change (in (kind, name) order) is stale: the first, a valid creation, is not written either.
     let stale_batch = [change(FeatureKind::Source, "trips", 0, Some("src2")), change(FeatureKind::Entity, "customer", 0, Some("cust1"))];
-    assert_conflict(features.apply_feature_changes(&stale_batch, "bob", 200).await, &["trips"]);
+    assert_conflict(features.apply_feature_changes(&stale_batch, "bob", 200, rec()).await, &["trips"]);
     // Ahead of the head is as stale as behind it; so is an update of an object that does not exist.
     assert_conflict(
         features
@@ -262,14 +265,18 @@ pub async fn features_apply_conflict_writes_nothing(h: &Harness) {
                 &[change(FeatureKind::Entity, "customer", 0, Some("cust1")), change(FeatureKind::Entity, "driver", 5, Some("ent2"))],
                 "bob",
                 210,
+                rec(),
             )
             .await,
         &["driver"],
     );
-    assert_conflict(features.apply_feature_changes(&[change(FeatureKind::FeatureView, "ghost", 1, None)], "bob", 220).await, &["ghost"]);
+    assert_conflict(
+        features.apply_feature_changes(&[change(FeatureKind::FeatureView, "ghost", 1, None)], "bob", 220, rec()).await,
+        &["ghost"],
+    );
     // Creating what exists is a conflict too.
     assert_conflict(
-        features.apply_feature_changes(&[change(FeatureKind::Entity, "driver", 0, Some("ent2"))], "bob", 230).await,
+        features.apply_feature_changes(&[change(FeatureKind::Entity, "driver", 0, Some("ent2"))], "bob", 230, rec()).await,
         &["driver"],
     );
 
@@ -285,7 +292,7 @@ pub async fn features_apply_conflict_writes_nothing(h: &Harness) {
 
     // Two changes of one object in one apply are refused, and write nothing.
     let twice = [change(FeatureKind::Entity, "customer", 0, Some("a")), change(FeatureKind::Entity, "customer", 0, Some("b"))];
-    match features.apply_feature_changes(&twice, "bob", 240).await {
+    match features.apply_feature_changes(&twice, "bob", 240, rec()).await {
         Err(e) => assert!(matches!(e.error_code(), ErrorCode::InvalidParameterValue | ErrorCode::ResourceConflict), "{e:?}"),
         Ok(apply) => panic!("expected a refusal, got {apply:?}"),
     }
@@ -297,6 +304,7 @@ pub async fn features_apply_conflict_writes_nothing(h: &Harness) {
             &[change(FeatureKind::Source, "trips", 1, Some("src2")), change(FeatureKind::Entity, "customer", 0, Some("cust1"))],
             "bob",
             300,
+            rec(),
         )
         .await
         .expect("re-planned apply");
@@ -316,7 +324,7 @@ pub async fn features_concurrent_applies(h: &Harness) {
         let features = features.clone();
         tasks.push(tokio::spawn(async move {
             let text = format!("create-{worker}");
-            features.apply_feature_changes(&[change(kind, "contended", 0, Some(&text))], &format!("w{worker}"), 100 + worker).await
+            features.apply_feature_changes(&[change(kind, "contended", 0, Some(&text))], &format!("w{worker}"), 100 + worker, rec()).await
         }));
     }
     let mut winners = Vec::new();
@@ -338,7 +346,10 @@ pub async fn features_concurrent_applies(h: &Harness) {
             let text = format!("update-{worker}");
             for _ in 0..1000 {
                 let head = features.feature_definition(kind, "contended", None).await.expect("head");
-                match features.apply_feature_changes(&[change(kind, "contended", head.version, Some(&text))], "w", 200 + worker).await {
+                match features
+                    .apply_feature_changes(&[change(kind, "contended", head.version, Some(&text))], "w", 200 + worker, rec())
+                    .await
+                {
                     Ok(apply) => return apply,
                     Err(Error::Conflict { .. }) => tokio::task::yield_now().await,
                     Err(other) => panic!("unexpected error: {other:?}"),
@@ -393,7 +404,7 @@ pub async fn features_materialization_state(h: &Harness) {
     let record = |it: MaterializationRun| {
         let features = features.clone();
         async move {
-            let id = features.record_materialization(&it).await.expect("record");
+            let id = features.record_materialization(&it, rec()).await.expect("record");
             MaterializationRun { id, ..it }
         }
     };
@@ -429,12 +440,12 @@ pub async fn features_materialization_state(h: &Harness) {
     assert_eq!((s.watermark_ns, s.newest_event_ns, s.last_run_at), (Some(2_000), Some(1_400), Some(80)));
 
     // Pushes raise the newest event time, never lower it, and leave the watermark alone.
-    features.raise_newest_event("driver_stats", 1_300, 90).await.expect("raise");
+    features.raise_newest_event("driver_stats", 1_300, 90, rec()).await.expect("raise");
     assert_eq!(state(features, "driver_stats").await.newest_event_ns, Some(1_400), "never lowered");
-    features.raise_newest_event("driver_stats", 5_000, 100).await.expect("raise");
+    features.raise_newest_event("driver_stats", 5_000, 100, rec()).await.expect("raise");
     let s = state(features, "driver_stats").await;
     assert_eq!((s.watermark_ns, s.newest_event_ns, s.last_run_at, s.updated_at), (Some(2_000), Some(5_000), Some(80), 100));
-    features.raise_newest_event("driver_stats", 4_999, 110).await.expect("raise");
+    features.raise_newest_event("driver_stats", 4_999, 110, rec()).await.expect("raise");
     assert_eq!(state(features, "driver_stats").await.newest_event_ns, Some(5_000));
 
     // A run older than a push keeps the pushed time; the watermark moves to its end.
@@ -443,13 +454,13 @@ pub async fn features_materialization_state(h: &Harness) {
     assert_eq!((s.watermark_ns, s.newest_event_ns, s.last_run_at, s.updated_at), (Some(3_000), Some(5_000), Some(120), 120));
 
     // A push to a view never materialized starts its state.
-    features.raise_newest_event("pushed_only", 700, 130).await.expect("raise");
+    features.raise_newest_event("pushed_only", 700, 130, rec()).await.expect("raise");
     assert_eq!(
         state(features, "pushed_only").await,
         ViewState { view: "pushed_only".into(), watermark_ns: None, newest_event_ns: Some(700), last_run_at: None, updated_at: 130 }
     );
-    features.raise_newest_event("pushed_only", i64::MAX, 140).await.expect("extreme time");
-    features.raise_newest_event("pushed_only", i64::MIN, 150).await.expect("extreme time");
+    features.raise_newest_event("pushed_only", i64::MAX, 140, rec()).await.expect("extreme time");
+    features.raise_newest_event("pushed_only", i64::MIN, 150, rec()).await.expect("extreme time");
     assert_eq!(state(features, "pushed_only").await.newest_event_ns, Some(i64::MAX));
     let other = record(run("customer_stats", None, 10_000, Some(9_000), 160)).await;
 
@@ -505,13 +516,13 @@ pub async fn features_training_datasets(h: &Harness) {
         full_feature_names: true,
         ..dataset("6f1c0b6e-0000-4000-8000-000000000001", Some("churn-train"), 100)
     };
-    features.create_training_dataset(&named).await.expect("create named");
+    features.create_training_dataset(&named, rec()).await.expect("create named");
     let unnamed_a = TrainingDataset { output_uri: None, features: vec![], ..dataset("6f1c0b6e-0000-4000-8000-000000000002", None, 200) };
-    features.create_training_dataset(&unnamed_a).await.expect("create unnamed");
+    features.create_training_dataset(&unnamed_a, rec()).await.expect("create unnamed");
     let unnamed_b = dataset("6f1c0b6e-0000-4000-8000-000000000003", None, 200);
-    features.create_training_dataset(&unnamed_b).await.expect("unnamed datasets can be many");
+    features.create_training_dataset(&unnamed_b, rec()).await.expect("unnamed datasets can be many");
     let other = dataset("6f1c0b6e-0000-4000-8000-000000000004", Some("other"), 150);
-    features.create_training_dataset(&other).await.expect("create");
+    features.create_training_dataset(&other, rec()).await.expect("create");
 
     // By id or by name, every field as stored.
     assert_eq!(features.training_dataset(&named.id).await.expect("by id"), named);
@@ -531,7 +542,7 @@ pub async fn features_training_datasets(h: &Harness) {
 
     // Names are unique.
     let duplicate = dataset("6f1c0b6e-0000-4000-8000-000000000005", Some("churn-train"), 300);
-    match features.create_training_dataset(&duplicate).await {
+    match features.create_training_dataset(&duplicate, rec()).await {
         Err(e @ Error::Features(crate::FeaturesError::TrainingDatasetExists { .. })) => {
             assert_eq!(e.error_code(), ErrorCode::ResourceAlreadyExists);
             assert!(matches!(e, Error::Features(crate::FeaturesError::TrainingDatasetExists { name }) if name == "churn-train"));
@@ -544,7 +555,7 @@ pub async fn features_training_datasets(h: &Harness) {
     ));
     assert_eq!(features.training_dataset("churn-train").await.expect("by name"), named, "a refused create changes nothing");
     // Ids are unique too.
-    assert!(features.create_training_dataset(&dataset(&named.id, Some("fresh-name"), 300)).await.is_err());
+    assert!(features.create_training_dataset(&dataset(&named.id, Some("fresh-name"), 300), rec()).await.is_err());
     assert!(matches!(
         features.training_dataset("fresh-name").await,
         Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }))
@@ -552,7 +563,7 @@ pub async fn features_training_datasets(h: &Harness) {
 
     // An id match wins over a name match.
     let lookalike = dataset("6f1c0b6e-0000-4000-8000-000000000006", Some(&unnamed_a.id), 50);
-    features.create_training_dataset(&lookalike).await.expect("a name that is another dataset's id");
+    features.create_training_dataset(&lookalike, rec()).await.expect("a name that is another dataset's id");
     assert_eq!(features.training_dataset(&unnamed_a.id).await.expect("by id"), unnamed_a);
     assert_eq!(features.training_dataset(&lookalike.id).await.expect("by id"), lookalike);
 
@@ -599,9 +610,9 @@ fn assert_dataset_not_found<T: std::fmt::Debug>(res: crate::Result<T>, id: &str)
 pub async fn features_training_dataset_runs(h: &Harness) {
     let features = &h.features;
     let train = dataset("6f1c0b6e-0000-4000-8000-000000000001", Some("churn-train"), 100);
-    features.create_training_dataset(&train).await.expect("create");
+    features.create_training_dataset(&train, rec()).await.expect("create");
     let other = dataset("6f1c0b6e-0000-4000-8000-000000000002", None, 110);
-    features.create_training_dataset(&other).await.expect("create");
+    features.create_training_dataset(&other, rec()).await.expect("create");
     assert!(features.training_dataset_runs(&train.id).await.expect("runs").is_empty());
 
     // Oldest first, ties by run id, whatever the order of logging.
@@ -609,38 +620,41 @@ pub async fn features_training_dataset_runs(h: &Harness) {
     let run_b = link(&train.id, "run-b", "training", 200);
     let run_a = link(&train.id, "run-a", "validation", 200);
     for it in [&run_z, &run_b, &run_a] {
-        features.link_training_dataset_run(it).await.expect("link");
+        features.link_training_dataset_run(it, rec()).await.expect("link");
     }
     assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_b.clone(), run_z.clone()]);
     // By name too, answered with the dataset's id.
     assert_eq!(features.training_dataset_runs("churn-train").await.expect("runs by name"), [run_a.clone(), run_b.clone(), run_z.clone()]);
 
     // Logging the same pair again replaces context, time and actor: still one row.
-    features.link_training_dataset_run(&run_a).await.expect("idempotent");
+    features.link_training_dataset_run(&run_a, rec()).await.expect("idempotent");
     assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_b.clone(), run_z.clone()]);
     let relinked = TrainingDatasetRun { context: "testing".to_owned(), logged_at: 400, logged_by: "bob".to_owned(), ..run_b.clone() };
-    features.link_training_dataset_run(&relinked).await.expect("relink");
+    features.link_training_dataset_run(&relinked, rec()).await.expect("relink");
     assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_z.clone(), relinked.clone()]);
 
     // A run may have several datasets; each dataset lists only its own runs.
     let other_a = link(&other.id, "run-a", "training", 150);
-    features.link_training_dataset_run(&other_a).await.expect("link");
+    features.link_training_dataset_run(&other_a, rec()).await.expect("link");
     assert_eq!(features.training_dataset_runs(&other.id).await.expect("runs"), [other_a]);
     assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a.clone(), run_z.clone(), relinked.clone()]);
 
     // An id match wins over a name match.
     let lookalike = dataset("6f1c0b6e-0000-4000-8000-000000000003", Some(&train.id), 120);
-    features.create_training_dataset(&lookalike).await.expect("a name that is another dataset's id");
+    features.create_training_dataset(&lookalike, rec()).await.expect("a name that is another dataset's id");
     assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs").len(), 3);
     assert!(features.training_dataset_runs(&lookalike.id).await.expect("runs").is_empty());
 
     // Unknown datasets: nothing is linked, nothing is listed.
     let ghost = "6f1c0b6e-0000-4000-8000-00000000ffff";
-    assert_dataset_not_found(features.link_training_dataset_run(&link(ghost, "run-a", "training", 500)).await, ghost);
+    assert_dataset_not_found(features.link_training_dataset_run(&link(ghost, "run-a", "training", 500), rec()).await, ghost);
     assert_dataset_not_found(features.training_dataset_runs(ghost).await, ghost);
     assert_dataset_not_found(features.training_dataset_runs("Churn-Train").await, "Churn-Train");
     // Links name the dataset by id, not by name.
-    assert_dataset_not_found(features.link_training_dataset_run(&link("churn-train", "run-q", "training", 500)).await, "churn-train");
+    assert_dataset_not_found(
+        features.link_training_dataset_run(&link("churn-train", "run-q", "training", 500), rec()).await,
+        "churn-train",
+    );
     assert_eq!(features.training_dataset_runs(&train.id).await.expect("runs"), [run_a, run_z, relinked]);
 
     // Odd input is an error or nothing, never a crash.
@@ -649,7 +663,7 @@ pub async fn features_training_dataset_runs(h: &Harness) {
             Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
-        match features.link_training_dataset_run(&link(odd, "run-a", "training", 600)).await {
+        match features.link_training_dataset_run(&link(odd, "run-a", "training", 600), rec()).await {
             Err(Error::Features(crate::FeaturesError::TrainingDatasetNotFound { .. }) | Error::InvalidArgument { .. }) => {}
             other => panic!("unexpected {other:?} for {odd:?}"),
         }
@@ -693,7 +707,7 @@ pub async fn features_training_datasets_reading(h: &Harness) {
     // Read nothing: listed by `training_datasets` only.
     let e = TrainingDataset { definitions: "[]".to_owned(), ..dataset("6f1c0b6e-0000-4000-8000-00000000000e", None, 400) };
     for it in [&c, &a, &e, &d, &b] {
-        features.create_training_dataset(it).await.expect("create");
+        features.create_training_dataset(it, rec()).await.expect("create");
     }
 
     let reading = |kind: FeatureKind, name: &'static str, page: PageRequest| {
@@ -757,7 +771,7 @@ pub async fn features_training_dataset_malformed_definitions(h: &Harness) {
     ];
     for definitions in malformed {
         let bad = TrainingDataset { definitions: definitions.to_owned(), ..valid.clone() };
-        match features.create_training_dataset(&bad).await {
+        match features.create_training_dataset(&bad, rec()).await {
             Err(e @ Error::InvalidArgument { .. }) => assert_eq!(e.error_code(), ErrorCode::InvalidParameterValue),
             other => panic!("expected InvalidArgument for {definitions:?}, got {other:?}"),
         }
@@ -773,7 +787,7 @@ pub async fn features_training_dataset_malformed_definitions(h: &Harness) {
     }
 
     // The same id and name are still free.
-    features.create_training_dataset(&valid).await.expect("create");
+    features.create_training_dataset(&valid, rec()).await.expect("create");
     assert_eq!(features.training_dataset("churn-train").await.expect("by name"), valid);
     let rows = features.training_datasets_reading(FeatureKind::Entity, "driver", page(0, 10)).await.expect("reading");
     assert_eq!((rows.items, rows.has_more), (vec![valid], false));

@@ -11,13 +11,14 @@ use plinth_core::registry::{Gate, GateSpec, ModelVersion, ModelVersionStatus, Re
 use plinth_core::tracking::KeyValue;
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
 
-use crate::conformance::Harness;
+use crate::conformance::{Harness, rec};
 use crate::registry::{
     AliasMove, Expect, ModelVersionQuery, NewModelVersion, NewPromotion, NewRegisteredModel, RegisteredModelQuery, StageMove,
 };
 use crate::tracking::PageRequest;
 use crate::{Error, RegistryStore};
 
+pub use crate::conformance_audit::registry_records_commit_with_changes;
 pub use crate::conformance_promotions::{
     registry_alias_applies_promotion, registry_gate_stamp_guards_moves, registry_gates, registry_promotions,
 };
@@ -32,7 +33,8 @@ macro_rules! registry_conformance {
             registry_concurrent_version_creation, registry_latest_versions, registry_stage_transitions,
             registry_concurrent_stage_transitions, registry_alias_compare_and_set, registry_concurrent_alias_moves,
             registry_alias_applies_promotion, registry_model_search, registry_version_search, registry_gates,
-            registry_promotions, registry_gate_stamp_guards_moves, audit_append_and_query, webhooks_crud, webhooks_outbox);
+            registry_promotions, registry_gate_stamp_guards_moves, audit_append_and_query, webhooks_crud, webhooks_outbox,
+            registry_records_commit_with_changes);
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -81,7 +83,7 @@ pub(crate) fn stage_move(name: &str, version: i64, stage: Stage, archive_existin
 pub(crate) async fn versions_of(registry: &Arc<dyn RegistryStore>, count: i64, name: &str) -> Vec<ModelVersion> {
     let mut out = Vec::new();
     for idx in 0..count {
-        out.push(registry.create_model_version(version(name, 100 + idx)).await.expect("create version"));
+        out.push(registry.create_model_version(version(name, 100 + idx), rec()).await.expect("create version"));
     }
     out
 }
@@ -95,13 +97,13 @@ pub async fn registry_model_lifecycle(h: &Harness) {
     let mut new = model("churn", 10);
     new.description = Some("predicts churn".to_owned());
     new.tags = vec![KeyValue::new("team", "a"), KeyValue::new("domain", "cx"), KeyValue::new("team", "b")];
-    let created = registry.create_registered_model(new).await.expect("create");
+    let created = registry.create_registered_model(new, rec()).await.expect("create");
     assert_eq!((created.name.as_str(), created.creation_timestamp, created.last_updated_timestamp), ("churn", 10, 10));
     assert_eq!(created.description.as_deref(), Some("predicts churn"));
     assert_eq!(created.tags, vec![KeyValue::new("domain", "cx"), KeyValue::new("team", "b")], "sorted by key, the last duplicate wins");
     assert!(created.aliases.is_empty() && created.latest_versions.is_empty());
     assert!(matches!(
-        registry.create_registered_model(model("churn", 11)).await,
+        registry.create_registered_model(model("churn", 11), rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelExists { .. }))
     ));
     assert_eq!(registry.get_registered_model("churn").await.expect("get"), created);
@@ -110,21 +112,21 @@ pub async fn registry_model_lifecycle(h: &Harness) {
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
 
-    let updated = registry.update_registered_model("churn", Some("v2"), 20).await.expect("update");
+    let updated = registry.update_registered_model("churn", Some("v2"), 20, rec()).await.expect("update");
     assert_eq!((updated.description.as_deref(), updated.last_updated_timestamp, updated.creation_timestamp), (Some("v2"), 20, 10));
-    let cleared = registry.update_registered_model("churn", None, 21).await.expect("clear description");
+    let cleared = registry.update_registered_model("churn", None, 21, rec()).await.expect("clear description");
     assert_eq!(cleared.description, None);
     assert!(matches!(
-        registry.update_registered_model("nope", None, 1).await,
+        registry.update_registered_model("nope", None, 1, rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
     assert!(matches!(
-        registry.delete_registered_model("nope").await,
+        registry.delete_registered_model("nope", rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
     // Names are case-sensitive and any characters the service lets through are stored as given.
-    registry.create_registered_model(model("Churn", 30)).await.expect("case differs");
-    registry.create_registered_model(model("it's 100% \"odd\" _name_ é", 31)).await.expect("odd characters");
+    registry.create_registered_model(model("Churn", 30), rec()).await.expect("case differs");
+    registry.create_registered_model(model("it's 100% \"odd\" _name_ é", 31), rec()).await.expect("odd characters");
     assert_eq!(registry.get_registered_model("it's 100% \"odd\" _name_ é").await.expect("get").creation_timestamp, 31);
 }
 
@@ -132,13 +134,13 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
     let registry = &h.registry;
     let mut new = model("old", 1);
     new.tags = vec![KeyValue::new("k", "v")];
-    registry.create_registered_model(new).await.expect("create");
-    registry.create_registered_model(model("taken", 1)).await.expect("create");
+    registry.create_registered_model(new, rec()).await.expect("create");
+    registry.create_registered_model(model("taken", 1), rec()).await.expect("create");
     let mut v = version("old", 2);
     v.tags = vec![KeyValue::new("vk", "vv")];
-    registry.create_model_version(v).await.expect("v1");
-    registry.create_model_version(version("old", 3)).await.expect("v2");
-    registry.move_alias(&alias_move("old", "champion", 1, Expect::Anything)).await.expect("alias");
+    registry.create_model_version(v, rec()).await.expect("v1");
+    registry.create_model_version(version("old", 3), rec()).await.expect("v2");
+    registry.move_alias(&alias_move("old", "champion", 1, Expect::Anything), rec()).await.expect("alias");
     let gate = Gate {
         model: "old".to_owned(),
         spec: GateSpec {
@@ -151,29 +153,32 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
         updated_by: "admin".to_owned(),
         updated_at: 4,
     };
-    registry.put_gate(&gate).await.expect("gate");
+    registry.put_gate(&gate, rec()).await.expect("gate");
     let request = registry
-        .create_promotion(NewPromotion {
-            model: "old".to_owned(),
-            version: 2,
-            target: "champion".to_owned(),
-            requester: "bob".to_owned(),
-            reason: None,
-            now: 5,
-            expires_at: 1_000_000,
-        })
+        .create_promotion(
+            NewPromotion {
+                model: "old".to_owned(),
+                version: 2,
+                target: "champion".to_owned(),
+                requester: "bob".to_owned(),
+                reason: None,
+                now: 5,
+                expires_at: 1_000_000,
+            },
+            rec(),
+        )
         .await
         .expect("promotion");
 
     assert!(matches!(
-        registry.rename_registered_model("old", "taken", 6).await,
+        registry.rename_registered_model("old", "taken", 6, rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelExists { .. }))
     ));
     assert!(matches!(
-        registry.rename_registered_model("missing", "x", 6).await,
+        registry.rename_registered_model("missing", "x", 6, rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
-    let renamed = registry.rename_registered_model("old", "new", 7).await.expect("rename");
+    let renamed = registry.rename_registered_model("old", "new", 7, rec()).await.expect("rename");
     assert_eq!((renamed.name.as_str(), renamed.last_updated_timestamp), ("new", 7));
     assert_eq!(renamed.tags, vec![KeyValue::new("k", "v")]);
     assert_eq!(renamed.aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect::<Vec<_>>(), [("champion", 1)]);
@@ -191,9 +196,9 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
     assert!(registry.list_gates("old").await.expect("gates").is_empty());
     assert_eq!(registry.get_promotion(request.id).await.expect("promotion").model, "new");
     // The counter moves with the model.
-    assert_eq!(registry.create_model_version(version("new", 8)).await.expect("v3").version, 3);
+    assert_eq!(registry.create_model_version(version("new", 8), rec()).await.expect("v3").version, 3);
 
-    registry.delete_registered_model("new").await.expect("delete");
+    registry.delete_registered_model("new", rec()).await.expect("delete");
     assert!(matches!(
         registry.get_registered_model("new").await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
@@ -213,60 +218,60 @@ pub async fn registry_rename_and_delete_cascade(h: &Harness) {
         .expect("search");
     assert!(all.items.is_empty(), "a deleted model leaves no versions behind");
     // The name is free again; the new model starts its own numbering and has nothing of the old one.
-    let again = registry.create_registered_model(model("new", 9)).await.expect("recreate");
+    let again = registry.create_registered_model(model("new", 9), rec()).await.expect("recreate");
     assert!(again.tags.is_empty() && again.aliases.is_empty() && again.latest_versions.is_empty());
-    assert_eq!(registry.create_model_version(version("new", 10)).await.expect("v1").version, 1);
+    assert_eq!(registry.create_model_version(version("new", 10), rec()).await.expect("v1").version, 1);
     assert!(registry.get_model_version("new", 1).await.expect("v1").tags.is_empty());
     assert!(registry.get_gate("new", "champion").await.expect("gate").is_none());
 }
 
 pub async fn registry_tags(h: &Harness) {
     let registry = &h.registry;
-    registry.create_registered_model(model("m", 1)).await.expect("create");
-    registry.set_registered_model_tag("m", &KeyValue::new("b", "1"), 2).await.expect("tag");
-    registry.set_registered_model_tag("m", &KeyValue::new("a", "x"), 2).await.expect("tag");
-    registry.set_registered_model_tag("m", &KeyValue::new("b", "2"), 3).await.expect("upsert");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
+    registry.set_registered_model_tag("m", &KeyValue::new("b", "1"), 2, rec()).await.expect("tag");
+    registry.set_registered_model_tag("m", &KeyValue::new("a", "x"), 2, rec()).await.expect("tag");
+    registry.set_registered_model_tag("m", &KeyValue::new("b", "2"), 3, rec()).await.expect("upsert");
     assert_eq!(registry.get_registered_model("m").await.expect("get").tags, vec![KeyValue::new("a", "x"), KeyValue::new("b", "2")]);
-    registry.delete_registered_model_tag("m", "a").await.expect("delete");
-    registry.delete_registered_model_tag("m", "a").await.expect("deleting a missing tag is fine");
+    registry.delete_registered_model_tag("m", "a", rec()).await.expect("delete");
+    registry.delete_registered_model_tag("m", "a", rec()).await.expect("deleting a missing tag is fine");
     assert_eq!(registry.get_registered_model("m").await.expect("get").tags, vec![KeyValue::new("b", "2")]);
     assert!(matches!(
-        registry.set_registered_model_tag("x", &KeyValue::new("a", "b"), 1).await,
+        registry.set_registered_model_tag("x", &KeyValue::new("a", "b"), 1, rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
     assert!(matches!(
-        registry.delete_registered_model_tag("x", "a").await,
+        registry.delete_registered_model_tag("x", "a", rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
 
     let mut new = version("m", 4);
     new.tags = vec![KeyValue::new("z", "1"), KeyValue::new("y", ""), KeyValue::new("z", "2")];
-    let v = registry.create_model_version(new).await.expect("version");
+    let v = registry.create_model_version(new, rec()).await.expect("version");
     assert_eq!(v.tags, vec![KeyValue::new("y", ""), KeyValue::new("z", "2")]);
-    registry.set_model_version_tag("m", 1, &KeyValue::new("y", "set"), 5).await.expect("upsert");
-    registry.set_model_version_tag("m", 1, &KeyValue::new("w", "new"), 5).await.expect("tag");
-    registry.delete_model_version_tag("m", 1, "z").await.expect("delete");
-    registry.delete_model_version_tag("m", 1, "z").await.expect("deleting a missing tag is fine");
+    registry.set_model_version_tag("m", 1, &KeyValue::new("y", "set"), 5, rec()).await.expect("upsert");
+    registry.set_model_version_tag("m", 1, &KeyValue::new("w", "new"), 5, rec()).await.expect("tag");
+    registry.delete_model_version_tag("m", 1, "z", rec()).await.expect("delete");
+    registry.delete_model_version_tag("m", 1, "z", rec()).await.expect("deleting a missing tag is fine");
     assert_eq!(registry.get_model_version("m", 1).await.expect("get").tags, vec![KeyValue::new("w", "new"), KeyValue::new("y", "set")]);
     assert!(matches!(
-        registry.set_model_version_tag("m", 9, &KeyValue::new("a", "b"), 1).await,
+        registry.set_model_version_tag("m", 9, &KeyValue::new("a", "b"), 1, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.set_model_version_tag("x", 1, &KeyValue::new("a", "b"), 1).await,
+        registry.set_model_version_tag("x", 1, &KeyValue::new("a", "b"), 1, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.delete_model_version_tag("m", 9, "a").await,
+        registry.delete_model_version_tag("m", 9, "a", rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
-    registry.delete_model_version("m", 1, 6).await.expect("delete version");
+    registry.delete_model_version("m", 1, 6, rec()).await.expect("delete version");
     assert!(matches!(
-        registry.set_model_version_tag("m", 1, &KeyValue::new("a", "b"), 7).await,
+        registry.set_model_version_tag("m", 1, &KeyValue::new("a", "b"), 7, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.delete_model_version_tag("m", 1, "w").await,
+        registry.delete_model_version_tag("m", 1, "w", rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
 }
@@ -274,14 +279,14 @@ pub async fn registry_tags(h: &Harness) {
 pub async fn registry_version_numbering(h: &Harness) {
     let registry = &h.registry;
     assert!(matches!(
-        registry.create_model_version(version("m", 1)).await,
+        registry.create_model_version(version("m", 1), rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
-    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
     let mut new = version("m", 2);
     new.description = Some("first".to_owned());
     new.run_link = Some("http://runs/1".to_owned());
-    let v1 = registry.create_model_version(new).await.expect("v1");
+    let v1 = registry.create_model_version(new, rec()).await.expect("v1");
     assert_eq!(v1.version, 1);
     assert_eq!(
         (v1.current_stage, v1.status, v1.creation_timestamp, v1.last_updated_timestamp),
@@ -300,35 +305,35 @@ pub async fn registry_version_numbering(h: &Harness) {
     bare.run_id = None;
     bare.model_id = None;
     bare.user_id = None;
-    let v2 = registry.create_model_version(bare).await.expect("v2");
+    let v2 = registry.create_model_version(bare, rec()).await.expect("v2");
     assert_eq!((v2.version, v2.run_id.clone(), v2.user_id.clone()), (2, None, None));
-    let v3 = registry.create_model_version(version("m", 4)).await.expect("v3");
+    let v3 = registry.create_model_version(version("m", 4), rec()).await.expect("v3");
     assert_eq!(v3.version, 3);
 
-    let updated = registry.update_model_version("m", 2, Some("second"), 5).await.expect("update");
+    let updated = registry.update_model_version("m", 2, Some("second"), 5, rec()).await.expect("update");
     assert_eq!((updated.description.as_deref(), updated.last_updated_timestamp), (Some("second"), 5));
     assert!(matches!(
-        registry.update_model_version("m", 9, None, 5).await,
+        registry.update_model_version("m", 9, None, 5, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
 
-    registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("alias");
-    registry.move_alias(&alias_move("m", "other", 2, Expect::Anything)).await.expect("alias");
+    registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything), rec()).await.expect("alias");
+    registry.move_alias(&alias_move("m", "other", 2, Expect::Anything), rec()).await.expect("alias");
     let before = registry.get_model_version("m", 3).await.expect("v3");
-    let deleted = registry.delete_model_version("m", 3, 6).await.expect("delete");
+    let deleted = registry.delete_model_version("m", 3, 6, rec()).await.expect("delete");
     assert_eq!(deleted, before, "delete returns the version as it was");
     assert_eq!(deleted.aliases, vec!["champion".to_owned()]);
     assert!(matches!(registry.get_model_version("m", 3).await, Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))));
     assert!(matches!(
-        registry.delete_model_version("m", 3, 7).await,
+        registry.delete_model_version("m", 3, 7, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.update_model_version("m", 3, None, 7).await,
+        registry.update_model_version("m", 3, None, 7, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.delete_model_version("nope", 1, 7).await,
+        registry.delete_model_version("nope", 1, 7, rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert_eq!(registry.get_alias("m", "champion").await.expect("alias"), None, "aliases of a deleted version go with it");
@@ -337,9 +342,9 @@ pub async fn registry_version_numbering(h: &Harness) {
     assert_eq!(m.last_updated_timestamp, 6);
     assert_eq!(m.aliases.iter().map(|a| a.alias.as_str()).collect::<Vec<_>>(), ["other"]);
     // Numbers are never reused, also the highest one after it is deleted.
-    assert_eq!(registry.create_model_version(version("m", 8)).await.expect("v4").version, 4);
-    registry.delete_model_version("m", 4, 9).await.expect("delete");
-    assert_eq!(registry.create_model_version(version("m", 10)).await.expect("v5").version, 5);
+    assert_eq!(registry.create_model_version(version("m", 8), rec()).await.expect("v4").version, 4);
+    registry.delete_model_version("m", 4, 9, rec()).await.expect("delete");
+    assert_eq!(registry.create_model_version(version("m", 10), rec()).await.expect("v5").version, 5);
     let all = registry
         .search_model_versions(&ModelVersionQuery {
             restrict_to: None,
@@ -354,11 +359,11 @@ pub async fn registry_version_numbering(h: &Harness) {
 }
 
 pub async fn registry_concurrent_version_creation(h: &Harness) {
-    h.registry.create_registered_model(model("contended", 1)).await.expect("create");
+    h.registry.create_registered_model(model("contended", 1), rec()).await.expect("create");
     let mut tasks = Vec::new();
     for worker in 0..32 {
         let registry = h.registry.clone();
-        tasks.push(tokio::spawn(async move { registry.create_model_version(version("contended", 100 + worker)).await }));
+        tasks.push(tokio::spawn(async move { registry.create_model_version(version("contended", 100 + worker), rec()).await }));
     }
     let mut got = BTreeSet::new();
     for task in tasks {
@@ -366,19 +371,19 @@ pub async fn registry_concurrent_version_creation(h: &Harness) {
         assert!(got.insert(v.version), "version {} handed out twice", v.version);
     }
     assert_eq!(got, (1..=32).collect::<BTreeSet<i64>>(), "distinct, gap-free numbers");
-    assert_eq!(h.registry.create_model_version(version("contended", 1)).await.expect("next").version, 33);
+    assert_eq!(h.registry.create_model_version(version("contended", 1), rec()).await.expect("next").version, 33);
 }
 
 pub async fn registry_latest_versions(h: &Harness) {
     let registry = &h.registry;
-    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
     versions_of(registry, 6, "m").await;
     for (v, stage) in [(1, Stage::Production), (2, Stage::Staging), (3, Stage::Production), (4, Stage::Archived)] {
-        registry.transition_stage(&stage_move("m", v, stage, false, Expect::Anything)).await.expect("transition");
+        registry.transition_stage(&stage_move("m", v, stage, false, Expect::Anything), rec()).await.expect("transition");
     }
-    registry.transition_stage(&stage_move("m", 6, Stage::Staging, false, Expect::Anything)).await.expect("transition");
-    registry.delete_model_version("m", 6, 700).await.expect("delete the newest staging version");
-    registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("alias");
+    registry.transition_stage(&stage_move("m", 6, Stage::Staging, false, Expect::Anything), rec()).await.expect("transition");
+    registry.delete_model_version("m", 6, 700, rec()).await.expect("delete the newest staging version");
+    registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything), rec()).await.expect("alias");
     let mut tagged = version("m", 800);
     tagged.tags = vec![KeyValue::new("t", "1")];
     let m = registry.get_registered_model("m").await.expect("get");
@@ -386,7 +391,7 @@ pub async fn registry_latest_versions(h: &Harness) {
     assert_eq!(latest, [(Stage::None, 5), (Stage::Staging, 2), (Stage::Production, 3), (Stage::Archived, 4)]);
     let production = &m.latest_versions[2];
     assert_eq!(production.aliases, vec!["champion".to_owned()], "latest versions carry their aliases");
-    registry.create_model_version(tagged).await.expect("v7");
+    registry.create_model_version(tagged, rec()).await.expect("v7");
     let m = registry.get_registered_model("m").await.expect("get");
     let none = &m.latest_versions[0];
     assert_eq!((none.version, none.tags.clone()), (7, vec![KeyValue::new("t", "1")]), "and their tags");
@@ -394,68 +399,71 @@ pub async fn registry_latest_versions(h: &Harness) {
 
 pub async fn registry_stage_transitions(h: &Harness) {
     let registry = &h.registry;
-    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
     versions_of(registry, 4, "m").await;
-    let moved = registry.transition_stage(&stage_move("m", 1, Stage::Production, false, Expect::Holder(None))).await.expect("first");
+    let moved = registry.transition_stage(&stage_move("m", 1, Stage::Production, false, Expect::Holder(None)), rec()).await.expect("first");
     assert_eq!(
         (moved.previous_stage, moved.version.current_stage, moved.version.last_updated_timestamp),
         (Stage::None, Stage::Production, 600)
     );
     assert!(moved.archived.is_empty());
     assert_eq!(registry.get_registered_model("m").await.expect("model").last_updated_timestamp, 600);
-    registry.transition_stage(&stage_move("m", 2, Stage::Production, false, Expect::Holder(Some(1)))).await.expect("second");
+    registry.transition_stage(&stage_move("m", 2, Stage::Production, false, Expect::Holder(Some(1))), rec()).await.expect("second");
     // A failing precondition names the stage and both versions and changes nothing.
-    let err = registry.transition_stage(&stage_move("m", 3, Stage::Production, true, Expect::Holder(Some(1)))).await;
+    let err = registry.transition_stage(&stage_move("m", 3, Stage::Production, true, Expect::Holder(Some(1))), rec()).await;
     let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
     assert!(message.contains("Production") && message.contains('2') && message.contains('1'), "{message}");
     assert_eq!(registry.get_model_version("m", 3).await.expect("v3").current_stage, Stage::None);
     assert_eq!(registry.get_model_version("m", 1).await.expect("v1").current_stage, Stage::Production);
-    let err = registry.transition_stage(&stage_move("m", 3, Stage::Production, false, Expect::Holder(None))).await;
+    let err = registry.transition_stage(&stage_move("m", 3, Stage::Production, false, Expect::Holder(None)), rec()).await;
     assert!(matches!(err, Err(Error::Conflict { .. })), "{err:?}");
     // The holder is the newest other version in the stage; archive_existing empties the stage.
-    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Production, true, Expect::Holder(Some(2)))).await.expect("archive");
+    let moved =
+        registry.transition_stage(&stage_move("m", 3, Stage::Production, true, Expect::Holder(Some(2))), rec()).await.expect("archive");
     assert_eq!((moved.previous_stage, moved.archived.clone()), (Stage::None, vec![1, 2]));
     for (v, stage) in [(1, Stage::Archived), (2, Stage::Archived), (3, Stage::Production), (4, Stage::None)] {
         assert_eq!(registry.get_model_version("m", v).await.expect("version").current_stage, stage, "version {v}");
     }
     assert_eq!(registry.get_model_version("m", 1).await.expect("v1").last_updated_timestamp, 600);
     // The version itself does not count as the holder; moving within a stage is allowed.
-    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Production, false, Expect::Holder(None))).await.expect("same stage");
+    let moved =
+        registry.transition_stage(&stage_move("m", 3, Stage::Production, false, Expect::Holder(None)), rec()).await.expect("same stage");
     assert_eq!(moved.previous_stage, Stage::Production);
-    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Staging, false, Expect::Anything)).await.expect("back");
+    let moved = registry.transition_stage(&stage_move("m", 3, Stage::Staging, false, Expect::Anything), rec()).await.expect("back");
     assert_eq!(moved.previous_stage, Stage::Production);
     // Deleted versions neither move nor hold a stage.
-    registry.transition_stage(&stage_move("m", 4, Stage::Staging, false, Expect::Anything)).await.expect("v4 staging");
-    registry.delete_model_version("m", 4, 650).await.expect("delete v4");
+    registry.transition_stage(&stage_move("m", 4, Stage::Staging, false, Expect::Anything), rec()).await.expect("v4 staging");
+    registry.delete_model_version("m", 4, 650, rec()).await.expect("delete v4");
     assert!(matches!(
-        registry.transition_stage(&stage_move("m", 4, Stage::Production, false, Expect::Anything)).await,
+        registry.transition_stage(&stage_move("m", 4, Stage::Production, false, Expect::Anything), rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
-    let moved = registry.transition_stage(&stage_move("m", 1, Stage::Staging, true, Expect::Holder(Some(3)))).await.expect("v1 staging");
+    let moved =
+        registry.transition_stage(&stage_move("m", 1, Stage::Staging, true, Expect::Holder(Some(3))), rec()).await.expect("v1 staging");
     assert_eq!(moved.archived, vec![3]);
     assert!(matches!(
-        registry.transition_stage(&stage_move("m", 9, Stage::Production, false, Expect::Anything)).await,
+        registry.transition_stage(&stage_move("m", 9, Stage::Production, false, Expect::Anything), rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.transition_stage(&stage_move("nope", 1, Stage::Production, false, Expect::Anything)).await,
+        registry.transition_stage(&stage_move("nope", 1, Stage::Production, false, Expect::Anything), rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
     assert!(matches!(
-        registry.transition_stage(&stage_move("m", 2, Stage::Archived, true, Expect::Anything)).await,
+        registry.transition_stage(&stage_move("m", 2, Stage::Archived, true, Expect::Anything), rec()).await,
         Err(Error::InvalidArgument { .. })
     ));
 }
 
 pub async fn registry_concurrent_stage_transitions(h: &Harness) {
     let registry = &h.registry;
-    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
     versions_of(registry, 8, "m").await;
     let mut tasks = Vec::new();
     for v in 1..=8 {
         let registry = registry.clone();
         tasks.push(tokio::spawn(async move {
-            registry.transition_stage(&stage_move("m", v, Stage::Production, true, Expect::Holder(None))).await
+            registry.transition_stage(&stage_move("m", v, Stage::Production, true, Expect::Holder(None)), rec()).await
         }));
     }
     let mut winners = Vec::new();
@@ -476,56 +484,59 @@ pub async fn registry_alias_compare_and_set(h: &Harness) {
     let registry = &h.registry;
     assert!(matches!(registry.get_alias("nope", "a").await, Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))));
     assert!(matches!(
-        registry.move_alias(&alias_move("nope", "a", 1, Expect::Anything)).await,
+        registry.move_alias(&alias_move("nope", "a", 1, Expect::Anything), rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
-    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
     versions_of(registry, 3, "m").await;
     assert_eq!(registry.get_alias("m", "champion").await.expect("get"), None);
     assert!(matches!(
-        registry.move_alias(&alias_move("m", "champion", 9, Expect::Anything)).await,
+        registry.move_alias(&alias_move("m", "champion", 9, Expect::Anything), rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
-    let err = registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(Some(2)))).await;
+    let err = registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(Some(2))), rec()).await;
     let Err(Error::Conflict { message }) = err else { panic!("expected a conflict, got {err:?}") };
     assert!(message.contains("champion"), "{message}");
-    assert_eq!(registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(None))).await.expect("set"), None);
-    assert!(matches!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(None))).await, Err(Error::Conflict { .. })));
-    assert!(matches!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(Some(3)))).await, Err(Error::Conflict { .. })));
+    assert_eq!(registry.move_alias(&alias_move("m", "champion", 1, Expect::Holder(None)), rec()).await.expect("set"), None);
+    assert!(matches!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(None)), rec()).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(Some(3))), rec()).await,
+        Err(Error::Conflict { .. })
+    ));
     assert_eq!(registry.get_alias("m", "champion").await.expect("get"), Some(1), "a failed move changes nothing");
-    assert_eq!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(Some(1)))).await.expect("cas"), Some(1));
-    assert_eq!(registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything)).await.expect("last writer wins"), Some(2));
-    assert_eq!(registry.move_alias(&alias_move("m", "backup", 3, Expect::Anything)).await.expect("second alias"), None);
-    assert_eq!(registry.move_alias(&alias_move("m", "alpha", 1, Expect::Anything)).await.expect("third alias"), None);
+    assert_eq!(registry.move_alias(&alias_move("m", "champion", 2, Expect::Holder(Some(1))), rec()).await.expect("cas"), Some(1));
+    assert_eq!(registry.move_alias(&alias_move("m", "champion", 3, Expect::Anything), rec()).await.expect("last writer wins"), Some(2));
+    assert_eq!(registry.move_alias(&alias_move("m", "backup", 3, Expect::Anything), rec()).await.expect("second alias"), None);
+    assert_eq!(registry.move_alias(&alias_move("m", "alpha", 1, Expect::Anything), rec()).await.expect("third alias"), None);
     let m = registry.get_registered_model("m").await.expect("model");
     let aliases: Vec<(&str, i64)> = m.aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect();
     assert_eq!(aliases, [("alpha", 1), ("backup", 3), ("champion", 3)], "sorted by alias");
     assert_eq!(registry.get_model_version("m", 3).await.expect("v3").aliases, vec!["backup".to_owned(), "champion".to_owned()]);
-    assert_eq!(registry.delete_alias("m", "backup", 700).await.expect("delete"), Some(3));
-    assert_eq!(registry.delete_alias("m", "backup", 701).await.expect("delete unset"), None);
+    assert_eq!(registry.delete_alias("m", "backup", 700, rec()).await.expect("delete"), Some(3));
+    assert_eq!(registry.delete_alias("m", "backup", 701, rec()).await.expect("delete unset"), None);
     assert!(matches!(
-        registry.delete_alias("nope", "backup", 701).await,
+        registry.delete_alias("nope", "backup", 701, rec()).await,
         Err(Error::Registry(crate::RegistryError::RegisteredModelNotFound { .. }))
     ));
     assert_eq!(registry.get_model_version("m", 3).await.expect("v3").aliases, vec!["champion".to_owned()]);
-    registry.delete_model_version("m", 2, 702).await.expect("delete v2");
+    registry.delete_model_version("m", 2, 702, rec()).await.expect("delete v2");
     assert!(matches!(
-        registry.move_alias(&alias_move("m", "champion", 2, Expect::Anything)).await,
+        registry.move_alias(&alias_move("m", "champion", 2, Expect::Anything), rec()).await,
         Err(Error::Registry(crate::RegistryError::ModelVersionNotFound { .. }))
     ));
 }
 
 pub async fn registry_concurrent_alias_moves(h: &Harness) {
     let registry = &h.registry;
-    registry.create_registered_model(model("m", 1)).await.expect("create");
+    registry.create_registered_model(model("m", 1), rec()).await.expect("create");
     versions_of(registry, 3, "m").await;
     for round in 0..8 {
-        registry.move_alias(&alias_move("m", "champion", 1, Expect::Anything)).await.expect("reset");
+        registry.move_alias(&alias_move("m", "champion", 1, Expect::Anything), rec()).await.expect("reset");
         let mut tasks = Vec::new();
         for target in [2, 3] {
             let registry = registry.clone();
             tasks.push(tokio::spawn(async move {
-                (target, registry.move_alias(&alias_move("m", "champion", target, Expect::Holder(Some(1)))).await)
+                (target, registry.move_alias(&alias_move("m", "champion", target, Expect::Holder(Some(1))), rec()).await)
             }));
         }
         let mut winners = Vec::new();
@@ -553,13 +564,13 @@ pub async fn registry_model_search(h: &Harness) {
         if idx == 3 {
             new.tags.push(KeyValue::new("special", "yes"));
         }
-        registry.create_registered_model(new).await.expect("create");
+        registry.create_registered_model(new, rec()).await.expect("create");
     }
-    registry.create_registered_model(model("other_x", 50)).await.expect("create");
-    registry.create_model_version(version("model-1", 200)).await.expect("version");
-    registry.create_model_version(version("model-1", 201)).await.expect("version");
-    registry.transition_stage(&stage_move("model-1", 1, Stage::Production, false, Expect::Anything)).await.expect("stage");
-    registry.move_alias(&alias_move("model-1", "champion", 1, Expect::Anything)).await.expect("alias");
+    registry.create_registered_model(model("other_x", 50), rec()).await.expect("create");
+    registry.create_model_version(version("model-1", 200), rec()).await.expect("version");
+    registry.create_model_version(version("model-1", 201), rec()).await.expect("version");
+    registry.transition_stage(&stage_move("model-1", 1, Stage::Production, false, Expect::Anything), rec()).await.expect("stage");
+    registry.move_alias(&alias_move("model-1", "champion", 1, Expect::Anything), rec()).await.expect("alias");
     let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
         let registry = registry.clone();
         let query = RegisteredModelQuery {
@@ -636,22 +647,22 @@ pub async fn registry_model_search(h: &Harness) {
 pub async fn registry_version_search(h: &Harness) {
     let registry = &h.registry;
     for name in ["alpha", "beta"] {
-        registry.create_registered_model(model(name, 1)).await.expect("create");
+        registry.create_registered_model(model(name, 1), rec()).await.expect("create");
     }
     // alpha: versions 1..=5 at times 10..=14; beta: 1..=3 at times 12..=14 (ties with alpha).
     for idx in 0..5i64 {
         let mut new = version("alpha", 10 + idx);
         new.tags = vec![KeyValue::new("parity", if idx % 2 == 0 { "odd" } else { "even" })];
         new.source = format!("s3://bucket/alpha/{}", idx + 1);
-        registry.create_model_version(new).await.expect("alpha version");
+        registry.create_model_version(new, rec()).await.expect("alpha version");
     }
     for idx in 0..3i64 {
         let mut new = version("beta", 12 + idx);
         new.run_id = Some(format!("beta-run-{idx}"));
-        registry.create_model_version(new).await.expect("beta version");
+        registry.create_model_version(new, rec()).await.expect("beta version");
     }
-    registry.delete_model_version("alpha", 5, 14).await.expect("delete");
-    registry.move_alias(&alias_move("beta", "prod", 2, Expect::Anything)).await.expect("alias");
+    registry.delete_model_version("alpha", 5, 14, rec()).await.expect("delete");
+    registry.move_alias(&alias_move("beta", "prod", 2, Expect::Anything), rec()).await.expect("alias");
     let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
         let registry = registry.clone();
         let query = ModelVersionQuery {

@@ -9,7 +9,7 @@ use plinth_core::audit::{AuditEvent, Change, Outcome};
 
 use crate::Error;
 use crate::audit::AuditQuery;
-use crate::conformance::Harness;
+use crate::conformance::{Harness, rec};
 use crate::conformance_registry::page;
 use crate::webhooks::{Attempt, DeliveryStatus, OutboxEvent, Webhook, WebhookStatus, WebhookUpdate};
 
@@ -134,9 +134,9 @@ pub async fn webhooks_crud(h: &Harness) {
     let webhooks = &h.webhooks;
     let a = hook("wh-b", &["model_version.created", "promotion_request.approved"], WebhookStatus::Active, 10);
     let b = hook("wh-a", &[], WebhookStatus::Disabled, 20);
-    webhooks.create_webhook(&a).await.expect("create");
-    webhooks.create_webhook(&b).await.expect("create");
-    assert!(matches!(webhooks.create_webhook(&a).await, Err(Error::Conflict { .. })));
+    webhooks.create_webhook(&a, rec()).await.expect("create");
+    webhooks.create_webhook(&b, rec()).await.expect("create");
+    assert!(matches!(webhooks.create_webhook(&a, rec()).await, Err(Error::Conflict { .. })));
     assert_eq!(webhooks.get_webhook("wh-b").await.expect("get"), a);
     assert!(matches!(webhooks.get_webhook("nope").await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
     let listed = webhooks.list_webhooks(page(0, 100)).await.expect("list");
@@ -146,7 +146,7 @@ pub async fn webhooks_crud(h: &Harness) {
     let second = webhooks.list_webhooks(page(1, 1)).await.expect("list");
     assert_eq!((second.items.clone(), second.has_more), (vec![b.clone()], false));
 
-    let unchanged = webhooks.update_webhook("wh-b", &WebhookUpdate::default(), 30).await.expect("no-op update");
+    let unchanged = webhooks.update_webhook("wh-b", &WebhookUpdate::default(), 30, rec()).await.expect("no-op update");
     assert_eq!(unchanged, Webhook { updated_at: 30, ..a.clone() });
     let update = WebhookUpdate {
         name: Some("renamed".to_owned()),
@@ -156,7 +156,7 @@ pub async fn webhooks_crud(h: &Harness) {
         status: Some(WebhookStatus::Disabled),
         description: Some("notes".to_owned()),
     };
-    let updated = webhooks.update_webhook("wh-b", &update, 40).await.expect("update");
+    let updated = webhooks.update_webhook("wh-b", &update, 40, rec()).await.expect("update");
     let want = Webhook {
         name: "renamed".to_owned(),
         url: "https://example.test/new".to_owned(),
@@ -170,22 +170,28 @@ pub async fn webhooks_crud(h: &Harness) {
     assert_eq!(updated, want);
     assert_eq!(webhooks.get_webhook("wh-b").await.expect("get"), want);
     assert!(matches!(
-        webhooks.update_webhook("nope", &update, 40).await,
+        webhooks.update_webhook("nope", &update, 40, rec()).await,
         Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))
     ));
 
-    webhooks.delete_webhook("wh-a").await.expect("delete");
-    assert!(matches!(webhooks.delete_webhook("wh-a").await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
+    webhooks.delete_webhook("wh-a", rec()).await.expect("delete");
+    assert!(matches!(webhooks.delete_webhook("wh-a", rec()).await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
     assert!(matches!(webhooks.get_webhook("wh-a").await, Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))));
     assert_eq!(webhooks.list_webhooks(page(0, 100)).await.expect("list").items.len(), 1);
 }
 
 pub async fn webhooks_outbox(h: &Harness) {
     let webhooks = &h.webhooks;
-    webhooks.create_webhook(&hook("subscribed", &["model_version.created", "alias.set"], WebhookStatus::Active, 1)).await.expect("create");
-    webhooks.create_webhook(&hook("also", &["model_version.created"], WebhookStatus::Active, 2)).await.expect("create");
-    webhooks.create_webhook(&hook("disabled", &["model_version.created"], WebhookStatus::Disabled, 3)).await.expect("create");
-    webhooks.create_webhook(&hook("other", &["alias.set", "model_version.created.extra"], WebhookStatus::Active, 4)).await.expect("create");
+    webhooks
+        .create_webhook(&hook("subscribed", &["model_version.created", "alias.set"], WebhookStatus::Active, 1), rec())
+        .await
+        .expect("create");
+    webhooks.create_webhook(&hook("also", &["model_version.created"], WebhookStatus::Active, 2), rec()).await.expect("create");
+    webhooks.create_webhook(&hook("disabled", &["model_version.created"], WebhookStatus::Disabled, 3), rec()).await.expect("create");
+    webhooks
+        .create_webhook(&hook("other", &["alias.set", "model_version.created.extra"], WebhookStatus::Active, 4), rec())
+        .await
+        .expect("create");
     let counter = Arc::new(AtomicU64::new(0));
     let ids = {
         let counter = counter.clone();
@@ -268,14 +274,14 @@ pub async fn webhooks_outbox(h: &Harness) {
         Err(Error::Webhooks(crate::WebhookError::WebhookNotFound { .. }))
     ));
     let doomed: Vec<String> = listed.items.iter().map(|d| d.id.clone()).collect();
-    webhooks.delete_webhook("subscribed").await.expect("delete");
+    webhooks.delete_webhook("subscribed", rec()).await.expect("delete");
     for id in doomed {
         assert!(matches!(webhooks.get_delivery(&id).await, Err(Error::Webhooks(crate::WebhookError::DeliveryNotFound { .. }))));
     }
     assert!(webhooks.claim_due(5000, 100, 6000).await.expect("due").iter().all(|d| d.webhook_id != "subscribed"));
     // Disabling a webhook stops new deliveries to it.
     let disable = WebhookUpdate { status: Some(WebhookStatus::Disabled), ..WebhookUpdate::default() };
-    webhooks.update_webhook("also", &disable, 400).await.expect("disable");
+    webhooks.update_webhook("also", &disable, 400, rec()).await.expect("disable");
     assert_eq!(webhooks.enqueue(&event("model_version.created", "{}", 500), &ids).await.expect("enqueue"), 0);
     // A ping goes to the one webhook named, whatever it subscribes to and whatever its status.
     let ping =

@@ -10,6 +10,7 @@
 use async_trait::async_trait;
 
 use crate::Result;
+use crate::audit::Record;
 use crate::tracking::{PageRequest, Rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -152,7 +153,13 @@ pub trait FeatureRegistryStore: Send + Sync + 'static {
     /// compare-and-set on its object's head: if any head is no longer `expected_version`, nothing
     /// is written and the answer is `Error::Conflict` (the caller re-reads and re-plans). An empty
     /// `changes` records nothing and answers an apply with id 0 and nothing `written`.
-    async fn apply_feature_changes(&self, changes: &[DefinitionChange], actor: &str, now: i64) -> Result<FeatureApply>;
+    async fn apply_feature_changes(
+        &self,
+        changes: &[DefinitionChange],
+        actor: &str,
+        now: i64,
+        record: Record<'_, FeatureApply>,
+    ) -> Result<FeatureApply>;
     /// The newest version of every object ever defined, deletions included, in (kind, name) order
     /// (`FeatureKind`'s order, then names bytewise).
     async fn feature_heads(&self) -> Result<Vec<FeatureDefinition>>;
@@ -165,9 +172,9 @@ pub trait FeatureRegistryStore: Send + Sync + 'static {
 
     /// Records a committed materialization run and moves the view's watermark to its end (never
     /// backwards) and its newest event time (never backwards), in one transaction.
-    async fn record_materialization(&self, run: &MaterializationRun) -> Result<i64>;
+    async fn record_materialization(&self, run: &MaterializationRun, record: Record<'_, i64>) -> Result<i64>;
     /// Raises a view's newest event time (pushes); never lowers it.
-    async fn raise_newest_event(&self, view: &str, newest_event_ns: i64, now: i64) -> Result<()>;
+    async fn raise_newest_event(&self, view: &str, newest_event_ns: i64, now: i64, record: Record<'_, ()>) -> Result<()>;
     async fn view_states(&self) -> Result<Vec<ViewState>>;
     /// Runs of one view, newest first.
     async fn materialization_runs(&self, view: &str, page: PageRequest) -> Result<Rows<MaterializationRun>>;
@@ -175,7 +182,7 @@ pub trait FeatureRegistryStore: Send + Sync + 'static {
     /// `ResourceAlreadyExists` when the name is taken; `InvalidArgument`, with nothing written, when
     /// `definitions` is not a JSON array of `{"kind", "name", "version"}` objects. The definitions
     /// read are recorded with the dataset, in the same transaction, for `training_datasets_reading`.
-    async fn create_training_dataset(&self, dataset: &TrainingDataset) -> Result<()>;
+    async fn create_training_dataset(&self, dataset: &TrainingDataset, record: Record<'_, ()>) -> Result<()>;
     /// By id or by name.
     async fn training_dataset(&self, id_or_name: &str) -> Result<TrainingDataset>;
     /// Newest first.
@@ -183,7 +190,7 @@ pub trait FeatureRegistryStore: Send + Sync + 'static {
     /// Records that training dataset `link.dataset_id` was logged to run `link.run_id`. Logging the
     /// same pair again replaces context, logged_at and logged_by (idempotent).
     /// `TrainingDatasetNotFound` when the dataset does not exist; the run is the caller's to check.
-    async fn link_training_dataset_run(&self, link: &TrainingDatasetRun) -> Result<()>;
+    async fn link_training_dataset_run(&self, link: &TrainingDatasetRun, record: Record<'_, ()>) -> Result<()>;
     /// Runs the dataset (by id or by name, like `training_dataset`) was logged to, oldest first
     /// (ties by run id). `TrainingDatasetNotFound` when the dataset does not exist.
     async fn training_dataset_runs(&self, id_or_name: &str) -> Result<Vec<TrainingDatasetRun>>;

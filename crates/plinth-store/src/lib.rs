@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod auth;
 pub mod conformance;
+pub mod conformance_audit;
 pub mod conformance_auth;
 pub mod conformance_features;
 pub mod conformance_promotions;

@@ -12,6 +12,7 @@ use plinth_core::tracking::KeyValue;
 use plinth_filter::{Clause, OrderBy};
 
 use crate::Result;
+use crate::audit::Record;
 use crate::tracking::{PageRequest, Rows};
 
 /// The tag that marks a registered model (or version) as a prompt.
@@ -129,58 +130,84 @@ pub struct PromotionQuery {
 
 #[async_trait]
 pub trait RegistryStore: Send + Sync + 'static {
-    async fn create_registered_model(&self, new: NewRegisteredModel) -> Result<RegisteredModel>;
+    async fn create_registered_model(&self, new: NewRegisteredModel, record: Record<'_, RegisteredModel>) -> Result<RegisteredModel>;
     /// With tags, aliases and the latest version per stage.
     async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel>;
     /// Renames the model and every version, alias, gate and promotion request of it.
-    async fn rename_registered_model(&self, name: &str, new_name: &str, now: i64) -> Result<RegisteredModel>;
-    async fn update_registered_model(&self, name: &str, description: Option<&str>, now: i64) -> Result<RegisteredModel>;
+    async fn rename_registered_model(
+        &self,
+        name: &str,
+        new_name: &str,
+        now: i64,
+        record: Record<'_, RegisteredModel>,
+    ) -> Result<RegisteredModel>;
+    async fn update_registered_model(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        now: i64,
+        record: Record<'_, RegisteredModel>,
+    ) -> Result<RegisteredModel>;
     /// Deletes the model with its versions, tags, aliases, gates and promotion requests.
-    async fn delete_registered_model(&self, name: &str) -> Result<()>;
+    async fn delete_registered_model(&self, name: &str, record: Record<'_, ()>) -> Result<()>;
     async fn search_registered_models(&self, query: &RegisteredModelQuery) -> Result<Rows<RegisteredModel>>;
-    async fn set_registered_model_tag(&self, name: &str, tag: &KeyValue, now: i64) -> Result<()>;
+    async fn set_registered_model_tag(&self, name: &str, tag: &KeyValue, now: i64, record: Record<'_, ()>) -> Result<()>;
     /// Deleting a tag that does not exist is not an error (MLflow's SQL store); the model must exist.
-    async fn delete_registered_model_tag(&self, name: &str, key: &str) -> Result<()>;
+    async fn delete_registered_model_tag(&self, name: &str, key: &str, record: Record<'_, ()>) -> Result<()>;
 
     /// Allocates the next number (never reused, also after deletions) and writes the version `READY`.
-    async fn create_model_version(&self, new: NewModelVersion) -> Result<ModelVersion>;
+    async fn create_model_version(&self, new: NewModelVersion, record: Record<'_, ModelVersion>) -> Result<ModelVersion>;
     /// A live version (deleted ones are not found).
     async fn get_model_version(&self, name: &str, version: i64) -> Result<ModelVersion>;
-    async fn update_model_version(&self, name: &str, version: i64, description: Option<&str>, now: i64) -> Result<ModelVersion>;
+    async fn update_model_version(
+        &self,
+        name: &str,
+        version: i64,
+        description: Option<&str>,
+        now: i64,
+        record: Record<'_, ModelVersion>,
+    ) -> Result<ModelVersion>;
     /// Soft delete: the number stays taken, the fields are redacted, aliases pointing at it are removed.
     /// Returns the version as it was.
-    async fn delete_model_version(&self, name: &str, version: i64, now: i64) -> Result<ModelVersion>;
+    async fn delete_model_version(&self, name: &str, version: i64, now: i64, record: Record<'_, ModelVersion>) -> Result<ModelVersion>;
     async fn search_model_versions(&self, query: &ModelVersionQuery) -> Result<Rows<ModelVersion>>;
-    async fn set_model_version_tag(&self, name: &str, version: i64, tag: &KeyValue, now: i64) -> Result<()>;
-    async fn delete_model_version_tag(&self, name: &str, version: i64, key: &str) -> Result<()>;
-    async fn transition_stage(&self, change: &StageMove) -> Result<StageMoved>;
+    async fn set_model_version_tag(&self, name: &str, version: i64, tag: &KeyValue, now: i64, record: Record<'_, ()>) -> Result<()>;
+    async fn delete_model_version_tag(&self, name: &str, version: i64, key: &str, record: Record<'_, ()>) -> Result<()>;
+    async fn transition_stage(&self, change: &StageMove, record: Record<'_, StageMoved>) -> Result<StageMoved>;
     /// The newest live version other than `except` in `stage`.
     async fn stage_holder(&self, name: &str, stage: Stage, except: i64) -> Result<Option<i64>>;
 
     /// The version the alias points at, if it is set. The model must exist.
     async fn get_alias(&self, name: &str, alias: &str) -> Result<Option<i64>>;
     /// Returns the previous holder. A failed precondition is `Error::Conflict`.
-    async fn move_alias(&self, change: &AliasMove) -> Result<Option<i64>>;
+    async fn move_alias(&self, change: &AliasMove, record: Record<'_, Option<i64>>) -> Result<Option<i64>>;
     /// Returns the previous holder.
-    async fn delete_alias(&self, name: &str, alias: &str, now: i64) -> Result<Option<i64>>;
+    async fn delete_alias(&self, name: &str, alias: &str, now: i64, record: Record<'_, Option<i64>>) -> Result<Option<i64>>;
 
     /// Creates or replaces the gate of `gate.spec.target`; returns the previous one.
-    async fn put_gate(&self, gate: &Gate) -> Result<Option<Gate>>;
+    async fn put_gate(&self, gate: &Gate, record: Record<'_, Option<Gate>>) -> Result<Option<Gate>>;
     async fn get_gate(&self, model: &str, target: &str) -> Result<Option<Gate>>;
     async fn list_gates(&self, model: &str) -> Result<Vec<Gate>>;
-    async fn delete_gate(&self, model: &str, target: &str) -> Result<Option<Gate>>;
+    async fn delete_gate(&self, model: &str, target: &str, record: Record<'_, Option<Gate>>) -> Result<Option<Gate>>;
 
-    async fn create_promotion(&self, new: NewPromotion) -> Result<PromotionRequest>;
+    async fn create_promotion(&self, new: NewPromotion, record: Record<'_, PromotionRequest>) -> Result<PromotionRequest>;
     async fn get_promotion(&self, id: i64) -> Result<PromotionRequest>;
     /// Newest first.
     async fn list_promotions(&self, query: &PromotionQuery) -> Result<Rows<PromotionRequest>>;
     /// Records a review of a `PENDING` request (a reviewer's later review replaces their earlier one);
     /// a rejection also makes the request `REJECTED`, in the same transaction.
-    async fn add_review(&self, id: i64, review: &Review) -> Result<PromotionRequest>;
+    async fn add_review(&self, id: i64, review: &Review, record: Record<'_, PromotionRequest>) -> Result<PromotionRequest>;
     /// Compare-and-set of a request's status; a request not in `from` is `Error::Conflict`.
-    async fn set_promotion_status(&self, id: i64, from: PromotionStatus, to: PromotionStatus, now: i64) -> Result<PromotionRequest>;
+    async fn set_promotion_status(
+        &self,
+        id: i64,
+        from: PromotionStatus,
+        to: PromotionStatus,
+        now: i64,
+        record: Record<'_, PromotionRequest>,
+    ) -> Result<PromotionRequest>;
     /// Marks every `PENDING` request whose `expires_at` is before `now` as `EXPIRED`; returns them.
-    async fn expire_promotions(&self, now: i64) -> Result<Vec<PromotionRequest>>;
+    async fn expire_promotions(&self, now: i64, record: Record<'_, Vec<PromotionRequest>>) -> Result<Vec<PromotionRequest>>;
 }
 
 /// What the registry port (registered models, versions, promotion requests) can fail with, beyond the errors every port shares (`crate::Error`).

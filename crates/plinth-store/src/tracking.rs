@@ -13,6 +13,7 @@ use plinth_core::tracking::{
 use plinth_filter::{Clause, OrderBy};
 
 use crate::Result;
+use crate::audit::Record;
 
 /// Where a new experiment's artifacts go, decided by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,28 +153,41 @@ pub trait TrackingStore: Send + Sync + 'static {
     /// Creates the Default experiment (id `0`) if it does not exist.
     async fn ensure_default_experiment(&self, artifact_location: &str, now: i64) -> Result<()>;
 
-    async fn create_experiment(&self, new: NewExperiment) -> Result<ExperimentId>;
+    async fn create_experiment(&self, new: NewExperiment, record: Record<'_, ExperimentId>) -> Result<ExperimentId>;
     async fn get_experiment(&self, experiment_id: &ExperimentId) -> Result<Experiment>;
     async fn find_experiment_by_name(&self, name: &str) -> Result<Option<Experiment>>;
     async fn search_experiments(&self, query: &ExperimentQuery) -> Result<Rows<Experiment>>;
-    async fn rename_experiment(&self, experiment_id: &ExperimentId, new_name: &str, now: i64) -> Result<()>;
+    async fn rename_experiment(&self, experiment_id: &ExperimentId, new_name: &str, now: i64, record: Record<'_, ()>) -> Result<()>;
     /// Deleting an experiment also deletes its active runs; restoring it restores the runs deleted with it.
-    async fn set_experiment_lifecycle(&self, experiment_id: &ExperimentId, stage: LifecycleStage, now: i64) -> Result<()>;
-    async fn set_experiment_tag(&self, experiment_id: &ExperimentId, tag: &KeyValue) -> Result<()>;
-    async fn delete_experiment_tag(&self, experiment_id: &ExperimentId, key: &str) -> Result<()>;
+    async fn set_experiment_lifecycle(
+        &self,
+        experiment_id: &ExperimentId,
+        stage: LifecycleStage,
+        now: i64,
+        record: Record<'_, ()>,
+    ) -> Result<()>;
+    async fn set_experiment_tag(&self, experiment_id: &ExperimentId, tag: &KeyValue, record: Record<'_, ()>) -> Result<()>;
+    async fn delete_experiment_tag(&self, experiment_id: &ExperimentId, key: &str, record: Record<'_, ()>) -> Result<()>;
 
     /// The experiment must be active. `tags` are written with the run.
-    async fn create_run(&self, new: NewRun) -> Result<Run>;
+    async fn create_run(&self, new: NewRun, record: Record<'_, Run>) -> Result<Run>;
     async fn get_run(&self, run_id: &RunId) -> Result<Run>;
     /// The run must be active; a new name also rewrites the `mlflow.runName` tag.
-    async fn update_run(&self, run_id: &RunId, update: &RunUpdate) -> Result<RunInfo>;
-    async fn set_run_lifecycle(&self, run_id: &RunId, stage: LifecycleStage, now: i64) -> Result<()>;
+    async fn update_run(&self, run_id: &RunId, update: &RunUpdate, record: Record<'_, RunInfo>) -> Result<RunInfo>;
+    async fn set_run_lifecycle(&self, run_id: &RunId, stage: LifecycleStage, now: i64, record: Record<'_, ()>) -> Result<()>;
     /// Atomically logs metrics (history plus latest values), params (immutable) and tags (upserted)
     /// to an active run.
-    async fn log_batch(&self, run_id: &RunId, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()>;
-    async fn delete_run_tag(&self, run_id: &RunId, key: &str) -> Result<()>;
-    async fn log_inputs(&self, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String]) -> Result<()>;
-    async fn log_outputs(&self, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()>;
+    async fn log_batch(
+        &self,
+        run_id: &RunId,
+        metrics: &[Metric],
+        params: &[KeyValue],
+        tags: &[KeyValue],
+        record: Record<'_, ()>,
+    ) -> Result<()>;
+    async fn delete_run_tag(&self, run_id: &RunId, key: &str, record: Record<'_, ()>) -> Result<()>;
+    async fn log_inputs(&self, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String], record: Record<'_, ()>) -> Result<()>;
+    async fn log_outputs(&self, run_id: &RunId, outputs: &[ModelOutput], record: Record<'_, ()>) -> Result<()>;
     async fn search_runs(&self, query: &RunQuery) -> Result<Rows<Run>>;
     /// The distinct (experiment, dataset name, digest, context) of the dataset inputs of the runs
     /// of `experiment_ids`, ordered by experiment id, name, digest and context, at most `limit`.
@@ -186,7 +200,7 @@ pub trait TrackingStore: Send + Sync + 'static {
     /// Every point of the metric at the given steps, ordered by (step, timestamp, value).
     async fn get_metric_points_at_steps(&self, run_id: &RunId, key: &str, steps: &[i64]) -> Result<Vec<Metric>>;
 
-    async fn create_logged_model(&self, new: NewLoggedModel) -> Result<LoggedModel>;
+    async fn create_logged_model(&self, new: NewLoggedModel, record: Record<'_, LoggedModel>) -> Result<LoggedModel>;
     async fn get_logged_model(&self, model_id: &LoggedModelId, allow_deleted: bool) -> Result<LoggedModel>;
     async fn update_logged_model_status(
         &self,
@@ -194,11 +208,12 @@ pub trait TrackingStore: Send + Sync + 'static {
         status: LoggedModelStatus,
         status_message: Option<&str>,
         now: i64,
+        record: Record<'_, LoggedModel>,
     ) -> Result<LoggedModel>;
-    async fn delete_logged_model(&self, model_id: &LoggedModelId, now: i64) -> Result<()>;
-    async fn set_logged_model_tags(&self, model_id: &LoggedModelId, tags: &[KeyValue], now: i64) -> Result<()>;
-    async fn delete_logged_model_tag(&self, model_id: &LoggedModelId, key: &str, now: i64) -> Result<()>;
-    async fn log_logged_model_params(&self, model_id: &LoggedModelId, params: &[KeyValue], now: i64) -> Result<()>;
+    async fn delete_logged_model(&self, model_id: &LoggedModelId, now: i64, record: Record<'_, ()>) -> Result<()>;
+    async fn set_logged_model_tags(&self, model_id: &LoggedModelId, tags: &[KeyValue], now: i64, record: Record<'_, ()>) -> Result<()>;
+    async fn delete_logged_model_tag(&self, model_id: &LoggedModelId, key: &str, now: i64, record: Record<'_, ()>) -> Result<()>;
+    async fn log_logged_model_params(&self, model_id: &LoggedModelId, params: &[KeyValue], now: i64, record: Record<'_, ()>) -> Result<()>;
     async fn search_logged_models(&self, query: &LoggedModelQuery) -> Result<Rows<LoggedModel>>;
 }
 

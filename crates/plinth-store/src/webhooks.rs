@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::Result;
+use crate::audit::Record;
 use crate::tracking::{PageRequest, Rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,13 +115,13 @@ pub struct Attempt {
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync + 'static {
-    async fn create_webhook(&self, webhook: &Webhook) -> Result<()>;
+    async fn create_webhook(&self, webhook: &Webhook, record: Record<'_, ()>) -> Result<()>;
     async fn get_webhook(&self, id: &str) -> Result<Webhook>;
     /// Oldest first.
     async fn list_webhooks(&self, page: PageRequest) -> Result<Rows<Webhook>>;
-    async fn update_webhook(&self, id: &str, update: &WebhookUpdate, now: i64) -> Result<Webhook>;
+    async fn update_webhook(&self, id: &str, update: &WebhookUpdate, now: i64, record: Record<'_, Webhook>) -> Result<Webhook>;
     /// Deletes the webhook and its deliveries.
-    async fn delete_webhook(&self, id: &str) -> Result<()>;
+    async fn delete_webhook(&self, id: &str, record: Record<'_, ()>) -> Result<()>;
     /// Queues one delivery per active webhook subscribed to `event.event`, in one transaction;
     /// returns how many. `new_id` makes each delivery's id.
     async fn enqueue(&self, event: &OutboxEvent, new_id: &(dyn Fn() -> String + Send + Sync)) -> Result<usize>;

@@ -11,6 +11,7 @@ use plinth_core::tracking::{
 };
 use plinth_core::validation::{self as v, InvalidParameter};
 use plinth_filter::{Grammar, parse_filter, parse_order_by};
+use plinth_store::audit::Record;
 use plinth_store::tracking::{
     ArtifactLocation, DatasetSummary, ExperimentQuery, LoggedModelQuery, NewExperiment, NewLoggedModel, NewRun, PageRequest, RunQuery,
     RunUpdate, StepRange,
@@ -202,7 +203,13 @@ impl TrackingService {
 
     // Experiments.
 
-    pub(crate) async fn create_experiment(&self, name: &str, artifact_location: Option<&str>, tags: Vec<KeyValue>) -> Result<ExperimentId> {
+    pub(crate) async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: Vec<KeyValue>,
+        record: Record<'_, ExperimentId>,
+    ) -> Result<ExperimentId> {
         v::validate_experiment_name(name)?;
         for tag in &tags {
             v::check_length("Experiment tag key", v::MAX_EXPERIMENT_TAG_KEY_LENGTH, &tag.key)?;
@@ -222,7 +229,7 @@ impl TrackingService {
             None => ArtifactLocation::UnderRoot(self.config.artifact_root.uri()),
         };
         let new = NewExperiment { name: name.to_owned(), artifact_location, tags, now: now_millis() };
-        Ok(self.store.create_experiment(new).await?)
+        Ok(self.store.create_experiment(new, record).await?)
     }
 
     pub async fn get_experiment(&self, id: &str) -> Result<Experiment> {
@@ -250,32 +257,32 @@ impl TrackingService {
         Ok(self.store.search_experiments(&query).await?.into_page(page))
     }
 
-    pub(crate) async fn rename_experiment(&self, id: &str, new_name: &str) -> Result<()> {
+    pub(crate) async fn rename_experiment(&self, id: &str, new_name: &str, record: Record<'_, ()>) -> Result<()> {
         v::validate_experiment_name(new_name)?;
-        Ok(self.store.rename_experiment(&experiment_id(id)?, new_name, now_millis()).await?)
+        Ok(self.store.rename_experiment(&experiment_id(id)?, new_name, now_millis(), record).await?)
     }
 
-    pub(crate) async fn delete_experiment(&self, id: &str) -> Result<()> {
-        Ok(self.store.set_experiment_lifecycle(&experiment_id(id)?, LifecycleStage::Deleted, now_millis()).await?)
+    pub(crate) async fn delete_experiment(&self, id: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.set_experiment_lifecycle(&experiment_id(id)?, LifecycleStage::Deleted, now_millis(), record).await?)
     }
 
-    pub(crate) async fn restore_experiment(&self, id: &str) -> Result<()> {
-        Ok(self.store.set_experiment_lifecycle(&experiment_id(id)?, LifecycleStage::Active, now_millis()).await?)
+    pub(crate) async fn restore_experiment(&self, id: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.set_experiment_lifecycle(&experiment_id(id)?, LifecycleStage::Active, now_millis(), record).await?)
     }
 
-    pub(crate) async fn set_experiment_tag(&self, id: &str, key: &str, value: &str) -> Result<()> {
+    pub(crate) async fn set_experiment_tag(&self, id: &str, key: &str, value: &str, record: Record<'_, ()>) -> Result<()> {
         v::validate_key("key", key)?;
         v::check_length("Experiment tag value", v::MAX_EXPERIMENT_TAG_VALUE_LENGTH, value)?;
-        Ok(self.store.set_experiment_tag(&experiment_id(id)?, &KeyValue::new(key, value)).await?)
+        Ok(self.store.set_experiment_tag(&experiment_id(id)?, &KeyValue::new(key, value), record).await?)
     }
 
-    pub(crate) async fn delete_experiment_tag(&self, id: &str, key: &str) -> Result<()> {
-        Ok(self.store.delete_experiment_tag(&experiment_id(id)?, key).await?)
+    pub(crate) async fn delete_experiment_tag(&self, id: &str, key: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.delete_experiment_tag(&experiment_id(id)?, key, record).await?)
     }
 
     // Runs.
 
-    pub(crate) async fn create_run(&self, req: CreateRun) -> Result<Run> {
+    pub(crate) async fn create_run(&self, req: CreateRun, record: Record<'_, Run>) -> Result<Run> {
         let experiment_id = experiment_id(req.experiment_id.as_deref().filter(|it| !it.is_empty()).unwrap_or("0"))?;
         let mut tags = self.validate_tags(req.tags)?;
         let tag_name = tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
@@ -301,7 +308,7 @@ impl TrackingService {
             start_time: req.start_time.unwrap_or_else(now_millis),
             tags,
         };
-        Ok(self.store.create_run(new).await?)
+        Ok(self.store.create_run(new, record).await?)
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Run> {
@@ -314,6 +321,7 @@ impl TrackingService {
         status: Option<RunStatus>,
         end_time: Option<i64>,
         run_name: Option<String>,
+        record: Record<'_, RunInfo>,
     ) -> Result<RunInfo> {
         let run_name = run_name.filter(|it| !it.is_empty()).map(|it| self.tag_value(it)).transpose()?;
         if let Some(end_time) = end_time
@@ -321,19 +329,19 @@ impl TrackingService {
         {
             return Err(InvalidParameter::invalid_value("end_time", &end_time.to_string(), "").into());
         }
-        Ok(self.store.update_run(&run_id(id)?, &RunUpdate { status, end_time, run_name }).await?)
+        Ok(self.store.update_run(&run_id(id)?, &RunUpdate { status, end_time, run_name }, record).await?)
     }
 
-    pub(crate) async fn delete_run(&self, id: &str) -> Result<()> {
-        Ok(self.store.set_run_lifecycle(&run_id(id)?, LifecycleStage::Deleted, now_millis()).await?)
+    pub(crate) async fn delete_run(&self, id: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.set_run_lifecycle(&run_id(id)?, LifecycleStage::Deleted, now_millis(), record).await?)
     }
 
-    pub(crate) async fn restore_run(&self, id: &str) -> Result<()> {
-        Ok(self.store.set_run_lifecycle(&run_id(id)?, LifecycleStage::Active, now_millis()).await?)
+    pub(crate) async fn restore_run(&self, id: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.set_run_lifecycle(&run_id(id)?, LifecycleStage::Active, now_millis(), record).await?)
     }
 
     /// Validates the whole batch, then writes it in one transaction.
-    pub(crate) async fn log_batch(&self, id: &str, batch: LogBatch) -> Result<()> {
+    pub(crate) async fn log_batch(&self, id: &str, batch: LogBatch, record: Record<'_, ()>) -> Result<()> {
         let run_id = run_id(id)?;
         let LogBatch { metrics, params, tags } = batch;
         if metrics.len() > v::MAX_METRICS_PER_BATCH {
@@ -392,11 +400,11 @@ impl TrackingService {
             )));
         }
         let tags = self.validate_tags(tags)?;
-        Ok(self.store.log_batch(&run_id, &metrics, &checked_params, &tags).await?)
+        Ok(self.store.log_batch(&run_id, &metrics, &checked_params, &tags, record).await?)
     }
 
-    pub(crate) async fn delete_run_tag(&self, id: &str, key: &str) -> Result<()> {
-        Ok(self.store.delete_run_tag(&run_id(id)?, key).await?)
+    pub(crate) async fn delete_run_tag(&self, id: &str, key: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.delete_run_tag(&run_id(id)?, key, record).await?)
     }
 
     pub async fn log_inputs(&self, id: &str, datasets: Vec<DatasetInput>, model_ids: Vec<String>) -> Result<()> {
@@ -412,11 +420,11 @@ impl TrackingService {
                 v::check_length("Input tag value", v::MAX_INPUT_TAG_VALUE_LENGTH, &tag.value)?;
             }
         }
-        Ok(self.store.log_inputs(&run_id(id)?, &datasets, &model_ids).await?)
+        Ok(self.store.log_inputs(&run_id(id)?, &datasets, &model_ids, Record::none()).await?)
     }
 
     pub async fn log_outputs(&self, id: &str, outputs: Vec<ModelOutput>) -> Result<()> {
-        Ok(self.store.log_outputs(&run_id(id)?, &outputs).await?)
+        Ok(self.store.log_outputs(&run_id(id)?, &outputs, Record::none()).await?)
     }
 
     /// Appends an MLmodel description to the run's `mlflow.log-model.history` tag.
@@ -439,7 +447,8 @@ impl TrackingService {
             .unwrap_or_default();
         history.push(model);
         let value = serde_json::Value::Array(history).to_string();
-        Ok(self.store.log_batch(&run_id, &[], &[], &[KeyValue::new(LOG_MODEL_HISTORY_TAG, value)]).await?)
+        // The history is the run's own record of its models, written as MLflow writes it: data, not audited.
+        Ok(self.store.log_batch(&run_id, &[], &[], &[KeyValue::new(LOG_MODEL_HISTORY_TAG, value)], Record::none()).await?)
     }
 
     pub async fn search_runs(&self, req: SearchRuns) -> Result<Page<Run>> {
@@ -519,7 +528,7 @@ impl TrackingService {
 
     // Logged models.
 
-    pub(crate) async fn create_logged_model(&self, req: CreateLoggedModel) -> Result<LoggedModel> {
+    pub(crate) async fn create_logged_model(&self, req: CreateLoggedModel, record: Record<'_, LoggedModel>) -> Result<LoggedModel> {
         let source_run_id = req.source_run_id.filter(|it| !it.is_empty()).map(|it| run_id(&it)).transpose()?;
         if let Some(name) = req.name.as_deref() {
             v::validate_logged_model_name(name)?;
@@ -534,7 +543,7 @@ impl TrackingService {
             tags: req.tags,
             now: now_millis(),
         };
-        Ok(self.store.create_logged_model(new).await?)
+        Ok(self.store.create_logged_model(new, record).await?)
     }
 
     fn model_id(raw: &str) -> Result<LoggedModelId> {
@@ -545,26 +554,31 @@ impl TrackingService {
         Ok(self.store.get_logged_model(&Self::model_id(id)?, allow_deleted).await?)
     }
 
-    pub(crate) async fn finalize_logged_model(&self, id: &str, status: LoggedModelStatus) -> Result<LoggedModel> {
-        Ok(self.store.update_logged_model_status(&Self::model_id(id)?, status, None, now_millis()).await?)
+    pub(crate) async fn finalize_logged_model(
+        &self,
+        id: &str,
+        status: LoggedModelStatus,
+        record: Record<'_, LoggedModel>,
+    ) -> Result<LoggedModel> {
+        Ok(self.store.update_logged_model_status(&Self::model_id(id)?, status, None, now_millis(), record).await?)
     }
 
-    pub(crate) async fn delete_logged_model(&self, id: &str) -> Result<()> {
-        Ok(self.store.delete_logged_model(&Self::model_id(id)?, now_millis()).await?)
+    pub(crate) async fn delete_logged_model(&self, id: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.delete_logged_model(&Self::model_id(id)?, now_millis(), record).await?)
     }
 
-    pub(crate) async fn set_logged_model_tags(&self, id: &str, tags: Vec<KeyValue>) -> Result<LoggedModel> {
+    pub(crate) async fn set_logged_model_tags(&self, id: &str, tags: Vec<KeyValue>, record: Record<'_, ()>) -> Result<LoggedModel> {
         let model_id = Self::model_id(id)?;
-        self.store.set_logged_model_tags(&model_id, &tags, now_millis()).await?;
+        self.store.set_logged_model_tags(&model_id, &tags, now_millis(), record).await?;
         Ok(self.store.get_logged_model(&model_id, false).await?)
     }
 
-    pub(crate) async fn delete_logged_model_tag(&self, id: &str, key: &str) -> Result<()> {
-        Ok(self.store.delete_logged_model_tag(&Self::model_id(id)?, key, now_millis()).await?)
+    pub(crate) async fn delete_logged_model_tag(&self, id: &str, key: &str, record: Record<'_, ()>) -> Result<()> {
+        Ok(self.store.delete_logged_model_tag(&Self::model_id(id)?, key, now_millis(), record).await?)
     }
 
     pub async fn log_logged_model_params(&self, id: &str, params: Vec<KeyValue>) -> Result<()> {
-        Ok(self.store.log_logged_model_params(&Self::model_id(id)?, &params, now_millis()).await?)
+        Ok(self.store.log_logged_model_params(&Self::model_id(id)?, &params, now_millis(), Record::none()).await?)
     }
 
     pub async fn search_logged_models(&self, req: SearchLoggedModels) -> Result<Page<LoggedModel>> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use plinth_core::audit::{Actor, AuditEvent, Change};
 use plinth_core::tracking::Page;
-use plinth_store::audit::append_detached;
+use plinth_store::audit::{Record, append_detached, append_failure};
 use plinth_store::features::{DefinitionChange, FeatureApply, FeatureDefinition, FeatureKind};
 
 use super::{ChangeOp, FeatureService, Plan, PlannedChange, Snapshot, list_page};
@@ -28,33 +28,41 @@ impl FeatureService {
     /// deletion of every applied object it no longer has, all in one transaction. Re-plans and
     /// retries when another apply commits in between, so concurrent applies serialize.
     pub async fn apply(&self, actor: &Actor, desired: &Repository) -> Result<(Plan, FeatureApply)> {
-        let res = self.apply_inner(actor, desired).await;
-        let mut event = AuditEvent::new(actor, "feature_definitions.apply", "feature_repository", "default");
-        if let Ok((plan, applied)) = &res {
-            event = event.with_changes(plan.changes.iter().filter(|c| c.op != ChangeOp::Unchanged).map(|c| {
-                Change::new(
-                    format!("{}:{}", c.kind.as_str(), c.name),
-                    Some(c.from_version.to_string()),
-                    c.to_version.map(|v| v.to_string()),
-                )
-            }));
-            if applied.id > 0 {
-                event.message = Some(format!("apply {}", applied.id));
-            }
+        let event = AuditEvent::new(actor, "feature_definitions.apply", "feature_repository", "default");
+        let res = self.apply_inner(actor, desired, &event).await;
+        if let Ok((_, applied)) = &res
+            && applied.id == 0
+        {
+            // Nothing to change, so no transaction recorded it: the apply is recorded on its own.
+            append_detached(&self.audit, event.clone()).await?;
         }
-        let event = event.concluded(&res);
-        append_detached(&self.audit, event).await?;
-        res
+        append_failure(&self.audit, event, res).await
     }
 
-    async fn apply_inner(&self, actor: &Actor, desired: &Repository) -> Result<(Plan, FeatureApply)> {
+    async fn apply_inner(&self, actor: &Actor, desired: &Repository, event: &AuditEvent) -> Result<(Plan, FeatureApply)> {
         desired.validate()?;
         let notes = self.engine.check(desired).await?;
         let mut last_conflict = None;
         for _ in 0..APPLY_ATTEMPTS {
             let heads = self.store.feature_heads().await?;
             let (changes, writes) = diff(desired, &heads);
-            match self.store.apply_feature_changes(&writes, &actor.name, plinth_core::time::now_millis()).await {
+            let changed: Vec<Change> = changes
+                .iter()
+                .filter(|c| c.op != ChangeOp::Unchanged)
+                .map(|c| {
+                    Change::new(
+                        format!("{}:{}", c.kind.as_str(), c.name),
+                        Some(c.from_version.to_string()),
+                        c.to_version.map(|v| v.to_string()),
+                    )
+                })
+                .collect();
+            let record = Record::of(|applied: &FeatureApply| {
+                let mut e = event.clone().with_changes(changed.clone());
+                e.message = Some(format!("apply {}", applied.id));
+                e
+            });
+            match self.store.apply_feature_changes(&writes, &actor.name, plinth_core::time::now_millis(), record).await {
                 Ok(applied) => {
                     self.refresh().await?;
                     return Ok((Plan { changes, notes }, applied));

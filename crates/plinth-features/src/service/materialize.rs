@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use plinth_core::audit::{Actor, AuditEvent, Change};
-use plinth_store::audit::append_detached;
+use plinth_store::audit::Record;
 use plinth_store::features::{FeatureKind, MaterializationRun};
 
 use super::{FeatureService, Materialized};
@@ -96,7 +96,11 @@ impl FeatureService {
                 finished_at: plinth_core::time::now_millis(),
                 actor: actor.name.clone(),
             };
-            self.store.record_materialization(&run).await?;
+            // Each view's run is recorded, with its audit record, in one transaction.
+            let event = AuditEvent::new(actor, "feature_view.materialize", "feature_view", view.name.clone())
+                .with_change(Change::set("rows", rows.to_string()))
+                .with_change(Change::set("window", format!("{}..{end}", start.map_or_else(|| "start".to_owned(), |s| s.to_string()))));
+            self.store.record_materialization(&run, Record::event(event)).await?;
             metrics::counter!(m::MATERIALIZED_ROWS, "view" => view.name.clone()).increment(outcome.written as u64);
             metrics::histogram!(m::MATERIALIZE_SECONDS, "view" => view.name.clone()).record(timer.elapsed().as_secs_f64());
             done.push(Materialized {
@@ -108,14 +112,6 @@ impl FeatureService {
                 newest_event_ns: newest,
             });
         }
-        let event = AuditEvent::new(
-            actor,
-            "feature_view.materialize",
-            "feature_view",
-            done.iter().map(|d| d.view.as_str()).collect::<Vec<_>>().join(","),
-        )
-        .with_changes(done.iter().map(|d| Change::set(format!("{}.rows", d.view), d.rows.to_string())));
-        append_detached(&self.audit, event).await?;
         Ok(done)
     }
 
@@ -210,7 +206,7 @@ impl FeatureService {
                 self.note_pushed(view, *newest);
                 continue;
             }
-            if let Err(e) = self.store.raise_newest_event(view, *newest, now).await {
+            if let Err(e) = self.store.raise_newest_event(view, *newest, now, Record::none()).await {
                 self.note_pushed(view, *newest);
                 failed = Some(e);
             }

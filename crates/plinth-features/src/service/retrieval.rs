@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use plinth_core::audit::{Actor, AuditEvent, Change};
 use plinth_core::tracking::{Dataset, DatasetInput, KeyValue, Page};
-use plinth_store::audit::append_detached;
+use plinth_store::audit::{Record, append_failure};
 use plinth_store::features::{FeatureKind, TrainingDataset, TrainingDatasetRun};
 use plinth_store::tracking::Rows;
 
@@ -88,12 +88,10 @@ impl FeatureService {
         if let Some(name) = &dataset.name {
             crate::repo::check_name("training dataset", name).map_err(Error::invalid)?;
         }
-        let res = self.store.create_training_dataset(&dataset).await.map_err(Error::from);
         let event = AuditEvent::new(actor, "training_dataset.create", "training_dataset", dataset.id.clone())
-            .with_change(Change::set("entity_digest", dataset.entity_digest.clone()))
-            .concluded(&res);
-        append_detached(&self.audit, event).await?;
-        res.map(|()| dataset)
+            .with_change(Change::set("entity_digest", dataset.entity_digest.clone()));
+        let res = self.store.create_training_dataset(&dataset, Record::event(event.clone())).await.map_err(Error::from);
+        append_failure(&self.audit, event, res).await.map(|()| dataset)
     }
 
     pub async fn training_dataset(&self, id_or_name: &str) -> Result<TrainingDataset> {
@@ -169,12 +167,10 @@ impl FeatureService {
             logged_at: plinth_core::time::now_millis(),
             logged_by: actor.name.clone(),
         };
-        let res = self.store.link_training_dataset_run(&link).await.map_err(Error::from);
         let event = AuditEvent::new(actor, "training_dataset.log_to_run", "training_dataset", dataset.id.clone())
-            .with_change(Change::set("run_id", run_id.to_owned()))
-            .concluded(&res);
-        append_detached(&self.audit, event).await?;
-        res
+            .with_change(Change::set("run_id", run_id.to_owned()));
+        let res = self.store.link_training_dataset_run(&link, Record::event(event.clone())).await.map_err(Error::from);
+        append_failure(&self.audit, event, res).await
     }
 
     /// Runs a training dataset was logged to, oldest first.

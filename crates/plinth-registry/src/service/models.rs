@@ -20,7 +20,10 @@ impl RegistryService {
             let desc = description(desc)?;
             let model = self
                 .store
-                .create_registered_model(NewRegisteredModel { name: name.to_owned(), description: desc, tags: tag_list, now: now_millis() })
+                .create_registered_model(
+                    NewRegisteredModel { name: name.to_owned(), description: desc, tags: tag_list, now: now_millis() },
+                    Record::event(event.clone()),
+                )
                 .await?;
             Ok(model)
         }
@@ -49,7 +52,7 @@ impl RegistryService {
                 return Err(InvalidParameter::missing("new_name").into());
             }
             r::validate_model_name("new_name", new_name)?;
-            Ok(self.store.rename_registered_model(name, new_name, now_millis()).await?)
+            Ok(self.store.rename_registered_model(name, new_name, now_millis(), Record::event(event.clone())).await?)
         }
         .await;
         self.audited(event, res).await
@@ -62,7 +65,7 @@ impl RegistryService {
             let desc = description(desc)?;
             let before = self.store.get_registered_model(name).await?;
             event.changes.push(Change::new("description", before.description, desc.clone()));
-            Ok(self.store.update_registered_model(name, desc.as_deref(), now_millis()).await?)
+            Ok(self.store.update_registered_model(name, desc.as_deref(), now_millis(), Record::event(event.clone())).await?)
         }
         .await;
         self.audited(event, res).await
@@ -76,7 +79,7 @@ impl RegistryService {
             for a in &before.aliases {
                 event.changes.push(Change::new(format!("alias.{}", a.alias), Some(a.version.to_string()), None));
             }
-            self.store.delete_registered_model(name).await?;
+            self.store.delete_registered_model(name, Record::event(event.clone())).await?;
             Ok(())
         }
         .await;
@@ -103,7 +106,7 @@ impl RegistryService {
             r::validate_model_name("name", name)?;
             r::validate_registry_tag(key, value)?;
             let tag = KeyValue { key: key.to_owned(), value: value.to_owned() };
-            Ok(self.store.set_registered_model_tag(name, &tag, now_millis()).await?)
+            Ok(self.store.set_registered_model_tag(name, &tag, now_millis(), Record::event(event.clone())).await?)
         }
         .await;
         self.audited(event, res).await
@@ -120,7 +123,7 @@ impl RegistryService {
             if key.is_empty() {
                 return Err(InvalidParameter::missing("key").into());
             }
-            Ok(self.store.delete_registered_model_tag(name, key).await?)
+            Ok(self.store.delete_registered_model_tag(name, key, Record::event(event.clone())).await?)
         }
         .await;
         self.audited(event, res).await
@@ -144,15 +147,12 @@ impl RegistryService {
 
     pub async fn create_model_version(&self, actor: &Actor, req: CreateVersion) -> Result<ModelVersion> {
         let event = AuditEvent::new(actor, "model_version.create", "model_version", format!("{}/?", req.name));
-        let res = self.create_model_version_inner(actor, req).await;
-        let event = match &res {
-            Ok(v) => {
-                let mut e = event;
-                e.resource_id = format!("{}/{}", v.name, v.version);
-                e.with_change(Change::set("source", v.source.clone())).with_changes(v.run_id.clone().map(|run| Change::set("run_id", run)))
-            }
-            Err(_) => event,
-        };
+        let record = Record::of(|v: &ModelVersion| {
+            let mut e = event.clone();
+            e.resource_id = format!("{}/{}", v.name, v.version);
+            e.with_change(Change::set("source", v.source.clone())).with_changes(v.run_id.clone().map(|run| Change::set("run_id", run)))
+        });
+        let res = self.create_model_version_inner(actor, req, record).await;
         let v = self.audited(event, res).await?;
         self.outbox
             .emit(Event::ModelVersionCreated {
@@ -167,7 +167,12 @@ impl RegistryService {
         Ok(v)
     }
 
-    pub(super) async fn create_model_version_inner(&self, actor: &Actor, req: CreateVersion) -> Result<ModelVersion> {
+    pub(super) async fn create_model_version_inner(
+        &self,
+        actor: &Actor,
+        req: CreateVersion,
+        record: Record<'_, ModelVersion>,
+    ) -> Result<ModelVersion> {
         r::validate_model_name("name", &req.name)?;
         if req.source.is_empty() {
             return Err(InvalidParameter::missing("source").into());
@@ -261,18 +266,21 @@ impl RegistryService {
         let user_id = (actor.name != Actor::ANONYMOUS).then(|| actor.name.clone());
         let version = self
             .store
-            .create_model_version(NewModelVersion {
-                name: req.name.clone(),
-                source: req.source,
-                storage_location,
-                run_id,
-                run_link: req.run_link.filter(|it| !it.is_empty()),
-                model_id: model_id.clone(),
-                description,
-                user_id,
-                tags: req.tags,
-                now: now_millis(),
-            })
+            .create_model_version(
+                NewModelVersion {
+                    name: req.name.clone(),
+                    source: req.source,
+                    storage_location,
+                    run_id,
+                    run_link: req.run_link.filter(|it| !it.is_empty()),
+                    model_id: model_id.clone(),
+                    description,
+                    user_id,
+                    tags: req.tags,
+                    now: now_millis(),
+                },
+                record,
+            )
             .await?;
         if let Some(id) = &model_id {
             self.link_logged_model(id, &version).await;
@@ -296,7 +304,8 @@ impl RegistryService {
         }
         list.push(entry);
         let tag = KeyValue { key: "mlflow.modelVersions".into(), value: serde_json::Value::Array(list).to_string() };
-        if let Err(e) = self.tracking.set_logged_model_tags(&id, &[tag], now_millis()).await {
+        // Bookkeeping MLflow's server does on registration; the version's own record names the link.
+        if let Err(e) = self.tracking.set_logged_model_tags(&id, &[tag], now_millis(), Record::none()).await {
             tracing::warn!(error = %e, model_id, "could not link the logged model to its registered version");
         }
     }
@@ -314,14 +323,14 @@ impl RegistryService {
             let desc = description(desc)?;
             let before = self.store.get_model_version(name, number).await?;
             event.changes.push(Change::new("description", before.description, desc.clone()));
-            Ok(self.store.update_model_version(name, number, desc.as_deref(), now_millis()).await?)
+            Ok(self.store.update_model_version(name, number, desc.as_deref(), now_millis(), Record::event(event.clone())).await?)
         }
         .await;
         self.audited(event, res).await
     }
 
     pub async fn delete_model_version(&self, actor: &Actor, name: &str, version: &str) -> Result<()> {
-        let mut event = AuditEvent::new(actor, "model_version.delete", "model_version", format!("{name}/{version}"));
+        let event = AuditEvent::new(actor, "model_version.delete", "model_version", format!("{name}/{version}"));
         let res = async {
             r::validate_model_name("name", name)?;
             let number = r::parse_version(version)?;
@@ -335,11 +344,14 @@ impl RegistryService {
                     });
                 }
             }
-            let before = self.store.delete_model_version(name, number, now_millis()).await?;
-            event.changes.push(Change::new("source", Some(before.source), None));
-            for alias in before.aliases {
-                event.changes.push(Change::new(format!("alias.{alias}"), Some(number.to_string()), None));
-            }
+            // What the version held (its source, the aliases the delete removes) is read under the delete's own locks.
+            let record = Record::of(|before: &ModelVersion| {
+                event
+                    .clone()
+                    .with_change(Change::new("source", Some(before.source.clone()), None))
+                    .with_changes(before.aliases.iter().map(|alias| Change::new(format!("alias.{alias}"), Some(number.to_string()), None)))
+            });
+            self.store.delete_model_version(name, number, now_millis(), record).await?;
             Ok(())
         }
         .await;
@@ -367,7 +379,7 @@ impl RegistryService {
             let number = r::parse_version(version)?;
             r::validate_registry_tag(key, value)?;
             let tag = KeyValue { key: key.to_owned(), value: value.to_owned() };
-            self.store.set_model_version_tag(name, number, &tag, now_millis()).await?;
+            self.store.set_model_version_tag(name, number, &tag, now_millis(), Record::event(event.clone())).await?;
             Ok(number)
         }
         .await;
@@ -387,7 +399,7 @@ impl RegistryService {
             if key.is_empty() {
                 return Err(InvalidParameter::missing("key").into());
             }
-            self.store.delete_model_version_tag(name, number, key).await?;
+            self.store.delete_model_version_tag(name, number, key, Record::event(event.clone())).await?;
             Ok(number)
         }
         .await;

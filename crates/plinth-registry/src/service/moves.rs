@@ -15,7 +15,7 @@ impl RegistryService {
         archive_existing: bool,
         viewer: &Viewer,
     ) -> Result<ModelVersion> {
-        let mut event = AuditEvent::new(actor, "model_version.stage", "model_version", format!("{name}/{version}"));
+        let event = AuditEvent::new(actor, "model_version.stage", "model_version", format!("{name}/{version}"));
         let res = async {
             r::validate_model_name("name", name)?;
             let number = r::parse_version(version)?;
@@ -27,9 +27,8 @@ impl RegistryService {
                     "Model version transition cannot archive existing model versions because '{stage}' is not an Active stage. Valid stages are ['Staging', 'Production']"
                 )));
             }
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
+            let event = &event;
+            gated_move(move || async move {
                 let gate = self.store.get_gate(name, &target.gate_target()).await?;
                 let gate_stamp = Some(gate.as_ref().map(|g| g.updated_at));
                 let expect = match &gate {
@@ -47,18 +46,18 @@ impl RegistryService {
                 };
                 let change =
                     StageMove { name: name.to_owned(), version: number, stage: target, archive_existing, expect, gate_stamp, now: now_millis() };
-                match self.store.transition_stage(&change).await {
-                    Ok(moved) => {
-                        event.changes.push(Change::new("stage", Some(moved.previous_stage.as_str().to_owned()), Some(target.as_str().to_owned())));
-                        for v in &moved.archived {
-                            event.changes.push(Change::new(format!("versions.{v}.stage"), Some(target.as_str().to_owned()), Some("Archived".into())));
-                        }
-                        return Ok(moved.version);
-                    }
-                    Err(plinth_store::Error::Conflict { .. }) if attempt < GATED_MOVE_ATTEMPTS => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+                // The previous stage and the versions archived are read under the move's own locks.
+                let record = Record::of(|moved: &StageMoved| {
+                    event.clone().with_change(Change::new("stage", Some(moved.previous_stage.as_str().to_owned()), Some(target.as_str().to_owned()))).with_changes(
+                        moved.archived.iter().map(|v| Change::new(format!("versions.{v}.stage"), Some(target.as_str().to_owned()), Some("Archived".into()))),
+                    )
+                });
+                Ok(match Attempt::of(self.store.transition_stage(&change, record).await)? {
+                    Attempt::Done(moved) => Attempt::Done(moved.version),
+                    Attempt::Raced(message) => Attempt::Raced(message),
+                })
+            })
+            .await
         }
         .await;
         self.audited(event, res).await
@@ -110,14 +109,13 @@ impl RegistryService {
         expected: Expect,
         viewer: &Viewer,
     ) -> Result<GateReport> {
-        let mut event = AuditEvent::new(actor, "alias.set", "alias", format!("{name}@{alias}"));
+        let event = AuditEvent::new(actor, "alias.set", "alias", format!("{name}@{alias}"));
         let res = async {
             r::validate_model_name("name", name)?;
             r::validate_alias(alias)?;
             let number = r::parse_version(version)?;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
+            let event = &event;
+            gated_move(move || async move {
                 let gate = self.store.get_gate(name, alias).await?;
                 let holder = self.store.get_alias(name, alias).await?;
                 if let Expect::Holder(want) = expected
@@ -136,8 +134,9 @@ impl RegistryService {
                 if holder == Some(number) {
                     // Already there (a retried request): nothing to judge or move. The version must still be live.
                     self.store.get_model_version(name, number).await?;
-                    event.changes.push(Change::new("version", Some(number.to_string()), Some(number.to_string())));
-                    return Ok(report);
+                    self.record(&event.clone().with_change(Change::new("version", Some(number.to_string()), Some(number.to_string()))))
+                        .await?;
+                    return Ok(Attempt::Done(report));
                 }
                 let expect = match &gate {
                     // No gate: MLflow's last-writer-wins, unless the caller pinned the holder.
@@ -157,21 +156,18 @@ impl RegistryService {
                     promotion_id: None,
                     now: now_millis(),
                 };
-                match self.store.move_alias(&change).await {
-                    Ok(previous) => {
-                        event.changes.push(Change::new("version", previous.map(|v| v.to_string()), Some(number.to_string())));
-                        return Ok(report);
-                    }
-                    // The holder or the gate changed between our read and our write: judge again against
-                    // the new state, unless the caller pinned what it expected.
-                    Err(plinth_store::Error::Conflict { message }) => {
-                        if matches!(expected, Expect::Holder(_)) || attempt >= GATED_MOVE_ATTEMPTS {
-                            return Err(Error::Conflict { message });
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
+                // The previous holder is read under the move's own lock (it may differ from `holder` under last-writer-wins).
+                let record = Record::of(|previous: &Option<i64>| {
+                    event.clone().with_change(Change::new("version", previous.map(|v| v.to_string()), Some(number.to_string())))
+                });
+                match Attempt::of(self.store.move_alias(&change, record).await)? {
+                    Attempt::Done(_) => Ok(Attempt::Done(report)),
+                    // A caller that pinned the holder it expected is not judged again.
+                    Attempt::Raced(message) if matches!(expected, Expect::Holder(_)) => Err(Error::Conflict { message }),
+                    Attempt::Raced(message) => Ok(Attempt::Raced(message)),
                 }
-            }
+            })
+            .await
         }
         .await;
         let report = self.audited(event, res).await?;
@@ -210,15 +206,17 @@ impl RegistryService {
     }
 
     pub async fn delete_alias(&self, actor: &Actor, name: &str, alias: &str) -> Result<()> {
-        let mut event = AuditEvent::new(actor, "alias.delete", "alias", format!("{name}@{alias}"));
+        let event = AuditEvent::new(actor, "alias.delete", "alias", format!("{name}@{alias}"));
         let res = async {
             r::validate_model_name("name", name)?;
             r::validate_alias(alias)?;
             if self.store.get_gate(name, alias).await?.is_some() {
                 return Err(Error::GatedAliasRemoval { model: name.to_owned(), alias: alias.to_owned(), what: "deleted".into() });
             }
-            let previous = self.store.delete_alias(name, alias, now_millis()).await?;
-            event.changes.push(Change::new("version", previous.map(|v| v.to_string()), None));
+            let record = Record::of(|previous: &Option<i64>| {
+                event.clone().with_change(Change::new("version", previous.map(|v| v.to_string()), None))
+            });
+            self.store.delete_alias(name, alias, now_millis(), record).await?;
             Ok(())
         }
         .await;
@@ -230,13 +228,15 @@ impl RegistryService {
     // Gates.
 
     pub async fn put_gate(&self, actor: &Actor, model: &str, spec: GateSpec) -> Result<Gate> {
-        let mut event = AuditEvent::new(actor, "gate.put", "gate", format!("{model}@{}", spec.target));
+        let event = AuditEvent::new(actor, "gate.put", "gate", format!("{model}@{}", spec.target));
         let res = async {
             r::validate_model_name("name", model)?;
             let spec = validate_gate(spec)?;
             let gate = Gate { model: model.to_owned(), spec, updated_by: actor.name.clone(), updated_at: now_millis() };
-            let previous = self.store.put_gate(&gate).await?;
-            event.changes.push(Change::new("gate", previous.as_ref().map(describe_gate), Some(describe_gate(&gate))));
+            let record = Record::of(|previous: &Option<Gate>| {
+                event.clone().with_change(Change::new("gate", previous.as_ref().map(describe_gate), Some(describe_gate(&gate))))
+            });
+            self.store.put_gate(&gate, record).await?;
             Ok(gate)
         }
         .await;
@@ -257,15 +257,16 @@ impl RegistryService {
     }
 
     pub async fn delete_gate(&self, actor: &Actor, model: &str, target: &str) -> Result<()> {
-        let mut event = AuditEvent::new(actor, "gate.delete", "gate", format!("{model}@{target}"));
+        let event = AuditEvent::new(actor, "gate.delete", "gate", format!("{model}@{target}"));
         let res = async {
             r::validate_model_name("name", model)?;
             self.store.get_registered_model(model).await?;
-            match self.store.delete_gate(model, &gate_target(target)?).await? {
-                Some(previous) => {
-                    event.changes.push(Change::new("gate", Some(describe_gate(&previous)), None));
-                    Ok(())
-                }
+            // No gate, nothing deleted: no record in the transaction (the failure is recorded below).
+            let record = Record::many(|previous: &Option<Gate>| {
+                previous.iter().map(|p| event.clone().with_change(Change::new("gate", Some(describe_gate(p)), None))).collect()
+            });
+            match self.store.delete_gate(model, &gate_target(target)?, record).await? {
+                Some(_) => Ok(()),
                 None => Err(no_gate(model, target)),
             }
         }

@@ -9,7 +9,7 @@ impl RegistryService {
     pub async fn request_promotion(&self, actor: &Actor, ask: PromotionAsk, viewer: &Viewer) -> Result<PromotionOutcome> {
         let PromotionAsk { model, version, target, reason, ttl_secs } = ask;
         let (model, version, target) = (model.as_str(), version.as_str(), target.as_str());
-        let mut event = AuditEvent::new(actor, "promotion.request", "promotion", format!("{model}@{target}"));
+        let event = AuditEvent::new(actor, "promotion.request", "promotion", format!("{model}@{target}"));
         let res = async {
             r::validate_model_name("name", model)?;
             r::validate_alias(target)?;
@@ -22,21 +22,22 @@ impl RegistryService {
                 return Err(Error::invalid(format!("ttl_secs must be between 1 and {} (got {ttl})", self.config.max_promotion_ttl_secs)));
             }
             let now = now_millis();
-            let request = self
-                .store
-                .create_promotion(NewPromotion {
-                    model: model.to_owned(),
-                    version: number,
-                    target: target.to_owned(),
-                    requester: actor.name.clone(),
-                    reason,
-                    now,
-                    expires_at: now.saturating_add(ttl.saturating_mul(1000)),
-                })
-                .await?;
-            event.resource_id = format!("{}", request.id);
-            event.changes.push(Change::set("request", format!("{model} version {number} -> {target}")));
-            Ok(request)
+            // The request's id is allocated in the transaction that records it.
+            let record = Record::of(|request: &PromotionRequest| {
+                let mut e = event.clone().with_change(Change::set("request", format!("{model} version {number} -> {target}")));
+                e.resource_id = request.id.to_string();
+                e
+            });
+            let new = NewPromotion {
+                model: model.to_owned(),
+                version: number,
+                target: target.to_owned(),
+                requester: actor.name.clone(),
+                reason,
+                now,
+                expires_at: now.saturating_add(ttl.saturating_mul(1000)),
+            };
+            Ok(self.store.create_promotion(new, record).await?)
         }
         .await;
         let request = self.audited(event, res).await?;
@@ -109,7 +110,7 @@ impl RegistryService {
             }
             let review = Review { reviewer: actor.name.clone(), decision, comment: comment.clone(), created_at: now_millis() };
             // A rejection ends the request in the same transaction.
-            Ok(self.store.add_review(id, &review).await?)
+            Ok(self.store.add_review(id, &review, Record::event(event.clone())).await?)
         }
         .await;
         let request = self.audited(event, res).await?;
@@ -143,7 +144,8 @@ impl RegistryService {
             if request.requester != actor.name {
                 return Err(Error::Forbidden { message: format!("only the requester ({}) may cancel promotion {id}", request.requester) });
             }
-            Ok(self.store.set_promotion_status(id, PromotionStatus::Pending, PromotionStatus::Cancelled, now_millis()).await?)
+            let record = Record::event(event.clone());
+            Ok(self.store.set_promotion_status(id, PromotionStatus::Pending, PromotionStatus::Cancelled, now_millis(), record).await?)
         }
         .await;
         self.audited(event, res).await
@@ -185,14 +187,14 @@ impl RegistryService {
 
     /// Moves the alias if the request has its approvals and the conditions pass; otherwise leaves it pending.
     pub(super) async fn try_apply(&self, actor: &Actor, request: PromotionRequest, viewer: &Viewer) -> Result<PromotionOutcome> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (mut report, stamp) = self.judge(&request, viewer).await?;
+        let event = AuditEvent::new(actor, "promotion.apply", "promotion", request.id.to_string());
+        let (request, event_ref) = (&request, &event);
+        let res = gated_move(move || async move {
+            let event = event_ref;
+            let (mut report, stamp) = self.judge(request, viewer).await?;
             if !report.approved() {
-                return Ok(PromotionOutcome { request, report });
+                return Ok(Attempt::Done(PromotionOutcome { request: request.clone(), report }));
             }
-            let mut event = AuditEvent::new(actor, "promotion.apply", "promotion", request.id.to_string());
             if !report.conditions_pass() {
                 let refusal = Error::GateFailed {
                     model: request.model.clone(),
@@ -200,8 +202,8 @@ impl RegistryService {
                     version: request.version,
                     failures: report.failures(),
                 };
-                self.record(&event.with_outcome(Outcome::Refused, refusal.to_string())).await?;
-                return Ok(PromotionOutcome { request, report });
+                self.record(&event.clone().with_outcome(Outcome::Refused, refusal.to_string())).await?;
+                return Ok(Attempt::Done(PromotionOutcome { request: request.clone(), report }));
             }
             let change = AliasMove {
                 name: request.model.clone(),
@@ -212,46 +214,43 @@ impl RegistryService {
                 promotion_id: Some(request.id),
                 now: now_millis(),
             };
-            match self.store.move_alias(&change).await {
-                Ok(previous) => {
-                    event.changes.push(Change::new(
-                        format!("alias.{}", request.target),
-                        previous.map(|v| v.to_string()),
-                        Some(request.version.to_string()),
-                    ));
-                    self.record(&event).await?;
-                    // The alias's own history shows the move too.
-                    let alias_event = AuditEvent::new(actor, "alias.set", "alias", format!("{}@{}", request.model, request.target))
-                        .with_change(Change::new("version", previous.map(|v| v.to_string()), Some(request.version.to_string())))
-                        .with_change(Change::set("promotion", request.id.to_string()));
-                    self.record(&alias_event).await?;
+            // The request's history and the alias's own both show the move, with the previous holder
+            // read under the move's lock.
+            let record = Record::many(|previous: &Option<i64>| {
+                let (before, after) = (previous.map(|v| v.to_string()), Some(request.version.to_string()));
+                vec![
+                    event.clone().with_change(Change::new(format!("alias.{}", request.target), before.clone(), after.clone())),
+                    AuditEvent::new(actor, "alias.set", "alias", format!("{}@{}", request.model, request.target))
+                        .with_change(Change::new("version", before, after))
+                        .with_change(Change::set("promotion", request.id.to_string())),
+                ]
+            });
+            match Attempt::of(self.store.move_alias(&change, record).await)? {
+                Attempt::Done(_) => {
                     let applied = self.store.get_promotion(request.id).await?;
                     self.outbox
                         .emit(Event::AliasSet { name: request.model.clone(), alias: request.target.clone(), version: request.version })
                         .await;
                     // The answer shows the alias as it now is.
                     report.current = Some(request.version);
-                    return Ok(PromotionOutcome { request: applied, report });
+                    Ok(Attempt::Done(PromotionOutcome { request: applied, report }))
                 }
-                Err(plinth_store::Error::Conflict { message }) => {
+                Attempt::Raced(message) => {
                     let fresh = self.store.get_promotion(request.id).await?;
                     if fresh.status == PromotionStatus::Applied {
                         // A concurrent approval applied it: this caller's approval is in, the outcome is the same.
                         let report = self.report_for(&fresh, viewer).await?;
-                        return Ok(PromotionOutcome { request: fresh, report });
+                        return Ok(Attempt::Done(PromotionOutcome { request: fresh, report }));
                     }
-                    if fresh.status != PromotionStatus::Pending || attempt >= GATED_MOVE_ATTEMPTS {
-                        self.record(&event.with_outcome(Outcome::Failed, message.clone())).await?;
+                    if fresh.status != PromotionStatus::Pending {
                         return Err(Error::Conflict { message });
                     }
-                }
-                Err(e) => {
-                    let e: Error = e.into();
-                    self.record(&event.with_outcome(Outcome::Failed, e.to_string())).await?;
-                    return Err(e);
+                    Ok(Attempt::Raced(message))
                 }
             }
-        }
+        })
+        .await;
+        self.audited(event, res).await
     }
 
     /// Expires overdue requests every `interval` until `shutdown`.
@@ -269,11 +268,20 @@ impl RegistryService {
 
     /// Marks overdue requests expired (and records it).
     pub async fn expire(&self) -> Result<()> {
-        let expired = self.store.expire_promotions(now_millis()).await?;
+        let record = Record::many(|expired: &Vec<PromotionRequest>| {
+            expired
+                .iter()
+                .map(|request| {
+                    AuditEvent::new(&Actor::system(), "promotion.expire", "promotion", request.id.to_string()).with_change(Change::new(
+                        "status",
+                        Some("PENDING".into()),
+                        Some("EXPIRED".into()),
+                    ))
+                })
+                .collect()
+        });
+        let expired = self.store.expire_promotions(now_millis(), record).await?;
         for request in expired {
-            let event = AuditEvent::new(&Actor::system(), "promotion.expire", "promotion", request.id.to_string())
-                .with_change(Change::new("status", Some("PENDING".into()), Some("EXPIRED".into())));
-            self.record(&event).await?;
             self.outbox.emit(Event::promotion("expired", &request, &Actor::system(), None)).await;
         }
         Ok(())

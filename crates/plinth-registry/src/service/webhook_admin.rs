@@ -35,7 +35,7 @@ pub(super) fn validate_webhook_name(name: &str) -> Result<()> {
 
 impl RegistryService {
     pub async fn create_webhook(&self, actor: &Actor, new: NewWebhook) -> Result<plinth_store::webhooks::Webhook> {
-        let mut event = AuditEvent::new(actor, "webhook.create", "webhook", "?");
+        let event = AuditEvent::new(actor, "webhook.create", "webhook", "?");
         let res = async {
             validate_webhook_name(&new.name)?;
             crate::webhooks::validate_url(&new.url).map_err(Error::invalid)?;
@@ -61,11 +61,13 @@ impl RegistryService {
                 created_at: now,
                 updated_at: now,
             };
-            self.outbox.store().create_webhook(&hook).await?;
             // The URL may carry credentials: the trail keeps the host only.
-            event.resource_id = hook.id.clone();
-            event.changes.push(Change::set("url_host", url_host(&hook.url)));
-            event.changes.push(Change::set("events", hook.events.join(",")));
+            let mut created = event
+                .clone()
+                .with_change(Change::set("url_host", url_host(&hook.url)))
+                .with_change(Change::set("events", hook.events.join(",")));
+            created.resource_id = hook.id.clone();
+            self.outbox.store().create_webhook(&hook, Record::event(created)).await?;
             Ok(hook)
         }
         .await;
@@ -107,7 +109,7 @@ impl RegistryService {
             if let Some(s) = update.status {
                 event.changes.push(Change::set("status", s.as_str()));
             }
-            Ok(self.outbox.store().update_webhook(id, &update, now_millis()).await?)
+            Ok(self.outbox.store().update_webhook(id, &update, now_millis(), Record::event(event.clone())).await?)
         }
         .await;
         self.audited(event, res).await
@@ -115,7 +117,7 @@ impl RegistryService {
 
     pub async fn delete_webhook(&self, actor: &Actor, id: &str) -> Result<()> {
         let event = AuditEvent::new(actor, "webhook.delete", "webhook", id);
-        let res = async { Ok(self.outbox.store().delete_webhook(id).await?) }.await;
+        let res = async { Ok(self.outbox.store().delete_webhook(id, Record::event(event.clone())).await?) }.await;
         self.audited(event, res).await
     }
 

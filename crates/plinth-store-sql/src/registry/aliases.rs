@@ -10,6 +10,7 @@ use super::versions;
 use crate::SqlStore;
 use crate::rows::{get_i64, get_opt_i64, get_str};
 use crate::sql::{Tx, TxError, sql_error, write_tx};
+use plinth_store::audit::Record;
 
 fn describe(version: Option<i64>) -> String {
     version.map_or_else(|| "is unset".to_owned(), |v| format!("points at version {v}"))
@@ -74,8 +75,8 @@ async fn apply_promotion(store: &SqlStore, tx: &mut Tx, id: i64, change: &AliasM
     Ok(())
 }
 
-pub(crate) async fn move_alias(store: &SqlStore, change: &AliasMove) -> Result<Option<i64>> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn move_alias(store: &SqlStore, change: &AliasMove, record: &Record<'_, Option<i64>>) -> Result<Option<i64>> {
+    write_tx!(store, record, |tx| async {
         // The model row is the per-model lock: concurrent moves of the same model's aliases queue
         // here, so the holder read below is the one the upsert replaces.
         models::lock_existing(store, tx, &change.name).await?;
@@ -115,8 +116,8 @@ pub(crate) async fn move_alias(store: &SqlStore, change: &AliasMove) -> Result<O
     .await)
 }
 
-pub(crate) async fn delete(store: &SqlStore, name: &str, alias: &str) -> Result<Option<i64>> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete(store: &SqlStore, name: &str, alias: &str, record: &Record<'_, Option<i64>>) -> Result<Option<i64>> {
+    write_tx!(store, record, |tx| async {
         models::lock_existing(store, tx, name).await?;
         let row = sqlx::query("DELETE FROM registered_model_aliases WHERE name = $1 AND alias = $2 RETURNING version")
             .bind(name.to_owned())

@@ -9,6 +9,7 @@ use super::models;
 use crate::SqlStore;
 use crate::rows::{get_i64, get_opt_str, get_str, json_strings, to_json_strings};
 use crate::sql::{TxError, sql_error, write_tx};
+use plinth_store::audit::Record;
 
 const COLUMNS: &str = "model, target, conditions, required_tags, approvals_required, description, updated_by, updated_at";
 
@@ -34,8 +35,8 @@ async fn load(conn: &mut AnyConnection, model: &str, target: &str) -> Result<Opt
     row.as_ref().map(from_row).transpose()
 }
 
-pub(crate) async fn put(store: &SqlStore, gate: &Gate) -> Result<Option<Gate>> {
-    write_tx!(store, |tx| {
+pub(crate) async fn put(store: &SqlStore, gate: &Gate, record: &Record<'_, Option<Gate>>) -> Result<Option<Gate>> {
+    write_tx!(store, record, |tx| {
         async {
         models::lock_existing(store, tx, &gate.model).await?;
         let previous = load(tx, &gate.model, &gate.spec.target).await?;
@@ -73,8 +74,8 @@ pub(crate) async fn list(store: &SqlStore, model: &str) -> Result<Vec<Gate>> {
     rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)
 }
 
-pub(crate) async fn delete(store: &SqlStore, model: &str, target: &str) -> Result<Option<Gate>> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete(store: &SqlStore, model: &str, target: &str, record: &Record<'_, Option<Gate>>) -> Result<Option<Gate>> {
+    write_tx!(store, record, |tx| async {
         // The model lock keeps the one lock order (model, then its rows) also here.
         if !models::lock(store, tx, model).await? {
             return Ok(None);

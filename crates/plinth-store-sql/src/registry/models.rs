@@ -9,8 +9,10 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::filter::{invalid_order, model_order_column, push_model_clause};
 use super::rows::{MODEL_COLUMNS, hydrate_models, model_from_row};
+use crate::rows::decode_page;
 use crate::sql::{Sql, Tx, TxError, is_unique_violation, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
+use plinth_store::audit::Record;
 
 pub(crate) fn not_found(name: &str) -> Error {
     Error::Registry(plinth_store::RegistryError::RegisteredModelNotFound { name: name.to_owned() })
@@ -64,8 +66,8 @@ async fn upsert_tags(tx: &mut Tx, dialect: Dialect, name: &str, tags: &[KeyValue
     Ok(())
 }
 
-pub(crate) async fn create(store: &SqlStore, new: NewRegisteredModel) -> Result<RegisteredModel> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn create(store: &SqlStore, new: NewRegisteredModel, record: &Record<'_, RegisteredModel>) -> Result<RegisteredModel> {
+    write_tx!(store, record, |tx| async {
         let res = sqlx::query(
             "INSERT INTO registered_models (name, creation_time, last_updated_time, description, next_version) VALUES ($1, $2, $2, $3, 1)",
         )
@@ -92,8 +94,14 @@ pub(crate) async fn get(store: &SqlStore, name: &str) -> Result<RegisteredModel>
     load(&mut conn, store.dialect, name).await.map_err(sql_error)?.ok_or_else(|| not_found(name))
 }
 
-pub(crate) async fn rename(store: &SqlStore, name: &str, new_name: &str, now: i64) -> Result<RegisteredModel> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn rename(
+    store: &SqlStore,
+    name: &str,
+    new_name: &str,
+    now: i64,
+    record: &Record<'_, RegisteredModel>,
+) -> Result<RegisteredModel> {
+    write_tx!(store, record, |tx| async {
         lock_existing(store, tx, name).await?;
         // Versions, tags, aliases, gates and promotion requests follow through ON UPDATE CASCADE.
         let res = sqlx::query("UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE name = $3")
@@ -120,8 +128,14 @@ pub(crate) async fn rename(store: &SqlStore, name: &str, new_name: &str, now: i6
     .await)
 }
 
-pub(crate) async fn update(store: &SqlStore, name: &str, description: Option<&str>, now: i64) -> Result<RegisteredModel> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn update(
+    store: &SqlStore,
+    name: &str,
+    description: Option<&str>,
+    now: i64,
+    record: &Record<'_, RegisteredModel>,
+) -> Result<RegisteredModel> {
+    write_tx!(store, record, |tx| async {
         let res = sqlx::query("UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE name = $3")
             .bind(description.map(str::to_owned))
             .bind(now)
@@ -136,8 +150,8 @@ pub(crate) async fn update(store: &SqlStore, name: &str, description: Option<&st
     .await)
 }
 
-pub(crate) async fn delete(store: &SqlStore, name: &str) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete(store: &SqlStore, name: &str, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_existing(store, tx, name).await?;
         // Everything under the model goes with it through ON DELETE CASCADE.
         sqlx::query("DELETE FROM registered_models WHERE name = $1").bind(name.to_owned()).execute(&mut **tx).await?;
@@ -147,7 +161,6 @@ pub(crate) async fn delete(store: &SqlStore, name: &str) -> Result<()> {
 }
 
 pub(crate) async fn search(store: &SqlStore, query: &RegisteredModelQuery) -> Result<Rows<RegisteredModel>> {
-    let limit = query.page.limit.max(0);
     let mut sql = Sql::new(&format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE 1 = 1"));
     super::filter::push_scope(&mut sql, "rm.name", "registered_model_tags", query.restrict_to.as_deref(), query.exclude_prompts);
     for clause in &query.filter {
@@ -166,18 +179,16 @@ pub(crate) async fn search(store: &SqlStore, query: &RegisteredModelQuery) -> Re
         order_by.push("rm.name ASC".to_owned());
     }
     sql.push(" ORDER BY ").push(&order_by.join(", "));
-    sql.push(" LIMIT ").bind(limit.saturating_add(1)).push(" OFFSET ").bind(query.page.offset.max(0));
+    sql.push_page(&query.page);
     let mut conn = store.read_conn().await?;
     let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
-    let mut models = rows.iter().map(model_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-    let has_more = models.len() as i64 > limit;
-    models.truncate(limit as usize);
-    let items = hydrate_models(&mut conn, store.dialect, models).await.map_err(sql_error)?;
-    Ok(Rows { items, has_more })
+    let page = decode_page(&rows, &query.page, model_from_row).map_err(sql_error)?;
+    let items = hydrate_models(&mut conn, store.dialect, page.items).await.map_err(sql_error)?;
+    Ok(Rows { items, has_more: page.has_more })
 }
 
-pub(crate) async fn set_tag(store: &SqlStore, name: &str, tag: &KeyValue) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn set_tag(store: &SqlStore, name: &str, tag: &KeyValue, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_existing(store, tx, name).await?;
         upsert_tags(tx, store.dialect, name, std::slice::from_ref(tag)).await?;
         Ok::<_, TxError>(())
@@ -185,8 +196,8 @@ pub(crate) async fn set_tag(store: &SqlStore, name: &str, tag: &KeyValue) -> Res
     .await)
 }
 
-pub(crate) async fn delete_tag(store: &SqlStore, name: &str, key: &str) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete_tag(store: &SqlStore, name: &str, key: &str, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_existing(store, tx, name).await?;
         sqlx::query("DELETE FROM registered_model_tags WHERE name = $1 AND key = $2")
             .bind(name.to_owned())

@@ -10,9 +10,10 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::{models, versions};
-use crate::rows::{corrupt, get_i64, get_opt_str, get_str};
+use crate::rows::{corrupt, decode_page, get_i64, get_opt_str, get_str};
 use crate::sql::{Sql, Tx, TxError, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
+use plinth_store::audit::Record;
 
 const COLUMNS: &str = "id, model, version, target, requester, reason, status, created_at, expires_at, updated_at";
 
@@ -84,8 +85,8 @@ fn not_in(id: i64, status: PromotionStatus, expected: PromotionStatus) -> TxErro
     Error::Conflict { message: format!("Promotion request {id} is {}, not {}", status.as_str(), expected.as_str()) }.into()
 }
 
-pub(crate) async fn create(store: &SqlStore, new: NewPromotion) -> Result<PromotionRequest> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn create(store: &SqlStore, new: NewPromotion, record: &Record<'_, PromotionRequest>) -> Result<PromotionRequest> {
+    write_tx!(store, record, |tx| async {
         models::lock_existing(store, tx, &new.model).await?;
         if versions::live_stage(tx, &new.model, new.version).await?.is_none() {
             return Err(versions::not_found(&new.model, new.version).into());
@@ -130,7 +131,6 @@ pub(crate) async fn get(store: &SqlStore, id: i64) -> Result<PromotionRequest> {
 }
 
 pub(crate) async fn list(store: &SqlStore, query: &PromotionQuery) -> Result<Rows<PromotionRequest>> {
-    let limit = query.page.limit.max(0);
     let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM promotion_requests WHERE 1 = 1"));
     if let Some(model) = &query.model {
         sql.push(" AND model = ").bind(model);
@@ -138,18 +138,21 @@ pub(crate) async fn list(store: &SqlStore, query: &PromotionQuery) -> Result<Row
     if let Some(status) = query.status {
         sql.push(" AND status = ").bind(status.as_str());
     }
-    sql.push(" ORDER BY id DESC LIMIT ").bind(limit.saturating_add(1)).push(" OFFSET ").bind(query.page.offset.max(0));
+    sql.push(" ORDER BY id DESC").push_page(&query.page);
     let mut conn = store.read_conn().await?;
     let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
-    let mut requests = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-    let has_more = requests.len() as i64 > limit;
-    requests.truncate(limit as usize);
-    let items = with_reviews(&mut conn, store.dialect, requests).await.map_err(sql_error)?;
-    Ok(Rows { items, has_more })
+    let page = decode_page(&rows, &query.page, from_row).map_err(sql_error)?;
+    let items = with_reviews(&mut conn, store.dialect, page.items).await.map_err(sql_error)?;
+    Ok(Rows { items, has_more: page.has_more })
 }
 
-pub(crate) async fn add_review(store: &SqlStore, id: i64, review: &Review) -> Result<PromotionRequest> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn add_review(
+    store: &SqlStore,
+    id: i64,
+    review: &Review,
+    record: &Record<'_, PromotionRequest>,
+) -> Result<PromotionRequest> {
+    write_tx!(store, record, |tx| async {
         let status = lock(store, tx, id).await?;
         if status != PromotionStatus::Pending {
             return Err(not_in(id, status, PromotionStatus::Pending));
@@ -187,8 +190,9 @@ pub(crate) async fn set_status(
     from: PromotionStatus,
     to: PromotionStatus,
     now: i64,
+    record: &Record<'_, PromotionRequest>,
 ) -> Result<PromotionRequest> {
-    write_tx!(store, |tx| async {
+    write_tx!(store, record, |tx| async {
         let status = lock(store, tx, id).await?;
         if status != from {
             return Err(not_in(id, status, from));
@@ -204,7 +208,7 @@ pub(crate) async fn set_status(
     .await)
 }
 
-pub(crate) async fn expire(store: &SqlStore, now: i64) -> Result<Vec<PromotionRequest>> {
+pub(crate) async fn expire(store: &SqlStore, now: i64, record: &Record<'_, Vec<PromotionRequest>>) -> Result<Vec<PromotionRequest>> {
     // The expiry loop asks every few seconds; a read on a reader connection answers the usual
     // "nothing is overdue" without taking the (on SQLite, single) writer.
     let mut conn = store.read_conn().await?;
@@ -217,7 +221,7 @@ pub(crate) async fn expire(store: &SqlStore, now: i64) -> Result<Vec<PromotionRe
     if overdue.is_none() {
         return Ok(Vec::new());
     }
-    write_tx!(store, |tx| {
+    write_tx!(store, record, |tx| {
         async {
         let sql = format!(
             "UPDATE promotion_requests SET status = 'EXPIRED', updated_at = $1 WHERE status = 'PENDING' AND expires_at < $1 RETURNING {COLUMNS}"

@@ -11,9 +11,10 @@ use sqlx::AnyConnection;
 use super::filter::{invalid_order, push_version_clause, version_order_column};
 use super::models;
 use super::rows::{DELETED_STAGE, LIVE, VERSION_COLUMNS, hydrate_versions, stage_from_str, version_from_row};
-use crate::rows::{get_i64, get_opt_i64, get_str};
+use crate::rows::{decode_page, get_i64, get_opt_i64, get_str};
 use crate::sql::{Sql, Tx, TxError, sql_error, write_tx};
 use crate::{Dialect, SqlStore};
+use plinth_store::audit::Record;
 
 pub(crate) fn not_found(name: &str, version: i64) -> Error {
     Error::Registry(plinth_store::RegistryError::ModelVersionNotFound { name: name.to_owned(), version })
@@ -82,8 +83,8 @@ async fn upsert_tags(tx: &mut Tx, dialect: Dialect, name: &str, version: i64, ta
     Ok(())
 }
 
-pub(crate) async fn create(store: &SqlStore, new: NewModelVersion) -> Result<ModelVersion> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn create(store: &SqlStore, new: NewModelVersion, record: &Record<'_, ModelVersion>) -> Result<ModelVersion> {
+    write_tx!(store, record, |tx| async {
         // Takes the next number and locks the model row in one statement: concurrent creators queue
         // on the row and each gets its own number; the counter only grows.
         let row = sqlx::query(
@@ -124,8 +125,15 @@ pub(crate) async fn get(store: &SqlStore, name: &str, version: i64) -> Result<Mo
     load(&mut conn, store.dialect, name, version).await.map_err(sql_error)?.ok_or_else(|| not_found(name, version))
 }
 
-pub(crate) async fn update(store: &SqlStore, name: &str, version: i64, description: Option<&str>, now: i64) -> Result<ModelVersion> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn update(
+    store: &SqlStore,
+    name: &str,
+    version: i64,
+    description: Option<&str>,
+    now: i64,
+    record: &Record<'_, ModelVersion>,
+) -> Result<ModelVersion> {
+    write_tx!(store, record, |tx| async {
         lock_live(store, tx, name, version).await?;
         sqlx::query("UPDATE model_versions SET description = $1, last_updated_time = $2 WHERE name = $3 AND version = $4")
             .bind(description.map(str::to_owned))
@@ -139,8 +147,14 @@ pub(crate) async fn update(store: &SqlStore, name: &str, version: i64, descripti
     .await)
 }
 
-pub(crate) async fn delete(store: &SqlStore, name: &str, version: i64, now: i64) -> Result<ModelVersion> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete(
+    store: &SqlStore,
+    name: &str,
+    version: i64,
+    now: i64,
+    record: &Record<'_, ModelVersion>,
+) -> Result<ModelVersion> {
+    write_tx!(store, record, |tx| async {
         lock_live(store, tx, name, version).await?;
         let before = load_existing(tx, store.dialect, name, version).await?;
         // MLflow's soft delete: the number stays taken and the row is redacted.
@@ -171,7 +185,6 @@ pub(crate) async fn delete(store: &SqlStore, name: &str, version: i64, now: i64)
 }
 
 pub(crate) async fn search(store: &SqlStore, query: &ModelVersionQuery) -> Result<Rows<ModelVersion>> {
-    let limit = query.page.limit.max(0);
     let mut sql = Sql::new(&format!("SELECT {VERSION_COLUMNS} FROM model_versions mv WHERE {LIVE}"));
     super::filter::push_scope(&mut sql, "mv.name", "model_version_tags", query.restrict_to.as_deref(), query.exclude_prompts);
     for clause in &query.filter {
@@ -197,18 +210,16 @@ pub(crate) async fn search(store: &SqlStore, query: &ModelVersionQuery) -> Resul
         order_by.push("mv.version DESC".to_owned());
     }
     sql.push(" ORDER BY ").push(&order_by.join(", "));
-    sql.push(" LIMIT ").bind(limit.saturating_add(1)).push(" OFFSET ").bind(query.page.offset.max(0));
+    sql.push_page(&query.page);
     let mut conn = store.read_conn().await?;
     let rows = sql.query(store.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
-    let mut versions = rows.iter().map(version_from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-    let has_more = versions.len() as i64 > limit;
-    versions.truncate(limit as usize);
-    let items = hydrate_versions(&mut conn, store.dialect, versions).await.map_err(sql_error)?;
-    Ok(Rows { items, has_more })
+    let page = decode_page(&rows, &query.page, version_from_row).map_err(sql_error)?;
+    let items = hydrate_versions(&mut conn, store.dialect, page.items).await.map_err(sql_error)?;
+    Ok(Rows { items, has_more: page.has_more })
 }
 
-pub(crate) async fn set_tag(store: &SqlStore, name: &str, version: i64, tag: &KeyValue) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn set_tag(store: &SqlStore, name: &str, version: i64, tag: &KeyValue, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_live(store, tx, name, version).await?;
         upsert_tags(tx, store.dialect, name, version, std::slice::from_ref(tag)).await?;
         Ok::<_, TxError>(())
@@ -216,8 +227,8 @@ pub(crate) async fn set_tag(store: &SqlStore, name: &str, version: i64, tag: &Ke
     .await)
 }
 
-pub(crate) async fn delete_tag(store: &SqlStore, name: &str, version: i64, key: &str) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete_tag(store: &SqlStore, name: &str, version: i64, key: &str, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_live(store, tx, name, version).await?;
         sqlx::query("DELETE FROM model_version_tags WHERE name = $1 AND version = $2 AND key = $3")
             .bind(name.to_owned())
@@ -234,7 +245,7 @@ fn describe(version: Option<i64>) -> String {
     version.map_or_else(|| "no version".to_owned(), |v| format!("version {v}"))
 }
 
-pub(crate) async fn transition_stage(store: &SqlStore, change: &StageMove) -> Result<StageMoved> {
+pub(crate) async fn transition_stage(store: &SqlStore, change: &StageMove, record: &Record<'_, StageMoved>) -> Result<StageMoved> {
     if change.archive_existing && !change.stage.is_active() {
         return Err(Error::invalid(format!(
             "Model version transition cannot archive existing model versions because '{}' is not an Active stage. \
@@ -245,7 +256,7 @@ pub(crate) async fn transition_stage(store: &SqlStore, change: &StageMove) -> Re
         )));
     }
     let (name, version, stage) = (change.name.as_str(), change.version, change.stage.as_str());
-    write_tx!(store, |tx| async {
+    write_tx!(store, record, |tx| async {
         let previous_stage = lock_live(store, tx, name, version).await?;
         super::gates::check_stamp(tx, name, &change.stage.gate_target(), change.gate_stamp).await?;
         if let Expect::Holder(expected) = change.expect {

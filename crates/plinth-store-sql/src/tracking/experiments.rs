@@ -12,6 +12,7 @@ use super::filter::{push_experiment_clause, push_lifecycle};
 use crate::SqlStore;
 use crate::rows::{get_i64, get_str, load_key_values};
 use crate::sql::{Arg, Sql, TxError, is_unique_violation, sql_error, write_tx};
+use plinth_store::audit::Record;
 
 const COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
 
@@ -77,8 +78,8 @@ pub(crate) async fn ensure_default(store: &SqlStore, artifact_location: &str, no
     .await)
 }
 
-pub(crate) async fn create(store: &SqlStore, new: NewExperiment) -> Result<ExperimentId> {
-    let res = write_tx!(store, |tx| async {
+pub(crate) async fn create(store: &SqlStore, new: NewExperiment, record: &Record<'_, ExperimentId>) -> Result<ExperimentId> {
+    let res = write_tx!(store, record, |tx| async {
         let initial = match &new.artifact_location {
             ArtifactLocation::Given(uri) => uri.clone(),
             ArtifactLocation::UnderRoot(_) => String::new(),
@@ -112,10 +113,10 @@ pub(crate) async fn create(store: &SqlStore, new: NewExperiment) -> Result<Exper
                 .await?;
         }
         upsert_tags(tx, store.dialect, id, &new.tags).await?;
-        Ok::<_, TxError>(id)
+        Ok::<_, TxError>(ExperimentId::from_trusted(id.to_string()))
     }
     .await)?;
-    Ok(ExperimentId::from_trusted(res.to_string()))
+    Ok(res)
 }
 
 async fn upsert_tags(tx: &mut crate::sql::Tx, dialect: crate::Dialect, id: i64, tags: &[KeyValue]) -> Result<(), sqlx::Error> {
@@ -216,8 +217,8 @@ pub(crate) async fn lock_stage(
     Ok((key, stage, get_str(&row, "artifact_location")?))
 }
 
-pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, now: i64, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         let (key, stage, _) = lock_stage(store, tx, id, true).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActiveForRename { experiment_id: id.to_string() }).into());
@@ -240,8 +241,14 @@ pub(crate) async fn rename(store: &SqlStore, id: &ExperimentId, new_name: &str, 
     .await)
 }
 
-pub(crate) async fn set_lifecycle(store: &SqlStore, id: &ExperimentId, stage: LifecycleStage, now: i64) -> Result<()> {
-    write_tx!(store, |tx| {
+pub(crate) async fn set_lifecycle(
+    store: &SqlStore,
+    id: &ExperimentId,
+    stage: LifecycleStage,
+    now: i64,
+    record: &Record<'_, ()>,
+) -> Result<()> {
+    write_tx!(store, record, |tx| {
         async {
         let (key, current, _) = lock_stage(store, tx, id, true).await?;
         // Only an active experiment can be deleted and only a deleted one restored (MLflow looks it
@@ -285,8 +292,8 @@ pub(crate) async fn set_lifecycle(store: &SqlStore, id: &ExperimentId, stage: Li
     })
 }
 
-pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         let (key, stage, _) = lock_stage(store, tx, id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActive { experiment_id: id.to_string() }).into());
@@ -297,8 +304,8 @@ pub(crate) async fn set_tag(store: &SqlStore, id: &ExperimentId, tag: &KeyValue)
     .await)
 }
 
-pub(crate) async fn delete_tag(store: &SqlStore, id: &ExperimentId, tag_key: &str) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete_tag(store: &SqlStore, id: &ExperimentId, tag_key: &str, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         let (key, stage, _) = lock_stage(store, tx, id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(Error::Tracking(plinth_store::TrackingError::ExperimentNotActive { experiment_id: id.to_string() }).into());

@@ -13,9 +13,10 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use super::experiments::{lock_stage, numeric_id};
 use super::filter::{logged_model_order_column, push_logged_model_clause};
 use super::rows::{get_metric_value, parent_string};
-use crate::SqlStore;
 use crate::rows::{get_i64, get_opt_str, get_str, load_key_values};
 use crate::sql::{Arg, Sql, Tx, TxError, sql_error, write_tx};
+use crate::{Dialect, SqlStore};
+use plinth_store::audit::Record;
 
 const COLUMNS: &str = "lm.model_id, lm.experiment_id, lm.name, lm.artifact_location, lm.creation_timestamp, \
      lm.last_updated_timestamp, lm.status, lm.status_message, lm.model_type, lm.source_run_id, lm.lifecycle_stage";
@@ -104,8 +105,8 @@ async fn upsert(tx: &mut Tx, table: &str, model_id: &LoggedModelId, items: &[Key
     Ok(())
 }
 
-pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel) -> Result<LoggedModel> {
-    write_tx!(store, |tx| {
+pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel, record: &Record<'_, LoggedModel>) -> Result<LoggedModel> {
+    write_tx!(store, record, |tx| {
         async {
         let (key, stage, location) = lock_stage(store, tx, &new.experiment_id, false).await?;
         if stage != LifecycleStage::Active {
@@ -128,28 +129,31 @@ pub(crate) async fn create(store: &SqlStore, new: NewLoggedModel) -> Result<Logg
         .await?;
         upsert(tx, "logged_model_params", &new.model_id, &new.params).await?;
         upsert(tx, "logged_model_tags", &new.model_id, &new.tags).await?;
-        Ok::<_, TxError>(())
+        load(tx, store.dialect, &new.model_id, false).await
     }
     .await
-    })?;
-    get(store, &new.model_id, false).await
+    })
 }
 
 pub(crate) async fn get(store: &SqlStore, model_id: &LoggedModelId, allow_deleted: bool) -> Result<LoggedModel> {
     let mut conn = store.read_conn().await?;
+    load(&mut conn, store.dialect, model_id, allow_deleted).await.map_err(TxError::into_store)
+}
+
+/// The model with its params and tags, on `conn` (a read, or the transaction that wrote it).
+async fn load(conn: &mut AnyConnection, dialect: Dialect, model_id: &LoggedModelId, allow_deleted: bool) -> Result<LoggedModel, TxError> {
     let sql = format!("SELECT {COLUMNS} FROM logged_models lm WHERE lm.model_id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(model_id.as_str().to_owned())
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(sql_error)?
+        .await?
         .ok_or_else(|| not_found(model_id))?;
-    let model = from_row(&row).map_err(sql_error)?;
+    let model = from_row(&row)?;
     if model.lifecycle_stage == LifecycleStage::Deleted && !allow_deleted {
-        return Err(not_found(model_id));
+        return Err(not_found(model_id).into());
     }
-    let mut models = load_children(&mut conn, store.dialect, vec![model]).await.map_err(sql_error)?;
-    models.pop().ok_or_else(|| not_found(model_id))
+    let mut models = load_children(conn, dialect, vec![model]).await?;
+    Ok(models.pop().ok_or_else(|| not_found(model_id))?)
 }
 
 /// Locks an active logged model's row and bumps its update time.
@@ -174,8 +178,9 @@ pub(crate) async fn update_status(
     status: LoggedModelStatus,
     status_message: Option<&str>,
     now: i64,
+    record: &Record<'_, LoggedModel>,
 ) -> Result<LoggedModel> {
-    write_tx!(store, |tx| async {
+    write_tx!(store, record, |tx| async {
         touch(store, tx, model_id, now).await?;
         sqlx::query("UPDATE logged_models SET status = $1, status_message = $2 WHERE model_id = $3")
             .bind(status.as_str())
@@ -183,14 +188,13 @@ pub(crate) async fn update_status(
             .bind(model_id.as_str().to_owned())
             .execute(&mut **tx)
             .await?;
-        Ok::<_, TxError>(())
+        load(tx, store.dialect, model_id, false).await
     }
-    .await)?;
-    get(store, model_id, false).await
+    .await)
 }
 
-pub(crate) async fn delete(store: &SqlStore, model_id: &LoggedModelId, now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete(store: &SqlStore, model_id: &LoggedModelId, now: i64, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         touch(store, tx, model_id, now).await?;
         sqlx::query("UPDATE logged_models SET lifecycle_stage = 'deleted' WHERE model_id = $1")
             .bind(model_id.as_str().to_owned())
@@ -201,8 +205,14 @@ pub(crate) async fn delete(store: &SqlStore, model_id: &LoggedModelId, now: i64)
     .await)
 }
 
-pub(crate) async fn set_tags(store: &SqlStore, model_id: &LoggedModelId, tags: &[KeyValue], now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn set_tags(
+    store: &SqlStore,
+    model_id: &LoggedModelId,
+    tags: &[KeyValue],
+    now: i64,
+    record: &Record<'_, ()>,
+) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         touch(store, tx, model_id, now).await?;
         upsert(tx, "logged_model_tags", model_id, tags).await?;
         Ok::<_, TxError>(())
@@ -210,8 +220,8 @@ pub(crate) async fn set_tags(store: &SqlStore, model_id: &LoggedModelId, tags: &
     .await)
 }
 
-pub(crate) async fn delete_tag(store: &SqlStore, model_id: &LoggedModelId, key: &str, now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete_tag(store: &SqlStore, model_id: &LoggedModelId, key: &str, now: i64, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         touch(store, tx, model_id, now).await?;
         let res = sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
             .bind(model_id.as_str().to_owned())
@@ -230,8 +240,14 @@ pub(crate) async fn delete_tag(store: &SqlStore, model_id: &LoggedModelId, key: 
     .await)
 }
 
-pub(crate) async fn log_params(store: &SqlStore, model_id: &LoggedModelId, params: &[KeyValue], now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn log_params(
+    store: &SqlStore,
+    model_id: &LoggedModelId,
+    params: &[KeyValue],
+    now: i64,
+    record: &Record<'_, ()>,
+) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         touch(store, tx, model_id, now).await?;
         upsert(tx, "logged_model_params", model_id, params).await?;
         Ok::<_, TxError>(())

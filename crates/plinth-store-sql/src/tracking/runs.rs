@@ -19,6 +19,7 @@ use crate::Dialect;
 use crate::SqlStore;
 use crate::rows::{get_i64, get_opt_i64, get_opt_str, get_str, hex_of, load_key_values, unhex};
 use crate::sql::{Arg, SharedArg, Sql, Tx, TxError, sql_error, write_tx};
+use plinth_store::audit::Record;
 
 const COLUMNS: &str =
     "r.run_uuid, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
@@ -170,8 +171,8 @@ async fn lock_active(store: &SqlStore, tx: &mut Tx, run_id: &RunId, exclusive: b
     }
 }
 
-pub(crate) async fn create(store: &SqlStore, new: NewRun) -> Result<Run> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn create(store: &SqlStore, new: NewRun, record: &Record<'_, Run>) -> Result<Run> {
+    write_tx!(store, record, |tx| async {
         let (key, stage, location) = lock_stage(store, tx, &new.experiment_id, false).await?;
         if stage != LifecycleStage::Active {
             return Err(
@@ -192,14 +193,16 @@ pub(crate) async fn create(store: &SqlStore, new: NewRun) -> Result<Run> {
         .execute(&mut **tx)
         .await?;
         upsert_tags(tx, store.dialect, &new.run_id, &new.tags).await?;
-        Ok::<_, TxError>(())
+        // The run as its record and its answer show it, read in the transaction that wrote it.
+        let info = get_info(tx, &new.run_id).await?;
+        let mut runs = load_runs(tx, store.dialect, vec![info]).await?;
+        Ok::<_, TxError>(runs.pop().ok_or_else(|| not_found(&new.run_id))?)
     }
-    .await)?;
-    get(store, &new.run_id).await
+    .await)
 }
 
-pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate) -> Result<RunInfo> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate, record: &Record<'_, RunInfo>) -> Result<RunInfo> {
+    write_tx!(store, record, |tx| async {
         lock_active(store, tx, run_id, true).await?;
         let mut sql = Sql::new("UPDATE runs SET run_uuid = run_uuid");
         if let Some(status) = update.status {
@@ -221,8 +224,14 @@ pub(crate) async fn update(store: &SqlStore, run_id: &RunId, update: &RunUpdate)
     .await)
 }
 
-pub(crate) async fn set_lifecycle(store: &SqlStore, run_id: &RunId, stage: LifecycleStage, now: i64) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn set_lifecycle(
+    store: &SqlStore,
+    run_id: &RunId,
+    stage: LifecycleStage,
+    now: i64,
+    record: &Record<'_, ()>,
+) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         let res = match stage {
             LifecycleStage::Deleted => {
                 sqlx::query("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $1 WHERE run_uuid = $2")
@@ -278,7 +287,14 @@ async fn upsert_tags(tx: &mut Tx, dialect: Dialect, run_id: &RunId, tags: &[KeyV
     Ok(())
 }
 
-pub(crate) async fn log_batch(store: &SqlStore, run_id: &RunId, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
+pub(crate) async fn log_batch(
+    store: &SqlStore,
+    run_id: &RunId,
+    metrics: &[Metric],
+    params: &[KeyValue],
+    tags: &[KeyValue],
+    record: &Record<'_, ()>,
+) -> Result<()> {
     // Sorted inputs give every transaction the same lock order, so concurrent batches cannot deadlock.
     let mut params: Vec<&KeyValue> = params.iter().collect();
     params.sort_by(|a, b| a.key.cmp(&b.key));
@@ -297,7 +313,7 @@ pub(crate) async fn log_batch(store: &SqlStore, run_id: &RunId, metrics: &[Metri
     }
     // A new `mlflow.runName` rewrites the run row: lock it exclusively from the start (no upgrade).
     let renames = tags.iter().any(|t| t.key == RUN_NAME_TAG);
-    write_tx!(store, |tx| async {
+    write_tx!(store, record, |tx| async {
         lock_active(store, tx, run_id, renames).await?;
         insert_params(tx, store.dialect, run_id, &params).await?;
         upsert_tags(tx, store.dialect, run_id, tags).await?;
@@ -431,8 +447,8 @@ async fn insert_metrics(tx: &mut Tx, dialect: Dialect, run_id: &RunId, metrics: 
     Ok(())
 }
 
-pub(crate) async fn delete_tag(store: &SqlStore, run_id: &RunId, key: &str) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn delete_tag(store: &SqlStore, run_id: &RunId, key: &str, record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_active(store, tx, run_id, false).await?;
         let res = sqlx::query("DELETE FROM run_tags WHERE run_uuid = $1 AND key = $2")
             .bind(run_id.as_str().to_owned())
@@ -449,8 +465,14 @@ pub(crate) async fn delete_tag(store: &SqlStore, run_id: &RunId, key: &str) -> R
     .await)
 }
 
-pub(crate) async fn log_inputs(store: &SqlStore, run_id: &RunId, datasets: &[DatasetInput], model_ids: &[String]) -> Result<()> {
-    write_tx!(store, |tx| {
+pub(crate) async fn log_inputs(
+    store: &SqlStore,
+    run_id: &RunId,
+    datasets: &[DatasetInput],
+    model_ids: &[String],
+    record: &Record<'_, ()>,
+) -> Result<()> {
+    write_tx!(store, record, |tx| {
         async {
         lock_active(store, tx, run_id, false).await?;
         let experiment_id = get_info(tx, run_id).await?.experiment_id;
@@ -503,8 +525,8 @@ pub(crate) async fn log_inputs(store: &SqlStore, run_id: &RunId, datasets: &[Dat
     })
 }
 
-pub(crate) async fn log_outputs(store: &SqlStore, run_id: &RunId, outputs: &[ModelOutput]) -> Result<()> {
-    write_tx!(store, |tx| async {
+pub(crate) async fn log_outputs(store: &SqlStore, run_id: &RunId, outputs: &[ModelOutput], record: &Record<'_, ()>) -> Result<()> {
+    write_tx!(store, record, |tx| async {
         lock_active(store, tx, run_id, false).await?;
         for output in outputs {
             sqlx::query(

@@ -35,7 +35,7 @@ async fn kill_backends(admin: &mut sqlx::AnyConnection, database: &str) -> i64 {
 async fn write_succeeds(store: &SqlStore, name: &str) {
     let mut last = None;
     for _ in 0..3 {
-        match store.create_experiment(experiment(name)).await {
+        match store.create_experiment(experiment(name), plinth_store::audit::Record::none()).await {
             Ok(_) => return,
             Err(e) => last = Some(e),
         }
@@ -47,14 +47,17 @@ async fn write_succeeds(store: &SqlStore, name: &str) {
 async fn killed_backends_and_timed_out_statements_leave_no_wedged_connection() {
     let Some((url, name, mut admin)) = scratch().await else { return };
     let store = SqlStore::connect(&super::config(url.clone())).await.expect("connect");
-    store.create_experiment(experiment("before")).await.expect("write");
+    store.create_experiment(experiment("before"), plinth_store::audit::Record::none()).await.expect("write");
 
     // Every backend of the store killed at once, as a PostgreSQL restart does.
     assert!(kill_backends(&mut admin, &name).await >= 1, "the store had no connection to kill");
     // The pool tests a connection before handing it out: the very next write gets a live one.
-    store.create_experiment(experiment("after-kill")).await.expect("the first write after the kill");
+    store.create_experiment(experiment("after-kill"), plinth_store::audit::Record::none()).await.expect("the first write after the kill");
     for i in 0..20 {
-        store.create_experiment(experiment(&format!("after-kill-{i}"))).await.expect("writes after the kill");
+        store
+            .create_experiment(experiment(&format!("after-kill-{i}")), plinth_store::audit::Record::none())
+            .await
+            .expect("writes after the kill");
     }
 
     // A statement cancelled by a timeout, inside a write transaction: a table lock held elsewhere
@@ -66,7 +69,7 @@ async fn killed_backends_and_timed_out_statements_leave_no_wedged_connection() {
     locker.execute("BEGIN").await.expect("begin");
     locker.execute("LOCK TABLE experiments IN ACCESS EXCLUSIVE MODE").await.expect("lock");
     let started = std::time::Instant::now();
-    let refused = store.create_experiment(experiment("timed-out")).await;
+    let refused = store.create_experiment(experiment("timed-out"), plinth_store::audit::Record::none()).await;
     assert!(refused.is_err(), "the write should have timed out behind the lock");
     assert!(started.elapsed() < Duration::from_secs(10), "a timed-out write must answer quickly");
     locker.execute("ROLLBACK").await.expect("release");
@@ -74,7 +77,10 @@ async fn killed_backends_and_timed_out_statements_leave_no_wedged_connection() {
     // Connections opened with the timeout keep it for their session; the writes work regardless.
     write_succeeds(&store, "after-timeout").await;
     for i in 0..20 {
-        store.create_experiment(experiment(&format!("after-timeout-{i}"))).await.expect("writes after the timeout");
+        store
+            .create_experiment(experiment(&format!("after-timeout-{i}")), plinth_store::audit::Record::none())
+            .await
+            .expect("writes after the timeout");
     }
 
     store.close().await;
