@@ -11,6 +11,7 @@ pub mod fault;
 pub mod ids;
 pub mod page_token;
 pub mod registry;
+pub mod serving;
 pub mod time;
 pub mod tracking;
 pub mod validation;

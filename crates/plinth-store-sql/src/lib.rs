@@ -14,6 +14,7 @@ mod filter_sql;
 mod migrate;
 mod registry;
 mod rows;
+mod serving;
 mod sql;
 mod tracking;
 mod webhooks;

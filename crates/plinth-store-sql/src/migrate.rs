@@ -46,6 +46,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_feature_lineage.sql"),
         postgres: include_str!("../migrations/postgres/0005_feature_lineage.sql"),
     },
+    Migration {
+        version: 6,
+        description: "serving",
+        sqlite: include_str!("../migrations/sqlite/0006_serving.sql"),
+        postgres: include_str!("../migrations/postgres/0006_serving.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"

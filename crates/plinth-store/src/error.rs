@@ -1,6 +1,6 @@
 //! Errors of the storage ports, each mapped to a stable code. Each port owns its own "not found"
 //! and "already exists" variants (`TrackingError` in `tracking.rs`, `RegistryError`, `AuthError`,
-//! `FeaturesError`, `WebhookError`), so a new port adds its group and one variant here; the
+//! `FeaturesError`, `WebhookError`, `ServingError`), so a new port adds its group and one variant here; the
 //! variants every port shares (conflicts, invalid arguments, an unavailable or failed database)
 //! are this enum's own.
 
@@ -9,6 +9,7 @@ use plinth_core::{ErrorCode, HasErrorCode};
 use crate::auth::AuthError;
 use crate::features::FeaturesError;
 use crate::registry::RegistryError;
+use crate::serving::ServingError;
 use crate::tracking::TrackingError;
 use crate::webhooks::WebhookError;
 
@@ -26,6 +27,8 @@ pub enum Error {
     Features(#[from] FeaturesError),
     #[error(transparent)]
     Webhooks(#[from] WebhookError),
+    #[error(transparent)]
+    Serving(#[from] ServingError),
     /// A compare-and-set lost: the state changed since the caller read it.
     #[error("{message}")]
     Conflict { message: String },
@@ -55,6 +58,7 @@ impl HasErrorCode for Error {
             Error::Auth(e) => e.error_code(),
             Error::Features(e) => e.error_code(),
             Error::Webhooks(e) => e.error_code(),
+            Error::Serving(e) => e.error_code(),
             Error::Conflict { .. } => ErrorCode::ResourceConflict,
             Error::InvalidArgument { .. } => ErrorCode::InvalidParameterValue,
             Error::Unavailable { .. } => ErrorCode::TemporarilyUnavailable,

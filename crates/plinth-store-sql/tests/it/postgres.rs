@@ -64,7 +64,8 @@ async fn fresh() -> Option<Harness> {
         audit: store.clone(),
         webhooks: store.clone(),
         auth: store.clone(),
-        features: store,
+        features: store.clone(),
+        serving: store,
         keep: Box::new(keep),
     })
 }
@@ -73,3 +74,4 @@ plinth_store::tracking_conformance!(fresh);
 plinth_store::registry_conformance!(fresh);
 plinth_store::auth_conformance!(fresh);
 plinth_store::features_conformance!(fresh);
+plinth_store::serving_conformance!(fresh);

@@ -15,7 +15,8 @@ async fn fresh() -> Option<Harness> {
         audit: store.clone(),
         webhooks: store.clone(),
         auth: store.clone(),
-        features: store,
+        features: store.clone(),
+        serving: store,
         keep: Box::new(dir),
     })
 }
@@ -24,6 +25,7 @@ plinth_store::tracking_conformance!(fresh);
 plinth_store::registry_conformance!(fresh);
 plinth_store::auth_conformance!(fresh);
 plinth_store::features_conformance!(fresh);
+plinth_store::serving_conformance!(fresh);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_skips_applied_migrations() {

@@ -1,0 +1,396 @@
+//! Serving's domain: deployments, their variants (each a registry reference), traffic weights,
+//! shadow copies, batching and resource options, with their limits and name rules.
+//!
+//! A deployment's name is the model name of the serving protocols (`/v2/models/{name}/infer`,
+//! `/invocations` per deployment), so it is restricted to characters that need no escaping in a
+//! URL path. Every limit below is checked by `DeploymentSpec::validate` and documented in
+//! `docs/serving.md`.
+
+use std::fmt;
+
+use crate::registry::{parse_version, validate_alias, validate_model_name};
+use crate::validation::{InvalidParameter, check_length};
+
+/// Longest deployment or variant name.
+pub const MAX_NAME_LENGTH: usize = 64;
+/// Most variants (primaries and shadows) in one deployment.
+pub const MAX_VARIANTS: usize = 8;
+/// The traffic weights of a deployment's primary variants add up to this.
+pub const TOTAL_WEIGHT: u32 = 100;
+/// Largest batch a deployment may form (Triton's `max_batch_size`).
+pub const MAX_BATCH_SIZE: u32 = 1024;
+/// Longest a request may wait for others to join its batch.
+pub const MAX_QUEUE_DELAY_MICROS: u64 = 1_000_000;
+/// Most requests queued per variant before new ones are refused at once.
+pub const MAX_QUEUE_SIZE: u32 = 100_000;
+/// Longest per-request timeout.
+pub const MAX_TIMEOUT_MILLIS: u64 = 600_000;
+/// Most model instances (runtime sessions, each on a thread of its own) per variant.
+pub const MAX_INSTANCES: u32 = 16;
+/// Most threads one instance's runtime may use inside an operator.
+pub const MAX_THREADS: u32 = 64;
+/// Longest description.
+pub const MAX_DESCRIPTION_LENGTH: usize = 10_000;
+
+/// Checks a deployment or variant name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`, starting
+/// with a letter or digit.
+pub fn validate_name(what: &str, name: &str) -> Result<(), InvalidParameter> {
+    if name.is_empty() {
+        return Err(InvalidParameter::missing(what));
+    }
+    check_length(what, MAX_NAME_LENGTH, name)?;
+    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(InvalidParameter::invalid_value(
+            what,
+            name,
+            "Use 1 to 64 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit.",
+        ));
+    }
+    Ok(())
+}
+
+/// Which version of a registered model a variant serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelTarget {
+    /// Whatever version the alias points at, followed as it moves.
+    Alias(String),
+    /// One version, fixed.
+    Version(i64),
+}
+
+/// A registry reference: `name@alias` (followed) or `name/version` (pinned).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelRef {
+    pub name: String,
+    pub target: ModelTarget,
+}
+
+impl ModelRef {
+    /// Parses `name@alias` or `name/version`. The model name may itself contain `@` only before
+    /// the last one; it may not contain `/` (the registry's own rule).
+    pub fn parse(raw: &str) -> Result<ModelRef, InvalidParameter> {
+        let bad = || {
+            InvalidParameter::invalid_value(
+                "model",
+                raw,
+                "Use NAME@ALIAS (follows the alias) or NAME/VERSION (one version), e.g. churn@champion.",
+            )
+        };
+        let (name, target) = if let Some((name, version)) = raw.rsplit_once('/') {
+            let version = parse_version(version).map_err(|_| bad())?;
+            if version < 1 {
+                return Err(bad());
+            }
+            (name, ModelTarget::Version(version))
+        } else if let Some((name, alias)) = raw.rsplit_once('@') {
+            validate_alias(alias)?;
+            (name, ModelTarget::Alias(alias.to_owned()))
+        } else {
+            return Err(bad());
+        };
+        if name.is_empty() {
+            return Err(bad());
+        }
+        validate_model_name("model", name)?;
+        Ok(ModelRef { name: name.to_owned(), target })
+    }
+}
+
+impl fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            ModelTarget::Alias(alias) => write!(f, "{}@{alias}", self.name),
+            ModelTarget::Version(version) => write!(f, "{}/{version}", self.name),
+        }
+    }
+}
+
+/// One variant of a deployment: a model reference and its share of the traffic, or a shadow that
+/// gets a sampled copy of requests whose answers are only compared, never returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub name: String,
+    pub model: ModelRef,
+    /// Share of the primary traffic, 0 to 100; the primaries' weights add up to 100. 0 for a shadow.
+    pub weight: u32,
+    /// For a shadow variant: the fraction of requests copied to it, in (0, 1].
+    pub shadow: Option<f64>,
+}
+
+impl Variant {
+    pub fn is_shadow(&self) -> bool {
+        self.shadow.is_some()
+    }
+}
+
+/// The model runtime a deployment's variants run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// ONNX Runtime, loaded from its shared library: the fast path for ONNX models.
+    OnnxRuntime,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 1] = [Runtime::OnnxRuntime];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::OnnxRuntime => "onnxruntime",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Runtime, InvalidParameter> {
+        Runtime::ALL.into_iter().find(|r| r.as_str() == raw).ok_or_else(|| {
+            let known: Vec<&str> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
+            InvalidParameter::invalid_value("runtime", raw, &format!("Known runtimes: {}.", known.join(", ")))
+        })
+    }
+}
+
+/// Dynamic batching, with Triton's semantics (`max_batch_size` 0 turns batching off: each request
+/// runs alone, its shapes taken whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    pub max_batch_size: u32,
+    /// Batch sizes to prefer when one can be formed; each at most `max_batch_size`.
+    pub preferred_batch_sizes: Vec<u32>,
+    pub max_queue_delay_micros: u64,
+    pub max_queue_size: u32,
+    /// A request still queued after this long is answered with a timeout; `None`: no limit.
+    pub timeout_millis: Option<u64>,
+}
+
+impl Default for Batching {
+    fn default() -> Batching {
+        Batching {
+            max_batch_size: 64,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_delay_micros: 100,
+            max_queue_size: 4096,
+            timeout_millis: None,
+        }
+    }
+}
+
+/// What a user declares for a deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentSpec {
+    pub description: Option<String>,
+    pub variants: Vec<Variant>,
+    pub runtime: Runtime,
+    pub batching: Batching,
+    /// Model instances per variant.
+    pub instances: u32,
+    /// Threads per instance inside an operator.
+    pub threads: u32,
+    /// The feature service whose online features requests are completed with.
+    pub feature_service: Option<String>,
+}
+
+impl DeploymentSpec {
+    /// One variant named after its model's target, all the traffic, default options.
+    pub fn single(model: ModelRef) -> DeploymentSpec {
+        let name = match &model.target {
+            ModelTarget::Alias(alias) => alias.clone(),
+            ModelTarget::Version(version) => format!("v{version}"),
+        };
+        DeploymentSpec {
+            description: None,
+            variants: vec![Variant { name, model, weight: TOTAL_WEIGHT, shadow: None }],
+            runtime: Runtime::OnnxRuntime,
+            batching: Batching::default(),
+            instances: 1,
+            threads: 1,
+            feature_service: None,
+        }
+    }
+
+    /// Every rule at once; the first broken one is the error.
+    pub fn validate(&self) -> Result<(), InvalidParameter> {
+        if let Some(d) = &self.description {
+            check_length("description", MAX_DESCRIPTION_LENGTH, d)?;
+        }
+        if self.variants.is_empty() {
+            return Err(InvalidParameter::new("A deployment needs at least one variant"));
+        }
+        if self.variants.len() > MAX_VARIANTS {
+            return Err(InvalidParameter::new(format!("A deployment has at most {MAX_VARIANTS} variants (got {})", self.variants.len())));
+        }
+        let mut names: Vec<&str> = Vec::with_capacity(self.variants.len());
+        let mut total = 0u32;
+        for v in &self.variants {
+            validate_name("variant name", &v.name)?;
+            if names.contains(&v.name.as_str()) {
+                return Err(InvalidParameter::new(format!("Variant '{}' is declared twice", v.name)));
+            }
+            names.push(&v.name);
+            match v.shadow {
+                Some(fraction) => {
+                    if !(fraction > 0.0 && fraction <= 1.0) {
+                        return Err(InvalidParameter::new(format!(
+                            "Shadow variant '{}' copies a fraction of requests in (0, 1]; got {fraction}",
+                            v.name
+                        )));
+                    }
+                    if v.weight != 0 {
+                        return Err(InvalidParameter::new(format!(
+                            "Shadow variant '{}' takes no traffic weight; got {}",
+                            v.name, v.weight
+                        )));
+                    }
+                }
+                None => {
+                    if v.weight > TOTAL_WEIGHT {
+                        return Err(InvalidParameter::new(format!(
+                            "Variant '{}' has weight {}; weights are 0 to {TOTAL_WEIGHT}",
+                            v.name, v.weight
+                        )));
+                    }
+                    total += v.weight;
+                }
+            }
+        }
+        if !self.variants.iter().any(|v| !v.is_shadow()) {
+            return Err(InvalidParameter::new("A deployment needs at least one variant that is not a shadow"));
+        }
+        if total != TOTAL_WEIGHT {
+            return Err(InvalidParameter::new(format!(
+                "The weights of the variants that are not shadows add up to {total}; they must add up to {TOTAL_WEIGHT}"
+            )));
+        }
+        let b = &self.batching;
+        if b.max_batch_size > MAX_BATCH_SIZE {
+            return Err(InvalidParameter::new(format!("max_batch_size is at most {MAX_BATCH_SIZE} (got {})", b.max_batch_size)));
+        }
+        if let Some(p) = b.preferred_batch_sizes.iter().find(|p| **p == 0 || **p > b.max_batch_size) {
+            return Err(InvalidParameter::new(format!(
+                "preferred_batch_size {p} must be between 1 and max_batch_size ({})",
+                b.max_batch_size
+            )));
+        }
+        if b.max_queue_delay_micros > MAX_QUEUE_DELAY_MICROS {
+            return Err(InvalidParameter::new(format!(
+                "max_queue_delay_microseconds is at most {MAX_QUEUE_DELAY_MICROS} (got {})",
+                b.max_queue_delay_micros
+            )));
+        }
+        if b.max_queue_size == 0 || b.max_queue_size > MAX_QUEUE_SIZE {
+            return Err(InvalidParameter::new(format!("max_queue_size must be between 1 and {MAX_QUEUE_SIZE} (got {})", b.max_queue_size)));
+        }
+        if let Some(t) = b.timeout_millis
+            && (t == 0 || t > MAX_TIMEOUT_MILLIS)
+        {
+            return Err(InvalidParameter::new(format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MILLIS} (got {t})")));
+        }
+        if self.instances == 0 || self.instances > MAX_INSTANCES {
+            return Err(InvalidParameter::new(format!("instances must be between 1 and {MAX_INSTANCES} (got {})", self.instances)));
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return Err(InvalidParameter::new(format!("threads must be between 1 and {MAX_THREADS} (got {})", self.threads)));
+        }
+        if let Some(fs) = &self.feature_service {
+            validate_name("feature_service", fs)?;
+        }
+        Ok(())
+    }
+}
+
+/// A stored deployment: its spec, and the generation every change bumps (serving nodes follow it;
+/// an update names the generation it read, as a compare-and-set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub name: String,
+    pub spec: DeploymentSpec,
+    pub generation: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(variants: Vec<(&str, &str, u32, Option<f64>)>) -> DeploymentSpec {
+        let mut s = DeploymentSpec::single(ModelRef::parse("m@champion").expect("ref"));
+        s.variants = variants
+            .into_iter()
+            .map(|(name, model, weight, shadow)| Variant { name: name.into(), model: ModelRef::parse(model).expect("ref"), weight, shadow })
+            .collect();
+        s
+    }
+
+    #[test]
+    fn model_references_parse_and_print() {
+        for (raw, name, target) in [
+            ("churn@champion", "churn", ModelTarget::Alias("champion".into())),
+            ("churn/7", "churn", ModelTarget::Version(7)),
+            ("team@x@prod", "team@x", ModelTarget::Alias("prod".into())),
+        ] {
+            let r = ModelRef::parse(raw).expect(raw);
+            assert_eq!((r.name.as_str(), &r.target), (name, &target), "{raw}");
+            assert_eq!(r.to_string(), raw);
+        }
+        for raw in
+            ["churn", "churn/", "churn/x", "churn/0", "churn/-1", "@champion", "/3", "churn@", "churn@bad alias", "churn@latest", "a/b/3"]
+        {
+            assert!(ModelRef::parse(raw).is_err(), "{raw} should be refused");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_url_safe_rule() {
+        for ok in ["churn", "churn-v2", "a.b_c", "9lives"] {
+            assert!(validate_name("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "a%b", "é", &"x".repeat(65)] {
+            assert!(validate_name("name", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn specs_are_checked_rule_by_rule() {
+        let check = |s: DeploymentSpec, want: Option<&str>| match (s.validate(), want) {
+            (Ok(()), None) => {}
+            (Err(e), Some(text)) => assert!(e.to_string().contains(text), "{e} should mention {text}"),
+            (got, want) => panic!("got {got:?}, wanted {want:?}"),
+        };
+        check(spec(vec![("a", "m@champion", 100, None)]), None);
+        check(spec(vec![("a", "m@champion", 90, None), ("b", "m@challenger", 10, None)]), None);
+        check(spec(vec![("a", "m@champion", 100, None), ("s", "m/3", 0, Some(0.25))]), None);
+        check(spec(vec![]), Some("at least one variant"));
+        check(spec(vec![("a", "m@champion", 90, None)]), Some("add up to 90"));
+        check(spec(vec![("a", "m@champion", 60, None), ("a", "m/2", 40, None)]), Some("declared twice"));
+        check(spec(vec![("a", "m@champion", 100, None), ("s", "m/3", 0, Some(0.0))]), Some("(0, 1]"));
+        check(spec(vec![("a", "m@champion", 100, None), ("s", "m/3", 0, Some(1.5))]), Some("(0, 1]"));
+        check(spec(vec![("a", "m@champion", 100, None), ("s", "m/3", 5, Some(0.5))]), Some("no traffic weight"));
+        check(spec(vec![("s", "m/3", 0, Some(0.5))]), Some("not a shadow"));
+        check(spec(vec![("a", "m@champion", 101, None)]), Some("weights are 0 to 100"));
+        check(spec((0..9).map(|_| ("a", "m@champion", 0, None)).collect()), Some("at most 8 variants"));
+        let mut s = spec(vec![("a", "m@champion", 100, None)]);
+        s.batching.preferred_batch_sizes = vec![128];
+        check(s.clone(), Some("preferred_batch_size 128"));
+        s.batching = Batching { max_batch_size: 2000, ..Batching::default() };
+        check(s.clone(), Some("max_batch_size is at most"));
+        s.batching = Batching { max_queue_size: 0, ..Batching::default() };
+        check(s.clone(), Some("max_queue_size"));
+        s.batching = Batching { timeout_millis: Some(0), ..Batching::default() };
+        check(s.clone(), Some("timeout_ms"));
+        s.batching = Batching::default();
+        s.instances = 0;
+        check(s.clone(), Some("instances"));
+        s.instances = 1;
+        s.threads = 65;
+        check(s.clone(), Some("threads"));
+        s.threads = 1;
+        s.feature_service = Some("bad name".into());
+        check(s, Some("feature_service"));
+    }
+
+    #[test]
+    fn runtimes_parse_by_name() {
+        assert_eq!(Runtime::parse("onnxruntime").expect("known"), Runtime::OnnxRuntime);
+        assert!(Runtime::parse("tensorflow").expect_err("unknown").to_string().contains("onnxruntime"));
+    }
+}
