@@ -2,7 +2,9 @@
 # Runs every Plinth test, as CI does:
 #   1. starts PostgreSQL and Redis if they are not running (the storage conformance suite runs on PostgreSQL
 #      and SQLite, the online-store conformance suite on Redis and redb);
-#   2. builds the workspace and runs every Rust test (unit, conformance, black-box tests of the binary);
+#   2. builds the workspace and runs every Rust test (unit, conformance, black-box tests of the binary;
+#      the serving runtime's tests on models made by scikit-learn/skl2onnx in a virtualenv of their
+#      own, whose pinned onnxruntime wheel also provides the ONNX Runtime library Plinth loads);
 #   3. creates/updates the Python virtualenvs with the pinned real clients and runs the compatibility
 #      suites against the real binary: tests/compat (mlflow-skinny) and tests/feast (feast, pyarrow,
 #      pandas, mlflow-skinny; a virtualenv of its own because Feast pins pandas < 3);
@@ -20,6 +22,7 @@ export PLINTH_TEST_REDIS_URL="${PLINTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/}"
 if [ "$(id -u)" = "0" ]; then export PLINTH_TEST_FAULTS_REQUIRED=1; fi
 VENV="${PLINTH_COMPAT_VENV:-$HOME/.cache/plinth/venv-compat}"
 FEAST_VENV="${PLINTH_FEAST_VENV:-$HOME/.cache/plinth/venv-feast}"
+SERVING_VENV="${PLINTH_SERVING_VENV:-$HOME/.cache/plinth/venv-serving}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -88,7 +91,14 @@ step "formatting and lints (warnings are errors)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Rust tests (SQLite and PostgreSQL conformance, black-box tests of the binary)"
+ensure_venv "$SERVING_VENV" tests/serving/requirements.txt
+step "making the serving tests' models (scikit-learn + skl2onnx) and their reference answers (onnxruntime)"
+export PLINTH_TEST_ONNX_MODELS="$CARGO_TARGET_DIR/serving-models"
+"$SERVING_VENV/bin/python" tests/serving/make_models.py "$PLINTH_TEST_ONNX_MODELS"
+ORT_DYLIB_PATH=$(ls "$SERVING_VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
+export ORT_DYLIB_PATH PLINTH_TEST_SERVING_REQUIRED=1
+
+step "Rust tests (SQLite and PostgreSQL conformance, black-box tests of the binary, the ONNX runtime)"
 cargo test --workspace --locked
 
 ensure_venv "$VENV" tests/compat/requirements.txt

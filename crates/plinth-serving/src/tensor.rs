@@ -1,6 +1,7 @@
 //! Tensors as the Open Inference Protocol carries them (`design/protocols.md` §4.1): a name, a
 //! datatype, a shape and row-major data; and the two operations batching needs, joining requests'
-//! tensors along the first (batch) dimension and splitting a batch's outputs back.
+//! tensors along the first (batch) dimension and splitting a batch's outputs back; and
+//! `TensorSpec`, what a model declares about a tensor it takes or answers.
 //!
 //! Datatypes are OIP's names (`BOOL`, `UINT8` … `UINT64`, `INT8` … `INT64`, `FP32`, `FP64`,
 //! `BYTES`). `FP16` and `BF16` are recognised and refused as not served yet.
@@ -301,6 +302,42 @@ impl Tensor {
     }
 }
 
+/// What a model declares about one of its inputs or outputs: a name, a datatype and a shape in
+/// which -1 stands for a dimension of any size (most often the first, the batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Whether `tensor` can be fed where this spec is declared: the same datatype, as many
+    /// dimensions, and every fixed dimension equal. Names are the caller's to pair.
+    pub fn check(&self, tensor: &Tensor) -> Result<(), TensorError> {
+        let fits = tensor.datatype() == self.datatype
+            && tensor.shape.len() == self.shape.len()
+            && tensor.shape.iter().zip(&self.shape).all(|(got, want)| *want < 0 || i64::try_from(*got).is_ok_and(|got| got == *want));
+        if fits {
+            return Ok(());
+        }
+        Err(TensorError::Invalid(format!(
+            "input '{}' is {} {:?}, but the model takes {} {:?} (-1: any size)",
+            tensor.name,
+            tensor.datatype(),
+            tensor.shape,
+            self.datatype,
+            self.shape
+        )))
+    }
+}
+
+impl fmt::Display for TensorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' {} {:?}", self.name, self.datatype, self.shape)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -348,6 +385,19 @@ mod tests {
         let parts = t.split(&[2, 1]).expect("split");
         assert_eq!(parts[0].data, Data::I64(vec![1, 2]));
         assert_eq!((parts[1].shape.clone(), parts[1].data.clone()), (vec![1], Data::I64(vec![3])));
+    }
+
+    #[test]
+    fn specs_take_tensors_of_their_type_and_fixed_dimensions() {
+        let spec = TensorSpec { name: "x".into(), datatype: DataType::F32, shape: vec![-1, 3] };
+        let t = |shape: Vec<usize>, data: Data| Tensor::new("x", shape, data).expect("tensor");
+        assert!(spec.check(&t(vec![1, 3], Data::F32(vec![0.0; 3]))).is_ok());
+        assert!(spec.check(&t(vec![4, 3], Data::F32(vec![0.0; 12]))).is_ok());
+        for bad in [t(vec![1, 4], Data::F32(vec![0.0; 4])), t(vec![1, 3], Data::F64(vec![0.0; 3])), t(vec![3], Data::F32(vec![0.0; 3]))] {
+            let err = spec.check(&bad).expect_err("refused");
+            assert!(err.to_string().contains("the model takes FP32 [-1, 3]"), "{err}");
+        }
+        assert_eq!(spec.to_string(), "'x' FP32 [-1, 3]");
     }
 
     proptest! {
