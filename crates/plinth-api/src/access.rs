@@ -57,6 +57,7 @@ pub(crate) enum Need {
     Create,
     Experiment(Level, Locate),
     Model(Level, Locate),
+    Deployment(Level, Locate),
     /// `GET /promotions`: a model's requests need READ on it; all requests need admin.
     PromotionList,
 }
@@ -74,7 +75,7 @@ impl Need {
             SignedIn => "signed_in",
             Admin | PromotionList => "admin",
             Create => "create",
-            Experiment(..) | Model(..) => "resource",
+            Experiment(..) | Model(..) | Deployment(..) => "resource",
         }
     }
 }
@@ -144,8 +145,12 @@ pub(crate) async fn authorize(s: &AppState, permissions: &Permissions, principal
                 None => Err(denied(principal, "may list promotion requests only per model (name=…)")),
             }
         }
-        Experiment(level, locate) | Model(level, locate) => {
-            let kind = if matches!(need, Experiment(..)) { ResourceKind::Experiment } else { ResourceKind::RegisteredModel };
+        Experiment(level, locate) | Model(level, locate) | Deployment(level, locate) => {
+            let kind = match need {
+                Experiment(..) => ResourceKind::Experiment,
+                Deployment(..) => ResourceKind::Deployment,
+                _ => ResourceKind::RegisteredModel,
+            };
             if principal.is_admin() {
                 return Ok(req);
             }

@@ -239,7 +239,7 @@ fn grant_json(g: &plinth_core::auth::Grant) -> Value {
 fn resource_kind(f: &crate::fields::Fields) -> Result<plinth_core::auth::ResourceKind, ApiError> {
     let raw = f.str("kind")?;
     plinth_core::auth::ResourceKind::parse(&raw)
-        .ok_or_else(|| InvalidParameter::invalid_value("kind", &raw, "Use experiment or registered_model.").into())
+        .ok_or_else(|| InvalidParameter::invalid_value("kind", &raw, "Use experiment, registered_model or deployment.").into())
 }
 
 /// Grants are managed by admins and by whoever has MANAGE on the resource.
@@ -287,6 +287,7 @@ async fn put_grant(State(s): State<AppState>, p: Ext, Caller(actor): Caller, Mlf
     let exists = match kind {
         plinth_core::auth::ResourceKind::Experiment => s.tracking.get_experiment(&resource).await.is_ok(),
         plinth_core::auth::ResourceKind::RegisteredModel => s.registry.get_registered_model(&resource).await.is_ok(),
+        plinth_core::auth::ResourceKind::Deployment => s.serving.get(&resource).await.is_ok(),
     };
     if !exists {
         return Err(ApiError::new(ErrorCode::ResourceDoesNotExist, format!("No {} '{resource}'", kind.as_str())));

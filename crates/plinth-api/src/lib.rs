@@ -12,6 +12,7 @@ mod access;
 mod artifacts;
 mod auth;
 mod batch;
+mod deployments;
 mod downloads;
 mod error;
 mod feast;
@@ -55,6 +56,7 @@ pub struct AppState {
     pub registry: Arc<RegistryService>,
     pub auth: Arc<AuthService>,
     pub features: Arc<FeatureService>,
+    pub serving: Arc<plinth_serving::DeploymentService>,
     /// Largest entity upload of a historical retrieval, in bytes (`features.max_entity_upload_mb`).
     pub max_entity_bytes: u64,
     /// Whether every request must carry credentials (`auth.enabled`).
@@ -84,6 +86,7 @@ fn surface(max_request_bytes: usize) -> routes::Routes {
         .merge(downloads::routes())
         .merge(metrics::routes())
         .merge(feast::routes())
+        .merge(deployments::routes())
         .body_limit(max_request_bytes)
         .nest("/api/plinth/v1", features::stream_routes())
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())

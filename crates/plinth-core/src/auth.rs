@@ -116,6 +116,8 @@ impl Level {
 pub enum ResourceKind {
     Experiment,
     RegisteredModel,
+    /// A serving deployment: READ lets a caller infer and read its metadata (nothing of the registry).
+    Deployment,
 }
 
 impl ResourceKind {
@@ -123,11 +125,14 @@ impl ResourceKind {
         match self {
             ResourceKind::Experiment => "experiment",
             ResourceKind::RegisteredModel => "registered_model",
+            ResourceKind::Deployment => "deployment",
         }
     }
 
     pub fn parse(s: &str) -> Option<ResourceKind> {
-        [ResourceKind::Experiment, ResourceKind::RegisteredModel].into_iter().find(|it| it.as_str().eq_ignore_ascii_case(s))
+        [ResourceKind::Experiment, ResourceKind::RegisteredModel, ResourceKind::Deployment]
+            .into_iter()
+            .find(|it| it.as_str().eq_ignore_ascii_case(s))
     }
 }
 

@@ -19,6 +19,7 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     pub auth: AuthSection,
     pub features: FeaturesSection,
+    pub serving: ServingSection,
 }
 
 /// A secret from the configuration: never printed, never in `Debug`. Any scalar is taken as its
@@ -167,6 +168,31 @@ pub struct RegistrySection {
 impl Default for RegistrySection {
     fn default() -> RegistrySection {
         RegistrySection { promotion_ttl_secs: 7 * 86_400, max_promotion_ttl_secs: 90 * 86_400 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingSection {
+    /// ONNX Runtime's shared library (`libonnxruntime.so…`); empty: `ORT_DYLIB_PATH`, then the
+    /// `onnxruntime` package of the `python3` on `PATH` (docs/serving.md).
+    pub onnxruntime_library: String,
+    /// Where deployed models' files are kept, one directory per model version; empty:
+    /// `<data_dir>/serving/models`.
+    pub model_cache_dir: String,
+}
+
+impl ServingSection {
+    pub fn onnxruntime_library(&self) -> Option<std::path::PathBuf> {
+        (!self.onnxruntime_library.trim().is_empty()).then(|| std::path::PathBuf::from(self.onnxruntime_library.trim()))
+    }
+
+    pub fn model_cache(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.model_cache_dir.trim().is_empty() {
+            data_dir.join("serving").join("models")
+        } else {
+            std::path::PathBuf::from(self.model_cache_dir.trim())
+        }
     }
 }
 

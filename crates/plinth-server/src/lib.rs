@@ -6,6 +6,7 @@
 //! process gets SIGINT/SIGTERM; in-flight requests then finish before the stores close.
 
 pub mod config;
+mod model_source;
 mod storage;
 
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub enum StartError {
     Auth(#[source] plinth_auth::Error),
     #[error("cannot start the feature store")]
     Features(#[source] plinth_features::Error),
+    #[error("cannot load the stored deployments")]
+    Serving(#[source] plinth_serving::deployments::Error),
     #[error("cannot create the feature engine's spill directory {path}")]
     Spill {
         path: String,
@@ -130,6 +133,7 @@ impl Server {
             TrackingConfig { artifact_root, truncate_long_values: config.tracking.truncate_long_values },
         );
         tracking.init().await?;
+        let tracking = Arc::new(tracking);
         let serve_artifacts = tracking.config().artifact_root == ArtifactRoot::Proxied;
         let outbox = Outbox::new(shared.clone());
         let registry = RegistryService::new(
@@ -173,6 +177,22 @@ impl Server {
             }
         };
         let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine).with_online_store(online));
+        let source = model_source::RegistrySource { registry: registry.clone(), tracking: tracking.clone() };
+        let serving = Arc::new(plinth_serving::DeploymentService::new(
+            shared.clone(),
+            shared.clone(),
+            Arc::new(source),
+            plinth_serving::ServingConfig {
+                onnxruntime_library: config.serving.onnxruntime_library(),
+                model_cache: config.serving.model_cache(&config.server.data_dir),
+            },
+        ));
+        // Deployments come back on start, loaded before the first request; one whose model cannot
+        // be loaded any more stays listed with the reason and answers UNAVAILABLE.
+        let restored = serving.restore().await.map_err(StartError::Serving)?;
+        if restored > 0 {
+            tracing::info!(deployments = restored, "Loaded the stored deployments.");
+        }
         // Installed before anything records; several servers in one process share it.
         let metrics = plinth_api::metrics::recorder();
         let readiness = plinth_api::Readiness::new();
@@ -180,10 +200,11 @@ impl Server {
         let floor = config.server.min_free_space_mb.saturating_mul(1 << 20);
         storage::measure(&readiness, &watched, floor);
         let state = AppState {
-            tracking: Arc::new(tracking),
+            tracking,
             registry: registry.clone(),
             auth,
             features: features.clone(),
+            serving,
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
             max_request_bytes: config.server.max_request_bytes,

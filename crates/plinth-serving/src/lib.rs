@@ -6,16 +6,23 @@
 //! them and `Batched`, the executor that runs a batch through a `TensorModel` once (issue 14);
 //! and `onnx`, the first model runtime: ONNX models (plain or MLflow's) in ONNX Runtime, loaded
 //! from a shared library at run time.
-//! To come: more model runtimes (tract, a Python worker pool), deployments that follow registry
-//! aliases, traffic routing, and the ports `ModelSource` and `FeatureLookup` that
-//! `plinth-server` wires to the registry and the feature store.
+//! `deployments`, the service: deployments stored (validated, audited in their own transaction)
+//! and served on this node, each variant's model resolved through the `source::ModelSource` port,
+//! loaded and warmed before the change is stored, requests routed between variants by `router`.
+//! To come: more model runtimes (tract, a Python worker pool), following registry aliases as they
+//! move, shadow traffic and rollback, and the `FeatureLookup` port.
 
 pub mod batcher;
+pub mod deployments;
 pub mod infer;
 pub mod onnx;
+pub mod router;
+pub mod source;
 pub mod tensor;
 
 pub use batcher::{BatchConfig, BatchError, Batchable, Batcher, Executor};
+pub use deployments::{DeploymentService, DeploymentView, Inference, ModelMetadata, ServingConfig, VariantState};
 pub use infer::{Batched, InferRequest, TensorModel};
 pub use onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
+pub use source::{ModelSource, ResolvedVersion, SourceError};
 pub use tensor::{Data, DataType, Tensor, TensorError, TensorSpec};

@@ -160,7 +160,7 @@ mod tests {
                 assert!(statement.trim_start().starts_with("CREATE "), "{statement}");
                 assert!(statement.trim_end().ends_with(';'), "{statement}");
             }
-            assert!(super::split_statements(m.sqlite).len() >= 5);
+            assert!(!super::split_statements(m.sqlite).is_empty(), "migration {} has statements", m.version);
             assert_eq!(super::split_statements(m.sqlite).len(), super::split_statements(m.postgres).len());
         }
     }

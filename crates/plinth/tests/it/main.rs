@@ -8,6 +8,7 @@ mod large_artifacts;
 mod lifecycle;
 mod registry;
 mod robustness;
+mod serving;
 
 use std::path::Path;
 

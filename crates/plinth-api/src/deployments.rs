@@ -1,0 +1,318 @@
+//! Serving over HTTP: deployments as resources under `/api/plinth/v1/deployments`, and inference
+//! over the Open Inference Protocol v2 (`/v2/…`, `design/protocols.md` §4.1): health, server and
+//! model metadata, model readiness and `infer` with JSON tensors. OIP routes answer errors in the
+//! protocol's shape, `{"error": "…"}`, with the status of the error's code.
+//!
+//! Permissions: reading a deployment, its metadata and inferring need READ on the deployment
+//! (a grant of its own: a service account may predict without any grant on the registry);
+//! updating needs EDIT, deleting MANAGE; creating is for members and admins.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use plinth_core::auth::{Level, ResourceKind};
+use plinth_core::serving::{Batching, DeploymentSpec, ModelRef, Runtime, Variant};
+use plinth_serving::{DeploymentView, TensorSpec, VariantState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::access::{Locate as L, Need as N};
+use crate::error::ApiError;
+use crate::fields::JsonBody;
+use crate::identity::Caller;
+use crate::oip;
+use crate::routes::Routes;
+use crate::{AppState, json as j};
+
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .get("/api/plinth/v1/deployments", N::SignedIn, list)
+        .post("/api/plinth/v1/deployments", N::Create, create)
+        .get("/api/plinth/v1/deployments/{name}", N::Deployment(Level::Read, L::Path("name")), get)
+        .patch("/api/plinth/v1/deployments/{name}", N::Deployment(Level::Edit, L::Path("name")), update)
+        .delete("/api/plinth/v1/deployments/{name}", N::Deployment(Level::Manage, L::Path("name")), delete)
+        .get("/v2", N::SignedIn, server_metadata)
+        .get("/v2/health/live", N::Public, live)
+        .get("/v2/health/ready", N::Public, ready)
+        .get("/v2/models/{name}", N::Deployment(Level::Read, L::Path("name")), model_metadata)
+        .get("/v2/models/{name}/ready", N::Deployment(Level::Read, L::Path("name")), model_ready)
+        .post("/v2/models/{name}/infer", N::Deployment(Level::Read, L::Path("name")), infer)
+}
+
+/// A variant as a request declares it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantBody {
+    name: String,
+    model: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    shadow: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BatchingBody {
+    max_batch_size: Option<u32>,
+    preferred_batch_size: Option<Vec<u32>>,
+    max_queue_delay_microseconds: Option<u64>,
+    max_queue_size: Option<u32>,
+    timeout_ms: Option<u64>,
+}
+
+/// A deployment's spec as a request gives it: `model` (one variant taking all the traffic) or `variants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    variants: Option<Vec<VariantBody>>,
+    #[serde(default)]
+    runtime: Option<String>,
+    #[serde(default)]
+    batching: Option<BatchingBody>,
+    #[serde(default)]
+    instances: Option<u32>,
+    #[serde(default)]
+    threads: Option<u32>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    /// For updates: the generation the caller read (a compare-and-set).
+    #[serde(default)]
+    generation: Option<i64>,
+}
+
+fn parse_body(body: &[u8]) -> Result<SpecBody, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid deployment: {e}")))
+}
+
+/// The spec a body declares; `base` gives what an update leaves out.
+fn spec_of(body: &SpecBody, base: Option<&DeploymentSpec>) -> Result<DeploymentSpec, ApiError> {
+    let variants = match (&body.model, &body.variants) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("Give either model or variants, not both")),
+        (Some(model), None) => DeploymentSpec::single(ModelRef::parse(model)?).variants,
+        (None, Some(list)) => list
+            .iter()
+            .map(|v| {
+                Ok(Variant {
+                    name: v.name.clone(),
+                    model: ModelRef::parse(&v.model)?,
+                    weight: v.weight.unwrap_or(if v.shadow.is_some() { 0 } else { plinth_core::serving::TOTAL_WEIGHT }),
+                    shadow: v.shadow,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?,
+        (None, None) => match base {
+            Some(b) => b.variants.clone(),
+            None => return Err(ApiError::invalid("A deployment needs model (NAME@ALIAS or NAME/VERSION) or variants")),
+        },
+    };
+    let base = base.cloned().unwrap_or_else(|| DeploymentSpec {
+        variants: vec![],
+        ..DeploymentSpec::single(ModelRef { name: String::new(), target: plinth_core::serving::ModelTarget::Version(1) })
+    });
+    let b = body.batching.as_ref();
+    let batching = Batching {
+        max_batch_size: b.and_then(|b| b.max_batch_size).unwrap_or(base.batching.max_batch_size),
+        preferred_batch_sizes: b.and_then(|b| b.preferred_batch_size.clone()).unwrap_or(base.batching.preferred_batch_sizes.clone()),
+        max_queue_delay_micros: b.and_then(|b| b.max_queue_delay_microseconds).unwrap_or(base.batching.max_queue_delay_micros),
+        max_queue_size: b.and_then(|b| b.max_queue_size).unwrap_or(base.batching.max_queue_size),
+        timeout_millis: b.and_then(|b| b.timeout_ms).or(base.batching.timeout_millis),
+    };
+    Ok(DeploymentSpec {
+        description: body.description.clone().or(base.description.clone()),
+        variants,
+        runtime: match &body.runtime {
+            Some(r) => Runtime::parse(r)?,
+            None => base.runtime,
+        },
+        batching,
+        instances: body.instances.unwrap_or(base.instances),
+        threads: body.threads.unwrap_or(base.threads),
+        feature_service: body.feature_service.clone().or(base.feature_service.clone()),
+    })
+}
+
+fn tensor_meta(spec: &TensorSpec) -> Value {
+    json!({"name": spec.name, "datatype": spec.datatype.as_str(), "shape": spec.shape})
+}
+
+fn deployment_json(view: &DeploymentView) -> Value {
+    let d = &view.deployment;
+    let variants: Vec<Value> = d
+        .spec
+        .variants
+        .iter()
+        .zip(&view.states)
+        .map(|(v, (_, state))| {
+            let mut out = json!({"name": v.name, "model": v.model.to_string(), "weight": v.weight});
+            if let Some(f) = v.shadow {
+                out["shadow"] = json!(f);
+            }
+            match state {
+                VariantState::Ready { version } => {
+                    out["state"] = json!("READY");
+                    out["version"] = json!(version);
+                }
+                VariantState::Failed { reason } => {
+                    out["state"] = json!("FAILED");
+                    out["reason"] = json!(reason);
+                }
+            }
+            out
+        })
+        .collect();
+    let b = &d.spec.batching;
+    json!({
+        "name": d.name,
+        "description": d.spec.description,
+        "generation": d.generation,
+        "runtime": d.spec.runtime.as_str(),
+        "variants": variants,
+        "batching": {
+            "max_batch_size": b.max_batch_size,
+            "preferred_batch_size": b.preferred_batch_sizes,
+            "max_queue_delay_microseconds": b.max_queue_delay_micros,
+            "max_queue_size": b.max_queue_size,
+            "timeout_ms": b.timeout_millis,
+        },
+        "instances": d.spec.instances,
+        "threads": d.spec.threads,
+        "feature_service": d.spec.feature_service,
+        "created_by": d.created_by,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    max_results: Option<i64>,
+    page_token: Option<String>,
+}
+
+async fn list(State(s): State<AppState>, p: Ext, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    // Only what the caller may read, with auth on.
+    let readable = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::Deployment).await?;
+    let page = s.serving.list(q.max_results, q.page_token.as_deref(), readable.as_ref()).await?;
+    Ok(Json(j::page("deployments", page.items.iter().map(deployment_json).collect(), page.next_page_token)))
+}
+
+type Ext = Option<axum::Extension<plinth_auth::Principal>>;
+
+async fn create(State(s): State<AppState>, p: Ext, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let name = body.name.clone().unwrap_or_default();
+    let spec = spec_of(&body, None)?;
+    let view = s.serving.create(&actor, &name, spec).await?;
+    crate::auth::grant_creator(&s, p.as_ref().map(|e| &e.0), ResourceKind::Deployment, &name).await?;
+    Ok(Json(json!({"deployment": deployment_json(&view)})))
+}
+
+async fn get(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"deployment": deployment_json(&s.serving.get(&name).await?)})))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    if body.name.as_deref().is_some_and(|n| n != name) {
+        return Err(ApiError::invalid("A deployment cannot be renamed; create one under the new name"));
+    }
+    let current = s.serving.get(&name).await?;
+    let spec = spec_of(&body, Some(&current.deployment.spec))?;
+    let view = s.serving.update(&actor, &name, spec, body.generation).await?;
+    Ok(Json(json!({"deployment": deployment_json(&view)})))
+}
+
+async fn delete(State(s): State<AppState>, Caller(actor): Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.serving.delete(&actor, &name).await?;
+    s.auth.forget_resource(&actor, ResourceKind::Deployment, &name).await?;
+    Ok(Json(json!({})))
+}
+
+/// An error in the Open Inference Protocol's shape: `{"error": message}` with the code's status.
+struct OipFailure(ApiError);
+
+impl<E: Into<ApiError>> From<E> for OipFailure {
+    fn from(e: E) -> OipFailure {
+        OipFailure(e.into())
+    }
+}
+
+impl IntoResponse for OipFailure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({"error": self.0.message()}))).into_response()
+    }
+}
+
+async fn server_metadata(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({"name": "plinth", "version": s.version, "extensions": []}))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    // Ready when every deployment this node serves can answer.
+    let ready = s.serving.all_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": ready}))).into_response()
+}
+
+async fn model_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, OipFailure> {
+    let meta = s.serving.metadata(&name)?;
+    Ok(Json(json!({
+        "name": name,
+        "versions": meta.versions.iter().map(i64::to_string).collect::<Vec<_>>(),
+        "platform": meta.platform,
+        "inputs": meta.inputs.iter().map(tensor_meta).collect::<Vec<_>>(),
+        "outputs": meta.outputs.iter().map(tensor_meta).collect::<Vec<_>>(),
+    })))
+}
+
+async fn model_ready(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, OipFailure> {
+    let ready = s.serving.ready(&name)?;
+    let status = if ready { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    Ok((status, Json(json!({"name": name, "ready": ready}))).into_response())
+}
+
+/// The header a request may carry to pick its variant stickily (the same key, the same variant,
+/// while the weights are unchanged).
+pub(crate) const ROUTING_KEY_HEADER: &str = "x-plinth-routing-key";
+
+async fn infer(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, OipFailure> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the request is not JSON: {e}")))?;
+    let request = oip::decode_request(&value).map_err(|e| ApiError::invalid(e.0))?;
+    let key = headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok());
+    let answer = s.serving.infer(&name, request.inputs, key).await?;
+    let outputs: Vec<Value> =
+        answer.outputs.iter().filter(|t| request.outputs.is_empty() || request.outputs.contains(&t.name)).map(oip::encode_tensor).collect();
+    if let Some(missing) = request.outputs.iter().find(|o| !answer.outputs.iter().any(|t| &t.name == *o)) {
+        return Err(ApiError::invalid(format!("unknown output '{missing}'")).into());
+    }
+    let mut body = json!({"model_name": name, "model_version": answer.version.to_string(), "outputs": outputs});
+    if let Some(id) = request.id {
+        body["id"] = json!(id);
+    }
+    body["parameters"] = json!({"variant": answer.variant});
+    Ok(Json(body).into_response())
+}

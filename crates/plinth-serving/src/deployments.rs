@@ -1,0 +1,549 @@
+//! Deployments: the stored resource (create, update, delete, list, get; validated, audited in
+//! their own transaction) and its live state on this node: each variant's model resolved through
+//! the registry, fetched, loaded, checked and warmed by its runtime *before* the change is
+//! stored, then served through its own batcher; requests routed between primaries by weight.
+//!
+//! A deployment that cannot be loaded is refused when it is created or updated, with the reason.
+//! On start, `restore` loads every stored deployment; one that fails then (its model deleted
+//! meanwhile) stays listed with its variant's failure, and answers `UNAVAILABLE` until updated.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use plinth_core::audit::{Actor, AuditEvent, Change};
+use plinth_core::serving::{Deployment, DeploymentSpec, Variant, validate_name};
+use plinth_core::validation::InvalidParameter;
+use plinth_core::{ErrorCode, HasErrorCode};
+use plinth_store::AuditLog;
+use plinth_store::audit::{Record, append_failure};
+use plinth_store::serving::{DeploymentStore, NewDeployment};
+use plinth_store::tracking::{PageRequest, Rows};
+
+use crate::batcher::{BatchConfig, BatchError, Batcher};
+use crate::infer::{Batched, InferRequest};
+use crate::onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
+use crate::router::Router;
+use crate::source::{ModelSource, ResolvedVersion, SourceError};
+use crate::tensor::{Tensor, TensorError, TensorSpec};
+
+/// What the serving service is configured with.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// ONNX Runtime's shared library; `None`: `ORT_DYLIB_PATH`, then discovery (see `onnx`).
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Where fetched model files are kept, one directory per model version.
+    pub model_cache: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] InvalidParameter),
+    #[error(transparent)]
+    Store(#[from] plinth_store::Error),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A variant's model cannot be served by its runtime.
+    #[error("variant '{variant}' ({model}) cannot be served: {reason}")]
+    Load { variant: String, model: String, reason: String },
+    #[error("Deployment '{name}' is not ready: {reason}")]
+    NotReady { name: String, reason: String },
+    /// The request does not fit the model (names, datatypes, shapes).
+    #[error("{0}")]
+    BadInput(String),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TensorError> for Error {
+    fn from(e: TensorError) -> Error {
+        Error::BadInput(e.to_string())
+    }
+}
+
+impl HasErrorCode for Error {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Error::Invalid(e) => e.error_code(),
+            Error::Store(e) => e.error_code(),
+            Error::Source(e) => e.code,
+            Error::Load { .. } | Error::BadInput(_) => ErrorCode::InvalidParameterValue,
+            Error::NotReady { .. } => ErrorCode::TemporarilyUnavailable,
+            Error::Batch(BatchError::TooLarge { .. } | BatchError::Empty) => ErrorCode::InvalidParameterValue,
+            Error::Batch(BatchError::QueueFull { .. } | BatchError::Timeout { .. } | BatchError::ShuttingDown) => {
+                ErrorCode::TemporarilyUnavailable
+            }
+            Error::Batch(BatchError::Execution(_)) | Error::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A variant's state on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VariantState {
+    Ready { version: i64 },
+    Failed { reason: String },
+}
+
+/// A deployment as this node serves it.
+#[derive(Debug, Clone)]
+pub struct DeploymentView {
+    pub deployment: Deployment,
+    /// Per variant, in the spec's order.
+    pub states: Vec<(String, VariantState)>,
+}
+
+/// One inference's answer.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    pub variant: String,
+    pub model: String,
+    pub version: i64,
+    pub outputs: Vec<Tensor>,
+}
+
+/// A model's inputs and outputs, as the protocols' metadata shows them.
+#[derive(Debug, Clone)]
+pub struct ModelMetadata {
+    pub versions: Vec<i64>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+struct LiveVariant {
+    spec: Variant,
+    version: i64,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    batcher: Batcher<InferRequest, Vec<Tensor>>,
+}
+
+struct Live {
+    deployment: Deployment,
+    variants: Vec<Result<Arc<LiveVariant>, String>>,
+    router: Router,
+    timeout: Option<Duration>,
+}
+
+impl Live {
+    fn ready(&self) -> bool {
+        self.deployment.spec.variants.iter().zip(&self.variants).all(|(v, l)| v.is_shadow() || v.weight == 0 || l.is_ok())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // Queued requests are answered first: a batcher drains before its instances stop.
+        for v in self.variants.iter().flatten() {
+            v.batcher.close();
+        }
+    }
+}
+
+pub struct DeploymentService {
+    store: Arc<dyn DeploymentStore>,
+    audit: Arc<dyn AuditLog>,
+    source: Arc<dyn ModelSource>,
+    config: ServingConfig,
+    runtime: OnceLock<std::result::Result<OnnxRuntime, String>>,
+    live: RwLock<HashMap<String, Arc<Live>>>,
+}
+
+fn batch_config(spec: &DeploymentSpec) -> BatchConfig {
+    let b = &spec.batching;
+    BatchConfig {
+        // 0: requests are not held back to form batches.
+        max_batch_size: if b.max_batch_size == 0 { plinth_core::serving::MAX_BATCH_SIZE as usize } else { b.max_batch_size as usize },
+        preferred_batch_sizes: b.preferred_batch_sizes.iter().map(|p| *p as usize).collect(),
+        max_queue_delay: if b.max_batch_size == 0 { Duration::ZERO } else { Duration::from_micros(b.max_queue_delay_micros) },
+        max_queue_size: b.max_queue_size as usize,
+        default_timeout: b.timeout_millis.map_or(Duration::from_secs(3600), Duration::from_millis),
+        instances: spec.instances as usize,
+    }
+}
+
+/// The directory a version's files are cached in: the model name hex-encoded (names may hold any
+/// character but `/`), then the version.
+fn cache_dir(root: &std::path::Path, version: &ResolvedVersion) -> PathBuf {
+    root.join(format!("{}-{}", hex::encode(version.name.as_bytes()), version.version))
+}
+
+impl DeploymentService {
+    pub fn new(
+        store: Arc<dyn DeploymentStore>,
+        audit: Arc<dyn AuditLog>,
+        source: Arc<dyn ModelSource>,
+        config: ServingConfig,
+    ) -> DeploymentService {
+        DeploymentService { store, audit, source, config, runtime: OnceLock::new(), live: RwLock::new(HashMap::new()) }
+    }
+
+    fn runtime(&self) -> Result<OnnxRuntime> {
+        self.runtime
+            .get_or_init(|| OnnxRuntime::init(self.config.onnxruntime_library.as_deref()).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|reason| Error::Load { variant: String::new(), model: String::new(), reason })
+    }
+
+    /// Resolves, fetches, loads, checks and warms one variant's model.
+    async fn load_variant(&self, variant: &Variant, spec: &DeploymentSpec) -> Result<LiveVariant> {
+        let fail = |reason: String| Error::Load { variant: variant.name.clone(), model: variant.model.to_string(), reason };
+        let resolved = self.source.resolve(&variant.model).await?;
+        let dir = cache_dir(&self.config.model_cache, &resolved);
+        let path = if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            dir
+        } else {
+            // Fetched beside, then renamed into place: a crash or a concurrent fetch never leaves half a model.
+            let staging = self.config.model_cache.join(format!(".fetch-{}", uuid::Uuid::new_v4().simple()));
+            let fetched = self.source.fetch(&resolved, &staging).await;
+            match fetched {
+                Ok(_) => match tokio::fs::rename(&staging, &dir).await {
+                    Ok(()) => dir,
+                    // Another fetch won the race: its copy is the same version.
+                    Err(_) if tokio::fs::try_exists(&dir).await.unwrap_or(false) => {
+                        let _ = tokio::fs::remove_dir_all(&staging).await;
+                        dir
+                    }
+                    Err(e) => return Err(Error::Internal(format!("could not place the model's files: {e}"))),
+                },
+                Err(e) => {
+                    let _ = tokio::fs::remove_dir_all(&staging).await;
+                    return Err(e.into());
+                }
+            }
+        };
+        let path = model_path(path).await;
+        let runtime = self.runtime().map_err(|e| fail(e.to_string()))?;
+        let options = OnnxOptions { sessions: spec.instances as usize, intra_op_threads: spec.threads as usize };
+        let model = tokio::task::spawn_blocking(move || OnnxModel::load(&runtime, &path, &options))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let (inputs, outputs) = (model.inputs().to_vec(), model.outputs().to_vec());
+        let batcher = Batcher::start(batch_config(spec), Arc::new(Batched(model)))
+            .map_err(|e| Error::Internal(format!("could not start the model's instances: {e}")))?;
+        Ok(LiveVariant { spec: variant.clone(), version: resolved.version, inputs, outputs, batcher })
+    }
+
+    /// Loads every variant; the first failure is the error when `strict`, else it is kept per variant.
+    async fn load(&self, deployment: Deployment, strict: bool) -> Result<Live> {
+        let mut variants = Vec::with_capacity(deployment.spec.variants.len());
+        for v in &deployment.spec.variants {
+            match self.load_variant(v, &deployment.spec).await {
+                Ok(live) => variants.push(Ok(Arc::new(live))),
+                Err(e) if strict => return Err(e),
+                Err(e) => {
+                    tracing::warn!(deployment = %deployment.name, variant = %v.name, error = %e, "a deployment's variant could not be loaded");
+                    variants.push(Err(e.to_string()));
+                }
+            }
+        }
+        let weights: Vec<(usize, u32)> = deployment
+            .spec
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(idx, v)| !v.is_shadow() && variants[*idx].is_ok())
+            .map(|(idx, v)| (idx, v.weight))
+            .collect();
+        let timeout = deployment.spec.batching.timeout_millis.map(Duration::from_millis);
+        Ok(Live { router: Router::new(&weights), deployment, variants, timeout })
+    }
+
+    fn install(&self, live: Live) {
+        let name = live.deployment.name.clone();
+        let mut map = self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The old state is dropped after the switch: requests it accepted finish on it.
+        map.insert(name, Arc::new(live));
+    }
+
+    fn view(&self, deployment: Deployment) -> DeploymentView {
+        let live = self.live.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&deployment.name).cloned();
+        let states = deployment
+            .spec
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(idx, v)| {
+                let state =
+                    match live.as_ref().filter(|l| l.deployment.generation == deployment.generation).and_then(|l| l.variants.get(idx)) {
+                        Some(Ok(lv)) => VariantState::Ready { version: lv.version },
+                        Some(Err(reason)) => VariantState::Failed { reason: reason.clone() },
+                        None => VariantState::Failed { reason: "not loaded on this node".to_owned() },
+                    };
+                (v.name.clone(), state)
+            })
+            .collect();
+        DeploymentView { deployment, states }
+    }
+
+    /// Loads every stored deployment (at start). Failures are kept per variant, not fatal.
+    pub async fn restore(&self) -> Result<usize> {
+        let mut offset = 0;
+        let mut count = 0;
+        loop {
+            let page = self.store.list_deployments(PageRequest { offset, limit: 100 }).await?;
+            for d in page.items {
+                let live = self.load(d, false).await?;
+                self.install(live);
+                count += 1;
+            }
+            if !page.has_more {
+                return Ok(count);
+            }
+            offset += 100;
+        }
+    }
+
+    pub async fn create(&self, actor: &Actor, name: &str, spec: DeploymentSpec) -> Result<DeploymentView> {
+        let event = AuditEvent::new(actor, "deployment.create", "deployment", name);
+        let res = async {
+            validate_name("name", name)?;
+            spec.validate()?;
+            match self.store.get_deployment(name).await {
+                Ok(_) => {
+                    return Err(plinth_store::Error::Serving(plinth_store::ServingError::DeploymentExists { name: name.to_owned() }).into());
+                }
+                Err(plinth_store::Error::Serving(plinth_store::ServingError::DeploymentNotFound { .. })) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let draft = Deployment {
+                name: name.to_owned(),
+                spec: spec.clone(),
+                generation: 1,
+                created_by: actor.name.clone(),
+                created_at: 0,
+                updated_at: 0,
+            };
+            let live = self.load(draft, true).await?;
+            let record = Record::of(|d: &Deployment| event.clone().with_changes(describe(None, &d.spec)));
+            let new = NewDeployment { name: name.to_owned(), spec, created_by: actor.name.clone(), now: plinth_core::time::now_millis() };
+            let stored = self.store.create_deployment(&new, record).await?;
+            let mut live = live;
+            live.deployment = stored.clone();
+            self.install(live);
+            Ok(self.view(stored))
+        }
+        .await;
+        append_failure(&self.audit, event, res).await
+    }
+
+    /// Replaces the spec. `expected_generation`: the generation the caller read (a compare-and-set);
+    /// `None` updates whatever is stored. The new variants are loaded and warmed before the switch.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        name: &str,
+        spec: DeploymentSpec,
+        expected_generation: Option<i64>,
+    ) -> Result<DeploymentView> {
+        let event = AuditEvent::new(actor, "deployment.update", "deployment", name);
+        let res = async {
+            validate_name("name", name)?;
+            spec.validate()?;
+            let current = self.store.get_deployment(name).await?;
+            let expected = expected_generation.unwrap_or(current.generation);
+            let draft = Deployment { spec: spec.clone(), ..current.clone() };
+            let live = self.load(draft, true).await?;
+            let record = Record::of(|d: &Deployment| event.clone().with_changes(describe(Some(&current.spec), &d.spec)));
+            let stored = self.store.update_deployment(name, expected, &spec, plinth_core::time::now_millis(), record).await?;
+            let mut live = live;
+            live.deployment = stored.clone();
+            self.install(live);
+            Ok(self.view(stored))
+        }
+        .await;
+        append_failure(&self.audit, event, res).await
+    }
+
+    pub async fn delete(&self, actor: &Actor, name: &str) -> Result<()> {
+        let event = AuditEvent::new(actor, "deployment.delete", "deployment", name);
+        let res = async {
+            let record = Record::of(|d: &Deployment| {
+                event.clone().with_changes(describe(Some(&d.spec), &DeploymentSpec { variants: vec![], ..d.spec.clone() }))
+            });
+            self.store.delete_deployment(name, record).await?;
+            self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+            Ok(())
+        }
+        .await;
+        append_failure(&self.audit, event, res).await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<DeploymentView> {
+        Ok(self.view(self.store.get_deployment(name).await?))
+    }
+
+    /// A page of deployments by name; `restrict_to`: only these names (what the caller may read),
+    /// paged among themselves so a page never hints at the others.
+    pub async fn list(
+        &self,
+        max_results: Option<i64>,
+        page_token: Option<&str>,
+        restrict_to: Option<&std::collections::HashSet<String>>,
+    ) -> Result<plinth_core::tracking::Page<DeploymentView>> {
+        let page = PageRequest::from_client(max_results, 100, 1000, page_token)?;
+        let rows: Rows<Deployment> = match restrict_to {
+            None => self.store.list_deployments(page).await?,
+            Some(names) => {
+                let mut readable = Vec::new();
+                let mut offset = 0;
+                loop {
+                    let chunk = self.store.list_deployments(PageRequest { offset, limit: 1000 }).await?;
+                    readable.extend(chunk.items.into_iter().filter(|d| names.contains(&d.name)));
+                    if !chunk.has_more {
+                        break;
+                    }
+                    offset += 1000;
+                }
+                let start = usize::try_from(page.offset).unwrap_or(usize::MAX).min(readable.len());
+                let end = start.saturating_add(usize::try_from(page.limit).unwrap_or(usize::MAX)).min(readable.len());
+                Rows { has_more: end < readable.len(), items: readable.drain(start..end).collect() }
+            }
+        };
+        let rows = Rows { items: rows.items.into_iter().map(|d| self.view(d)).collect(), has_more: rows.has_more };
+        Ok(rows.into_page(page))
+    }
+
+    fn live(&self, name: &str) -> Result<Arc<Live>> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| plinth_store::Error::Serving(plinth_store::ServingError::DeploymentNotFound { name: name.to_owned() }).into())
+    }
+
+    /// Whether the deployment can answer: every primary with weight is loaded.
+    pub fn ready(&self, name: &str) -> Result<bool> {
+        Ok(self.live(name)?.ready())
+    }
+
+    /// Whether every deployment this node serves can answer.
+    pub fn all_ready(&self) -> bool {
+        self.live.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().all(|l| l.ready())
+    }
+
+    /// The inputs and outputs requests use: the first ready primary's model's.
+    pub fn metadata(&self, name: &str) -> Result<ModelMetadata> {
+        let live = self.live(name)?;
+        let mut versions: Vec<i64> = live.variants.iter().flatten().filter(|v| !v.spec.is_shadow()).map(|v| v.version).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let first = live
+            .variants
+            .iter()
+            .flatten()
+            .find(|v| !v.spec.is_shadow())
+            .ok_or_else(|| Error::NotReady { name: name.to_owned(), reason: "no variant is loaded".to_owned() })?;
+        Ok(ModelMetadata { versions, platform: "onnx_onnxv1", inputs: first.inputs.clone(), outputs: first.outputs.clone() })
+    }
+
+    /// Runs one request on the variant its routing key (or the weights) picks.
+    pub async fn infer(&self, name: &str, inputs: Vec<Tensor>, routing_key: Option<&str>) -> Result<Inference> {
+        let live = self.live(name)?;
+        let idx = live
+            .router
+            .pick(routing_key)
+            .ok_or_else(|| Error::NotReady { name: name.to_owned(), reason: "no variant with traffic is loaded".to_owned() })?;
+        let variant = match &live.variants[idx] {
+            Ok(v) => v.clone(),
+            Err(reason) => return Err(Error::NotReady { name: name.to_owned(), reason: reason.clone() }),
+        };
+        check_inputs(&variant.inputs, &inputs)?;
+        let request = InferRequest::new(inputs)?;
+        let outputs = variant.batcher.submit(request, live.timeout).await?;
+        Ok(Inference { variant: variant.spec.name.clone(), model: variant.spec.model.name.clone(), version: variant.version, outputs })
+    }
+}
+
+/// What to load from a fetched version: the directory when it is an MLflow model (it has an
+/// `MLmodel` file), else its one `.onnx` file (a plain ONNX model logged as an artifact), else the
+/// directory (whose loading then says what is missing).
+async fn model_path(dir: PathBuf) -> PathBuf {
+    if tokio::fs::try_exists(dir.join(crate::onnx::MLMODEL)).await.unwrap_or(false) {
+        return dir;
+    }
+    let mut onnx = Vec::new();
+    if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) && entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                onnx.push(path);
+            }
+        }
+    }
+    if onnx.len() == 1 { onnx.remove(0) } else { dir }
+}
+
+/// The request's tensors against the model's inputs: every input given once, with its datatype
+/// and the model's fixed dimensions after the batch dimension.
+fn check_inputs(expected: &[TensorSpec], given: &[Tensor]) -> Result<()> {
+    for t in given {
+        let Some(spec) = expected.iter().find(|s| s.name == t.name) else {
+            let names: Vec<&str> = expected.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::BadInput(format!("unknown input '{}'; the model's inputs are: {}", t.name, names.join(", "))));
+        };
+        if t.datatype() != spec.datatype {
+            return Err(Error::BadInput(format!(
+                "input '{}' is {}; the model takes {}",
+                t.name,
+                t.datatype().as_str(),
+                spec.datatype.as_str()
+            )));
+        }
+        let fixed_ok = t.shape.len() == spec.shape.len()
+            && t.shape.iter().zip(&spec.shape).skip(1).all(|(got, want)| *want < 0 || i64::try_from(*got).is_ok_and(|g| g == *want));
+        if !fixed_ok {
+            return Err(Error::BadInput(format!(
+                "input '{}' has shape {:?}; the model takes {:?} (-1: any size)",
+                t.name, t.shape, spec.shape
+            )));
+        }
+    }
+    if let Some(missing) = expected.iter().find(|s| !given.iter().any(|t| t.name == s.name)) {
+        return Err(Error::BadInput(format!("input '{}' is missing", missing.name)));
+    }
+    Ok(())
+}
+
+/// The audit record's changes between two specs (the variants and the options that differ).
+fn describe(before: Option<&DeploymentSpec>, after: &DeploymentSpec) -> Vec<Change> {
+    let variants = |s: &DeploymentSpec| {
+        s.variants
+            .iter()
+            .map(|v| match v.shadow {
+                Some(f) => format!("{}={} shadow {f}", v.name, v.model),
+                None => format!("{}={} weight {}", v.name, v.model, v.weight),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let options = |s: &DeploymentSpec| {
+        format!(
+            "runtime {}, max_batch_size {}, instances {}, threads {}",
+            s.runtime.as_str(),
+            s.batching.max_batch_size,
+            s.instances,
+            s.threads
+        )
+    };
+    let mut out = Vec::new();
+    let b = before.map(variants);
+    let a = variants(after);
+    if b.as_deref() != Some(a.as_str()) {
+        out.push(Change::new("variants", b, (!a.is_empty()).then_some(a)));
+    }
+    let (b, a) = (before.map(options), options(after));
+    if b.as_deref() != Some(a.as_str()) {
+        out.push(Change::new("options", b, Some(a)));
+    }
+    out
+}

@@ -1,0 +1,198 @@
+//! Serving end to end, on the real binary: a scikit-learn model (converted by skl2onnx, as an
+//! MLflow model directory) logged to a run, registered and aliased; a deployment that follows the
+//! alias; inference over the Open Inference Protocol checked against Python ONNX Runtime's
+//! answers; bad input of each kind answered 4xx in the protocol's shape; a model ONNX Runtime
+//! cannot read refused at create; deployments back after `kill -9`.
+//!
+//! Needs the models the test command makes (`PLINTH_TEST_ONNX_MODELS`) and ONNX Runtime's library
+//! (`ORT_DYLIB_PATH`); without them it says so and passes, unless `PLINTH_TEST_SERVING_REQUIRED`.
+
+use std::path::PathBuf;
+
+use plinth_test_support::TestServer;
+use serde_json::{Value, json};
+
+use super::{bin, create_run, get, post};
+
+fn models() -> Option<PathBuf> {
+    let dir = std::env::var_os("PLINTH_TEST_ONNX_MODELS").map(PathBuf::from);
+    let lib = std::env::var_os("ORT_DYLIB_PATH");
+    match (dir, lib) {
+        (Some(dir), Some(_)) => Some(dir),
+        _ if std::env::var_os("PLINTH_TEST_SERVING_REQUIRED").is_some() => {
+            panic!("PLINTH_TEST_SERVING_REQUIRED is set but PLINTH_TEST_ONNX_MODELS or ORT_DYLIB_PATH is not")
+        }
+        _ => {
+            eprintln!(
+                "serving black-box test: skipped, PLINTH_TEST_ONNX_MODELS and ORT_DYLIB_PATH are not both set (the test command sets them)"
+            );
+            None
+        }
+    }
+}
+
+/// Logs `dir`'s files as the run's `model/` artifacts, registers version N of `name` from them.
+async fn register(client: &reqwest::Client, url: &str, name: &str, dir: &std::path::Path) -> i64 {
+    let (exp_id, run_id) = create_run(client, url, &format!("serving-{name}-{}", uuid_like())).await;
+    for entry in std::fs::read_dir(dir).expect("model dir") {
+        let path = entry.expect("entry").path();
+        let file = path.file_name().and_then(|f| f.to_str()).expect("file name").to_owned();
+        let res = client
+            .put(format!("{url}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/model/{file}"))
+            .body(std::fs::read(&path).expect("read"))
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(res.status(), 200);
+    }
+    let (status, _) = post(client, url, "/api/2.0/mlflow/registered-models/create", json!({"name": name})).await;
+    assert!(status == 200 || status == 400);
+    let (status, body) = post(
+        client,
+        url,
+        "/api/2.0/mlflow/model-versions/create",
+        json!({"name": name, "source": format!("runs:/{run_id}/model"), "run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["model_version"]["version"].as_str().expect("version").parse().expect("number")
+}
+
+fn uuid_like() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+}
+
+fn read_json(path: PathBuf) -> Value {
+    serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json")
+}
+
+#[tokio::test]
+async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protocol() {
+    let Some(models) = models() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::start_in(bin(), dir.path(), &[]).expect("start");
+    let client = reqwest::Client::new();
+    let url = server.url.clone();
+
+    let version = register(&client, &url, "churn", &models.join("logreg_mlflow")).await;
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/2.0/mlflow/registered-models/alias",
+        json!({"name": "churn", "alias": "champion", "version": version.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/plinth/v1/deployments",
+        json!({"name": "churn", "model": "churn@champion", "batching": {"max_batch_size": 16}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let variant = &body["deployment"]["variants"][0];
+    assert_eq!(
+        (variant["state"].as_str(), variant["version"].as_i64(), variant["model"].as_str()),
+        (Some("READY"), Some(version), Some("churn@champion")),
+        "{body}"
+    );
+
+    // Metadata, readiness.
+    let (status, meta) = get(&client, &url, "/v2/models/churn").await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["platform"], "onnx_onnxv1");
+    assert_eq!(meta["inputs"][0], json!({"name": "X", "datatype": "FP32", "shape": [-1, 8]}), "{meta}");
+    let (status, ready) = get(&client, &url, "/v2/models/churn/ready").await;
+    assert_eq!((status, ready["ready"].as_bool()), (200, Some(true)));
+    let (status, _) = get(&client, &url, "/v2/health/ready").await;
+    assert_eq!(status, 200);
+
+    // Inference, against Python ONNX Runtime's answers.
+    let inputs = read_json(models.join("logreg.inputs.json"));
+    let expected = read_json(models.join("logreg.expected.json"));
+    let x = &inputs["X"];
+    let request = json!({"id": "r-1", "inputs": [{"name": "X", "shape": x["shape"], "datatype": "FP32", "data": x["data"]}]});
+    let (status, answer) = post(&client, &url, "/v2/models/churn/infer", request.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["model_name"].as_str(), answer["model_version"].as_str(), answer["id"].as_str()),
+        (Some("churn"), Some(&*version.to_string()), Some("r-1"))
+    );
+    for output in answer["outputs"].as_array().expect("outputs") {
+        let name = output["name"].as_str().expect("name");
+        let want = &expected[name];
+        assert_eq!(output["shape"], want["shape"], "{name}");
+        let (got, want) = (output["data"].as_array().expect("data"), want["data"].as_array().expect("data"));
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            let (g, w) = (g.as_f64().expect("number"), w.as_f64().expect("number"));
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1e-3), "{name}: {g} vs {w}");
+        }
+    }
+
+    // Bad input: the protocol's error shape, 4xx, a message that says what was wrong.
+    let bad = |inputs: Value| json!({"inputs": inputs});
+    for (body, want_status, want_text) in [
+        (bad(json!([{"name": "nope", "shape": [1, 8], "datatype": "FP32", "data": vec![0.0; 8]}])), 400, "unknown input 'nope'"),
+        (bad(json!([{"name": "X", "shape": [1, 8], "datatype": "FP64", "data": vec![0.0; 8]}])), 400, "FP64"),
+        (bad(json!([{"name": "X", "shape": [1, 5], "datatype": "FP32", "data": vec![0.0; 5]}])), 400, "shape"),
+        (bad(json!([{"name": "X", "shape": [2, 8], "datatype": "FP32", "data": vec![0.0; 8]}])), 400, ""),
+        (bad(json!([{"name": "X", "shape": [1, 8], "datatype": "FP32", "data": [[1, 2], [3]]}])), 400, ""),
+        (json!({"inputs": [], "extra": 1}), 400, "extra"),
+    ] {
+        let (status, answer) = post(&client, &url, "/v2/models/churn/infer", body.clone()).await;
+        assert_eq!(status, want_status, "{body} -> {answer}");
+        let message = answer["error"].as_str().unwrap_or_else(|| panic!("an OIP error body: {answer}"));
+        assert!(message.contains(want_text), "{message} should mention {want_text}");
+    }
+    let (status, answer) = post(&client, &url, "/v2/models/missing/infer", request.clone()).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(answer["error"].as_str().is_some_and(|m| m.contains("missing")), "{answer}");
+
+    // A model ONNX Runtime cannot read is refused at create, with the reason, and nothing is stored.
+    let broken = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(models.join("garbage.onnx"), broken.path().join("model.onnx")).expect("copy");
+    let garbage = register(&client, &url, "broken", broken.path()).await;
+    let (status, body) =
+        post(&client, &url, "/api/plinth/v1/deployments", json!({"name": "broken", "model": format!("broken/{garbage}")})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("cannot be served") && m.contains("ONNX")), "{body}");
+    let (status, _) = get(&client, &url, "/api/plinth/v1/deployments/broken").await;
+    assert_eq!(status, 404);
+    // A name taken, an invalid spec, an unknown model: refused with MLflow-style codes.
+    for (body, code) in [
+        (json!({"name": "churn", "model": "churn@champion"}), "RESOURCE_ALREADY_EXISTS"),
+        (json!({"name": "w", "variants": [{"name": "a", "model": "churn@champion", "weight": 50}]}), "INVALID_PARAMETER_VALUE"),
+        (json!({"name": "bad name", "model": "churn@champion"}), "INVALID_PARAMETER_VALUE"),
+        (json!({"name": "u", "model": "nobody@champion"}), "RESOURCE_DOES_NOT_EXIST"),
+        (json!({"name": "v", "model": "churn@champion", "unknown": 1}), "INVALID_PARAMETER_VALUE"),
+    ] {
+        let (_, answer) = post(&client, &url, "/api/plinth/v1/deployments", body.clone()).await;
+        assert_eq!(answer["error_code"], code, "{body} -> {answer}");
+    }
+
+    // The change is audited.
+    let (_, audit) = get(&client, &url, "/api/plinth/v1/audit?resource_type=deployment&resource_id=churn").await;
+    assert!(
+        audit["events"].as_array().is_some_and(|e| e.iter().any(|e| e["action"] == "deployment.create" && e["outcome"] == "OK")),
+        "{audit}"
+    );
+
+    // kill -9: the deployment comes back on restart, loaded before the first request.
+    server.kill9();
+    let server = TestServer::start_in(bin(), dir.path(), &[]).expect("restart");
+    let url = server.url.clone();
+    let (status, body) = get(&client, &url, "/api/plinth/v1/deployments/churn").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["variants"][0]["state"], "READY", "{body}");
+    let (status, answer) = post(&client, &url, "/v2/models/churn/infer", request).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Deleting it stops serving it.
+    let res = client.delete(format!("{url}/api/plinth/v1/deployments/churn")).send().await.expect("delete");
+    assert_eq!(res.status(), 200);
+    let (status, _) = get(&client, &url, "/v2/models/churn").await;
+    assert_eq!(status, 404);
+}
