@@ -138,14 +138,9 @@ impl Live {
     }
 }
 
-impl Drop for Live {
-    fn drop(&mut self) {
-        // Queued requests are answered first: a batcher drains before its instances stop.
-        for v in self.variants.iter().flatten() {
-            v.batcher.close();
-        }
-    }
-}
+// No explicit close when a `Live` is replaced or removed: every request holds its variant (and so
+// its batcher) until answered, and a batcher closes itself when its last handle goes, so requests
+// accepted by the old state finish on it.
 
 pub struct DeploymentService {
     store: Arc<dyn DeploymentStore>,

@@ -180,6 +180,59 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
         "{audit}"
     );
 
+    // A new version under steady load: the alias moves, the deployment is updated (the new version
+    // loaded and warmed before the switch), and no request fails; every answer names its version.
+    let next = register(&client, &url, "churn", &models.join("logreg_mlflow")).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, request, stop) = (client.clone(), url.clone(), request.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut versions = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, answer) = post(&client, &url, "/v2/models/churn/infer", request.clone()).await;
+                    assert_eq!(status, 200, "a request failed during the switch: {answer}");
+                    versions.push(answer["model_version"].as_str().expect("version").to_owned());
+                }
+                versions
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/2.0/mlflow/registered-models/alias",
+        json!({"name": "churn", "alias": "champion", "version": next.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let res = client
+        .patch(format!("{url}/api/plinth/v1/deployments/churn"))
+        .json(&json!({"model": "churn@champion"}))
+        .send()
+        .await
+        .expect("update");
+    let updated: Value = res.json().await.expect("json");
+    assert_eq!(updated["deployment"]["variants"][0]["version"].as_i64(), Some(next), "{updated}");
+    assert_eq!(updated["deployment"]["generation"].as_i64(), Some(2), "{updated}");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (old, new) = (version.to_string(), next.to_string());
+    let mut seen = Vec::new();
+    for t in load {
+        let answers = t.await.expect("load task");
+        // Once switched, never back: each client sees the old version, then only the new one.
+        if let Some(first_new) = answers.iter().position(|v| *v == new) {
+            assert!(answers[first_new..].iter().all(|v| *v == new), "a client went back to the old version");
+        }
+        seen.extend(answers);
+    }
+    assert!(seen.iter().all(|v| *v == old || *v == new), "{seen:?}");
+    assert!(seen.contains(&old) && seen.contains(&new), "the load spanned the switch ({} requests)", seen.len());
+    let (_, answer) = post(&client, &url, "/v2/models/churn/infer", request.clone()).await;
+    assert_eq!(answer["model_version"].as_str(), Some(&*next.to_string()), "after the switch, the new version answers");
+
     // kill -9: the deployment comes back on restart, loaded before the first request.
     server.kill9();
     let server = TestServer::start_in(bin(), dir.path(), &[]).expect("restart");
