@@ -6,8 +6,9 @@
 #      the serving runtime's tests on models made by scikit-learn/skl2onnx in a virtualenv of their
 #      own, whose pinned onnxruntime wheel also provides the ONNX Runtime library Plinth loads);
 #   3. creates/updates the Python virtualenvs with the pinned real clients and runs the compatibility
-#      suites against the real binary: tests/compat (mlflow-skinny) and tests/feast (feast, pyarrow,
-#      pandas, mlflow-skinny; a virtualenv of its own because Feast pins pandas < 3);
+#      suites against the real binary: tests/compat (mlflow-skinny), tests/serving (tritonclient,
+#      onnxruntime) and tests/feast (feast, pyarrow, pandas, mlflow-skinny; a virtualenv of its own
+#      because Feast pins pandas < 3);
 #   4. runs every shell and Python example of README.md and docs/ against the real binary (tests/docs,
 #      in the Feast suite's virtualenv, which has what the examples import).
 # Builds go to $CARGO_TARGET_DIR (default: $HOME/.cache/plinth/target) so they survive between runs.
@@ -105,6 +106,9 @@ ensure_venv "$VENV" tests/compat/requirements.txt
 step "MLflow compatibility suite (real mlflow-skinny client against the real binary)"
 export PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth"
 "$VENV/bin/python" -m pytest -c tests/compat/pytest.ini --rootdir tests/compat -q tests/compat
+
+step "Serving compatibility suite (real tritonclient against the real binary, answers checked against onnxruntime)"
+"$SERVING_VENV/bin/python" -m pytest -c tests/serving/pytest.ini --rootdir tests/serving -q tests/serving
 
 ensure_venv "$FEAST_VENV" tests/feast/requirements.txt
 step "Feast compatibility suite (real feast SDK, pyarrow and mlflow-skinny against the real binary)"

@@ -294,25 +294,61 @@ async fn model_ready(State(s): State<AppState>, Path(name): Path<String>) -> Res
 /// while the weights are unchanged).
 pub(crate) const ROUTING_KEY_HEADER: &str = "x-plinth-routing-key";
 
+/// Triton's binary extension: the length of the JSON header before the raw tensor bytes.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
 async fn infer(
     State(s): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: axum::body::Bytes,
 ) -> Result<Response, OipFailure> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the request is not JSON: {e}")))?;
-    let request = oip::decode_request(&value).map_err(|e| ApiError::invalid(e.0))?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n <= body.len())
+                .ok_or_else(|| ApiError::invalid(format!("{HEADER_LENGTH} must be a length within the body ({} bytes)", body.len())))?,
+        ),
+    };
+    let (json_part, binary) = body.split_at(header_length.unwrap_or(body.len()));
+    let value: Value = serde_json::from_slice(json_part).map_err(|e| ApiError::invalid(format!("the request's JSON is not valid: {e}")))?;
+    let request = oip::decode_request_with(&value, binary).map_err(|e| ApiError::invalid(e.0))?;
     let key = headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok());
-    let answer = s.serving.infer(&name, request.inputs, key).await?;
-    let outputs: Vec<Value> =
-        answer.outputs.iter().filter(|t| request.outputs.is_empty() || request.outputs.contains(&t.name)).map(oip::encode_tensor).collect();
+    let answer = s.serving.infer(&name, request.inputs.clone(), key).await?;
     if let Some(missing) = request.outputs.iter().find(|o| !answer.outputs.iter().any(|t| &t.name == *o)) {
         return Err(ApiError::invalid(format!("unknown output '{missing}'")).into());
+    }
+    let mut outputs = Vec::new();
+    let mut raw = Vec::new();
+    for t in answer.outputs.iter().filter(|t| request.outputs.is_empty() || request.outputs.contains(&t.name)) {
+        if request.wants_binary(&t.name) {
+            let (meta, bytes) = oip::encode_binary(t);
+            outputs.push(meta);
+            raw.extend(bytes);
+        } else {
+            outputs.push(oip::encode_tensor(t));
+        }
     }
     let mut body = json!({"model_name": name, "model_version": answer.version.to_string(), "outputs": outputs});
     if let Some(id) = request.id {
         body["id"] = json!(id);
     }
     body["parameters"] = json!({"variant": answer.variant});
-    Ok(Json(body).into_response())
+    if raw.is_empty() {
+        return Ok(Json(body).into_response());
+    }
+    let mut bytes = serde_json::to_vec(&body).map_err(|e| ApiError::new(plinth_core::ErrorCode::InternalError, e.to_string()))?;
+    let json_length = bytes.len();
+    bytes.extend(raw);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (axum::http::HeaderName::from_static(HEADER_LENGTH), json_length.to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
