@@ -171,7 +171,7 @@ impl Default for RegistrySection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServingSection {
     /// ONNX Runtime's shared library (`libonnxruntime.so…`); empty: `ORT_DYLIB_PATH`, then the
@@ -180,6 +180,15 @@ pub struct ServingSection {
     /// Where deployed models' files are kept, one directory per model version; empty:
     /// `<data_dir>/serving/models`.
     pub model_cache_dir: String,
+    /// How often deployments are checked against the registry (an alias moved) and the store
+    /// (changed elsewhere), in milliseconds.
+    pub follow_interval_ms: u64,
+}
+
+impl Default for ServingSection {
+    fn default() -> ServingSection {
+        ServingSection { onnxruntime_library: String::new(), model_cache_dir: String::new(), follow_interval_ms: 1000 }
+    }
 }
 
 impl ServingSection {
@@ -432,6 +441,9 @@ impl Config {
         }
         if self.webhooks.initial_backoff_ms > self.webhooks.max_backoff_ms || self.webhooks.max_backoff_ms > 7 * 86_400_000 {
             problems.push("webhooks: initial_backoff_ms must not exceed max_backoff_ms, which is at most 7 days".to_owned());
+        }
+        if !(100..=3_600_000).contains(&self.serving.follow_interval_ms) {
+            problems.push(format!("serving.follow_interval_ms must be between 100 and 3600000 (got {})", self.serving.follow_interval_ms));
         }
         if self.webhooks.timeout_ms == 0 || self.webhooks.poll_interval_ms == 0 || self.webhooks.initial_backoff_ms == 0 {
             problems.push("webhooks: timeout_ms, poll_interval_ms and initial_backoff_ms must be positive".to_owned());

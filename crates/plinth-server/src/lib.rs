@@ -204,7 +204,7 @@ impl Server {
             registry: registry.clone(),
             auth,
             features: features.clone(),
-            serving,
+            serving: serving.clone(),
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
             max_request_bytes: config.server.max_request_bytes,
@@ -240,6 +240,7 @@ impl Server {
         });
         let expiry = registry.clone().run_expiry(Duration::from_secs(5), shutdown.clone());
         let schedule = features.clone().run_schedule(Duration::from_secs(5), shutdown.clone());
+        let follow = serving.clone().run_follow(Duration::from_millis(config.serving.follow_interval_ms), shutdown.clone());
         // Drains histogram samples into their buckets even when nobody scrapes.
         let upkeep = {
             let shutdown = shutdown.clone();
@@ -252,8 +253,13 @@ impl Server {
                 }
             }
         };
-        let background =
-            vec![tokio::spawn(dispatcher.run(shutdown.clone())), tokio::spawn(expiry), tokio::spawn(schedule), tokio::spawn(upkeep)];
+        let background = vec![
+            tokio::spawn(dispatcher.run(shutdown.clone())),
+            tokio::spawn(expiry),
+            tokio::spawn(schedule),
+            tokio::spawn(upkeep),
+            tokio::spawn(follow),
+        ];
         let mut background = background;
         background.push(tokio::spawn(storage::run(
             readiness,

@@ -133,6 +133,18 @@ struct Live {
 }
 
 impl Live {
+    /// The loaded variant `v` if it serves `version` with the options of `spec`.
+    fn reusable(&self, v: &Variant, spec: &DeploymentSpec, version: i64) -> Option<Arc<LiveVariant>> {
+        let same_options = {
+            let (a, b) = (&self.deployment.spec, spec);
+            a.runtime == b.runtime && a.batching == b.batching && a.instances == b.instances && a.threads == b.threads
+        };
+        if !same_options {
+            return None;
+        }
+        self.variants.iter().flatten().find(|lv| lv.spec.name == v.name && lv.spec.model == v.model && lv.version == version).cloned()
+    }
+
     fn ready(&self) -> bool {
         self.deployment.spec.variants.iter().zip(&self.variants).all(|(v, l)| v.is_shadow() || v.weight == 0 || l.is_ok())
     }
@@ -187,10 +199,9 @@ impl DeploymentService {
             .map_err(|reason| Error::Load { variant: String::new(), model: String::new(), reason })
     }
 
-    /// Resolves, fetches, loads, checks and warms one variant's model.
-    async fn load_variant(&self, variant: &Variant, spec: &DeploymentSpec) -> Result<LiveVariant> {
+    /// Fetches, loads, checks and warms one variant's model, resolved to `resolved`.
+    async fn load_variant(&self, variant: &Variant, spec: &DeploymentSpec, resolved: ResolvedVersion) -> Result<LiveVariant> {
         let fail = |reason: String| Error::Load { variant: variant.name.clone(), model: variant.model.to_string(), reason };
-        let resolved = self.source.resolve(&variant.model).await?;
         let dir = cache_dir(&self.config.model_cache, &resolved);
         let path = if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
             dir
@@ -227,12 +238,22 @@ impl DeploymentService {
         Ok(LiveVariant { spec: variant.clone(), version: resolved.version, inputs, outputs, batcher })
     }
 
-    /// Loads every variant; the first failure is the error when `strict`, else it is kept per variant.
-    async fn load(&self, deployment: Deployment, strict: bool) -> Result<Live> {
+    /// Loads every variant; the first failure is the error when `strict`, else it is kept per
+    /// variant. A variant of `previous` with the same reference, options and resolved version is
+    /// kept as it is (its model stays loaded, its queue keeps going).
+    async fn load(&self, deployment: Deployment, strict: bool, previous: Option<&Live>) -> Result<Live> {
         let mut variants = Vec::with_capacity(deployment.spec.variants.len());
         for v in &deployment.spec.variants {
-            match self.load_variant(v, &deployment.spec).await {
-                Ok(live) => variants.push(Ok(Arc::new(live))),
+            let loaded = async {
+                let resolved = self.source.resolve(&v.model).await?;
+                if let Some(kept) = previous.and_then(|p| p.reusable(v, &deployment.spec, resolved.version)) {
+                    return Ok(kept);
+                }
+                self.load_variant(v, &deployment.spec, resolved).await.map(Arc::new)
+            }
+            .await;
+            match loaded {
+                Ok(live) => variants.push(Ok(live)),
                 Err(e) if strict => return Err(e),
                 Err(e) => {
                     tracing::warn!(deployment = %deployment.name, variant = %v.name, error = %e, "a deployment's variant could not be loaded");
@@ -255,6 +276,11 @@ impl DeploymentService {
     fn install(&self, live: Live) {
         let name = live.deployment.name.clone();
         let mut map = self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A refresh that read the store before an update committed never puts the older
+        // generation back over the newer one.
+        if map.get(&name).is_some_and(|current| current.deployment.generation > live.deployment.generation) {
+            return;
+        }
         // The old state is dropped after the switch: requests it accepted finish on it.
         map.insert(name, Arc::new(live));
     }
@@ -279,6 +305,87 @@ impl DeploymentService {
         DeploymentView { deployment, states }
     }
 
+    /// Brings this node up to date with the store and the registry: a deployment created, changed
+    /// or deleted elsewhere (another node, another server on the same database) is loaded, reloaded
+    /// or dropped; a variant that follows an alias is switched to the alias's new holder (loaded and
+    /// warmed first; the variants that did not move stay as they are). Every switch is recorded in
+    /// the audit trail (`deployment.follow`, by `system`).
+    pub async fn refresh(&self) -> Result<()> {
+        let mut stored = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.store.list_deployments(PageRequest { offset, limit: 500 }).await?;
+            stored.extend(page.items);
+            if !page.has_more {
+                break;
+            }
+            offset += 500;
+        }
+        let names: std::collections::HashSet<&str> = stored.iter().map(|d| d.name.as_str()).collect();
+        self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|name, _| names.contains(name.as_str()));
+        for d in stored {
+            let previous = self.live(&d.name).ok();
+            let stale = previous.as_ref().is_none_or(|p| p.deployment.generation != d.generation);
+            if !stale && !self.moved(previous.as_deref()).await {
+                continue;
+            }
+            let name = d.name.clone();
+            let live = self.load(d, false, previous.as_deref()).await?;
+            let changes: Vec<Change> = live
+                .variants
+                .iter()
+                .zip(&live.deployment.spec.variants)
+                .filter_map(|(now, spec)| {
+                    let before =
+                        previous.as_ref().and_then(|p| p.variants.iter().flatten().find(|v| v.spec.name == spec.name)).map(|v| v.version);
+                    let after = now.as_ref().ok().map(|v| v.version);
+                    (before != after).then(|| {
+                        Change::new(format!("variants.{}.version", spec.name), before.map(|v| v.to_string()), after.map(|v| v.to_string()))
+                    })
+                })
+                .collect();
+            self.install(live);
+            if !changes.is_empty() {
+                let event = AuditEvent::new(&Actor::system(), "deployment.follow", "deployment", name).with_changes(changes);
+                if let Err(e) = plinth_store::audit::append_detached(&self.audit, event).await {
+                    tracing::warn!(error = %e, "could not record a deployment's switch in the audit trail");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an alias a loaded variant follows points elsewhere now.
+    async fn moved(&self, live: Option<&Live>) -> bool {
+        let Some(live) = live else { return false };
+        for (spec, loaded) in live.deployment.spec.variants.iter().zip(&live.variants) {
+            let following = matches!(spec.model.target, plinth_core::serving::ModelTarget::Alias(_));
+            match (following, loaded) {
+                (true, Ok(v)) => match self.source.resolve(&spec.model).await {
+                    Ok(now) if now.version != v.version => return true,
+                    _ => {}
+                },
+                // A variant that failed to load is tried again.
+                (_, Err(_)) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Calls `refresh` every `interval` until `shutdown`; failures are logged and retried.
+    pub async fn run_follow(self: Arc<Self>, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "following the registry's aliases failed; retrying");
+            }
+        }
+    }
+
     /// Loads every stored deployment (at start). Failures are kept per variant, not fatal.
     pub async fn restore(&self) -> Result<usize> {
         let mut offset = 0;
@@ -286,7 +393,7 @@ impl DeploymentService {
         loop {
             let page = self.store.list_deployments(PageRequest { offset, limit: 100 }).await?;
             for d in page.items {
-                let live = self.load(d, false).await?;
+                let live = self.load(d, false, None).await?;
                 self.install(live);
                 count += 1;
             }
@@ -317,7 +424,7 @@ impl DeploymentService {
                 created_at: 0,
                 updated_at: 0,
             };
-            let live = self.load(draft, true).await?;
+            let live = self.load(draft, true, None).await?;
             let record = Record::of(|d: &Deployment| event.clone().with_changes(describe(None, &d.spec)));
             let new = NewDeployment { name: name.to_owned(), spec, created_by: actor.name.clone(), now: plinth_core::time::now_millis() };
             let stored = self.store.create_deployment(&new, record).await?;
@@ -346,7 +453,8 @@ impl DeploymentService {
             let current = self.store.get_deployment(name).await?;
             let expected = expected_generation.unwrap_or(current.generation);
             let draft = Deployment { spec: spec.clone(), ..current.clone() };
-            let live = self.load(draft, true).await?;
+            let previous = self.live(name).ok();
+            let live = self.load(draft, true, previous.as_deref()).await?;
             let record = Record::of(|d: &Deployment| event.clone().with_changes(describe(Some(&current.spec), &d.spec)));
             let stored = self.store.update_deployment(name, expected, &spec, plinth_core::time::now_millis(), record).await?;
             let mut live = live;

@@ -233,6 +233,35 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let (_, answer) = post(&client, &url, "/v2/models/churn/infer", request.clone()).await;
     assert_eq!(answer["model_version"].as_str(), Some(&*next.to_string()), "after the switch, the new version answers");
 
+    // Following the alias with no update at all: the alias moves, and within the follow interval
+    // (1 s by default) the deployment serves the new holder, loaded and warmed first; no request fails.
+    let third = register(&client, &url, "churn", &models.join("logreg_mlflow")).await;
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/2.0/mlflow/registered-models/alias",
+        json!({"name": "churn", "alias": "champion", "version": third.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, answer) = post(&client, &url, "/v2/models/churn/infer", request.clone()).await;
+        assert_eq!(status, 200, "a request failed while the deployment followed its alias: {answer}");
+        if answer["model_version"].as_str() == Some(&*third.to_string()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the deployment did not follow the alias to version {third}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, body) = get(&client, &url, "/api/plinth/v1/deployments/churn").await;
+    assert_eq!(body["deployment"]["variants"][0]["version"].as_i64(), Some(third), "{body}");
+    let (_, audit) = get(&client, &url, "/api/plinth/v1/audit?resource_type=deployment&resource_id=churn").await;
+    assert!(
+        audit["events"].as_array().is_some_and(|e| e.iter().any(|e| e["action"] == "deployment.follow" && e["actor"] == "system")),
+        "{audit}"
+    );
+
     // kill -9: the deployment comes back on restart, loaded before the first request.
     server.kill9();
     let server = TestServer::start_in(bin(), dir.path(), &[]).expect("restart");
