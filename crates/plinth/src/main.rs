@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod client;
+mod deployments_cli;
 mod features_cli;
 
 use std::io::Write;
@@ -65,6 +66,14 @@ enum Command {
         conn: client::Connection,
         #[command(subcommand)]
         command: features_cli::FeaturesCommand,
+    },
+    /// Serving: deployments of registered models (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
+    Deployments {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: deployments_cli::DeploymentsCommand,
     },
     /// The audit trail (talks to a running server).
     #[command(after_help = client::CREDENTIALS_HELP)]
@@ -221,6 +230,7 @@ fn run() -> anyhow::Result<()> {
         Command::Tokens { args, command } => admin::tokens(&args.config()?, command),
         Command::Audit { conn, command } => client::audit(&conn, command),
         Command::Features { conn, command } => features_cli::run(&conn, command),
+        Command::Deployments { conn, command } => deployments_cli::run(&conn, command),
     }
 }
 

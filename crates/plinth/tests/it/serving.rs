@@ -262,6 +262,66 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
         "{audit}"
     );
 
+    // The CLI: a split between two pinned versions, sticky routing keys, a reweight, list, delete.
+    let cli = |args: Vec<String>| {
+        let out = std::process::Command::new(bin()).args(&args).env("PLINTH_SERVER", &url).output().expect("run plinth");
+        let value: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(out.status.success(), "plinth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        value
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let created = cli(args(&[
+        "deployments",
+        "create",
+        "split",
+        "--variant",
+        &format!("a=churn/{version}"),
+        "--variant",
+        &format!("b=churn/{next}"),
+        "--traffic",
+        "a=50,b=50",
+    ]));
+    let variants = created["deployment"]["variants"].as_array().expect("variants");
+    assert_eq!(
+        variants.iter().map(|v| (v["name"].as_str(), v["weight"].as_i64(), v["state"].as_str())).collect::<Vec<_>>(),
+        [(Some("a"), Some(50), Some("READY")), (Some("b"), Some(50), Some("READY"))]
+    );
+    let mut by_key = std::collections::HashMap::new();
+    for key in 0..40 {
+        for _ in 0..3 {
+            let res = client
+                .post(format!("{url}/v2/models/split/infer"))
+                .header("X-Plinth-Routing-Key", format!("user-{key}"))
+                .json(&request)
+                .send()
+                .await
+                .expect("infer");
+            let answer: Value = res.json().await.expect("json");
+            let variant = answer["parameters"]["variant"].as_str().expect("variant").to_owned();
+            assert_eq!(by_key.entry(key).or_insert_with(|| variant.clone()), &variant, "routing key user-{key} moved between variants");
+        }
+    }
+    let used: std::collections::HashSet<&String> = by_key.values().collect();
+    assert_eq!(used.len(), 2, "keys spread over both variants");
+    let reweighted = cli(args(&["deployments", "update", "split", "--traffic", "a=100,b=0"]));
+    assert_eq!(reweighted["deployment"]["variants"][1]["weight"].as_i64(), Some(0), "{reweighted}");
+    for key in 0..20 {
+        let res = client
+            .post(format!("{url}/v2/models/split/infer"))
+            .header("X-Plinth-Routing-Key", format!("user-{key}"))
+            .json(&request)
+            .send()
+            .await
+            .expect("infer");
+        let answer: Value = res.json().await.expect("json");
+        assert_eq!(answer["parameters"]["variant"], "a", "all traffic on a after the reweight");
+    }
+    let listed = cli(args(&["deployments", "list"]));
+    assert!(listed["deployments"].as_array().is_some_and(|d| d.iter().any(|d| d["name"] == "split")), "{listed}");
+    cli(args(&["deployments", "delete", "split"]));
+    let (status, _) = get(&client, &url, "/api/plinth/v1/deployments/split").await;
+    assert_eq!(status, 404);
+
     // kill -9: the deployment comes back on restart, loaded before the first request.
     server.kill9();
     let server = TestServer::start_in(bin(), dir.path(), &[]).expect("restart");
