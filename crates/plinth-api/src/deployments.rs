@@ -294,6 +294,23 @@ async fn model_ready(State(s): State<AppState>, Path(name): Path<String>) -> Res
 /// while the weights are unchanged).
 pub(crate) const ROUTING_KEY_HEADER: &str = "x-plinth-routing-key";
 
+/// A serving error for the client. A full queue, a timeout or a model not loaded are said as they
+/// are (they name no internals, and the client's next step depends on them); anything else goes
+/// through `ApiError::from_error` (internal errors logged, answered with a reference).
+fn serving_error(e: plinth_serving::deployments::Error) -> ApiError {
+    use plinth_core::HasErrorCode;
+    use plinth_serving::deployments::Error as E;
+    match &e {
+        E::Batch(
+            plinth_serving::BatchError::QueueFull { .. }
+            | plinth_serving::BatchError::Timeout { .. }
+            | plinth_serving::BatchError::ShuttingDown,
+        )
+        | E::NotReady { .. } => ApiError::new(e.error_code(), e.to_string()),
+        _ => ApiError::from_error(e),
+    }
+}
+
 /// Triton's binary extension: the length of the JSON header before the raw tensor bytes.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -317,7 +334,7 @@ async fn infer(
     let value: Value = serde_json::from_slice(json_part).map_err(|e| ApiError::invalid(format!("the request's JSON is not valid: {e}")))?;
     let request = oip::decode_request_with(&value, binary).map_err(|e| ApiError::invalid(e.0))?;
     let key = headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok());
-    let answer = s.serving.infer(&name, request.inputs.clone(), key).await?;
+    let answer = s.serving.infer(&name, request.inputs.clone(), key).await.map_err(serving_error)?;
     if let Some(missing) = request.outputs.iter().find(|o| !answer.outputs.iter().any(|t| &t.name == *o)) {
         return Err(ApiError::invalid(format!("unknown output '{missing}'")).into());
     }

@@ -322,6 +322,39 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let (status, _) = get(&client, &url, "/api/plinth/v1/deployments/split").await;
     assert_eq!(status, 404);
 
+    // A full queue answers at once with 503 instead of growing latency: a queue of 2 requests that
+    // wait up to a second for a batch, and six requests at once.
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/plinth/v1/deployments",
+        json!({"name": "tight", "model": format!("churn/{version}"), "batching": {"max_batch_size": 64, "max_queue_delay_microseconds": 1_000_000, "max_queue_size": 2}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url, request) = (client.clone(), url.clone(), request.clone());
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let (status, answer) = post(&client, &url, "/v2/models/tight/infer", request).await;
+                (status, answer, started.elapsed())
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in burst {
+        let (status, answer, took) = t.await.expect("burst task");
+        if status == 503 {
+            assert!(answer["error"].as_str().is_some_and(|m| m.contains("queue is full")), "{answer}");
+            assert!(took < std::time::Duration::from_millis(900), "a refusal is immediate, not queued ({took:?})");
+        }
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&200) && statuses.contains(&503), "{statuses:?}");
+
     // kill -9: the deployment comes back on restart, loaded before the first request.
     server.kill9();
     let server = TestServer::start_in(bin(), dir.path(), &[]).expect("restart");
