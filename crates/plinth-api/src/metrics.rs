@@ -35,6 +35,7 @@ pub fn recorder() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_entities".into()), SIZE_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_rows".into()), SIZE_BUCKETS))
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -64,6 +65,7 @@ fn describe() {
         "Free space of the data directory's file system, last measured."
     );
     plinth_features::metrics::describe();
+    plinth_serving::metrics::describe();
 }
 
 /// Counts every request and times it, labelled by the matched route pattern.

@@ -200,7 +200,13 @@ impl DeploymentService {
     }
 
     /// Fetches, loads, checks and warms one variant's model, resolved to `resolved`.
-    async fn load_variant(&self, variant: &Variant, spec: &DeploymentSpec, resolved: ResolvedVersion) -> Result<LiveVariant> {
+    async fn load_variant(
+        &self,
+        deployment: &str,
+        variant: &Variant,
+        spec: &DeploymentSpec,
+        resolved: ResolvedVersion,
+    ) -> Result<LiveVariant> {
         let fail = |reason: String| Error::Load { variant: variant.name.clone(), model: variant.model.to_string(), reason };
         let dir = cache_dir(&self.config.model_cache, &resolved);
         let path = if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
@@ -233,7 +239,8 @@ impl DeploymentService {
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| fail(e.to_string()))?;
         let (inputs, outputs) = (model.inputs().to_vec(), model.outputs().to_vec());
-        let batcher = Batcher::start(batch_config(spec), Arc::new(Batched(model)))
+        let executor = Metered { inner: Batched(model), labels: labels(deployment, &variant.name) };
+        let batcher = Batcher::start(batch_config(spec), Arc::new(executor))
             .map_err(|e| Error::Internal(format!("could not start the model's instances: {e}")))?;
         Ok(LiveVariant { spec: variant.clone(), version: resolved.version, inputs, outputs, batcher })
     }
@@ -249,7 +256,7 @@ impl DeploymentService {
                 if let Some(kept) = previous.and_then(|p| p.reusable(v, &deployment.spec, resolved.version)) {
                     return Ok(kept);
                 }
-                self.load_variant(v, &deployment.spec, resolved).await.map(Arc::new)
+                self.load_variant(&deployment.name, v, &deployment.spec, resolved).await.map(Arc::new)
             }
             .await;
             match loaded {
@@ -280,6 +287,9 @@ impl DeploymentService {
         // generation back over the newer one.
         if map.get(&name).is_some_and(|current| current.deployment.generation > live.deployment.generation) {
             return;
+        }
+        for v in live.variants.iter().flatten() {
+            metrics::gauge!(crate::metrics::LOADED_VERSION, &labels(&name, &v.spec.name)).set(v.version as f64);
         }
         // The old state is dropped after the switch: requests it accepted finish on it.
         map.insert(name, Arc::new(live));
@@ -560,10 +570,55 @@ impl DeploymentService {
             Ok(v) => v.clone(),
             Err(reason) => return Err(Error::NotReady { name: name.to_owned(), reason: reason.clone() }),
         };
-        check_inputs(&variant.inputs, &inputs)?;
-        let request = InferRequest::new(inputs)?;
-        let outputs = variant.batcher.submit(request, live.timeout).await?;
-        Ok(Inference { variant: variant.spec.name.clone(), model: variant.spec.model.name.clone(), version: variant.version, outputs })
+        let started = std::time::Instant::now();
+        let labels = labels(name, &variant.spec.name);
+        let res: Result<Vec<Tensor>> = async {
+            check_inputs(&variant.inputs, &inputs)?;
+            let request = InferRequest::new(inputs)?;
+            metrics::gauge!(crate::metrics::QUEUE_DEPTH, &labels).set(variant.batcher.queued() as f64);
+            Ok(variant.batcher.submit(request, live.timeout).await?)
+        }
+        .await;
+        let outcome = match &res {
+            Ok(_) => "OK",
+            Err(e) => e.error_code().name(),
+        };
+        let mut counted = labels.to_vec();
+        counted.push(("outcome", outcome.to_owned()));
+        metrics::counter!(crate::metrics::REQUESTS, &counted).increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+        Ok(Inference {
+            variant: variant.spec.name.clone(),
+            model: variant.spec.model.name.clone(),
+            version: variant.version,
+            outputs: res?,
+        })
+    }
+}
+
+/// The labels of a variant's metrics.
+fn labels(deployment: &str, variant: &str) -> [(&'static str, String); 2] {
+    [("deployment", deployment.to_owned()), ("variant", variant.to_owned())]
+}
+
+/// The executor of a variant: `Batched`, with the time each request waited and each batch took.
+struct Metered<M> {
+    inner: Batched<M>,
+    labels: [(&'static str, String); 2],
+}
+
+impl<M: crate::infer::TensorModel> crate::batcher::Executor<InferRequest, Vec<Tensor>> for Metered<M> {
+    fn execute(&self, batch: Vec<InferRequest>) -> std::result::Result<Vec<Vec<Tensor>>, String> {
+        let start = std::time::Instant::now();
+        for r in &batch {
+            metrics::histogram!(crate::metrics::QUEUE_SECONDS, &self.labels)
+                .record(start.saturating_duration_since(r.created()).as_secs_f64());
+        }
+        let rows: usize = batch.iter().map(crate::batcher::Batchable::rows).sum();
+        metrics::histogram!(crate::metrics::BATCH_ROWS, &self.labels).record(rows as f64);
+        let res = self.inner.execute(batch);
+        metrics::histogram!(crate::metrics::COMPUTE_SECONDS, &self.labels).record(start.elapsed().as_secs_f64());
+        res
     }
 }
 

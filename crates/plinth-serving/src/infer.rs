@@ -14,6 +14,8 @@ pub struct InferRequest {
     inputs: Vec<Tensor>,
     rows: usize,
     key: u64,
+    /// When the request was made, for the time it spends queued.
+    created: std::time::Instant,
 }
 
 impl InferRequest {
@@ -44,11 +46,16 @@ impl InferRequest {
         for t in &inputs {
             (&t.name, t.datatype(), &t.shape[1..]).hash(&mut hasher);
         }
-        Ok(InferRequest { key: hasher.finish(), rows, inputs })
+        Ok(InferRequest { key: hasher.finish(), rows, inputs, created: std::time::Instant::now() })
     }
 
     pub fn inputs(&self) -> &[Tensor] {
         &self.inputs
+    }
+
+    /// When the request was made.
+    pub fn created(&self) -> std::time::Instant {
+        self.created
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod batcher;
 pub mod deployments;
 pub mod infer;
+pub mod metrics;
 pub mod onnx;
 pub mod router;
 pub mod source;

@@ -132,6 +132,22 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
         }
     }
 
+    // Metrics per deployment and variant: requests by outcome, latency split into queue and compute, batch sizes, version.
+    let metrics = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    for want in [
+        "plinth_serving_requests_total{deployment=\"churn\",variant=\"champion\",outcome=\"OK\"} 1",
+        "plinth_serving_request_duration_seconds_count{deployment=\"churn\",variant=\"champion\"} 1",
+        "plinth_serving_queue_duration_seconds_count{deployment=\"churn\",variant=\"champion\"}",
+        "plinth_serving_compute_duration_seconds_count{deployment=\"churn\",variant=\"champion\"}",
+        "plinth_serving_batch_rows_bucket{deployment=\"churn\",variant=\"champion\",le=\"5\"}",
+    ] {
+        assert!(metrics.contains(want), "/metrics lacks {want}");
+    }
+    assert!(
+        metrics.contains(&format!("plinth_serving_loaded_version{{deployment=\"churn\",variant=\"champion\"}} {version}")),
+        "{metrics}"
+    );
+
     // Bad input: the protocol's error shape, 4xx, a message that says what was wrong.
     let bad = |inputs: Value| json!({"inputs": inputs});
     for (body, want_status, want_text) in [
