@@ -43,6 +43,16 @@ def as_array(spec: dict) -> np.ndarray:
     return np.asarray(spec["data"], dtype=spec.get("dtype", "float32")).reshape(spec["shape"])
 
 
+def request_for(models, name: str) -> tuple[httpclient.InferInput, dict]:
+    """The model's test rows as a tritonclient input (binary), and Python ONNX Runtime's answers."""
+    inputs, expected = reference(models, name)
+    (input_name, spec), = inputs.items()
+    data = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
+    tensor = httpclient.InferInput(input_name, list(data.shape), "FP32")
+    tensor.set_data_from_numpy(data)
+    return tensor, expected
+
+
 def check(result, expected: dict):
     for name, want in expected.items():
         got = result.as_numpy(name)
@@ -85,20 +95,12 @@ def test_inference_matches_python_onnx_runtime(client, deployed, models, name, b
 
 
 def test_all_outputs_when_none_are_named(client, deployed, models):
-    inputs, expected = reference(models, "forest")
-    (input_name, spec), = inputs.items()
-    data = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
-    tensor = httpclient.InferInput(input_name, list(data.shape), "FP32")
-    tensor.set_data_from_numpy(data)
+    tensor, expected = request_for(models, "forest")
     check(client.infer(deployed["forest"], inputs=[tensor]), expected)
 
 
 def test_the_mlflow_model_directory_serves_the_same_answers(client, deployed, models):
-    inputs, expected = reference(models, "logreg")
-    (input_name, spec), = inputs.items()
-    data = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
-    tensor = httpclient.InferInput(input_name, list(data.shape), "FP32")
-    tensor.set_data_from_numpy(data)
+    tensor, expected = request_for(models, "logreg")
     check(client.infer("tc-logreg-mlflow", inputs=[tensor]), expected)
 
 

@@ -280,6 +280,13 @@ impl DeploymentService {
         Ok(Live { router: Router::new(&weights), deployment, variants, timeout })
     }
 
+    /// Serves `live` (loaded for a draft) as the stored deployment `stored`; answers its view.
+    fn switch(&self, mut live: Live, stored: Deployment) -> DeploymentView {
+        live.deployment = stored.clone();
+        self.install(live);
+        self.view(stored)
+    }
+
     fn install(&self, live: Live) {
         let name = live.deployment.name.clone();
         let mut map = self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -438,10 +445,7 @@ impl DeploymentService {
             let record = Record::of(|d: &Deployment| event.clone().with_changes(describe(None, &d.spec)));
             let new = NewDeployment { name: name.to_owned(), spec, created_by: actor.name.clone(), now: plinth_core::time::now_millis() };
             let stored = self.store.create_deployment(&new, record).await?;
-            let mut live = live;
-            live.deployment = stored.clone();
-            self.install(live);
-            Ok(self.view(stored))
+            Ok(self.switch(live, stored))
         }
         .await;
         append_failure(&self.audit, event, res).await
@@ -467,10 +471,7 @@ impl DeploymentService {
             let live = self.load(draft, true, previous.as_deref()).await?;
             let record = Record::of(|d: &Deployment| event.clone().with_changes(describe(Some(&current.spec), &d.spec)));
             let stored = self.store.update_deployment(name, expected, &spec, plinth_core::time::now_millis(), record).await?;
-            let mut live = live;
-            live.deployment = stored.clone();
-            self.install(live);
-            Ok(self.view(stored))
+            Ok(self.switch(live, stored))
         }
         .await;
         append_failure(&self.audit, event, res).await

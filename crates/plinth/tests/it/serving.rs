@@ -58,6 +58,18 @@ async fn register(client: &reqwest::Client, url: &str, name: &str, dir: &std::pa
     body["model_version"]["version"].as_str().expect("version").parse().expect("number")
 }
 
+/// Points `churn@champion` at `version`.
+async fn set_champion(client: &reqwest::Client, url: &str, version: i64) {
+    let (status, body) = post(
+        client,
+        url,
+        "/api/2.0/mlflow/registered-models/alias",
+        json!({"name": "churn", "alias": "champion", "version": version.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 fn uuid_like() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
 }
@@ -75,14 +87,7 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let url = server.url.clone();
 
     let version = register(&client, &url, "churn", &models.join("logreg_mlflow")).await;
-    let (status, body) = post(
-        &client,
-        &url,
-        "/api/2.0/mlflow/registered-models/alias",
-        json!({"name": "churn", "alias": "champion", "version": version.to_string()}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    set_champion(&client, &url, version).await;
 
     let (status, body) = post(
         &client,
@@ -215,14 +220,7 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let (status, body) = post(
-        &client,
-        &url,
-        "/api/2.0/mlflow/registered-models/alias",
-        json!({"name": "churn", "alias": "champion", "version": next.to_string()}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    set_champion(&client, &url, next).await;
     let res = client
         .patch(format!("{url}/api/plinth/v1/deployments/churn"))
         .json(&json!({"model": "churn@champion"}))
@@ -252,14 +250,7 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     // Following the alias with no update at all: the alias moves, and within the follow interval
     // (1 s by default) the deployment serves the new holder, loaded and warmed first; no request fails.
     let third = register(&client, &url, "churn", &models.join("logreg_mlflow")).await;
-    let (status, body) = post(
-        &client,
-        &url,
-        "/api/2.0/mlflow/registered-models/alias",
-        json!({"name": "churn", "alias": "champion", "version": third.to_string()}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    set_champion(&client, &url, third).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let (status, answer) = post(&client, &url, "/v2/models/churn/infer", request.clone()).await;
