@@ -70,6 +70,19 @@ async fn set_champion(client: &reqwest::Client, url: &str, version: i64) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// The variant that answers `request` on `deployment` with routing key `key`.
+async fn variant_for(client: &reqwest::Client, url: &str, deployment: &str, key: &str, request: &Value) -> String {
+    let res = client
+        .post(format!("{url}/v2/models/{deployment}/infer"))
+        .header("X-Plinth-Routing-Key", key)
+        .json(request)
+        .send()
+        .await
+        .expect("infer");
+    let answer: Value = res.json().await.expect("json");
+    answer["parameters"]["variant"].as_str().expect("variant").to_owned()
+}
+
 fn uuid_like() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
 }
@@ -296,15 +309,7 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let mut by_key = std::collections::HashMap::new();
     for key in 0..40 {
         for _ in 0..3 {
-            let res = client
-                .post(format!("{url}/v2/models/split/infer"))
-                .header("X-Plinth-Routing-Key", format!("user-{key}"))
-                .json(&request)
-                .send()
-                .await
-                .expect("infer");
-            let answer: Value = res.json().await.expect("json");
-            let variant = answer["parameters"]["variant"].as_str().expect("variant").to_owned();
+            let variant = variant_for(&client, &url, "split", &format!("user-{key}"), &request).await;
             assert_eq!(by_key.entry(key).or_insert_with(|| variant.clone()), &variant, "routing key user-{key} moved between variants");
         }
     }
@@ -313,15 +318,7 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let reweighted = cli(args(&["deployments", "update", "split", "--traffic", "a=100,b=0"]));
     assert_eq!(reweighted["deployment"]["variants"][1]["weight"].as_i64(), Some(0), "{reweighted}");
     for key in 0..20 {
-        let res = client
-            .post(format!("{url}/v2/models/split/infer"))
-            .header("X-Plinth-Routing-Key", format!("user-{key}"))
-            .json(&request)
-            .send()
-            .await
-            .expect("infer");
-        let answer: Value = res.json().await.expect("json");
-        assert_eq!(answer["parameters"]["variant"], "a", "all traffic on a after the reweight");
+        assert_eq!(variant_for(&client, &url, "split", &format!("user-{key}"), &request).await, "a", "all traffic on a after the reweight");
     }
     let listed = cli(args(&["deployments", "list"]));
     assert!(listed["deployments"].as_array().is_some_and(|d| d.iter().any(|d| d["name"] == "split")), "{listed}");
