@@ -130,6 +130,24 @@ struct Live {
     variants: Vec<Result<Arc<LiveVariant>, String>>,
     router: Router,
     timeout: Option<Duration>,
+    /// Requests seen, per variant: a shadow with fraction `f` gets a copy of request `n` when
+    /// `floor((n + 1) f) > floor(n f)`, so copies are spread evenly, with no random draw.
+    seen: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Live {
+    /// The loaded shadow variants that get a copy of this request.
+    fn shadows_for_this_request(&self) -> Vec<Arc<LiveVariant>> {
+        let mut out = Vec::new();
+        for ((spec, loaded), seen) in self.deployment.spec.variants.iter().zip(&self.variants).zip(&self.seen) {
+            let (Some(fraction), Ok(v)) = (spec.shadow, loaded) else { continue };
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
+            if ((n + 1.0) * fraction).floor() > (n * fraction).floor() {
+                out.push(v.clone());
+            }
+        }
+        out
+    }
 }
 
 impl Live {
@@ -277,7 +295,8 @@ impl DeploymentService {
             .map(|(idx, v)| (idx, v.weight))
             .collect();
         let timeout = deployment.spec.batching.timeout_millis.map(Duration::from_millis);
-        Ok(Live { router: Router::new(&weights), deployment, variants, timeout })
+        let seen = deployment.spec.variants.iter().map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        Ok(Live { router: Router::new(&weights), deployment, variants, timeout, seen })
     }
 
     /// Serves `live` (loaded for a draft) as the stored deployment `stored`; answers its view.
@@ -573,6 +592,9 @@ impl DeploymentService {
         };
         let started = std::time::Instant::now();
         let labels = labels(name, &variant.spec.name);
+        // Shadows get their copy only once the primary answered, off the request's path.
+        let shadows = live.shadows_for_this_request();
+        let copy = (!shadows.is_empty()).then(|| inputs.clone());
         let res: Result<Vec<Tensor>> = async {
             check_inputs(&variant.inputs, &inputs)?;
             let request = InferRequest::new(inputs)?;
@@ -588,6 +610,11 @@ impl DeploymentService {
         counted.push(("outcome", outcome.to_owned()));
         metrics::counter!(crate::metrics::REQUESTS, &counted).increment(1);
         metrics::histogram!(crate::metrics::REQUEST_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+        if let (Ok(primary), Some(copy)) = (&res, copy) {
+            for shadow in shadows {
+                tokio::spawn(run_shadow(name.to_owned(), shadow, copy.clone(), primary.clone(), live.timeout));
+            }
+        }
         Ok(Inference {
             variant: variant.spec.name.clone(),
             model: variant.spec.model.name.clone(),
@@ -595,6 +622,48 @@ impl DeploymentService {
             outputs: res?,
         })
     }
+}
+
+/// Runs a shadow's copy of a request and compares its answer with the primary's: the outcome,
+/// whether the two agree, and the shadow's latency go to the metrics; the answer goes nowhere.
+async fn run_shadow(deployment: String, shadow: Arc<LiveVariant>, inputs: Vec<Tensor>, primary: Vec<Tensor>, timeout: Option<Duration>) {
+    let labels = labels(&deployment, &shadow.spec.name);
+    let started = std::time::Instant::now();
+    let res: Result<Vec<Tensor>> = async {
+        check_inputs(&shadow.inputs, &inputs)?;
+        Ok(shadow.batcher.submit(InferRequest::new(inputs)?, timeout).await?)
+    }
+    .await;
+    metrics::histogram!(crate::metrics::SHADOW_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+    let outcome = match &res {
+        Ok(answer) if agree(&primary, answer) => "AGREE",
+        Ok(_) => "DISAGREE",
+        Err(e) => e.error_code().name(),
+    };
+    let mut counted = labels.to_vec();
+    counted.push(("outcome", outcome.to_owned()));
+    metrics::counter!(crate::metrics::SHADOW_REQUESTS, &counted).increment(1);
+}
+
+/// Whether two answers agree: the same outputs, shapes and values (floating-point values within
+/// a relative 1e-6, since runtimes may differ by a few ulps between batch sizes).
+fn agree(a: &[Tensor], b: &[Tensor]) -> bool {
+    fn close(x: f64, y: f64) -> bool {
+        x == y || (x - y).abs() <= 1e-6 * x.abs().max(y.abs())
+    }
+    a.len() == b.len()
+        && a.iter().all(|t| {
+            b.iter().find(|u| u.name == t.name).is_some_and(|u| {
+                t.shape == u.shape
+                    && match (&t.data, &u.data) {
+                        (crate::tensor::Data::F32(x), crate::tensor::Data::F32(y)) => {
+                            x.iter().zip(y).all(|(x, y)| close(f64::from(*x), f64::from(*y)))
+                        }
+                        (crate::tensor::Data::F64(x), crate::tensor::Data::F64(y)) => x.iter().zip(y).all(|(x, y)| close(*x, *y)),
+                        (x, y) => x == y,
+                    }
+            })
+        })
 }
 
 /// The labels of a variant's metrics.

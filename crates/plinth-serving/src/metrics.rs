@@ -14,6 +14,11 @@ pub const COMPUTE_SECONDS: &str = "plinth_serving_compute_duration_seconds";
 pub const BATCH_ROWS: &str = "plinth_serving_batch_rows";
 /// Requests waiting in a variant's queue, as last seen.
 pub const QUEUE_DEPTH: &str = "plinth_serving_queue_depth";
+/// Copies of requests run by shadow variants, by deployment, variant and outcome: `AGREE` or
+/// `DISAGREE` with the primary's answer, or the error code.
+pub const SHADOW_REQUESTS: &str = "plinth_serving_shadow_requests_total";
+/// Seconds a shadow variant took to answer its copy.
+pub const SHADOW_SECONDS: &str = "plinth_serving_shadow_duration_seconds";
 /// The model version a variant serves on this node.
 pub const LOADED_VERSION: &str = "plinth_serving_loaded_version";
 
@@ -31,4 +36,9 @@ pub fn describe() {
     describe_histogram!(BATCH_ROWS, Unit::Count, "Rows per batch the model ran.");
     describe_gauge!(QUEUE_DEPTH, Unit::Count, "Requests waiting in a variant's queue, as last seen.");
     describe_gauge!(LOADED_VERSION, "The model version a variant serves on this node.");
+    describe_counter!(
+        SHADOW_REQUESTS,
+        "Copies of requests run by shadow variants, by outcome: AGREE or DISAGREE with the primary's answer, or the error code."
+    );
+    describe_histogram!(SHADOW_SECONDS, Unit::Seconds, "Time a shadow variant took to answer its copy of a request.");
 }

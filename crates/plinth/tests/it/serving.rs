@@ -326,6 +326,35 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let (status, _) = get(&client, &url, "/api/plinth/v1/deployments/split").await;
     assert_eq!(status, 404);
 
+    // A shadow variant gets a copy of half the requests, off the request's path; its answers are
+    // never returned, only compared with the primary's (the same model here: they agree).
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/plinth/v1/deployments",
+        json!({"name": "shadowed", "variants": [
+            {"name": "main", "model": format!("churn/{version}"), "weight": 100},
+            {"name": "candidate", "model": format!("churn/{next}"), "shadow": 0.5}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..10 {
+        let (status, answer) = post(&client, &url, "/v2/models/shadowed/infer", request.clone()).await;
+        assert_eq!((status, answer["parameters"]["variant"].as_str()), (200, Some("main")), "{answer}");
+    }
+    let want = "plinth_serving_shadow_requests_total{deployment=\"shadowed\",variant=\"candidate\",outcome=\"AGREE\"} 5";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        if metrics.contains(want) {
+            assert!(metrics.contains("plinth_serving_shadow_duration_seconds_count{deployment=\"shadowed\",variant=\"candidate\"} 5"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {want} in /metrics");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     // A full queue answers at once with 503 instead of growing latency: a queue of 2 requests that
     // wait up to a second for a batch, and six requests at once.
     let (status, body) = post(
