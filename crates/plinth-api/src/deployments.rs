@@ -8,7 +8,7 @@
 //! updating needs EDIT, deleting MANAGE; creating is for members and admins.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_core::auth::{Level, ResourceKind};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::access::{Locate as L, Need as N};
 use crate::error::ApiError;
-use crate::fields::JsonBody;
+use crate::fields::{JsonBody, MlflowRequest};
 use crate::identity::Caller;
 use crate::oip;
 use crate::routes::Routes;
@@ -114,10 +114,7 @@ fn spec_of(body: &SpecBody, base: Option<&DeploymentSpec>) -> Result<DeploymentS
             None => return Err(ApiError::invalid("A deployment needs model (NAME@ALIAS or NAME/VERSION) or variants")),
         },
     };
-    let base = base.cloned().unwrap_or_else(|| DeploymentSpec {
-        variants: vec![],
-        ..DeploymentSpec::single(ModelRef { name: String::new(), target: plinth_core::serving::ModelTarget::Version(1) })
-    });
+    let base = base.cloned().unwrap_or_else(|| DeploymentSpec::with_variants(Vec::new()));
     let b = body.batching.as_ref();
     let batching = Batching {
         max_batch_size: b.and_then(|b| b.max_batch_size).unwrap_or(base.batching.max_batch_size),
@@ -192,16 +189,11 @@ fn deployment_json(view: &DeploymentView) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    max_results: Option<i64>,
-    page_token: Option<String>,
-}
-
-async fn list(State(s): State<AppState>, p: Ext, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+/// `max_results` and `page_token` from the query, parsed (and refused) as every other list's.
+async fn list(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
     // Only what the caller may read, with auth on.
     let readable = crate::auth::readable(&s, p.as_ref().map(|e| &e.0), ResourceKind::Deployment).await?;
-    let page = s.serving.list(q.max_results, q.page_token.as_deref(), readable.as_ref()).await?;
+    let page = s.serving.list(f.opt_i64("max_results")?, f.opt_str("page_token")?.as_deref(), readable.as_ref()).await?;
     Ok(Json(j::page("deployments", page.items.iter().map(deployment_json).collect(), page.next_page_token)))
 }
 

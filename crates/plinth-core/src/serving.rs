@@ -189,21 +189,26 @@ pub struct DeploymentSpec {
 }
 
 impl DeploymentSpec {
-    /// One variant named after its model's target, all the traffic, default options.
-    pub fn single(model: ModelRef) -> DeploymentSpec {
-        let name = match &model.target {
-            ModelTarget::Alias(alias) => alias.clone(),
-            ModelTarget::Version(version) => format!("v{version}"),
-        };
+    /// `variants` with the default options.
+    pub fn with_variants(variants: Vec<Variant>) -> DeploymentSpec {
         DeploymentSpec {
             description: None,
-            variants: vec![Variant { name, model, weight: TOTAL_WEIGHT, shadow: None }],
+            variants,
             runtime: Runtime::OnnxRuntime,
             batching: Batching::default(),
             instances: 1,
             threads: 1,
             feature_service: None,
         }
+    }
+
+    /// One variant named after its model's target, all the traffic, default options.
+    pub fn single(model: ModelRef) -> DeploymentSpec {
+        let name = match &model.target {
+            ModelTarget::Alias(alias) => alias.clone(),
+            ModelTarget::Version(version) => format!("v{version}"),
+        };
+        DeploymentSpec::with_variants(vec![Variant { name, model, weight: TOTAL_WEIGHT, shadow: None }])
     }
 
     /// Every rule at once; the first broken one is the error.

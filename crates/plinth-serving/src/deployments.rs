@@ -210,11 +210,24 @@ impl DeploymentService {
         DeploymentService { store, audit, source, config, runtime: OnceLock::new(), live: RwLock::new(HashMap::new()) }
     }
 
-    fn runtime(&self) -> Result<OnnxRuntime> {
-        self.runtime
-            .get_or_init(|| OnnxRuntime::init(self.config.onnxruntime_library.as_deref()).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(|reason| Error::Load { variant: String::new(), model: String::new(), reason })
+    /// ONNX Runtime, loaded on first use; why it cannot be loaded, otherwise.
+    fn runtime(&self) -> std::result::Result<OnnxRuntime, String> {
+        self.runtime.get_or_init(|| OnnxRuntime::init(self.config.onnxruntime_library.as_deref()).map_err(|e| e.to_string())).clone()
+    }
+
+    /// Every stored deployment, by name.
+    async fn all_deployments(&self) -> Result<Vec<Deployment>> {
+        const CHUNK: i64 = 500;
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.store.list_deployments(PageRequest { offset, limit: CHUNK }).await?;
+            all.extend(page.items);
+            if !page.has_more {
+                return Ok(all);
+            }
+            offset += CHUNK;
+        }
     }
 
     /// Fetches, loads, checks and warms one variant's model, resolved to `resolved`.
@@ -250,7 +263,7 @@ impl DeploymentService {
             }
         };
         let path = model_path(path).await;
-        let runtime = self.runtime().map_err(|e| fail(e.to_string()))?;
+        let runtime = self.runtime().map_err(fail)?;
         let options = OnnxOptions { sessions: spec.instances as usize, intra_op_threads: spec.threads as usize };
         let model = tokio::task::spawn_blocking(move || OnnxModel::load(&runtime, &path, &options))
             .await
@@ -347,16 +360,7 @@ impl DeploymentService {
     /// warmed first; the variants that did not move stay as they are). Every switch is recorded in
     /// the audit trail (`deployment.follow`, by `system`).
     pub async fn refresh(&self) -> Result<()> {
-        let mut stored = Vec::new();
-        let mut offset = 0;
-        loop {
-            let page = self.store.list_deployments(PageRequest { offset, limit: 500 }).await?;
-            stored.extend(page.items);
-            if !page.has_more {
-                break;
-            }
-            offset += 500;
-        }
+        let stored = self.all_deployments().await?;
         let names: std::collections::HashSet<&str> = stored.iter().map(|d| d.name.as_str()).collect();
         self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|name, _| names.contains(name.as_str()));
         for d in stored {
@@ -424,20 +428,13 @@ impl DeploymentService {
 
     /// Loads every stored deployment (at start). Failures are kept per variant, not fatal.
     pub async fn restore(&self) -> Result<usize> {
-        let mut offset = 0;
-        let mut count = 0;
-        loop {
-            let page = self.store.list_deployments(PageRequest { offset, limit: 100 }).await?;
-            for d in page.items {
-                let live = self.load(d, false, None).await?;
-                self.install(live);
-                count += 1;
-            }
-            if !page.has_more {
-                return Ok(count);
-            }
-            offset += 100;
+        let stored = self.all_deployments().await?;
+        let count = stored.len();
+        for d in stored {
+            let live = self.load(d, false, None).await?;
+            self.install(live);
         }
+        Ok(count)
     }
 
     pub async fn create(&self, actor: &Actor, name: &str, spec: DeploymentSpec) -> Result<DeploymentView> {
@@ -526,16 +523,7 @@ impl DeploymentService {
         let rows: Rows<Deployment> = match restrict_to {
             None => self.store.list_deployments(page).await?,
             Some(names) => {
-                let mut readable = Vec::new();
-                let mut offset = 0;
-                loop {
-                    let chunk = self.store.list_deployments(PageRequest { offset, limit: 1000 }).await?;
-                    readable.extend(chunk.items.into_iter().filter(|d| names.contains(&d.name)));
-                    if !chunk.has_more {
-                        break;
-                    }
-                    offset += 1000;
-                }
+                let mut readable: Vec<Deployment> = self.all_deployments().await?.into_iter().filter(|d| names.contains(&d.name)).collect();
                 let start = usize::try_from(page.offset).unwrap_or(usize::MAX).min(readable.len());
                 let end = start.saturating_add(usize::try_from(page.limit).unwrap_or(usize::MAX)).min(readable.len());
                 Rows { has_more: end < readable.len(), items: readable.drain(start..end).collect() }

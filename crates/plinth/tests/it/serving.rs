@@ -207,6 +207,9 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
         assert_eq!(answer["error_code"], code, "{body} -> {answer}");
     }
 
+    let (status, body) = get(&client, &url, "/api/plinth/v1/deployments?max_results=many").await;
+    assert_eq!((status, body["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")), "{body}");
+
     // The change is audited.
     let (_, audit) = get(&client, &url, "/api/plinth/v1/audit?resource_type=deployment&resource_id=churn").await;
     assert!(
