@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_core::auth::{Level, ResourceKind};
-use plinth_core::serving::{Batching, DeploymentSpec, ModelRef, Runtime, Variant};
+use plinth_core::serving::{Batching, DeploymentSpec, ModelRef, Rollback, Runtime, Variant};
 use plinth_serving::{DeploymentView, TensorSpec, VariantState};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -84,9 +84,59 @@ struct SpecBody {
     threads: Option<u32>,
     #[serde(default)]
     feature_service: Option<String>,
+    /// Automatic rollback: the CLI's condition text ("error_rate>1%,p99_ms>50") or an object
+    /// (`max_error_rate`, `max_p99_ms`, `window_secs`, `min_requests`); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    rollback: Option<Value>,
+    /// The fraction of requests whose inputs the prediction log keeps; `null` (or 0) keeps none.
+    #[serde(default, deserialize_with = "present")]
+    log_inputs: Option<Value>,
     /// For updates: the generation the caller read (a compare-and-set).
     #[serde(default)]
     generation: Option<i64>,
+}
+
+/// A field given (`null` included) as `Some`; absent as `None` (through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// The rollback policy a body gives: text as the CLI writes it, or an object.
+fn rollback_of(value: &Value) -> Result<Option<Rollback>, ApiError> {
+    let policy = match value {
+        Value::Null => return Ok(None),
+        Value::String(text) => Rollback::parse(text)?,
+        Value::Object(obj) => {
+            if let Some(key) = obj.keys().find(|k| !matches!(k.as_str(), "max_error_rate" | "max_p99_ms" | "window_secs" | "min_requests"))
+            {
+                return Err(ApiError::invalid(format!(
+                    "rollback has an unknown field '{key}' (it takes max_error_rate, max_p99_ms, window_secs and min_requests)"
+                )));
+            }
+            let number = |key: &str| match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| ApiError::invalid(format!("rollback.{key} must be a number"))),
+            };
+            let count = |key: &str, default: u32| match obj.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| ApiError::invalid(format!("rollback.{key} must be a whole number"))),
+            };
+            let defaults = Rollback::default();
+            let policy = Rollback {
+                max_error_rate: number("max_error_rate")?,
+                max_p99_ms: number("max_p99_ms")?,
+                window_secs: count("window_secs", defaults.window_secs)?,
+                min_requests: count("min_requests", defaults.min_requests)?,
+            };
+            policy.validate()?;
+            policy
+        }
+        _ => return Err(ApiError::invalid("rollback must be a condition such as \"error_rate>1%,p99_ms>50\", an object or null")),
+    };
+    Ok(Some(policy))
 }
 
 fn parse_body(body: &[u8]) -> Result<SpecBody, ApiError> {
@@ -134,6 +184,19 @@ fn spec_of(body: &SpecBody, base: Option<&DeploymentSpec>) -> Result<DeploymentS
         instances: body.instances.unwrap_or(base.instances),
         threads: body.threads.unwrap_or(base.threads),
         feature_service: body.feature_service.clone().or(base.feature_service.clone()),
+        rollback: match &body.rollback {
+            Some(value) => rollback_of(value)?,
+            None => base.rollback.clone(),
+        },
+        log_inputs: match &body.log_inputs {
+            None => base.log_inputs,
+            Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(0.0) => None,
+                Some(f) => Some(f),
+                None => return Err(ApiError::invalid("log_inputs must be a fraction between 0 and 1")),
+            },
+        },
     })
 }
 
@@ -183,6 +246,14 @@ fn deployment_json(view: &DeploymentView) -> Value {
         "instances": d.spec.instances,
         "threads": d.spec.threads,
         "feature_service": d.spec.feature_service,
+        "rollback": d.spec.rollback.as_ref().map(|r| json!({
+            "condition": r.to_string(),
+            "max_error_rate": r.max_error_rate,
+            "max_p99_ms": r.max_p99_ms,
+            "window_secs": r.window_secs,
+            "min_requests": r.min_requests,
+        })),
+        "log_inputs": d.spec.log_inputs,
         "created_by": d.created_by,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
@@ -289,7 +360,7 @@ pub(crate) const ROUTING_KEY_HEADER: &str = "x-plinth-routing-key";
 /// A serving error for the client. A full queue, a timeout or a model not loaded are said as they
 /// are (they name no internals, and the client's next step depends on them); anything else goes
 /// through `ApiError::from_error` (internal errors logged, answered with a reference).
-fn serving_error(e: plinth_serving::deployments::Error) -> ApiError {
+pub(crate) fn serving_error(e: plinth_serving::deployments::Error) -> ApiError {
     use plinth_core::HasErrorCode;
     use plinth_serving::deployments::Error as E;
     match &e {
@@ -325,8 +396,11 @@ async fn infer(
     let (json_part, binary) = body.split_at(header_length.unwrap_or(body.len()));
     let value: Value = serde_json::from_slice(json_part).map_err(|e| ApiError::invalid(format!("the request's JSON is not valid: {e}")))?;
     let request = oip::decode_request_with(&value, binary).map_err(|e| ApiError::invalid(e.0))?;
-    let key = headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok());
-    let answer = s.serving.infer(&name, request.inputs.clone(), key).await.map_err(serving_error)?;
+    let info = plinth_serving::RequestInfo {
+        id: request.id.as_deref(),
+        routing_key: headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok()),
+    };
+    let answer = s.serving.infer(&name, request.inputs.clone(), info).await.map_err(serving_error)?;
     if let Some(missing) = request.outputs.iter().find(|o| !answer.outputs.iter().any(|t| &t.name == *o)) {
         return Err(ApiError::invalid(format!("unknown output '{missing}'")).into());
     }

@@ -18,7 +18,9 @@ mod error;
 mod feast;
 mod features;
 mod fields;
+mod frame;
 mod identity;
+mod invocations;
 mod json;
 mod meta;
 pub mod metrics;
@@ -87,6 +89,7 @@ fn surface(max_request_bytes: usize) -> routes::Routes {
         .merge(metrics::routes())
         .merge(feast::routes())
         .merge(deployments::routes())
+        .merge(invocations::routes())
         .body_limit(max_request_bytes)
         .nest("/api/plinth/v1", features::stream_routes())
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())

@@ -153,6 +153,61 @@ fn decode_tensor(t: &Value, budget: &mut usize, binary: &mut &[u8]) -> Result<Te
     Ok(Tensor::new(name, shape, convert(name, datatype, &flat)?)?)
 }
 
+/// A tensor of `datatype` from nested JSON lists, its shape taken from the nesting (rectangular
+/// at every depth; a scalar is a tensor of no dimensions). `budget`: elements the request may
+/// still carry.
+pub(crate) fn tensor_from_nested(name: &str, datatype: DataType, data: &Value, budget: &mut usize) -> Result<Tensor, OipError> {
+    let mut shape = Vec::new();
+    let mut level = data;
+    while let Value::Array(items) = level {
+        shape.push(items.len());
+        if shape.len() > plinth_serving::tensor::MAX_DIMS {
+            return Err(invalid(format!("input '{name}' is nested deeper than {} levels", plinth_serving::tensor::MAX_DIMS)));
+        }
+        match items.first() {
+            Some(first) => level = first,
+            None => break,
+        }
+    }
+    let count =
+        shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d)).filter(|n| *n <= *budget).ok_or_else(|| {
+            invalid(format!("input '{name}' has shape {shape:?}: more than the {MAX_ELEMENTS} elements a request may carry"))
+        })?;
+    *budget -= count;
+    let mut flat = Vec::with_capacity(count);
+    if shape.is_empty() {
+        flat.push(data);
+    } else {
+        flatten_exact(data, &shape, 0, name, &mut flat)?;
+    }
+    Ok(Tensor::new(name, shape, convert(name, datatype, &flat)?)?)
+}
+
+/// Collects the elements of `data` row-major, every level exactly as long as `shape` says.
+fn flatten_exact<'a>(data: &'a Value, shape: &[usize], depth: usize, name: &str, out: &mut Vec<&'a Value>) -> Result<(), OipError> {
+    let items = match data {
+        Value::Array(items) if items.len() == shape[depth] => items,
+        _ => {
+            return Err(invalid(format!(
+                "input '{name}': its data does not follow its shape {shape:?} (level {} is not a list of {})",
+                depth + 1,
+                shape[depth]
+            )));
+        }
+    };
+    for item in items {
+        if depth + 1 == shape.len() {
+            if item.is_array() {
+                return Err(invalid(format!("input '{name}': its data does not follow its shape {shape:?} (nested too deep)")));
+            }
+            out.push(item);
+        } else {
+            flatten_exact(item, shape, depth + 1, name, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Collects the elements of `data` row-major. Flat data is taken as is (its length is checked
 /// against the shape later); nested data must follow the shape at every depth.
 fn flatten<'a>(data: &'a Value, shape: &[usize], depth: usize, name: &str, out: &mut Vec<&'a Value>) -> Result<(), OipError> {
@@ -287,21 +342,7 @@ pub fn encode_binary(t: &Tensor) -> (Value, Vec<u8>) {
 
 /// An output tensor as the protocol answers it: flat data, BYTES as strings (lossily, when not UTF-8).
 pub fn encode_tensor(t: &Tensor) -> Value {
-    let data = match &t.data {
-        Data::Bool(v) => json!(v),
-        Data::U8(v) => json!(v),
-        Data::U16(v) => json!(v),
-        Data::U32(v) => json!(v),
-        Data::U64(v) => json!(v),
-        Data::I8(v) => json!(v),
-        Data::I16(v) => json!(v),
-        Data::I32(v) => json!(v),
-        Data::I64(v) => json!(v),
-        Data::F32(v) => Value::Array(v.iter().map(|f| crate::json::double(f64::from(*f))).collect()),
-        Data::F64(v) => Value::Array(v.iter().map(|f| crate::json::double(*f)).collect()),
-        Data::Bytes(v) => Value::Array(v.iter().map(|b| Value::String(String::from_utf8_lossy(b).into_owned())).collect()),
-    };
-    json!({"name": t.name, "datatype": t.datatype().as_str(), "shape": t.shape, "data": data})
+    json!({"name": t.name, "datatype": t.datatype().as_str(), "shape": t.shape, "data": t.json_values()})
 }
 
 #[cfg(test)]

@@ -31,6 +31,11 @@ pub const MAX_INSTANCES: u32 = 16;
 pub const MAX_THREADS: u32 = 64;
 /// Longest description.
 pub const MAX_DESCRIPTION_LENGTH: usize = 10_000;
+/// Shortest and longest sliding window automatic rollback judges over.
+pub const MIN_ROLLBACK_WINDOW_SECS: u32 = 5;
+pub const MAX_ROLLBACK_WINDOW_SECS: u32 = 3600;
+/// Most requests a rollback may wait for before it judges a variant.
+pub const MAX_ROLLBACK_MIN_REQUESTS: u32 = 1_000_000;
 
 /// Checks a deployment or variant name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`, starting
 /// with a letter or digit.
@@ -173,6 +178,106 @@ impl Default for Batching {
     }
 }
 
+/// Automatic rollback: a primary variant other than the stable one (the primary with the most
+/// weight, the first declared among equals) is taken to 0% of the traffic, its share given to the
+/// stable variant, when over the last `window_secs` seconds, with at least `min_requests` requests
+/// to each, its error rate exceeds the stable variant's by more than `max_error_rate` (a fraction:
+/// 0.01 is one percentage point) or its p99 latency exceeds the stable variant's by more than
+/// `max_p99_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ms: Option<f64>,
+    pub window_secs: u32,
+    pub min_requests: u32,
+}
+
+impl Default for Rollback {
+    fn default() -> Rollback {
+        Rollback { max_error_rate: None, max_p99_ms: None, window_secs: 60, min_requests: 100 }
+    }
+}
+
+impl Rollback {
+    /// Parses the CLI's form: comma-separated `error_rate>1%` (or `>0.01`), `p99_ms>50`,
+    /// `window=60s` and `min_requests=100`, at least one threshold among them.
+    pub fn parse(raw: &str) -> Result<Rollback, InvalidParameter> {
+        let bad = |part: &str, why: &str| {
+            InvalidParameter::invalid_value(
+                "rollback",
+                raw,
+                &format!("{why} ('{part}'). Use e.g. error_rate>1%,p99_ms>50,window=60s,min_requests=100."),
+            )
+        };
+        let mut out = Rollback::default();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some(v) = part.strip_prefix("error_rate>") {
+                let (number, scale) = match v.strip_suffix('%') {
+                    Some(n) => (n, 0.01),
+                    None => (v, 1.0),
+                };
+                let rate = number.trim().parse::<f64>().map_err(|_| bad(part, "error_rate takes a number"))? * scale;
+                out.max_error_rate = Some(rate);
+            } else if let Some(v) = part.strip_prefix("p99_ms>") {
+                out.max_p99_ms = Some(v.trim().parse::<f64>().map_err(|_| bad(part, "p99_ms takes a number of milliseconds"))?);
+            } else if let Some(v) = part.strip_prefix("window=") {
+                let secs = v.trim().strip_suffix('s').unwrap_or(v.trim());
+                out.window_secs = secs.parse().map_err(|_| bad(part, "window takes whole seconds"))?;
+            } else if let Some(v) = part.strip_prefix("min_requests=") {
+                out.min_requests = v.trim().parse().map_err(|_| bad(part, "min_requests takes a whole number"))?;
+            } else {
+                return Err(bad(part, "unknown condition"));
+            }
+        }
+        out.validate()?;
+        Ok(out)
+    }
+
+    pub fn validate(&self) -> Result<(), InvalidParameter> {
+        if self.max_error_rate.is_none() && self.max_p99_ms.is_none() {
+            return Err(InvalidParameter::new("A rollback needs error_rate, p99_ms or both"));
+        }
+        if let Some(r) = self.max_error_rate
+            && !(r > 0.0 && r <= 1.0)
+        {
+            return Err(InvalidParameter::new(format!("rollback error_rate is a share in (0, 100%]; got {r}")));
+        }
+        if let Some(ms) = self.max_p99_ms
+            && !(ms > 0.0 && ms <= MAX_TIMEOUT_MILLIS as f64)
+        {
+            return Err(InvalidParameter::new(format!("rollback p99_ms is between 0 and {MAX_TIMEOUT_MILLIS} (exclusive of 0); got {ms}")));
+        }
+        if !(MIN_ROLLBACK_WINDOW_SECS..=MAX_ROLLBACK_WINDOW_SECS).contains(&self.window_secs) {
+            return Err(InvalidParameter::new(format!(
+                "rollback window is between {MIN_ROLLBACK_WINDOW_SECS} and {MAX_ROLLBACK_WINDOW_SECS} seconds; got {}",
+                self.window_secs
+            )));
+        }
+        if self.min_requests == 0 || self.min_requests > MAX_ROLLBACK_MIN_REQUESTS {
+            return Err(InvalidParameter::new(format!(
+                "rollback min_requests is between 1 and {MAX_ROLLBACK_MIN_REQUESTS}; got {}",
+                self.min_requests
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(r) = self.max_error_rate {
+            parts.push(format!("error_rate>{}%", r * 100.0));
+        }
+        if let Some(ms) = self.max_p99_ms {
+            parts.push(format!("p99_ms>{ms}"));
+        }
+        parts.push(format!("window={}s", self.window_secs));
+        parts.push(format!("min_requests={}", self.min_requests));
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// What a user declares for a deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentSpec {
@@ -186,6 +291,10 @@ pub struct DeploymentSpec {
     pub threads: u32,
     /// The feature service whose online features requests are completed with.
     pub feature_service: Option<String>,
+    /// Automatic rollback of variants that do worse than the stable one.
+    pub rollback: Option<Rollback>,
+    /// The fraction of requests whose inputs the prediction log keeps, in (0, 1]; `None`: none.
+    pub log_inputs: Option<f64>,
 }
 
 impl DeploymentSpec {
@@ -199,6 +308,8 @@ impl DeploymentSpec {
             instances: 1,
             threads: 1,
             feature_service: None,
+            rollback: None,
+            log_inputs: None,
         }
     }
 
@@ -297,7 +408,46 @@ impl DeploymentSpec {
         if let Some(fs) = &self.feature_service {
             validate_name("feature_service", fs)?;
         }
+        if let Some(r) = &self.rollback {
+            r.validate()?;
+        }
+        if let Some(f) = self.log_inputs
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(InvalidParameter::new(format!(
+                "log_inputs is the fraction of requests whose inputs are logged, in (0, 1]; got {f}"
+            )));
+        }
         Ok(())
+    }
+
+    /// The stable variant automatic rollback compares the others with: the primary with the most
+    /// weight, the first declared among equals.
+    pub fn stable_variant(&self) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (idx, v) in self.variants.iter().enumerate() {
+            if v.is_shadow() {
+                continue;
+            }
+            if best.is_none_or(|b| v.weight > self.variants[b].weight) {
+                best = Some(idx);
+            }
+        }
+        best
+    }
+
+    /// This spec with `variant`'s traffic given to the stable variant (a rollback); `None` when
+    /// `variant` is the stable one, a shadow, or has no traffic.
+    pub fn rolled_back(&self, variant: usize) -> Option<DeploymentSpec> {
+        let stable = self.stable_variant()?;
+        let v = self.variants.get(variant)?;
+        if variant == stable || v.is_shadow() || v.weight == 0 {
+            return None;
+        }
+        let mut out = self.clone();
+        out.variants[stable].weight += v.weight;
+        out.variants[variant].weight = 0;
+        Some(out)
     }
 }
 
@@ -390,7 +540,49 @@ mod tests {
         check(s.clone(), Some("threads"));
         s.threads = 1;
         s.feature_service = Some("bad name".into());
-        check(s, Some("feature_service"));
+        check(s.clone(), Some("feature_service"));
+        s.feature_service = None;
+        s.log_inputs = Some(1.5);
+        check(s.clone(), Some("log_inputs"));
+        s.log_inputs = Some(0.25);
+        check(s, None);
+    }
+
+    #[test]
+    fn rollback_conditions_parse_print_and_check() {
+        let r = Rollback::parse("error_rate>1%, p99_ms>50").expect("valid");
+        assert_eq!(r, Rollback { max_error_rate: Some(0.01), max_p99_ms: Some(50.0), window_secs: 60, min_requests: 100 });
+        assert_eq!(Rollback::parse(&r.to_string()).expect("round trip"), r);
+        let r = Rollback::parse("error_rate>0.05,window=30s,min_requests=20").expect("valid");
+        assert_eq!((r.max_error_rate, r.max_p99_ms, r.window_secs, r.min_requests), (Some(0.05), None, 30, 20));
+        for (bad, why) in [
+            ("", "error_rate, p99_ms or both"),
+            ("window=60s", "error_rate, p99_ms or both"),
+            ("error_rate>x", "takes a number"),
+            ("error_rate>150%", "(0, 100%]"),
+            ("error_rate>0", "(0, 100%]"),
+            ("p99_ms>-1", "p99_ms"),
+            ("p99_ms>50,window=1s", "window"),
+            ("p99_ms>50,min_requests=0", "min_requests"),
+            ("latency>5", "unknown condition"),
+        ] {
+            let err = Rollback::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains(why), "{bad}: {err} should mention {why}");
+        }
+    }
+
+    #[test]
+    fn a_rollback_gives_the_variant_s_share_to_the_stable_one() {
+        let s = spec(vec![("a", "m@champion", 80, None), ("b", "m@challenger", 20, None), ("s", "m/3", 0, Some(0.5))]);
+        assert_eq!(s.stable_variant(), Some(0));
+        let back = s.rolled_back(1).expect("rolled back");
+        assert_eq!(back.variants.iter().map(|v| v.weight).collect::<Vec<_>>(), vec![100, 0, 0]);
+        assert!(back.validate().is_ok());
+        assert_eq!(s.rolled_back(0), None, "the stable variant is never rolled back");
+        assert_eq!(s.rolled_back(2), None, "a shadow has no traffic to give");
+        assert_eq!(back.rolled_back(1), None, "nothing left to give");
+        let even = spec(vec![("a", "m@champion", 50, None), ("b", "m@challenger", 50, None)]);
+        assert_eq!(even.stable_variant(), Some(0), "the first declared among equals");
     }
 
     #[test]

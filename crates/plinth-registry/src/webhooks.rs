@@ -37,6 +37,7 @@ pub const EVENTS: &[&str] = &[
     "promotion_request.approved",
     "promotion_request.rejected",
     "promotion_request.expired",
+    "deployment.rolled_back",
 ];
 
 /// A registry event, before it becomes a payload.
@@ -76,6 +77,11 @@ pub enum Event {
         alias: String,
     },
     Promotion {
+        action: &'static str,
+        data: Value,
+    },
+    /// Something serving did to a deployment by itself (`rolled_back`).
+    Deployment {
         action: &'static str,
         data: Value,
     },
@@ -126,6 +132,7 @@ impl Event {
             }
             Event::AliasDeleted { name, alias } => ("model_version_alias", "deleted", json!({"name": name, "alias": alias})),
             Event::Promotion { action, data } => ("promotion_request", action, data.clone()),
+            Event::Deployment { action, data } => ("deployment", action, data.clone()),
         }
     }
 }
@@ -148,7 +155,7 @@ impl Outbox {
 
     /// Queues `event` for every subscribed webhook. The change it reports has committed, so a
     /// failure here is logged, not returned: the caller's request succeeded.
-    pub(crate) async fn emit(&self, event: Event) {
+    pub async fn emit(&self, event: Event) {
         let (entity, action, data) = event.parts();
         let name = format!("{entity}.{action}");
         let now = now_millis();

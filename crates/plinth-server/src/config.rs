@@ -183,17 +183,49 @@ pub struct ServingSection {
     /// How often deployments are checked against the registry (an alias moved) and the store
     /// (changed elsewhere), in milliseconds.
     pub follow_interval_ms: u64,
+    /// Whether every prediction is appended to the prediction log (Parquet, docs/serving.md).
+    pub prediction_log: bool,
+    /// Where the prediction log is written; empty: `<data_dir>/serving/predictions`.
+    pub prediction_log_dir: String,
+    /// A log file is closed (and becomes readable) after this many seconds; a crash loses at most this much.
+    pub prediction_log_roll_secs: u64,
+    /// A log file is closed when it reaches this size, in MiB.
+    pub prediction_log_max_file_mb: u64,
+    /// Predictions queued for the writer before new ones are dropped (and counted).
+    pub prediction_log_buffer: u64,
 }
 
 impl Default for ServingSection {
     fn default() -> ServingSection {
-        ServingSection { onnxruntime_library: String::new(), model_cache_dir: String::new(), follow_interval_ms: 1000 }
+        ServingSection {
+            onnxruntime_library: String::new(),
+            model_cache_dir: String::new(),
+            follow_interval_ms: 1000,
+            prediction_log: true,
+            prediction_log_dir: String::new(),
+            prediction_log_roll_secs: 300,
+            prediction_log_max_file_mb: 128,
+            prediction_log_buffer: 65_536,
+        }
     }
 }
 
 impl ServingSection {
     pub fn onnxruntime_library(&self) -> Option<std::path::PathBuf> {
         (!self.onnxruntime_library.trim().is_empty()).then(|| std::path::PathBuf::from(self.onnxruntime_library.trim()))
+    }
+
+    pub fn prediction_log(&self, data_dir: &std::path::Path) -> Option<plinth_serving::predictions::PredictionLogConfig> {
+        self.prediction_log.then(|| plinth_serving::predictions::PredictionLogConfig {
+            dir: if self.prediction_log_dir.trim().is_empty() {
+                data_dir.join("serving").join("predictions")
+            } else {
+                std::path::PathBuf::from(self.prediction_log_dir.trim())
+            },
+            roll_interval: std::time::Duration::from_secs(self.prediction_log_roll_secs),
+            max_file_bytes: self.prediction_log_max_file_mb.saturating_mul(1 << 20),
+            buffer: usize::try_from(self.prediction_log_buffer).unwrap_or(usize::MAX),
+        })
     }
 
     pub fn model_cache(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
@@ -444,6 +476,22 @@ impl Config {
         }
         if !(100..=3_600_000).contains(&self.serving.follow_interval_ms) {
             problems.push(format!("serving.follow_interval_ms must be between 100 and 3600000 (got {})", self.serving.follow_interval_ms));
+        }
+        if !(1..=86_400).contains(&self.serving.prediction_log_roll_secs) {
+            problems.push(format!(
+                "serving.prediction_log_roll_secs must be between 1 and 86400 (got {})",
+                self.serving.prediction_log_roll_secs
+            ));
+        }
+        if !(1..=65_536).contains(&self.serving.prediction_log_max_file_mb) {
+            problems.push(format!(
+                "serving.prediction_log_max_file_mb must be between 1 and 65536 (got {})",
+                self.serving.prediction_log_max_file_mb
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.serving.prediction_log_buffer) {
+            problems
+                .push(format!("serving.prediction_log_buffer must be between 1 and 10000000 (got {})", self.serving.prediction_log_buffer));
         }
         if self.webhooks.timeout_ms == 0 || self.webhooks.poll_interval_ms == 0 || self.webhooks.initial_backoff_ms == 0 {
             problems.push("webhooks: timeout_ms, poll_interval_ms and initial_backoff_ms must be positive".to_owned());

@@ -51,6 +51,12 @@ pub enum StartError {
     Features(#[source] plinth_features::Error),
     #[error("cannot load the stored deployments")]
     Serving(#[source] plinth_serving::deployments::Error),
+    #[error("cannot start the prediction log in {path}")]
+    PredictionLog {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create the feature engine's spill directory {path}")]
     Spill {
         path: String,
@@ -103,6 +109,8 @@ pub struct Server {
     background: Vec<tokio::task::JoinHandle<()>>,
     store: SqlStore,
     grace: Duration,
+    /// Closed last, so the predictions of the requests that finished in the grace period are kept.
+    predictions: Arc<plinth_serving::PredictionLog>,
 }
 
 impl Server {
@@ -178,15 +186,26 @@ impl Server {
         };
         let features = Arc::new(plinth_features::FeatureService::new(shared.clone(), shared.clone(), engine).with_online_store(online));
         let source = model_source::RegistrySource { registry: registry.clone(), tracking: tracking.clone() };
-        let serving = Arc::new(plinth_serving::DeploymentService::new(
-            shared.clone(),
-            shared.clone(),
-            Arc::new(source),
-            plinth_serving::ServingConfig {
-                onnxruntime_library: config.serving.onnxruntime_library(),
-                model_cache: config.serving.model_cache(&config.server.data_dir),
-            },
-        ));
+        let predictions = Arc::new(match config.serving.prediction_log(&config.server.data_dir) {
+            Some(log) => {
+                let path = log.dir.display().to_string();
+                plinth_serving::PredictionLog::start(log).map_err(|source| StartError::PredictionLog { path, source })?
+            }
+            None => plinth_serving::PredictionLog::disabled(),
+        });
+        let serving = Arc::new(
+            plinth_serving::DeploymentService::new(
+                shared.clone(),
+                shared.clone(),
+                Arc::new(source),
+                Arc::new(model_source::OutboxNotifier(outbox.clone())),
+                plinth_serving::ServingConfig {
+                    onnxruntime_library: config.serving.onnxruntime_library(),
+                    model_cache: config.serving.model_cache(&config.server.data_dir),
+                },
+            )
+            .with_prediction_log(predictions.clone()),
+        );
         // Deployments come back on start, loaded before the first request; one whose model cannot
         // be loaded any more stays listed with the reason and answers UNAVAILABLE.
         let restored = serving.restore().await.map_err(StartError::Serving)?;
@@ -268,7 +287,7 @@ impl Server {
             Duration::from_secs(config.server.storage_check_secs),
             shutdown.clone(),
         )));
-        Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs) })
+        Ok(Server { addr, shutdown, task, background, store, grace: Duration::from_secs(config.server.shutdown_grace_secs), predictions })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -283,7 +302,7 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
     /// (up to the grace period) and closes the stores.
     pub async fn wait(self) -> std::io::Result<()> {
-        let Server { shutdown, mut task, background, store, grace, .. } = self;
+        let Server { shutdown, mut task, background, store, grace, predictions, .. } = self;
         let res = tokio::select! {
             res = &mut task => res,
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -298,6 +317,8 @@ impl Server {
             }
         }
         store.close().await;
+        // The writer thread finishes its files (they become readable); not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || predictions.close()).await;
         match res {
             Ok(inner) => inner,
             Err(join) if join.is_cancelled() => Ok(()),

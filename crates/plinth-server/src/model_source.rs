@@ -76,3 +76,13 @@ impl ModelSource for RegistrySource {
         Ok(into.to_path_buf())
     }
 }
+
+/// Serving's `Notifier` on this server: deployment events go to the webhook outbox.
+pub(crate) struct OutboxNotifier(pub(crate) plinth_registry::webhooks::Outbox);
+
+#[async_trait]
+impl plinth_serving::Notifier for OutboxNotifier {
+    async fn deployment_event(&self, action: &'static str, data: serde_json::Value) {
+        self.0.emit(plinth_registry::webhooks::Event::Deployment { action, data }).await;
+    }
+}

@@ -24,6 +24,8 @@ use plinth_store::tracking::{PageRequest, Rows};
 use crate::batcher::{BatchConfig, BatchError, Batcher};
 use crate::infer::{Batched, InferRequest};
 use crate::onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
+use crate::predictions::{Prediction, PredictionLog};
+use crate::rollback::{Monitor, Notifier, Verdict};
 use crate::router::Router;
 use crate::source::{ModelSource, ResolvedVersion, SourceError};
 use crate::tensor::{Tensor, TensorError, TensorSpec};
@@ -102,6 +104,8 @@ pub struct DeploymentView {
 /// One inference's answer.
 #[derive(Debug, Clone)]
 pub struct Inference {
+    /// The request's id (the client's, or the one made for it), as the prediction log has it.
+    pub request_id: String,
     pub variant: String,
     pub model: String,
     pub version: i64,
@@ -133,6 +137,17 @@ struct Live {
     /// Requests seen, per variant: a shadow with fraction `f` gets a copy of request `n` when
     /// `floor((n + 1) f) > floor(n f)`, so copies are spread evenly, with no random draw.
     seen: Vec<std::sync::atomic::AtomicU64>,
+    /// The rollback watch, when the spec declares a rollback policy.
+    monitor: Option<Monitor>,
+    /// Requests seen, for sampling inputs into the prediction log (spread evenly, as shadows are).
+    logged: std::sync::atomic::AtomicU64,
+}
+
+/// A rollback a monitor ordered, applied by the service's background loop.
+struct RollbackOrder {
+    name: String,
+    generation: i64,
+    verdict: Verdict,
 }
 
 impl Live {
@@ -141,13 +156,18 @@ impl Live {
         let mut out = Vec::new();
         for ((spec, loaded), seen) in self.deployment.spec.variants.iter().zip(&self.variants).zip(&self.seen) {
             let (Some(fraction), Ok(v)) = (spec.shadow, loaded) else { continue };
-            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
-            if ((n + 1.0) * fraction).floor() > (n * fraction).floor() {
+            if sampled(seen, fraction) {
                 out.push(v.clone());
             }
         }
         out
     }
+}
+
+/// Whether the `n`-th of a stream of requests is among an evenly spread `fraction` of them.
+fn sampled(counter: &std::sync::atomic::AtomicU64, fraction: f64) -> bool {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
+    ((n + 1.0) * fraction).floor() > (n * fraction).floor()
 }
 
 impl Live {
@@ -179,6 +199,20 @@ pub struct DeploymentService {
     config: ServingConfig,
     runtime: OnceLock<std::result::Result<OnnxRuntime, String>>,
     live: RwLock<HashMap<String, Arc<Live>>>,
+    notifier: Arc<dyn Notifier>,
+    orders: tokio::sync::mpsc::UnboundedSender<RollbackOrder>,
+    /// Taken by `run_follow`, which applies the orders.
+    order_queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<RollbackOrder>>>,
+    predictions: Arc<PredictionLog>,
+}
+
+/// What a request says about itself besides its inputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestInfo<'a> {
+    /// The client's id for the request (OIP's `id`); one is made when absent.
+    pub id: Option<&'a str>,
+    /// Picks the variant stickily.
+    pub routing_key: Option<&'a str>,
 }
 
 fn batch_config(spec: &DeploymentSpec) -> BatchConfig {
@@ -205,9 +239,28 @@ impl DeploymentService {
         store: Arc<dyn DeploymentStore>,
         audit: Arc<dyn AuditLog>,
         source: Arc<dyn ModelSource>,
+        notifier: Arc<dyn Notifier>,
         config: ServingConfig,
     ) -> DeploymentService {
-        DeploymentService { store, audit, source, config, runtime: OnceLock::new(), live: RwLock::new(HashMap::new()) }
+        let (orders, order_queue) = tokio::sync::mpsc::unbounded_channel();
+        DeploymentService {
+            store,
+            audit,
+            source,
+            config,
+            runtime: OnceLock::new(),
+            live: RwLock::new(HashMap::new()),
+            notifier,
+            orders,
+            order_queue: std::sync::Mutex::new(Some(order_queue)),
+            predictions: Arc::new(PredictionLog::disabled()),
+        }
+    }
+
+    /// Appends every prediction to `log`.
+    pub fn with_prediction_log(mut self, log: Arc<PredictionLog>) -> DeploymentService {
+        self.predictions = log;
+        self
     }
 
     /// ONNX Runtime, loaded on first use; why it cannot be loaded, otherwise.
@@ -309,7 +362,9 @@ impl DeploymentService {
             .collect();
         let timeout = deployment.spec.batching.timeout_millis.map(Duration::from_millis);
         let seen = deployment.spec.variants.iter().map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
-        Ok(Live { router: Router::new(&weights), deployment, variants, timeout, seen })
+        let monitor = deployment.spec.rollback.clone().map(|policy| Monitor::new(policy, deployment.spec.variants.len()));
+        let logged = std::sync::atomic::AtomicU64::new(0);
+        Ok(Live { router: Router::new(&weights), deployment, variants, timeout, seen, monitor, logged })
     }
 
     /// Serves `live` (loaded for a draft) as the stored deployment `stored`; answers its view.
@@ -413,17 +468,80 @@ impl DeploymentService {
         false
     }
 
-    /// Calls `refresh` every `interval` until `shutdown`; failures are logged and retried.
+    /// Calls `refresh` every `interval` until `shutdown`, and applies the rollbacks the monitors
+    /// order as they come; failures are logged (a refresh is retried at the next interval).
     pub async fn run_follow(self: Arc<Self>, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut orders = self.order_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let mut next = tokio::time::Instant::now() + interval;
         loop {
+            let order = async {
+                match orders.as_mut() {
+                    Some(queue) => queue.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "following the registry's aliases failed; retrying");
+                Some(order) = order => {
+                    let (name, variant) = (order.name.clone(), order.verdict.variant);
+                    if let Err(e) = self.roll_back(order).await {
+                        tracing::error!(deployment = %name, variant, error = %e, "an automatic rollback could not be applied");
+                    }
+                }
+                () = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + interval;
+                    if let Err(e) = self.refresh().await {
+                        tracing::warn!(error = %e, "following the registry's aliases failed; retrying");
+                    }
+                }
             }
         }
+    }
+
+    /// Applies a rollback order: the variant's traffic goes to the stable variant, stored as a new
+    /// generation by `system` (audited as `deployment.rollback` with the reason), switched on this
+    /// node at once, and announced as the webhook event `deployment.rolled_back`. An order for a
+    /// generation that is no longer stored is dropped: the deployment changed meanwhile, and its
+    /// new spec is watched afresh.
+    async fn roll_back(&self, order: RollbackOrder) -> Result<()> {
+        let current = self.store.get_deployment(&order.name).await?;
+        if current.generation != order.generation {
+            return Ok(());
+        }
+        let Some(spec) = current.spec.rolled_back(order.verdict.variant) else { return Ok(()) };
+        let variant = current.spec.variants[order.verdict.variant].clone();
+        let stable = current.spec.variants[order.verdict.stable].name.clone();
+        let event = AuditEvent::new(&Actor::system(), "deployment.rollback", "deployment", &order.name);
+        let previous = self.live(&order.name).ok();
+        let version =
+            previous.as_ref().and_then(|p| p.variants.get(order.verdict.variant)).and_then(|v| v.as_ref().ok()).map(|v| v.version);
+        let live = self.load(Deployment { spec: spec.clone(), ..current.clone() }, false, previous.as_deref()).await?;
+        let reason = order.verdict.reason.clone();
+        let record = Record::of(|d: &Deployment| {
+            let mut changes = describe(Some(&current.spec), &d.spec);
+            changes.push(Change::new("reason", None, Some(reason.clone())));
+            event.clone().with_changes(changes)
+        });
+        let stored = self.store.update_deployment(&order.name, current.generation, &spec, plinth_core::time::now_millis(), record).await?;
+        let generation = stored.generation;
+        self.switch(live, stored);
+        metrics::counter!(crate::metrics::ROLLBACKS, &labels(&order.name, &variant.name)).increment(1);
+        tracing::warn!(deployment = %order.name, variant = %variant.name, reason = %order.verdict.reason, "a variant was rolled back automatically");
+        self.notifier
+            .deployment_event(
+                "rolled_back",
+                serde_json::json!({
+                    "name": order.name,
+                    "variant": variant.name,
+                    "model": variant.model.to_string(),
+                    "version": version.map(|v| v.to_string()),
+                    "stable_variant": stable,
+                    "reason": order.verdict.reason,
+                    "generation": generation,
+                }),
+            )
+            .await;
+        Ok(())
     }
 
     /// Loads every stored deployment (at start). Failures are kept per variant, not fatal.
@@ -568,11 +686,11 @@ impl DeploymentService {
     }
 
     /// Runs one request on the variant its routing key (or the weights) picks.
-    pub async fn infer(&self, name: &str, inputs: Vec<Tensor>, routing_key: Option<&str>) -> Result<Inference> {
+    pub async fn infer(&self, name: &str, inputs: Vec<Tensor>, request: RequestInfo<'_>) -> Result<Inference> {
         let live = self.live(name)?;
         let idx = live
             .router
-            .pick(routing_key)
+            .pick(request.routing_key)
             .ok_or_else(|| Error::NotReady { name: name.to_owned(), reason: "no variant with traffic is loaded".to_owned() })?;
         let variant = match &live.variants[idx] {
             Ok(v) => v.clone(),
@@ -583,6 +701,8 @@ impl DeploymentService {
         // Shadows get their copy only once the primary answered, off the request's path.
         let shadows = live.shadows_for_this_request();
         let copy = (!shadows.is_empty()).then(|| inputs.clone());
+        let logging = self.predictions.enabled();
+        let logged_inputs = (logging && live.deployment.spec.log_inputs.is_some_and(|f| sampled(&live.logged, f))).then(|| inputs.clone());
         let res: Result<Vec<Tensor>> = async {
             check_inputs(&variant.inputs, &inputs)?;
             let request = InferRequest::new(inputs)?;
@@ -597,13 +717,39 @@ impl DeploymentService {
         let mut counted = labels.to_vec();
         counted.push(("outcome", outcome.to_owned()));
         metrics::counter!(crate::metrics::REQUESTS, &counted).increment(1);
-        metrics::histogram!(crate::metrics::REQUEST_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, &labels).record(elapsed.as_secs_f64());
+        if let Some(monitor) = &live.monitor {
+            monitor.record(idx, elapsed, res.is_err());
+            if let Some(verdict) = monitor.check(&live.deployment.spec) {
+                let order = RollbackOrder { name: name.to_owned(), generation: live.deployment.generation, verdict };
+                // The receiver goes only at shutdown, when there is nothing left to roll back.
+                let _ = self.orders.send(order);
+            }
+        }
         if let (Ok(primary), Some(copy)) = (&res, copy) {
             for shadow in shadows {
                 tokio::spawn(run_shadow(name.to_owned(), shadow, copy.clone(), primary.clone(), live.timeout));
             }
         }
+        let request_id = request.id.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        if logging {
+            self.predictions.append(Prediction {
+                request_id: request_id.clone(),
+                timestamp_ms: plinth_core::time::now_millis(),
+                deployment: name.to_owned(),
+                variant: variant.spec.name.clone(),
+                model: variant.spec.model.name.clone(),
+                model_version: variant.version,
+                routing_key: request.routing_key.map(str::to_owned),
+                outcome,
+                latency_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
+                outputs: res.as_ref().ok().cloned(),
+                inputs: logged_inputs,
+            });
+        }
         Ok(Inference {
+            request_id,
             variant: variant.spec.name.clone(),
             model: variant.spec.model.name.clone(),
             version: variant.version,
@@ -743,13 +889,17 @@ fn describe(before: Option<&DeploymentSpec>, after: &DeploymentSpec) -> Vec<Chan
             .join(", ")
     };
     let options = |s: &DeploymentSpec| {
-        format!(
+        let mut out = format!(
             "runtime {}, max_batch_size {}, instances {}, threads {}",
             s.runtime.as_str(),
             s.batching.max_batch_size,
             s.instances,
             s.threads
-        )
+        );
+        if let Some(r) = &s.rollback {
+            out.push_str(&format!(", rollback {r}"));
+        }
+        out
     };
     let mut out = Vec::new();
     let b = before.map(variants);

@@ -9,21 +9,26 @@
 //! `deployments`, the service: deployments stored (validated, audited in their own transaction)
 //! and served on this node, each variant's model resolved through the `source::ModelSource` port,
 //! loaded and warmed before the change is stored, requests routed between variants by `router`.
-//! To come: more model runtimes (tract, a Python worker pool), following registry aliases as they
-//! move, shadow traffic and rollback, and the `FeatureLookup` port.
+//! `rollback` watches variants over a sliding window and orders automatic rollbacks;
+//! `predictions` is the prediction log (Parquet, written off the request's path).
+//! To come: more model runtimes (tract, a Python worker pool) and the `FeatureLookup` port.
 
 pub mod batcher;
 pub mod deployments;
 pub mod infer;
 pub mod metrics;
 pub mod onnx;
+pub mod predictions;
+pub mod rollback;
 pub mod router;
 pub mod source;
 pub mod tensor;
 
 pub use batcher::{BatchConfig, BatchError, Batchable, Batcher, Executor};
-pub use deployments::{DeploymentService, DeploymentView, Inference, ModelMetadata, ServingConfig, VariantState};
+pub use deployments::{DeploymentService, DeploymentView, Inference, ModelMetadata, RequestInfo, ServingConfig, VariantState};
 pub use infer::{Batched, InferRequest, TensorModel};
 pub use onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
+pub use predictions::{PredictionLog, PredictionLogConfig};
+pub use rollback::{Notifier, Silent};
 pub use source::{ModelSource, ResolvedVersion, SourceError};
 pub use tensor::{Data, DataType, Tensor, TensorError, TensorSpec};

@@ -21,6 +21,12 @@ pub const SHADOW_REQUESTS: &str = "plinth_serving_shadow_requests_total";
 pub const SHADOW_SECONDS: &str = "plinth_serving_shadow_duration_seconds";
 /// The model version a variant serves on this node.
 pub const LOADED_VERSION: &str = "plinth_serving_loaded_version";
+/// Predictions appended to the prediction log.
+pub const PREDICTIONS_LOGGED: &str = "plinth_serving_prediction_log_records_total";
+/// Predictions the log dropped: its queue was full, or a file could not be written.
+pub const PREDICTIONS_DROPPED: &str = "plinth_serving_prediction_log_dropped_total";
+/// Automatic rollbacks this node ordered, by deployment and the variant taken out.
+pub const ROLLBACKS: &str = "plinth_serving_rollbacks_total";
 
 /// Registers the help text of every serving metric with the installed recorder.
 pub fn describe() {
@@ -41,4 +47,10 @@ pub fn describe() {
         "Copies of requests run by shadow variants, by outcome: AGREE or DISAGREE with the primary's answer, or the error code."
     );
     describe_histogram!(SHADOW_SECONDS, Unit::Seconds, "Time a shadow variant took to answer its copy of a request.");
+    describe_counter!(PREDICTIONS_LOGGED, "Predictions written to the prediction log.");
+    describe_counter!(
+        PREDICTIONS_DROPPED,
+        "Predictions the prediction log dropped rather than slow serving down (its queue was full), or could not write."
+    );
+    describe_counter!(ROLLBACKS, "Automatic rollbacks ordered by this node, by deployment and the variant taken out of the traffic.");
 }

@@ -272,6 +272,40 @@ impl Tensor {
         Tensor::new(first.name.clone(), shape, data)
     }
 
+    /// The elements as JSON values, row-major: numbers (non-finite floats as the strings `NaN`,
+    /// `Infinity`, `-Infinity`), booleans, and BYTES as strings (lossily, when not UTF-8).
+    pub fn json_values(&self) -> Vec<serde_json::Value> {
+        use serde_json::Value;
+        fn float(v: f64) -> Value {
+            if v.is_nan() {
+                Value::String("NaN".into())
+            } else if v.is_infinite() {
+                Value::String(if v > 0.0 { "Infinity" } else { "-Infinity" }.into())
+            } else {
+                Value::from(v)
+            }
+        }
+        match &self.data {
+            Data::Bool(v) => v.iter().map(|b| Value::Bool(*b)).collect(),
+            Data::U8(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::U16(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::U32(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::U64(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::I8(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::I16(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::I32(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::I64(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Data::F32(v) => v.iter().map(|x| float(f64::from(*x))).collect(),
+            Data::F64(v) => v.iter().map(|x| float(*x)).collect(),
+            Data::Bytes(v) => v.iter().map(|b| Value::String(String::from_utf8_lossy(b).into_owned())).collect(),
+        }
+    }
+
+    /// The elements as JSON lists nested to the shape (a scalar as itself).
+    pub fn nested_json(&self) -> serde_json::Value {
+        nest_json(&self.json_values(), &self.shape)
+    }
+
     /// Splits along the first dimension into consecutive pieces of `rows` rows each (which add
     /// up to this tensor's rows): the inverse of `concat`.
     pub fn split(self, rows: &[usize]) -> Result<Vec<Tensor>, TensorError> {
@@ -299,6 +333,19 @@ impl Tensor {
                 Tensor { name: name.clone(), shape, data }
             })
             .collect())
+    }
+}
+
+/// Row-major `flat` as lists nested to `shape`.
+pub fn nest_json(flat: &[serde_json::Value], shape: &[usize]) -> serde_json::Value {
+    use serde_json::Value;
+    match shape {
+        [] => flat.first().cloned().unwrap_or(Value::Null),
+        [_] => Value::Array(flat.to_vec()),
+        [n, rest @ ..] => {
+            let step: usize = rest.iter().product();
+            Value::Array((0..*n).map(|i| nest_json(&flat[i * step..(i + 1) * step], rest)).collect())
+        }
     }
 }
 

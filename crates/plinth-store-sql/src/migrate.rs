@@ -52,6 +52,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_serving.sql"),
         postgres: include_str!("../migrations/postgres/0006_serving.sql"),
     },
+    Migration {
+        version: 7,
+        description: "deployment_policies",
+        sqlite: include_str!("../migrations/sqlite/0007_deployment_policies.sql"),
+        postgres: include_str!("../migrations/postgres/0007_deployment_policies.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"
@@ -155,9 +161,10 @@ mod tests {
     fn migrations_split_into_statements() {
         for (idx, m) in super::MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, idx as i64 + 1, "versions are consecutive");
-            // Every statement is a CREATE: a mis-split would leave a fragment.
+            // Every statement is a CREATE or an ALTER: a mis-split would leave a fragment.
             for statement in super::split_statements(m.sqlite).iter().chain(&super::split_statements(m.postgres)) {
-                assert!(statement.trim_start().starts_with("CREATE "), "{statement}");
+                let start = statement.trim_start();
+                assert!(start.starts_with("CREATE ") || start.starts_with("ALTER TABLE "), "{statement}");
                 assert!(statement.trim_end().ends_with(';'), "{statement}");
             }
             assert!(!super::split_statements(m.sqlite).is_empty(), "migration {} has statements", m.version);

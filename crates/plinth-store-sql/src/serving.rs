@@ -3,11 +3,12 @@
 //! single writer serializes them), so the generation compare-and-set cannot interleave.
 
 use async_trait::async_trait;
-use plinth_core::serving::{Batching, Deployment, DeploymentSpec, ModelRef, ModelTarget, Runtime, Variant};
+use plinth_core::serving::{Batching, Deployment, DeploymentSpec, ModelRef, ModelTarget, Rollback, Runtime, Variant};
 use plinth_store::audit::Record;
 use plinth_store::serving::{DeploymentStore, NewDeployment};
 use plinth_store::tracking::{PageRequest, Rows};
 use plinth_store::{Error, Result, ServingError};
+use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
@@ -16,7 +17,7 @@ use crate::rows::{corrupt, decode_page, get_i64, get_opt_i64, get_opt_str, get_s
 use crate::sql::{Sql, Tx, TxError, is_unique_violation, sql_error, write_tx};
 
 const COLUMNS: &str = "name, description, runtime, max_batch_size, preferred_batch_sizes, max_queue_delay_us, max_queue_size, \
-                       timeout_ms, instances, threads, feature_service, generation, created_by, created_at, updated_at";
+                       timeout_ms, instances, threads, feature_service, policies, generation, created_by, created_at, updated_at";
 const VARIANT_COLUMNS: &str = "deployment, position, name, model_name, model_alias, model_version, weight, shadow_fraction";
 
 fn not_found(name: &str) -> Error {
@@ -33,7 +34,8 @@ fn from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
     let runtime = get_str(row, "runtime")?;
     let preferred = get_str(row, "preferred_batch_sizes")?;
     let timeout = get_opt_i64(row, "timeout_ms")?;
-    Ok(Deployment {
+    let policies = get_opt_str(row, "policies")?;
+    let mut deployment = Deployment {
         name: get_str(row, "name")?,
         spec: DeploymentSpec {
             description: get_opt_str(row, "description")?,
@@ -50,12 +52,48 @@ fn from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
             instances: unsigned(row, "instances")?,
             threads: unsigned(row, "threads")?,
             feature_service: get_opt_str(row, "feature_service")?,
+            rollback: None,
+            log_inputs: None,
         },
         generation: get_i64(row, "generation")?,
         created_by: get_str(row, "created_by")?,
         created_at: get_i64(row, "created_at")?,
         updated_at: get_i64(row, "updated_at")?,
-    })
+    };
+    if let Some(text) = policies {
+        decode_policies(&text, &mut deployment.spec).map_err(|_| corrupt("deployment policies", &text))?;
+    }
+    Ok(deployment)
+}
+
+/// The `policies` column: a JSON object, `{"rollback": {...}, "log_inputs": 0.1}`; `None` when the spec has none.
+fn encode_policies(spec: &DeploymentSpec) -> Option<String> {
+    let mut out = serde_json::Map::new();
+    if let Some(r) = &spec.rollback {
+        out.insert(
+            "rollback".into(),
+            json!({"max_error_rate": r.max_error_rate, "max_p99_ms": r.max_p99_ms, "window_secs": r.window_secs, "min_requests": r.min_requests}),
+        );
+    }
+    if let Some(f) = spec.log_inputs {
+        out.insert("log_inputs".into(), json!(f));
+    }
+    (!out.is_empty()).then(|| Value::Object(out).to_string())
+}
+
+fn decode_policies(text: &str, spec: &mut DeploymentSpec) -> Result<(), ()> {
+    let value: Value = serde_json::from_str(text).map_err(|_| ())?;
+    spec.log_inputs = value.get("log_inputs").and_then(Value::as_f64);
+    if let Some(r) = value.get("rollback") {
+        let count = |key: &str| r.get(key).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or(());
+        spec.rollback = Some(Rollback {
+            max_error_rate: r.get("max_error_rate").and_then(Value::as_f64),
+            max_p99_ms: r.get("max_p99_ms").and_then(Value::as_f64),
+            window_secs: count("window_secs")?,
+            min_requests: count("min_requests")?,
+        });
+    }
+    Ok(())
 }
 
 fn variant_from_row(row: &AnyRow) -> Result<(String, Variant), sqlx::Error> {
@@ -110,8 +148,8 @@ async fn write_spec(tx: &mut Tx, dialect: crate::Dialect, name: &str, spec: &Dep
     let preferred = serde_json::to_string(&b.preferred_batch_sizes).map_err(Error::internal)?;
     sqlx::query(
         "UPDATE deployments SET description = $1, runtime = $2, max_batch_size = $3, preferred_batch_sizes = $4, \
-         max_queue_delay_us = $5, max_queue_size = $6, timeout_ms = $7, instances = $8, threads = $9, feature_service = $10 \
-         WHERE name = $11",
+         max_queue_delay_us = $5, max_queue_size = $6, timeout_ms = $7, instances = $8, threads = $9, feature_service = $10, \
+         policies = $11 WHERE name = $12",
     )
     .bind(spec.description.clone())
     .bind(spec.runtime.as_str())
@@ -123,6 +161,7 @@ async fn write_spec(tx: &mut Tx, dialect: crate::Dialect, name: &str, spec: &Dep
     .bind(i64::from(spec.instances))
     .bind(i64::from(spec.threads))
     .bind(spec.feature_service.clone())
+    .bind(encode_policies(spec))
     .bind(name.to_owned())
     .execute(&mut **tx)
     .await?;

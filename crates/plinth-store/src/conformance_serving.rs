@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use plinth_core::serving::{Batching, Deployment, DeploymentSpec, ModelRef, ModelTarget, Runtime, Variant};
+use plinth_core::serving::{Batching, Deployment, DeploymentSpec, ModelRef, ModelTarget, Rollback, Runtime, Variant};
 
 use crate::conformance::{Harness, rec};
 use crate::conformance_audit::{recorded, trail};
@@ -57,6 +57,8 @@ fn full_spec() -> DeploymentSpec {
         instances: 2,
         threads: 3,
         feature_service: Some("churn_v2".to_owned()),
+        rollback: Some(Rollback { max_error_rate: Some(0.015), max_p99_ms: Some(40.5), window_secs: 30, min_requests: 50 }),
+        log_inputs: Some(0.125),
     }
 }
 
@@ -114,6 +116,8 @@ pub async fn serving_generation_compare_and_set(h: &Harness) {
     changed.batching.preferred_batch_sizes = vec![];
     changed.feature_service = None;
     changed.description = None;
+    changed.rollback = Some(Rollback { max_error_rate: None, max_p99_ms: Some(20.0), ..Rollback::default() });
+    changed.log_inputs = None;
     let updated = store.update_deployment("d", created.generation, &changed, 50, rec()).await.expect("update");
     assert_eq!((updated.generation, updated.updated_at, updated.created_at), (2, 50, 10));
     assert_eq!(updated.spec, changed, "variants replaced whole, options and clears stored");

@@ -15,7 +15,7 @@ pub(crate) enum DeploymentsCommand {
         #[command(flatten)]
         spec: SpecArgs,
     },
-    /// Change a deployment: variants given replace all of them; `--traffic` alone reweights the current ones.
+    /// Change a deployment: `--variant` and `--shadow` add or replace variants by name, `--remove-variant` removes one, `--traffic` sets the weights.
     Update {
         name: String,
         #[command(flatten)]
@@ -44,9 +44,23 @@ pub(crate) struct SpecArgs {
     /// A shadow variant as VARIANT=MODEL_REFERENCE:FRACTION (the fraction of requests copied to it).
     #[arg(long)]
     shadow: Vec<String>,
-    /// Weights as VARIANT=WEIGHT,… adding up to 100, e.g. champion=90,challenger=10.
+    /// On update: a variant to remove, by name (repeat for several).
+    #[arg(long)]
+    remove_variant: Vec<String>,
+    /// Weights as VARIANT=WEIGHT,… adding up to 100, e.g. champion=90,challenger=10 (a primary
+    /// left out gets 0).
     #[arg(long)]
     traffic: Option<String>,
+    /// Automatic rollback: take a variant out of the traffic when it does worse than the stable
+    /// one, e.g. "error_rate>1%,p99_ms>50" (also window=60s, min_requests=100).
+    #[arg(long, conflicts_with = "no_rollback")]
+    rollback_on: Option<String>,
+    /// On update: stop rolling back automatically.
+    #[arg(long)]
+    no_rollback: bool,
+    /// The fraction of requests whose inputs the prediction log keeps (0: none).
+    #[arg(long)]
+    log_inputs: Option<f64>,
     #[arg(long)]
     runtime: Option<String>,
     #[arg(long)]
@@ -97,34 +111,65 @@ fn body(spec: SpecArgs, current: Option<&Value>) -> anyhow::Result<Value> {
     if let Some(model) = spec.model {
         out.insert("model".into(), json!(model));
     }
+    // An update starts from the deployment's own variants: --variant and --shadow add or replace
+    // by name, --remove-variant removes, --traffic sets every primary's weight (unlisted: 0).
     let mut variants: Vec<Value> = Vec::new();
+    if let Some(current) = current.filter(|_| !out.contains_key("model")) {
+        for v in current["variants"].as_array().into_iter().flatten() {
+            let mut variant = json!({"name": v["name"], "model": v["model"]});
+            match v.get("shadow") {
+                Some(fraction) if !fraction.is_null() => variant["shadow"] = fraction.clone(),
+                _ => variant["weight"] = v["weight"].clone(),
+            }
+            variants.push(variant);
+        }
+    }
+    let position = |variants: &[Value], name: &str| variants.iter().position(|v| v["name"].as_str() == Some(name));
+    for name in &spec.remove_variant {
+        let Some(idx) = position(&variants, name) else { bail!("--remove-variant: the deployment has no variant '{name}'") };
+        variants.remove(idx);
+    }
+    let upsert = |variants: &mut Vec<Value>, variant: Value| match position(variants, variant["name"].as_str().unwrap_or_default()) {
+        Some(idx) => variants[idx] = variant,
+        None => variants.push(variant),
+    };
     for v in &spec.variant {
         let (name, model) = v.split_once('=').with_context(|| format!("--variant '{v}' is not VARIANT=MODEL"))?;
-        variants.push(json!({"name": name, "model": model, "weight": weight_of(name).unwrap_or(0)}));
+        let kept = position(&variants, name).and_then(|i| variants[i].get("weight").and_then(Value::as_u64));
+        let weight = weight_of(name).map(u64::from).or(kept).unwrap_or(0);
+        upsert(&mut variants, json!({"name": name, "model": model, "weight": weight}));
     }
     for s in &spec.shadow {
         let (name, rest) = s.split_once('=').with_context(|| format!("--shadow '{s}' is not VARIANT=MODEL:FRACTION"))?;
         let (model, fraction) = rest.rsplit_once(':').with_context(|| format!("--shadow '{s}' has no :FRACTION"))?;
         let fraction: f64 = fraction.parse().with_context(|| format!("--shadow: '{fraction}' is not a fraction"))?;
-        variants.push(json!({"name": name, "model": model, "shadow": fraction}));
+        upsert(&mut variants, json!({"name": name, "model": model, "shadow": fraction}));
     }
-    if variants.is_empty() && !weights.is_empty() {
-        // Reweight the deployment's own variants.
-        let Some(current) = current else { bail!("--traffic needs --variant on create") };
-        for v in current["variants"].as_array().into_iter().flatten() {
-            let name = v["name"].as_str().unwrap_or_default();
-            let mut variant = json!({"name": name, "model": v["model"]});
-            match v.get("shadow") {
-                Some(fraction) if !fraction.is_null() => variant["shadow"] = fraction.clone(),
-                _ => variant["weight"] = json!(weight_of(name).unwrap_or(0)),
-            }
-            variants.push(variant);
+    if spec.traffic.is_some() {
+        if variants.is_empty() {
+            bail!("--traffic needs --variant on create");
         }
-    } else if variants.len() == 1 && spec.traffic.is_none() && variants[0].get("shadow").is_none() {
-        variants[0]["weight"] = json!(100);
+        for v in variants.iter_mut().filter(|v| v.get("shadow").is_none()) {
+            v["weight"] = json!(weight_of(v["name"].as_str().unwrap_or_default()).unwrap_or(0));
+        }
+    } else if current.is_none() && variants.iter().filter(|v| v.get("shadow").is_none()).count() == 1 {
+        // One primary on create: all the traffic.
+        if let Some(v) = variants.iter_mut().find(|v| v.get("shadow").is_none()) {
+            v["weight"] = json!(100);
+        }
     }
-    if !variants.is_empty() {
+    let touched = !spec.variant.is_empty() || !spec.shadow.is_empty() || !spec.remove_variant.is_empty() || spec.traffic.is_some();
+    if touched {
         out.insert("variants".into(), Value::Array(variants));
+    }
+    match (&spec.rollback_on, spec.no_rollback) {
+        (Some(condition), _) => {
+            out.insert("rollback".into(), json!(condition));
+        }
+        (None, true) => {
+            out.insert("rollback".into(), Value::Null);
+        }
+        (None, false) => {}
     }
     let mut batching = Map::new();
     if let Some(v) = spec.max_batch_size {
@@ -155,6 +200,7 @@ fn body(spec: SpecArgs, current: Option<&Value>) -> anyhow::Result<Value> {
         ("threads", spec.threads.map(Value::from)),
         ("description", spec.description.map(Value::from)),
         ("feature_service", spec.feature_service.map(Value::from)),
+        ("log_inputs", spec.log_inputs.map(Value::from)),
     ] {
         if let Some(value) = value {
             out.insert(key.into(), value);

@@ -407,3 +407,164 @@ async fn a_deployment_follows_the_registry_and_answers_the_open_inference_protoc
     let (status, _) = get(&client, &url, "/v2/models/churn").await;
     assert_eq!(status, 404);
 }
+
+/// Runs the CLI against `url`; its JSON answer.
+fn cli(url: &str, list: &[&str]) -> Value {
+    let out = std::process::Command::new(bin()).args(list).env("PLINTH_SERVER", url).output().expect("run plinth");
+    assert!(out.status.success(), "plinth {list:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_challenger_that_fails_is_rolled_back_by_itself() {
+    let Some(models) = models() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::start_in(bin(), dir.path(), &[]).expect("start");
+    let client = reqwest::Client::new();
+    let url = server.url.clone();
+
+    // The stable version takes 8 features; the challenger (another model) takes 6, so every request
+    // written for the stable one fails on it: a regression automatic rollback must catch.
+    let stable = register(&client, &url, "scoring", &models.join("logreg_mlflow")).await;
+    let other = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(models.join("gbr.onnx"), other.path().join("model.onnx")).expect("copy");
+    let challenger = register(&client, &url, "scoring", other.path()).await;
+    let (status, hook) = post(
+        &client,
+        &url,
+        "/api/plinth/v1/webhooks",
+        json!({"name": "rollbacks", "url": "http://127.0.0.1:9/hook", "events": ["deployment.rolled_back"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{hook}");
+    let created = cli(
+        &url,
+        &[
+            "deployments",
+            "create",
+            "guarded",
+            "--variant",
+            &format!("stable=scoring/{stable}"),
+            "--variant",
+            &format!("challenger=scoring/{challenger}"),
+            "--traffic",
+            "stable=80,challenger=20",
+            "--rollback-on",
+            "error_rate>5%,window=10s,min_requests=10",
+            "--log-inputs",
+            "0.5",
+        ],
+    );
+    assert_eq!(created["deployment"]["rollback"]["condition"], "error_rate>5%,window=10s,min_requests=10", "{created}");
+
+    let inputs = read_json(models.join("logreg.inputs.json"));
+    let request = json!({"inputs": [{"name": "X", "shape": inputs["X"]["shape"], "datatype": "FP32", "data": inputs["X"]["data"]}]});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut failures = 0;
+    let mut sent = 0;
+    loop {
+        let (status, _) = post(&client, &url, "/v2/models/guarded/infer", request.clone()).await;
+        failures += usize::from(status != 200);
+        sent += 1;
+        let (_, body) = get(&client, &url, "/api/plinth/v1/deployments/guarded").await;
+        if body["deployment"]["variants"][1]["weight"].as_i64() == Some(0) {
+            assert_eq!(body["deployment"]["variants"][0]["weight"].as_i64(), Some(100), "the stable variant took the share: {body}");
+            assert_eq!(body["deployment"]["generation"].as_i64(), Some(2), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the failing challenger was not rolled back ({failures} failures): {body}");
+    }
+    assert!(failures >= 10, "judged on at least min_requests failures ({failures})");
+    // Every request now reaches the stable variant and succeeds.
+    for _ in 0..30 {
+        sent += 1;
+        let (status, answer) = post(&client, &url, "/v2/models/guarded/infer", request.clone()).await;
+        assert_eq!((status, answer["parameters"]["variant"].as_str()), (200, Some("stable")), "{answer}");
+    }
+    // Audited as the system's change, with the reason; announced to webhooks; counted.
+    let (_, audit) = get(&client, &url, "/api/plinth/v1/audit?resource_type=deployment&resource_id=guarded").await;
+    let rollback = audit["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["action"] == "deployment.rollback"))
+        .unwrap_or_else(|| panic!("no deployment.rollback in {audit}"));
+    assert_eq!(rollback["actor"], "system");
+    assert!(rollback.to_string().contains("error rate 100.00%"), "{rollback}");
+    // The webhook event and the metric follow the stored change, moments later.
+    let hook_id = hook["webhook"]["id"].as_str().expect("id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, deliveries) = get(&client, &url, &format!("/api/plinth/v1/webhooks/{hook_id}/deliveries")).await;
+        let metrics = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let announced = deliveries["deliveries"].as_array().is_some_and(|d| d.iter().any(|d| d["event"] == "deployment.rolled_back"));
+        if announced && metrics.contains("plinth_serving_rollbacks_total{deployment=\"guarded\",variant=\"challenger\"} 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no webhook delivery or rollback metric: {deliveries}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The CLI adds, replaces and removes variants by name on update, and turns rollback off.
+    let updated = cli(
+        &url,
+        &[
+            "deployments",
+            "update",
+            "guarded",
+            "--remove-variant",
+            "challenger",
+            "--variant",
+            &format!("fresh=scoring/{stable}"),
+            "--traffic",
+            "stable=90,fresh=10",
+            "--no-rollback",
+        ],
+    );
+    let variants = updated["deployment"]["variants"].as_array().expect("variants");
+    assert_eq!(
+        variants.iter().map(|v| (v["name"].as_str(), v["weight"].as_i64())).collect::<Vec<_>>(),
+        [(Some("stable"), Some(90)), (Some("fresh"), Some(10))]
+    );
+    assert!(updated["deployment"]["rollback"].is_null(), "{updated}");
+
+    // The prediction log: every request above, in Parquet, readable once the server has stopped.
+    server.terminate(std::time::Duration::from_secs(30)).expect("graceful stop");
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().join("serving/predictions/deployment=guarded")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("prediction log directory").flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    assert!(!files.is_empty() && files.iter().all(|f| f.extension().is_some_and(|e| e == "parquet")), "{files:?}");
+    use plinth_features::arrow::array::{Array, AsArray};
+    use plinth_features::arrow::datatypes::Int64Type;
+    let (mut rows, mut errors, mut with_inputs) = (0, 0, 0);
+    for f in &files {
+        let reader =
+            plinth_features::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).expect("open"))
+                .expect("parquet")
+                .build()
+                .expect("reader");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let column = |name: &str| batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).clone();
+            let (outcome, variant, version, inputs, outputs) =
+                (column("outcome"), column("variant"), column("model_version"), column("inputs"), column("outputs"));
+            for r in 0..batch.num_rows() {
+                rows += 1;
+                let ok = outcome.as_string::<i32>().value(r) == "OK";
+                errors += usize::from(!ok);
+                with_inputs += usize::from(!inputs.is_null(r));
+                assert_eq!(ok, !outputs.is_null(r), "outputs are logged for answered requests only");
+                let (v, n) = (variant.as_string::<i32>().value(r), version.as_primitive::<Int64Type>().value(r));
+                assert!((v == "stable" && n == stable) || (v == "challenger" && n == challenger), "{v} {n}");
+            }
+        }
+    }
+    assert_eq!((rows, errors), (sent, failures), "one record per request, with its outcome");
+    assert!(with_inputs * 2 <= rows && with_inputs * 2 + 4 >= rows, "half the inputs sampled: {with_inputs} of {rows}");
+}
