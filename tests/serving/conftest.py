@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import onnxruntime
 import pytest
 import requests
@@ -114,3 +115,19 @@ def deploy(server: Server, name: str, model_dir: pathlib.Path, **options) -> dic
 def reference(models: pathlib.Path, name: str) -> tuple[dict, dict]:
     """The model's test inputs and Python ONNX Runtime's answers."""
     return json.loads((models / f"{name}.inputs.json").read_text()), json.loads((models / f"{name}.expected.json").read_text())
+
+
+def as_array(spec: dict) -> np.ndarray:
+    return np.asarray(spec["data"], dtype=spec.get("dtype", "float32")).reshape(spec["shape"])
+
+
+def check(result, expected: dict):
+    for name, want in expected.items():
+        got = result.as_numpy(name)
+        assert got is not None, f"no output {name}"
+        want_array = as_array(want)
+        assert list(got.shape) == list(want_array.shape), name
+        if np.issubdtype(want_array.dtype, np.floating):
+            np.testing.assert_allclose(got, want_array, rtol=1e-5, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want_array, err_msg=name)

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import deploy, reference
+from conftest import as_array, check, deploy, reference
 
 MODELS = ["logreg", "forest", "gbr", "mlp"]
 
@@ -39,10 +39,6 @@ def client(server):
     c.close()
 
 
-def as_array(spec: dict) -> np.ndarray:
-    return np.asarray(spec["data"], dtype=spec.get("dtype", "float32")).reshape(spec["shape"])
-
-
 def request_for(models, name: str) -> tuple[httpclient.InferInput, dict]:
     """The model's test rows as a tritonclient input (binary), and Python ONNX Runtime's answers."""
     inputs, expected = reference(models, name)
@@ -51,18 +47,6 @@ def request_for(models, name: str) -> tuple[httpclient.InferInput, dict]:
     tensor = httpclient.InferInput(input_name, list(data.shape), "FP32")
     tensor.set_data_from_numpy(data)
     return tensor, expected
-
-
-def check(result, expected: dict):
-    for name, want in expected.items():
-        got = result.as_numpy(name)
-        assert got is not None, f"no output {name}"
-        want_array = as_array(want)
-        assert list(got.shape) == list(want_array.shape), name
-        if np.issubdtype(want_array.dtype, np.floating):
-            np.testing.assert_allclose(got, want_array, rtol=1e-5, atol=1e-6, err_msg=name)
-        else:
-            np.testing.assert_array_equal(got, want_array, err_msg=name)
 
 
 def test_health_and_metadata(client, deployed):

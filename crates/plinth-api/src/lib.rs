@@ -19,6 +19,7 @@ mod feast;
 mod features;
 mod fields;
 mod frame;
+mod grpc;
 mod identity;
 mod invocations;
 mod json;
@@ -90,6 +91,7 @@ fn surface(max_request_bytes: usize) -> routes::Routes {
         .merge(feast::routes())
         .merge(deployments::routes())
         .merge(invocations::routes())
+        .merge(grpc::routes())
         .body_limit(max_request_bytes)
         .nest("/api/plinth/v1", features::stream_routes())
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())

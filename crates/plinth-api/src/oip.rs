@@ -273,7 +273,7 @@ fn convert(name: &str, datatype: DataType, values: &[&Value]) -> Result<Data, Oi
 
 /// `count` elements of `datatype` from little-endian `bytes` (BOOL one byte each; BYTES a 4-byte
 /// length before each element), all of the bytes and nothing more.
-fn from_raw(name: &str, datatype: DataType, count: usize, bytes: &[u8]) -> Result<Data, OipError> {
+pub(crate) fn from_raw(name: &str, datatype: DataType, count: usize, bytes: &[u8]) -> Result<Data, OipError> {
     fn fixed<const N: usize, T>(name: &str, count: usize, bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Result<Vec<T>, OipError> {
         if bytes.len() != count.saturating_mul(N) {
             return Err(invalid(format!("input '{name}': {} bytes of binary data for {count} elements of {N} bytes", bytes.len())));
