@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_core::auth::{Level, ResourceKind};
-use plinth_core::serving::{Batching, DeploymentSpec, ModelRef, Rollback, Runtime, Variant};
+use plinth_core::serving::{Batching, DeploymentSpec, FeatureDefault, ModelRef, Rollback, Runtime, Variant};
 use plinth_serving::{DeploymentView, TensorSpec, VariantState};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -88,6 +88,9 @@ struct SpecBody {
     /// (`max_error_rate`, `max_p99_ms`, `window_secs`, `min_requests`); `null` removes it.
     #[serde(default, deserialize_with = "present")]
     rollback: Option<Value>,
+    /// Values for missing or stale features: `{"feature": number, …}`; `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    feature_defaults: Option<Value>,
     /// The fraction of requests whose inputs the prediction log keeps; `null` (or 0) keeps none.
     #[serde(default, deserialize_with = "present")]
     log_inputs: Option<Value>,
@@ -188,6 +191,19 @@ fn spec_of(body: &SpecBody, base: Option<&DeploymentSpec>) -> Result<DeploymentS
             Some(value) => rollback_of(value)?,
             None => base.rollback.clone(),
         },
+        feature_defaults: match &body.feature_defaults {
+            None => base.feature_defaults.clone(),
+            Some(Value::Null) => Vec::new(),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(feature, v)| {
+                    v.as_f64()
+                        .map(|value| FeatureDefault { feature: feature.clone(), value })
+                        .ok_or_else(|| ApiError::invalid(format!("the default of feature '{feature}' must be a number")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(ApiError::invalid("feature_defaults must be an object of feature names and numbers")),
+        },
         log_inputs: match &body.log_inputs {
             None => base.log_inputs,
             Some(Value::Null) => None,
@@ -254,6 +270,7 @@ fn deployment_json(view: &DeploymentView) -> Value {
             "min_requests": r.min_requests,
         })),
         "log_inputs": d.spec.log_inputs,
+        "feature_defaults": d.spec.feature_defaults.iter().map(|f| (f.feature.clone(), json!(f.value))).collect::<serde_json::Map<_, _>>(),
         "created_by": d.created_by,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
@@ -353,6 +370,25 @@ async fn model_ready(State(s): State<AppState>, Path(name): Path<String>) -> Res
     Ok((status, Json(json!({"name": name, "ready": ready}))).into_response())
 }
 
+/// The features a request was served with: `{"feature": {"values": […], "statuses": […]}, …}`.
+pub(crate) fn features_json(features: &[plinth_serving::FeatureColumn]) -> Value {
+    use plinth_serving::Scalar;
+    let value = |s: &Scalar| match s {
+        Scalar::Null => Value::Null,
+        Scalar::Bool(b) => json!(b),
+        Scalar::Int(i) => json!(i),
+        Scalar::Float(f) => crate::json::double(*f),
+        Scalar::Text(t) => json!(t),
+        Scalar::Bytes(b) => json!(String::from_utf8_lossy(b)),
+    };
+    Value::Object(
+        features
+            .iter()
+            .map(|c| (c.name.clone(), json!({"values": c.values.iter().map(value).collect::<Vec<_>>(), "statuses": c.statuses})))
+            .collect(),
+    )
+}
+
 /// The header a request may carry to pick its variant stickily (the same key, the same variant,
 /// while the weights are unchanged).
 pub(crate) const ROUTING_KEY_HEADER: &str = "x-plinth-routing-key";
@@ -399,6 +435,7 @@ async fn infer(
     let info = plinth_serving::RequestInfo {
         id: request.id.as_deref(),
         routing_key: headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok()),
+        return_features: value.get("parameters").and_then(|p| p.get("return_features")).and_then(Value::as_bool).unwrap_or(false),
     };
     let answer = s.serving.infer(&name, request.inputs.clone(), info).await.map_err(serving_error)?;
     if let Some(missing) = request.outputs.iter().find(|o| !answer.outputs.iter().any(|t| &t.name == *o)) {
@@ -420,6 +457,10 @@ async fn infer(
         body["id"] = json!(id);
     }
     body["parameters"] = json!({"variant": answer.variant});
+    if let Some(features) = &answer.features {
+        // OIP parameters are scalars: the features travel as JSON text.
+        body["parameters"]["features"] = json!(features_json(features).to_string());
+    }
     if raw.is_empty() {
         return Ok(Json(body).into_response());
     }

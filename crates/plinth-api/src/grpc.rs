@@ -419,7 +419,8 @@ async fn infer(s: &AppState, principal: Option<&plinth_auth::Principal>, message
     }
     allowed(s, principal, &req.model).await?;
     let inputs = tensors(&req)?;
-    let info = plinth_serving::RequestInfo { id: (!req.id.is_empty()).then_some(req.id.as_str()), routing_key: None };
+    let info =
+        plinth_serving::RequestInfo { id: (!req.id.is_empty()).then_some(req.id.as_str()), routing_key: None, return_features: false };
     let answer = s.serving.infer(&req.model, inputs, info).await.map_err(crate::deployments::serving_error)?;
     if let Some(missing) = req.outputs.iter().find(|o| !answer.outputs.iter().any(|t| &t.name == *o)) {
         return Err(Status::invalid(format!("unknown output '{missing}'")));

@@ -46,6 +46,8 @@ const PARQUET: &str = "application/vnd.apache.parquet";
 pub(crate) const MODEL_VERSION_HEADER: &str = "x-plinth-model-version";
 const MODEL_HEADER: &str = "x-plinth-model";
 const VARIANT_HEADER: &str = "x-plinth-variant";
+/// `true`: the answer also carries the features looked up (`features`), for debugging.
+const RETURN_FEATURES_HEADER: &str = "x-plinth-return-features";
 /// The request's id (the client's, else the one the server set), as the prediction log keeps it.
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -123,6 +125,7 @@ async fn invocations(
     let info = plinth_serving::RequestInfo {
         id: headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()),
         routing_key: headers.get(ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok()),
+        return_features: headers.get(RETURN_FEATURES_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true")),
     };
     let answer = s.serving.infer(&name, tensors, info).await.map_err(|e| {
         let e = serving_error(e);
@@ -130,7 +133,11 @@ async fn invocations(
         if e.code() == ErrorCode::InvalidParameterValue { bad_request(e.message()) } else { e }
     })?;
     let predictions = rows.and_then(|rows| frame::records(&answer.outputs, rows)).unwrap_or_else(|| frame::named(&answer.outputs));
-    let mut response = axum::Json(json!({"predictions": predictions})).into_response();
+    let mut body = json!({"predictions": predictions});
+    if let Some(features) = &answer.features {
+        body["features"] = crate::deployments::features_json(features);
+    }
+    let mut response = axum::Json(body).into_response();
     let h = response.headers_mut();
     for (name, value) in [
         (MODEL_VERSION_HEADER, answer.version.to_string()),

@@ -278,6 +278,16 @@ impl fmt::Display for Rollback {
     }
 }
 
+/// A value served for a feature whose online value is missing or stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureDefault {
+    pub feature: String,
+    pub value: f64,
+}
+
+/// Most feature defaults one deployment declares.
+pub const MAX_FEATURE_DEFAULTS: usize = 1000;
+
 /// What a user declares for a deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentSpec {
@@ -295,6 +305,8 @@ pub struct DeploymentSpec {
     pub rollback: Option<Rollback>,
     /// The fraction of requests whose inputs the prediction log keeps, in (0, 1]; `None`: none.
     pub log_inputs: Option<f64>,
+    /// Values served for features that are missing or stale; a feature without one is refused.
+    pub feature_defaults: Vec<FeatureDefault>,
 }
 
 impl DeploymentSpec {
@@ -310,6 +322,7 @@ impl DeploymentSpec {
             feature_service: None,
             rollback: None,
             log_inputs: None,
+            feature_defaults: Vec::new(),
         }
     }
 
@@ -417,6 +430,26 @@ impl DeploymentSpec {
             return Err(InvalidParameter::new(format!(
                 "log_inputs is the fraction of requests whose inputs are logged, in (0, 1]; got {f}"
             )));
+        }
+        if !self.feature_defaults.is_empty() && self.feature_service.is_none() {
+            return Err(InvalidParameter::new("feature_defaults need a feature_service"));
+        }
+        if self.feature_defaults.len() > MAX_FEATURE_DEFAULTS {
+            return Err(InvalidParameter::new(format!(
+                "at most {MAX_FEATURE_DEFAULTS} feature_defaults (got {})",
+                self.feature_defaults.len()
+            )));
+        }
+        for (i, d) in self.feature_defaults.iter().enumerate() {
+            if d.feature.is_empty() || d.feature.len() > 255 {
+                return Err(InvalidParameter::new("a feature default names a feature of 1 to 255 bytes"));
+            }
+            if !d.value.is_finite() {
+                return Err(InvalidParameter::new(format!("the default of feature '{}' must be a finite number", d.feature)));
+            }
+            if self.feature_defaults[..i].iter().any(|e| e.feature == d.feature) {
+                return Err(InvalidParameter::new(format!("feature '{}' has two defaults", d.feature)));
+            }
         }
         Ok(())
     }
@@ -545,7 +578,15 @@ mod tests {
         s.log_inputs = Some(1.5);
         check(s.clone(), Some("log_inputs"));
         s.log_inputs = Some(0.25);
-        check(s, None);
+        check(s.clone(), None);
+        s.feature_defaults = vec![FeatureDefault { feature: "f".into(), value: 0.0 }];
+        check(s.clone(), Some("need a feature_service"));
+        s.feature_service = Some("churn".into());
+        check(s.clone(), None);
+        s.feature_defaults.push(FeatureDefault { feature: "f".into(), value: 1.0 });
+        check(s.clone(), Some("two defaults"));
+        s.feature_defaults = vec![FeatureDefault { feature: "g".into(), value: f64::NAN }];
+        check(s, Some("finite"));
     }
 
     #[test]

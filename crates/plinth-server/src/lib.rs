@@ -204,7 +204,8 @@ impl Server {
                     model_cache: config.serving.model_cache(&config.server.data_dir),
                 },
             )
-            .with_prediction_log(predictions.clone()),
+            .with_prediction_log(predictions.clone())
+            .with_feature_lookup(Arc::new(model_source::FeatureStoreLookup(features.clone()))),
         );
         // Deployments come back on start, loaded before the first request; one whose model cannot
         // be loaded any more stays listed with the reason and answers UNAVAILABLE.

@@ -22,6 +22,7 @@ use plinth_store::serving::{DeploymentStore, NewDeployment};
 use plinth_store::tracking::{PageRequest, Rows};
 
 use crate::batcher::{BatchConfig, BatchError, Batcher};
+use crate::features::{FeatureColumn, FeatureLookup, ServiceShape, assemble, check_fit, request_inputs, split_entities};
 use crate::infer::{Batched, InferRequest};
 use crate::onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
 use crate::predictions::{Prediction, PredictionLog};
@@ -106,6 +107,8 @@ pub struct DeploymentView {
 pub struct Inference {
     /// The request's id (the client's, or the one made for it), as the prediction log has it.
     pub request_id: String,
+    /// The features looked up for the request, when it asked for them.
+    pub features: Option<Vec<FeatureColumn>>,
     pub variant: String,
     pub model: String,
     pub version: i64,
@@ -141,6 +144,8 @@ struct Live {
     monitor: Option<Monitor>,
     /// Requests seen, for sampling inputs into the prediction log (spread evenly, as shadows are).
     logged: std::sync::atomic::AtomicU64,
+    /// The feature service's join keys and features, read when the deployment was loaded.
+    feature_shape: Option<ServiceShape>,
 }
 
 /// A rollback a monitor ordered, applied by the service's background loop.
@@ -204,6 +209,7 @@ pub struct DeploymentService {
     /// Taken by `run_follow`, which applies the orders.
     order_queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<RollbackOrder>>>,
     predictions: Arc<PredictionLog>,
+    features: Option<Arc<dyn FeatureLookup>>,
 }
 
 /// What a request says about itself besides its inputs.
@@ -213,6 +219,8 @@ pub struct RequestInfo<'a> {
     pub id: Option<&'a str>,
     /// Picks the variant stickily.
     pub routing_key: Option<&'a str>,
+    /// Whether the answer carries the features looked up (for debugging).
+    pub return_features: bool,
 }
 
 fn batch_config(spec: &DeploymentSpec) -> BatchConfig {
@@ -254,7 +262,14 @@ impl DeploymentService {
             orders,
             order_queue: std::sync::Mutex::new(Some(order_queue)),
             predictions: Arc::new(PredictionLog::disabled()),
+            features: None,
         }
+    }
+
+    /// Looks features up through `lookup` for deployments that name a feature service.
+    pub fn with_feature_lookup(mut self, lookup: Arc<dyn FeatureLookup>) -> DeploymentService {
+        self.features = Some(lookup);
+        self
     }
 
     /// Appends every prediction to `log`.
@@ -333,14 +348,32 @@ impl DeploymentService {
     /// variant. A variant of `previous` with the same reference, options and resolved version is
     /// kept as it is (its model stays loaded, its queue keeps going).
     async fn load(&self, deployment: Deployment, strict: bool, previous: Option<&Live>) -> Result<Live> {
+        let feature_shape = match deployment.spec.feature_service.as_deref() {
+            None => None,
+            Some(service) => {
+                let lookup = self
+                    .features
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid(InvalidParameter::new("this server has no feature store to look features up in")))?;
+                Some(lookup.shape(service).await?)
+            }
+        };
         let mut variants = Vec::with_capacity(deployment.spec.variants.len());
         for v in &deployment.spec.variants {
             let loaded = async {
                 let resolved = self.source.resolve(&v.model).await?;
-                if let Some(kept) = previous.and_then(|p| p.reusable(v, &deployment.spec, resolved.version)) {
-                    return Ok(kept);
+                let live = match previous.and_then(|p| p.reusable(v, &deployment.spec, resolved.version)) {
+                    Some(kept) => kept,
+                    None => Arc::new(self.load_variant(&deployment.name, v, &deployment.spec, resolved).await?),
+                };
+                if let Some(shape) = &feature_shape {
+                    check_fit(&live.inputs, shape).map_err(|reason| Error::Load {
+                        variant: v.name.clone(),
+                        model: v.model.to_string(),
+                        reason: format!("{reason} (feature service '{}')", deployment.spec.feature_service.as_deref().unwrap_or_default()),
+                    })?;
                 }
-                self.load_variant(&deployment.name, v, &deployment.spec, resolved).await.map(Arc::new)
+                Ok(live)
             }
             .await;
             match loaded {
@@ -364,7 +397,7 @@ impl DeploymentService {
         let seen = deployment.spec.variants.iter().map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
         let monitor = deployment.spec.rollback.clone().map(|policy| Monitor::new(policy, deployment.spec.variants.len()));
         let logged = std::sync::atomic::AtomicU64::new(0);
-        Ok(Live { router: Router::new(&weights), deployment, variants, timeout, seen, monitor, logged })
+        Ok(Live { router: Router::new(&weights), deployment, variants, timeout, seen, monitor, logged, feature_shape })
     }
 
     /// Serves `live` (loaded for a draft) as the stored deployment `stored`; answers its view.
@@ -682,7 +715,32 @@ impl DeploymentService {
             .flatten()
             .find(|v| !v.spec.is_shadow())
             .ok_or_else(|| Error::NotReady { name: name.to_owned(), reason: "no variant is loaded".to_owned() })?;
-        Ok(ModelMetadata { versions, platform: "onnx_onnxv1", inputs: first.inputs.clone(), outputs: first.outputs.clone() })
+        // With a feature service, what requests carry: the entity keys (and request-time inputs).
+        let inputs = match &live.feature_shape {
+            Some(shape) => request_inputs(&first.inputs, shape),
+            None => first.inputs.clone(),
+        };
+        Ok(ModelMetadata { versions, platform: "onnx_onnxv1", inputs, outputs: first.outputs.clone() })
+    }
+
+    /// The model's inputs for a request: as given, or, when the deployment names a feature service,
+    /// assembled from the request's entity keys, the looked-up features and its other inputs.
+    async fn with_features(
+        &self,
+        live: &Live,
+        variant: &LiveVariant,
+        inputs: Vec<Tensor>,
+        keep: bool,
+    ) -> Result<(Vec<Tensor>, Option<Vec<FeatureColumn>>)> {
+        let (Some(service), Some(shape)) = (live.deployment.spec.feature_service.as_deref(), live.feature_shape.as_ref()) else {
+            return Ok((inputs, None));
+        };
+        let lookup = self.features.as_ref().ok_or_else(|| Error::Internal("the feature store is not available".into()))?;
+        let (keys, rest) = split_entities(inputs, &shape.join_keys).map_err(Error::BadInput)?;
+        let columns = lookup.lookup(service, &keys).await?;
+        let assembled =
+            assemble(&variant.inputs, rest, &columns, &live.deployment.spec.feature_defaults, &keys).map_err(Error::BadInput)?;
+        Ok((assembled, keep.then_some(columns)))
     }
 
     /// Runs one request on the variant its routing key (or the weights) picks.
@@ -698,12 +756,19 @@ impl DeploymentService {
         };
         let started = std::time::Instant::now();
         let labels = labels(name, &variant.spec.name);
+        // With a feature service, the model's inputs are assembled from the looked-up features.
+        let (inputs, features) = match self.with_features(&live, &variant, inputs, request.return_features).await {
+            Ok((inputs, features)) => (Ok(inputs), features),
+            Err(e) => (Err(e), None),
+        };
         // Shadows get their copy only once the primary answered, off the request's path.
         let shadows = live.shadows_for_this_request();
-        let copy = (!shadows.is_empty()).then(|| inputs.clone());
+        let copy = inputs.as_ref().ok().filter(|_| !shadows.is_empty()).cloned();
         let logging = self.predictions.enabled();
-        let logged_inputs = (logging && live.deployment.spec.log_inputs.is_some_and(|f| sampled(&live.logged, f))).then(|| inputs.clone());
+        let logged_inputs =
+            inputs.as_ref().ok().filter(|_| logging && live.deployment.spec.log_inputs.is_some_and(|f| sampled(&live.logged, f))).cloned();
         let res: Result<Vec<Tensor>> = async {
+            let inputs = inputs?;
             check_inputs(&variant.inputs, &inputs)?;
             let request = InferRequest::new(inputs)?;
             metrics::gauge!(crate::metrics::QUEUE_DEPTH, &labels).set(variant.batcher.queued() as f64);
@@ -750,6 +815,7 @@ impl DeploymentService {
         }
         Ok(Inference {
             request_id,
+            features,
             variant: variant.spec.name.clone(),
             model: variant.spec.model.name.clone(),
             version: variant.version,

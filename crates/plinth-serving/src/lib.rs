@@ -11,10 +11,12 @@
 //! loaded and warmed before the change is stored, requests routed between variants by `router`.
 //! `rollback` watches variants over a sliding window and orders automatic rollbacks;
 //! `predictions` is the prediction log (Parquet, written off the request's path).
-//! To come: more model runtimes (tract, a Python worker pool) and the `FeatureLookup` port.
+//! `features` assembles a model's inputs from online features read through the `FeatureLookup` port.
+//! To come: more model runtimes (tract, a Python worker pool).
 
 pub mod batcher;
 pub mod deployments;
+pub mod features;
 pub mod infer;
 pub mod metrics;
 pub mod onnx;
@@ -26,6 +28,7 @@ pub mod tensor;
 
 pub use batcher::{BatchConfig, BatchError, Batchable, Batcher, Executor};
 pub use deployments::{DeploymentService, DeploymentView, Inference, ModelMetadata, RequestInfo, ServingConfig, VariantState};
+pub use features::{FeatureColumn, FeatureLookup, Scalar, ServiceShape};
 pub use infer::{Batched, InferRequest, TensorModel};
 pub use onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
 pub use predictions::{PredictionLog, PredictionLogConfig};

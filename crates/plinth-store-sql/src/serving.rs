@@ -3,7 +3,7 @@
 //! single writer serializes them), so the generation compare-and-set cannot interleave.
 
 use async_trait::async_trait;
-use plinth_core::serving::{Batching, Deployment, DeploymentSpec, ModelRef, ModelTarget, Rollback, Runtime, Variant};
+use plinth_core::serving::{Batching, Deployment, DeploymentSpec, FeatureDefault, ModelRef, ModelTarget, Rollback, Runtime, Variant};
 use plinth_store::audit::Record;
 use plinth_store::serving::{DeploymentStore, NewDeployment};
 use plinth_store::tracking::{PageRequest, Rows};
@@ -54,6 +54,7 @@ fn from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
             feature_service: get_opt_str(row, "feature_service")?,
             rollback: None,
             log_inputs: None,
+            feature_defaults: Vec::new(),
         },
         generation: get_i64(row, "generation")?,
         created_by: get_str(row, "created_by")?,
@@ -66,7 +67,8 @@ fn from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
     Ok(deployment)
 }
 
-/// The `policies` column: a JSON object, `{"rollback": {...}, "log_inputs": 0.1}`; `None` when the spec has none.
+/// The `policies` column: a JSON object, `{"rollback": {...}, "log_inputs": 0.1, "feature_defaults":
+/// [["f", 0.0]]}`; `None` when the spec has none.
 fn encode_policies(spec: &DeploymentSpec) -> Option<String> {
     let mut out = serde_json::Map::new();
     if let Some(r) = &spec.rollback {
@@ -78,12 +80,26 @@ fn encode_policies(spec: &DeploymentSpec) -> Option<String> {
     if let Some(f) = spec.log_inputs {
         out.insert("log_inputs".into(), json!(f));
     }
+    if !spec.feature_defaults.is_empty() {
+        // A list, not an object: the declared order is kept.
+        let list: Vec<Value> = spec.feature_defaults.iter().map(|d| json!([d.feature, d.value])).collect();
+        out.insert("feature_defaults".into(), Value::Array(list));
+    }
     (!out.is_empty()).then(|| Value::Object(out).to_string())
 }
 
 fn decode_policies(text: &str, spec: &mut DeploymentSpec) -> Result<(), ()> {
     let value: Value = serde_json::from_str(text).map_err(|_| ())?;
     spec.log_inputs = value.get("log_inputs").and_then(Value::as_f64);
+    if let Some(list) = value.get("feature_defaults").and_then(Value::as_array) {
+        spec.feature_defaults = list
+            .iter()
+            .map(|pair| match (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_f64)) {
+                (Some(feature), Some(value)) => Ok(FeatureDefault { feature: feature.to_owned(), value }),
+                _ => Err(()),
+            })
+            .collect::<Result<_, ()>>()?;
+    }
     if let Some(r) = value.get("rollback") {
         let count = |key: &str| r.get(key).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or(());
         spec.rollback = Some(Rollback {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use plinth_core::serving::{Batching, Deployment, DeploymentSpec, ModelRef, ModelTarget, Rollback, Runtime, Variant};
+use plinth_core::serving::{Batching, Deployment, DeploymentSpec, FeatureDefault, ModelRef, ModelTarget, Rollback, Runtime, Variant};
 
 use crate::conformance::{Harness, rec};
 use crate::conformance_audit::{recorded, trail};
@@ -59,6 +59,10 @@ fn full_spec() -> DeploymentSpec {
         feature_service: Some("churn_v2".to_owned()),
         rollback: Some(Rollback { max_error_rate: Some(0.015), max_p99_ms: Some(40.5), window_secs: 30, min_requests: 50 }),
         log_inputs: Some(0.125),
+        feature_defaults: vec![
+            FeatureDefault { feature: "tenure".into(), value: 0.0 },
+            FeatureDefault { feature: "spend".into(), value: -1.5 },
+        ],
     }
 }
 
@@ -118,6 +122,7 @@ pub async fn serving_generation_compare_and_set(h: &Harness) {
     changed.description = None;
     changed.rollback = Some(Rollback { max_error_rate: None, max_p99_ms: Some(20.0), ..Rollback::default() });
     changed.log_inputs = None;
+    changed.feature_defaults = Vec::new();
     let updated = store.update_deployment("d", created.generation, &changed, 50, rec()).await.expect("update");
     assert_eq!((updated.generation, updated.updated_at, updated.created_at), (2, 50, 10));
     assert_eq!(updated.spec, changed, "variants replaced whole, options and clears stored");

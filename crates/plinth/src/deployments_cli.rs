@@ -58,6 +58,10 @@ pub(crate) struct SpecArgs {
     /// On update: stop rolling back automatically.
     #[arg(long)]
     no_rollback: bool,
+    /// A value for a feature that is missing or stale, as FEATURE=NUMBER (repeat for several; with
+    /// --feature-service). A feature without one is refused when missing.
+    #[arg(long)]
+    feature_default: Vec<String>,
     /// The fraction of requests whose inputs the prediction log keeps (0: none).
     #[arg(long)]
     log_inputs: Option<f64>,
@@ -161,6 +165,15 @@ fn body(spec: SpecArgs, current: Option<&Value>) -> anyhow::Result<Value> {
     let touched = !spec.variant.is_empty() || !spec.shadow.is_empty() || !spec.remove_variant.is_empty() || spec.traffic.is_some();
     if touched {
         out.insert("variants".into(), Value::Array(variants));
+    }
+    if !spec.feature_default.is_empty() {
+        let mut defaults = Map::new();
+        for d in &spec.feature_default {
+            let (feature, value) = d.split_once('=').with_context(|| format!("--feature-default '{d}' is not FEATURE=NUMBER"))?;
+            let value: f64 = value.trim().parse().with_context(|| format!("--feature-default: '{value}' is not a number"))?;
+            defaults.insert(feature.trim().to_owned(), json!(value));
+        }
+        out.insert("feature_defaults".into(), Value::Object(defaults));
     }
     match (&spec.rollback_on, spec.no_rollback) {
         (Some(condition), _) => {

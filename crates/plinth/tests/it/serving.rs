@@ -568,3 +568,137 @@ async fn a_challenger_that_fails_is_rolled_back_by_itself() {
     assert_eq!((rows, errors), (sent, failures), "one record per request, with its outcome");
     assert!(with_inputs * 2 <= rows && with_inputs * 2 + 4 >= rows, "half the inputs sampled: {with_inputs} of {rows}");
 }
+
+#[tokio::test]
+async fn a_deployment_looks_its_features_up_in_the_online_store() {
+    let Some(models) = models() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_in(bin(), dir.path(), &[]).expect("start");
+    let client = reqwest::Client::new();
+    let url = server.url.clone();
+
+    // Customers with eight numeric features each, pushed to the online store: the five rows the
+    // reference answers were computed on, as customers 1 to 5.
+    let features: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+    let text = format!(
+        r#"
+[[entity]]
+name = "customer"
+join_keys = [{{ name = "customer_id", type = "int64" }}]
+
+[[source]]
+name = "driver_stats"
+path = "data"
+timestamp_field = "event_timestamp"
+
+[[source]]
+name = "customer_push"
+push_to = "driver_stats"
+
+[[feature_view]]
+name = "profile"
+entities = ["customer"]
+source = "customer_push"
+features = [{}]
+
+[[feature_service]]
+name = "churn_features"
+features = [{}]
+"#,
+        features.iter().map(|f| format!("{{ name = \"{f}\", type = \"float64\" }}")).collect::<Vec<_>>().join(", "),
+        features.iter().map(|f| format!("\"profile:{f}\"")).collect::<Vec<_>>().join(", ")
+    );
+    let inputs = read_json(models.join("logreg.inputs.json"));
+    let rows: Vec<f64> = inputs["X"]["data"].as_array().expect("data").iter().map(|v| v.as_f64().expect("number")).collect();
+    // The push source's batch source: a Parquet file with the view's columns (one old row).
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("data")).expect("mkdir");
+    {
+        use plinth_features::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+        let mut columns: Vec<(String, ArrayRef)> = vec![
+            ("customer_id".into(), std::sync::Arc::new(Int64Array::from(vec![100]))),
+            ("event_timestamp".into(), std::sync::Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_000_000]))),
+        ];
+        for f in &features {
+            columns.push((f.clone(), std::sync::Arc::new(Float64Array::from(vec![0.0]))));
+        }
+        let batch = RecordBatch::try_from_iter(columns).expect("batch");
+        let file = std::fs::File::create(repo.join("data/part-0.parquet")).expect("create");
+        let mut writer = plinth_features::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+    }
+    std::fs::write(repo.join("features.toml"), &text).expect("write repo");
+    let (ok, out, err) = super::features::plinth(&url, &["features", "apply", repo.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    let mut df = serde_json::Map::new();
+    df.insert("customer_id".into(), json!([1, 2, 3, 4, 5]));
+    df.insert("event_timestamp".into(), json!(vec!["2030-01-01T00:00:00Z"; 5]));
+    for (i, f) in features.iter().enumerate() {
+        df.insert(f.clone(), json!((0..5).map(|r| rows[r * 8 + i]).collect::<Vec<_>>()));
+    }
+    let (status, body) = post(&client, &url, "/push", json!({"push_source_name": "customer_push", "df": df})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The same model twice: fed its rows directly, and fed by the feature service.
+    let version = register(&client, &url, "scoring", &models.join("logreg_mlflow")).await;
+    let (status, body) =
+        post(&client, &url, "/api/plinth/v1/deployments", json!({"name": "direct", "model": format!("scoring/{version}")})).await;
+    assert_eq!(status, 200, "{body}");
+    let created =
+        cli(&url, &["deployments", "create", "looked-up", "--model", &format!("scoring/{version}"), "--feature-service", "churn_features"]);
+    assert_eq!(created["deployment"]["variants"][0]["state"], "READY", "{created}");
+    // Requests now carry the entity key, not the model's input.
+    let (_, meta) = get(&client, &url, "/v2/models/looked-up").await;
+    assert_eq!(meta["inputs"], json!([{"name": "customer_id", "datatype": "INT64", "shape": [-1]}]), "{meta}");
+
+    let direct = json!({"inputs": [{"name": "X", "shape": [5, 8], "datatype": "FP32", "data": inputs["X"]["data"]}]});
+    let (status, want) = post(&client, &url, "/v2/models/direct/infer", direct).await;
+    assert_eq!(status, 200, "{want}");
+    let by_key = json!({"inputs": [{"name": "customer_id", "shape": [5], "datatype": "INT64", "data": [1, 2, 3, 4, 5]}], "parameters": {"return_features": true}});
+    let (status, got) = post(&client, &url, "/v2/models/looked-up/infer", by_key).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["outputs"], want["outputs"], "the same answers, bit for bit");
+    let used: Value = serde_json::from_str(got["parameters"]["features"].as_str().expect("features asked for")).expect("json");
+    assert_eq!(used["f0"]["values"][2].as_f64(), Some(rows[16]), "{used}");
+    assert_eq!(used["f7"]["statuses"], json!(vec!["PRESENT"; 5]));
+
+    // MLflow's scoring protocol takes the entity key as a column.
+    let res = client
+        .post(format!("{url}/deployments/looked-up/invocations"))
+        .json(&json!({"dataframe_records": [{"customer_id": 2}, {"customer_id": 4}]}))
+        .send()
+        .await
+        .expect("invocations");
+    assert_eq!(res.status(), 200);
+    let scored: Value = res.json().await.expect("json");
+    assert_eq!(scored["predictions"][1]["label"], want["outputs"][0]["data"][3], "{scored}");
+
+    // An unknown customer has no features: refused with the feature, row and status, until the
+    // deployment declares defaults for them.
+    let unknown = json!({"inputs": [{"name": "customer_id", "shape": [2], "datatype": "INT64", "data": [1, 999]}]});
+    let (status, body) = post(&client, &url, "/v2/models/looked-up/infer", unknown.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"].as_str().expect("error");
+    assert!(message.contains("feature 'f0' is NOT_FOUND for row 1 (customer_id=999)"), "{message}");
+    let mut args: Vec<String> = ["deployments", "update", "looked-up"].iter().map(|s| (*s).to_owned()).collect();
+    for f in &features {
+        args.push("--feature-default".into());
+        args.push(format!("{f}=0"));
+    }
+    let updated = cli(&url, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(updated["deployment"]["feature_defaults"]["f3"], json!(0.0), "{updated}");
+    let (status, body) = post(&client, &url, "/v2/models/looked-up/infer", unknown).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A feature service that does not fit the model is refused when deployed, with the reason.
+    let (status, body) = post(
+        &client,
+        &url,
+        "/api/plinth/v1/deployments",
+        json!({"name": "misfit", "model": format!("scoring/{version}"), "feature_service": "nope"}),
+    )
+    .await;
+    assert_eq!((status, body["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")), "{body}");
+}
