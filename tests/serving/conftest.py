@@ -42,11 +42,14 @@ def _library() -> str:
 
 
 class Server:
-    def __init__(self, url: str, process: subprocess.Popen, log: pathlib.Path):
+    def __init__(self, url: str, process: subprocess.Popen, log: pathlib.Path, auth=None):
         self.url, self.process, self.log = url, process, log
         self.host = url.removeprefix("http://")
+        # (user, password) for every call of `api`, when the server has auth on.
+        self.auth = auth
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("auth", self.auth)
         return requests.request(method, self.url + path, timeout=60, **kw)
 
 
@@ -57,11 +60,10 @@ def models(tmp_path_factory) -> pathlib.Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
-    data = tmp_path_factory.mktemp("plinth-data")
+def start_server(data: pathlib.Path, env_extra: dict | None = None, auth=None) -> Server:
+    """The binary on `data`, on a free port, with `env_extra` in its environment."""
     log = data / "server.log"
-    env = dict(os.environ, ORT_DYLIB_PATH=_library(), RUST_LOG="warn")
+    env = dict(os.environ, ORT_DYLIB_PATH=_library(), RUST_LOG="warn", **(env_extra or {}))
     with open(log, "wb") as out:
         process = subprocess.Popen([_binary(), "server", "--port", "0", "--data-dir", str(data)], stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 30
@@ -77,13 +79,22 @@ def server(tmp_path_factory) -> Server:
     if url is None:
         process.kill()
         raise RuntimeError("the server did not start:\n" + log.read_text(errors="replace"))
-    srv = Server(url, process, log)
-    yield srv
-    process.send_signal(signal.SIGTERM)
+    return Server(url, process, log, auth)
+
+
+def stop_server(srv: Server):
+    srv.process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        srv.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        srv.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    srv = start_server(tmp_path_factory.mktemp("plinth-data"))
+    yield srv
+    stop_server(srv)
 
 
 def register(server: Server, name: str, model_dir: pathlib.Path) -> int:

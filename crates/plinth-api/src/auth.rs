@@ -65,7 +65,7 @@ pub(crate) async fn authenticate(State(guard): State<Guard>, req: Request, next:
     if method == axum::http::Method::POST && crate::fields::is_cross_site_sendable(req.headers()) {
         return ApiError::new(
             ErrorCode::BadRequest,
-            "With authentication on, a POST must declare its body's Content-Type (application/json, or the route's own type such as application/vnd.apache.arrow.stream); form types and text/plain are refused",
+            "With authentication on, a POST must declare its body's Content-Type (application/json, or the route's own type such as application/vnd.apache.arrow.stream) or carry a bearer token; form types and text/plain are refused",
         )
         .into_response();
     }

@@ -288,7 +288,20 @@ pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
 /// `application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`. Any other declared
 /// type (JSON, Arrow IPC, Parquet, octet streams) makes a browser ask the server first, and the
 /// server answers no CORS, so the browser never sends it.
+///
+/// A request that carries a header no such request can carry is not one of them, whatever its
+/// content type: `Authorization: Bearer …` (a page cannot set it without a preflight, and browsers
+/// never add bearer tokens by themselves, unlike cached Basic credentials) and Triton's
+/// `Inference-Header-Content-Length` (what `tritonclient` sends, with no content type).
 pub(crate) fn is_cross_site_sendable(headers: &axum::http::HeaderMap) -> bool {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().get(..7))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
+    if bearer || headers.contains_key("inference-header-content-length") {
+        return false;
+    }
     let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else { return true };
     let Ok(value) = value.to_str() else { return false };
     let essence = value.split(';').next().unwrap_or("").trim();
@@ -345,6 +358,37 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_page_elsewhere_could_send_without_a_preflight() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, axum::http::HeaderValue::from_str(v).expect("value"));
+            }
+            h
+        };
+        for sendable in [
+            headers(&[]),
+            headers(&[("content-type", "text/plain; charset=utf-8")]),
+            headers(&[("content-type", "application/x-www-form-urlencoded")]),
+            headers(&[("content-type", "multipart/form-data; boundary=x")]),
+            // Cached Basic credentials ride along with a form.
+            headers(&[("authorization", "Basic YTpi")]),
+        ] {
+            assert!(is_cross_site_sendable(&sendable), "{sendable:?}");
+        }
+        for not_sendable in [
+            headers(&[("content-type", "application/json")]),
+            headers(&[("content-type", "text/csv")]),
+            headers(&[("content-type", "application/grpc")]),
+            headers(&[("authorization", "Bearer plt_x_y")]),
+            headers(&[("authorization", "bearer plt_x_y"), ("content-type", "text/plain")]),
+            headers(&[("inference-header-content-length", "120")]),
+        ] {
+            assert!(!is_cross_site_sendable(&not_sendable), "{not_sendable:?}");
+        }
+    }
 
     #[test]
     fn query_and_json() {
