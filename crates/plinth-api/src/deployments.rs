@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_core::auth::{Level, ResourceKind};
-use plinth_core::serving::{Batching, DeploymentSpec, FeatureDefault, ModelRef, Rollback, Runtime, Variant};
+use plinth_core::serving::{Batching, DeploymentSpec, FeatureDefault, ModelRef, Objective, Rollback, Runtime, Variant};
 use plinth_serving::{DeploymentView, TensorSpec, VariantState};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Routes {
         .get("/api/plinth/v1/deployments/{name}", N::Deployment(Level::Read, L::Path("name")), get)
         .patch("/api/plinth/v1/deployments/{name}", N::Deployment(Level::Edit, L::Path("name")), update)
         .delete("/api/plinth/v1/deployments/{name}", N::Deployment(Level::Manage, L::Path("name")), delete)
+        .get("/api/plinth/v1/deployments/{name}/objective", N::Deployment(Level::Read, L::Path("name")), objective)
         .get("/v2", N::SignedIn, server_metadata)
         .get("/v2/health/live", N::Public, live)
         .get("/v2/health/ready", N::Public, ready)
@@ -88,6 +89,10 @@ struct SpecBody {
     /// (`max_error_rate`, `max_p99_ms`, `window_secs`, `min_requests`); `null` removes it.
     #[serde(default, deserialize_with = "present")]
     rollback: Option<Value>,
+    /// The latency and availability objective: the CLI's text ("p99_ms<50,availability>99.9%") or
+    /// an object (`latency_ms`, `latency_percentile`, `availability`, `window_secs`); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    objective: Option<Value>,
     /// Values for missing or stale features: `{"feature": number, …}`; `null` removes them.
     #[serde(default, deserialize_with = "present")]
     feature_defaults: Option<Value>,
@@ -142,6 +147,44 @@ fn rollback_of(value: &Value) -> Result<Option<Rollback>, ApiError> {
     Ok(Some(policy))
 }
 
+/// The objective a body gives: text as the CLI writes it, or an object.
+fn objective_of(value: &Value) -> Result<Option<Objective>, ApiError> {
+    let objective = match value {
+        Value::Null => return Ok(None),
+        Value::String(text) => Objective::parse(text)?,
+        Value::Object(obj) => {
+            if let Some(key) =
+                obj.keys().find(|k| !matches!(k.as_str(), "latency_ms" | "latency_percentile" | "availability" | "window_secs"))
+            {
+                return Err(ApiError::invalid(format!(
+                    "objective has an unknown field '{key}' (it takes latency_ms, latency_percentile, availability and window_secs)"
+                )));
+            }
+            let number = |key: &str| match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| ApiError::invalid(format!("objective.{key} must be a number"))),
+            };
+            let defaults = Objective::default();
+            let objective = Objective {
+                latency_ms: number("latency_ms")?,
+                latency_percentile: number("latency_percentile")?.unwrap_or(defaults.latency_percentile),
+                availability: number("availability")?,
+                window_secs: match obj.get("window_secs") {
+                    None | Some(Value::Null) => defaults.window_secs,
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(|| ApiError::invalid("objective.window_secs must be a whole number"))?,
+                },
+            };
+            objective.validate()?;
+            objective
+        }
+        _ => return Err(ApiError::invalid("objective must be text such as \"p99_ms<50,availability>99.9%\", an object or null")),
+    };
+    Ok(Some(objective))
+}
+
 fn parse_body(body: &[u8]) -> Result<SpecBody, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid deployment: {e}")))
 }
@@ -190,6 +233,10 @@ fn spec_of(body: &SpecBody, base: Option<&DeploymentSpec>) -> Result<DeploymentS
         rollback: match &body.rollback {
             Some(value) => rollback_of(value)?,
             None => base.rollback.clone(),
+        },
+        objective: match &body.objective {
+            None => base.objective.clone(),
+            Some(value) => objective_of(value)?,
         },
         feature_defaults: match &body.feature_defaults {
             None => base.feature_defaults.clone(),
@@ -270,6 +317,13 @@ fn deployment_json(view: &DeploymentView) -> Value {
             "min_requests": r.min_requests,
         })),
         "log_inputs": d.spec.log_inputs,
+        "objective": d.spec.objective.as_ref().map(|o| json!({
+            "condition": o.to_string(),
+            "latency_ms": o.latency_ms,
+            "latency_percentile": o.latency_percentile,
+            "availability": o.availability,
+            "window_secs": o.window_secs,
+        })),
         "feature_defaults": d.spec.feature_defaults.iter().map(|f| (f.feature.clone(), json!(f.value))).collect::<serde_json::Map<_, _>>(),
         "created_by": d.created_by,
         "created_at": d.created_at,
@@ -314,6 +368,40 @@ async fn update(
     let spec = spec_of(&body, Some(&current.deployment.spec))?;
     let view = s.serving.update(&actor, &name, spec, body.generation).await?;
     Ok(Json(json!({"deployment": deployment_json(&view)})))
+}
+
+/// The deployment's objective and how this node meets it over the window.
+async fn objective(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let Some(r) = s.serving.objective(&name).map_err(serving_error)? else {
+        return Err(ApiError::new(
+            plinth_core::ErrorCode::ResourceDoesNotExist,
+            format!("Deployment '{name}' declares no objective; set one with objective (\"p99_ms<50,availability>99.9%\")"),
+        ));
+    };
+    let o = &r.objective;
+    Ok(Json(json!({
+        "deployment": name,
+        "objective": o.to_string(),
+        "window_secs": o.window_secs,
+        "observed_secs": r.observed_secs,
+        "scope": "this node",
+        "requests": r.requests,
+        "errors": r.errors,
+        "latency": o.latency_ms.map(|target| json!({
+            "target_ms": target,
+            "percentile": o.latency_percentile,
+            "observed_ms": r.latency.map(|l| l.as_secs_f64() * 1e3),
+            "share_within_target": r.share_within_latency,
+            "met": r.latency_met(),
+        })),
+        "availability": o.availability.map(|target| json!({
+            "target": target,
+            "observed": r.availability,
+            "server_errors": r.faults,
+            "met": r.availability_met(),
+            "error_budget_remaining": r.error_budget_remaining().map(j::double),
+        })),
+    })))
 }
 
 async fn delete(State(s): State<AppState>, Caller(actor): Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -213,10 +213,10 @@ impl Rollback {
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if let Some(v) = part.strip_prefix("error_rate>") {
                 let (number, scale) = match v.strip_suffix('%') {
-                    Some(n) => (n, 0.01),
+                    Some(n) => (n, 100.0),
                     None => (v, 1.0),
                 };
-                let rate = number.trim().parse::<f64>().map_err(|_| bad(part, "error_rate takes a number"))? * scale;
+                let rate = number.trim().parse::<f64>().map_err(|_| bad(part, "error_rate takes a number"))? / scale;
                 out.max_error_rate = Some(rate);
             } else if let Some(v) = part.strip_prefix("p99_ms>") {
                 out.max_p99_ms = Some(v.trim().parse::<f64>().map_err(|_| bad(part, "p99_ms takes a number of milliseconds"))?);
@@ -278,6 +278,109 @@ impl fmt::Display for Rollback {
     }
 }
 
+/// Shortest and longest window an objective is measured over.
+pub const MIN_OBJECTIVE_WINDOW_SECS: u32 = 60;
+pub const MAX_OBJECTIVE_WINDOW_SECS: u32 = 30 * 86_400;
+
+/// A deployment's service-level objective: a share `latency_percentile` of requests answered
+/// within `latency_ms`, and a share `availability` of requests answered without a server-side
+/// failure, over the last `window_secs`. Its attainment is readable through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub latency_ms: Option<f64>,
+    /// In (0, 1): 0.99 reads "99% of requests within `latency_ms`".
+    pub latency_percentile: f64,
+    /// In (0, 1]: 0.999 is "three nines".
+    pub availability: Option<f64>,
+    pub window_secs: u32,
+}
+
+impl Default for Objective {
+    fn default() -> Objective {
+        Objective { latency_ms: None, latency_percentile: 0.99, availability: None, window_secs: 3600 }
+    }
+}
+
+impl Objective {
+    /// Parses the CLI's form: comma-separated `p99_ms<50` (any percentile: `p95_ms<20`,
+    /// `p99.9_ms<80`), `availability>99.9%` (or `>0.999`) and `window=3600s`.
+    pub fn parse(raw: &str) -> Result<Objective, InvalidParameter> {
+        let bad = |part: &str, why: &str| {
+            InvalidParameter::invalid_value(
+                "objective",
+                raw,
+                &format!("{why} ('{part}'). Use e.g. p99_ms<50,availability>99.9%,window=3600s."),
+            )
+        };
+        let mut out = Objective::default();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some(rest) = part.strip_prefix('p')
+                && let Some((pct, ms)) = rest.split_once("_ms<")
+            {
+                let pct: f64 = pct.parse().map_err(|_| bad(part, "the percentile takes a number"))?;
+                out.latency_percentile = pct / 100.0;
+                out.latency_ms = Some(ms.trim().parse().map_err(|_| bad(part, "the latency takes a number of milliseconds"))?);
+            } else if let Some(v) = part.strip_prefix("availability>") {
+                let (number, scale) = match v.strip_suffix('%') {
+                    Some(n) => (n, 100.0),
+                    None => (v, 1.0),
+                };
+                out.availability = Some(number.trim().parse::<f64>().map_err(|_| bad(part, "availability takes a number"))? / scale);
+            } else if let Some(v) = part.strip_prefix("window=") {
+                let secs = v.trim().strip_suffix('s').unwrap_or(v.trim());
+                out.window_secs = secs.parse().map_err(|_| bad(part, "window takes whole seconds"))?;
+            } else {
+                return Err(bad(part, "unknown objective"));
+            }
+        }
+        out.validate()?;
+        Ok(out)
+    }
+
+    pub fn validate(&self) -> Result<(), InvalidParameter> {
+        if self.latency_ms.is_none() && self.availability.is_none() {
+            return Err(InvalidParameter::new("An objective needs a latency (p99_ms<…), an availability, or both"));
+        }
+        if !(self.latency_percentile > 0.0 && self.latency_percentile < 1.0) {
+            return Err(InvalidParameter::new(format!(
+                "the objective's latency percentile is between 0 and 100 (exclusive); got {}",
+                self.latency_percentile * 100.0
+            )));
+        }
+        if let Some(ms) = self.latency_ms
+            && !(ms > 0.0 && ms <= MAX_TIMEOUT_MILLIS as f64)
+        {
+            return Err(InvalidParameter::new(format!("the objective's latency is between 0 and {MAX_TIMEOUT_MILLIS} ms; got {ms}")));
+        }
+        if let Some(a) = self.availability
+            && !(a > 0.0 && a <= 1.0)
+        {
+            return Err(InvalidParameter::new(format!("the objective's availability is a share in (0, 100%]; got {a}")));
+        }
+        if !(MIN_OBJECTIVE_WINDOW_SECS..=MAX_OBJECTIVE_WINDOW_SECS).contains(&self.window_secs) {
+            return Err(InvalidParameter::new(format!(
+                "the objective's window is between {MIN_OBJECTIVE_WINDOW_SECS} and {MAX_OBJECTIVE_WINDOW_SECS} seconds; got {}",
+                self.window_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Objective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(ms) = self.latency_ms {
+            parts.push(format!("p{}_ms<{ms}", self.latency_percentile * 100.0));
+        }
+        if let Some(a) = self.availability {
+            parts.push(format!("availability>{}%", a * 100.0));
+        }
+        parts.push(format!("window={}s", self.window_secs));
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// A value served for a feature whose online value is missing or stale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureDefault {
@@ -307,6 +410,8 @@ pub struct DeploymentSpec {
     pub log_inputs: Option<f64>,
     /// Values served for features that are missing or stale; a feature without one is refused.
     pub feature_defaults: Vec<FeatureDefault>,
+    /// The latency and availability objective whose attainment the API reports.
+    pub objective: Option<Objective>,
 }
 
 impl DeploymentSpec {
@@ -323,6 +428,7 @@ impl DeploymentSpec {
             rollback: None,
             log_inputs: None,
             feature_defaults: Vec::new(),
+            objective: None,
         }
     }
 
@@ -430,6 +536,9 @@ impl DeploymentSpec {
             return Err(InvalidParameter::new(format!(
                 "log_inputs is the fraction of requests whose inputs are logged, in (0, 1]; got {f}"
             )));
+        }
+        if let Some(o) = &self.objective {
+            o.validate()?;
         }
         if !self.feature_defaults.is_empty() && self.feature_service.is_none() {
             return Err(InvalidParameter::new("feature_defaults need a feature_service"));
@@ -608,6 +717,27 @@ mod tests {
             ("latency>5", "unknown condition"),
         ] {
             let err = Rollback::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains(why), "{bad}: {err} should mention {why}");
+        }
+    }
+
+    #[test]
+    fn objectives_parse_print_and_check() {
+        let o = Objective::parse("p99_ms<50,availability>99.9%").expect("valid");
+        assert_eq!((o.latency_ms, o.latency_percentile, o.window_secs), (Some(50.0), 0.99, 3600));
+        assert!((o.availability.expect("availability") - 0.999).abs() < 1e-12);
+        assert_eq!(Objective::parse(&o.to_string()).expect("round trip"), o);
+        let o = Objective::parse("p95_ms<20,window=600s").expect("valid");
+        assert!((o.latency_percentile - 0.95).abs() < 1e-12);
+        for (bad, why) in [
+            ("window=600s", "a latency"),
+            ("p100_ms<5", "percentile"),
+            ("p99_ms<0", "latency is between"),
+            ("availability>120%", "availability is a share"),
+            ("p99_ms<5,window=10s", "window is between"),
+            ("throughput>5", "unknown objective"),
+        ] {
+            let err = Objective::parse(bad).expect_err(bad);
             assert!(err.to_string().contains(why), "{bad}: {err} should mention {why}");
         }
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use plinth_core::audit::{Actor, AuditEvent, Change};
-use plinth_core::serving::{Deployment, DeploymentSpec, Variant, validate_name};
+use plinth_core::serving::{Deployment, DeploymentSpec, Objective, Variant, validate_name};
 use plinth_core::validation::InvalidParameter;
 use plinth_core::{ErrorCode, HasErrorCode};
 use plinth_store::AuditLog;
@@ -30,6 +30,7 @@ use crate::rollback::{Monitor, Notifier, Verdict};
 use crate::router::Router;
 use crate::source::{ModelSource, ResolvedVersion, SourceError};
 use crate::tensor::{Tensor, TensorError, TensorSpec};
+use crate::window::Window;
 
 /// What the serving service is configured with.
 #[derive(Debug, Clone)]
@@ -210,6 +211,65 @@ pub struct DeploymentService {
     order_queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<RollbackOrder>>>,
     predictions: Arc<PredictionLog>,
     features: Option<Arc<dyn FeatureLookup>>,
+    /// Per deployment with an objective: its window, kept across reloads while the window's length holds.
+    objectives: RwLock<HashMap<String, Arc<ObjectiveWatch>>>,
+}
+
+/// A deployment's requests over its objective's window.
+struct ObjectiveWatch {
+    window_secs: u32,
+    window: std::sync::Mutex<Window>,
+    origin: std::time::Instant,
+}
+
+impl ObjectiveWatch {
+    fn new(window_secs: u32) -> ObjectiveWatch {
+        // 60 buckets whatever the length: a month costs what a minute does.
+        let width = window_secs.div_ceil(60).max(1);
+        ObjectiveWatch { window_secs, window: std::sync::Mutex::new(Window::new(window_secs, width)), origin: std::time::Instant::now() }
+    }
+
+    fn record(&self, latency: Duration, error: bool, fault: bool) {
+        let now = self.origin.elapsed().as_secs();
+        self.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(now, latency, error, fault);
+    }
+}
+
+/// How a deployment meets its objective, over the window, as this node served it.
+#[derive(Debug, Clone)]
+pub struct ObjectiveReport {
+    pub objective: Objective,
+    /// Seconds of the window this node has watched (the window, once it has run that long).
+    pub observed_secs: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub faults: u64,
+    /// The latency under which the objective's share of requests fell, and that share's attainment.
+    pub latency: Option<Duration>,
+    pub share_within_latency: Option<f64>,
+    pub availability: f64,
+}
+
+impl ObjectiveReport {
+    /// Whether the objective's share of requests fell within its latency (vacuously, with no requests).
+    pub fn latency_met(&self) -> Option<bool> {
+        self.objective.latency_ms?;
+        Some(self.share_within_latency.is_none_or(|share| share >= self.objective.latency_percentile))
+    }
+
+    pub fn availability_met(&self) -> Option<bool> {
+        self.objective.availability.map(|target| self.availability >= target)
+    }
+
+    /// The share of the availability's error budget left: 1 untouched, 0 spent, below 0 overspent.
+    pub fn error_budget_remaining(&self) -> Option<f64> {
+        let target = self.objective.availability?;
+        let budget = 1.0 - target;
+        if budget <= 0.0 {
+            return Some(if self.faults == 0 { 1.0 } else { f64::NEG_INFINITY });
+        }
+        Some(1.0 - (1.0 - self.availability) / budget)
+    }
 }
 
 /// What a request says about itself besides its inputs.
@@ -263,6 +323,7 @@ impl DeploymentService {
             order_queue: std::sync::Mutex::new(Some(order_queue)),
             predictions: Arc::new(PredictionLog::disabled()),
             features: None,
+            objectives: RwLock::new(HashMap::new()),
         }
     }
 
@@ -418,6 +479,19 @@ impl DeploymentService {
         for v in live.variants.iter().flatten() {
             metrics::gauge!(crate::metrics::LOADED_VERSION, &labels(&name, &v.spec.name)).set(v.version as f64);
         }
+        {
+            let mut watches = self.objectives.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &live.deployment.spec.objective {
+                // Thresholds may change; the requests seen stay while the window's length does.
+                Some(o) if watches.get(&name).is_some_and(|w| w.window_secs == o.window_secs) => {}
+                Some(o) => {
+                    watches.insert(name.clone(), Arc::new(ObjectiveWatch::new(o.window_secs)));
+                }
+                None => {
+                    watches.remove(&name);
+                }
+            }
+        }
         // The old state is dropped after the switch: requests it accepted finish on it.
         map.insert(name, Arc::new(live));
     }
@@ -451,6 +525,7 @@ impl DeploymentService {
         let stored = self.all_deployments().await?;
         let names: std::collections::HashSet<&str> = stored.iter().map(|d| d.name.as_str()).collect();
         self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|name, _| names.contains(name.as_str()));
+        self.objectives.write().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|name, _| names.contains(name.as_str()));
         for d in stored {
             let previous = self.live(&d.name).ok();
             let stale = previous.as_ref().is_none_or(|p| p.deployment.generation != d.generation);
@@ -472,13 +547,14 @@ impl DeploymentService {
                     })
                 })
                 .collect();
-            self.install(live);
+            // Recorded before the switch, so whoever sees the new version finds the record too.
             if !changes.is_empty() {
-                let event = AuditEvent::new(&Actor::system(), "deployment.follow", "deployment", name).with_changes(changes);
+                let event = AuditEvent::new(&Actor::system(), "deployment.follow", "deployment", &name).with_changes(changes);
                 if let Err(e) = plinth_store::audit::append_detached(&self.audit, event).await {
                     tracing::warn!(error = %e, "could not record a deployment's switch in the audit trail");
                 }
             }
+            self.install(live);
         }
         Ok(())
     }
@@ -652,6 +728,7 @@ impl DeploymentService {
             });
             self.store.delete_deployment(name, record).await?;
             self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+            self.objectives.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
             Ok(())
         }
         .await;
@@ -691,6 +768,27 @@ impl DeploymentService {
             .get(name)
             .cloned()
             .ok_or_else(|| plinth_store::Error::Serving(plinth_store::ServingError::DeploymentNotFound { name: name.to_owned() }).into())
+    }
+
+    /// How the deployment meets its objective on this node; `None` when it declares none.
+    pub fn objective(&self, name: &str) -> Result<Option<ObjectiveReport>> {
+        let live = self.live(name)?;
+        let Some(objective) = live.deployment.spec.objective.clone() else { return Ok(None) };
+        let watch = self.objectives.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+        let Some(watch) = watch else { return Ok(None) };
+        let now = watch.origin.elapsed().as_secs();
+        let stats = watch.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats(now);
+        let seen = stats.requests > 0;
+        Ok(Some(ObjectiveReport {
+            observed_secs: now.min(u64::from(objective.window_secs)),
+            requests: stats.requests,
+            errors: stats.errors,
+            faults: stats.faults,
+            latency: (seen && objective.latency_ms.is_some()).then(|| stats.quantile(objective.latency_percentile)),
+            share_within_latency: objective.latency_ms.filter(|_| seen).map(|ms| stats.share_within(Duration::from_secs_f64(ms / 1e3))),
+            availability: stats.availability(),
+            objective,
+        }))
     }
 
     /// Whether the deployment can answer: every primary with weight is loaded.
@@ -784,6 +882,13 @@ impl DeploymentService {
         metrics::counter!(crate::metrics::REQUESTS, &counted).increment(1);
         let elapsed = started.elapsed();
         metrics::histogram!(crate::metrics::REQUEST_SECONDS, &labels).record(elapsed.as_secs_f64());
+        if live.deployment.spec.objective.is_some() {
+            let watch = self.objectives.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+            if let Some(watch) = watch {
+                let fault = res.as_ref().err().is_some_and(|e| e.error_code().http_status() >= 500);
+                watch.record(elapsed, res.is_err(), fault);
+            }
+        }
         if let Some(monitor) = &live.monitor {
             monitor.record(idx, elapsed, res.is_err());
             if let Some(verdict) = monitor.check(&live.deployment.spec) {

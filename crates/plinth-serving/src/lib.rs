@@ -25,9 +25,12 @@ pub mod rollback;
 pub mod router;
 pub mod source;
 pub mod tensor;
+pub mod window;
 
 pub use batcher::{BatchConfig, BatchError, Batchable, Batcher, Executor};
-pub use deployments::{DeploymentService, DeploymentView, Inference, ModelMetadata, RequestInfo, ServingConfig, VariantState};
+pub use deployments::{
+    DeploymentService, DeploymentView, Inference, ModelMetadata, ObjectiveReport, RequestInfo, ServingConfig, VariantState,
+};
 pub use features::{FeatureColumn, FeatureLookup, Scalar, ServiceShape};
 pub use infer::{Batched, InferRequest, TensorModel};
 pub use onnx::{OnnxModel, OnnxOptions, OnnxRuntime};

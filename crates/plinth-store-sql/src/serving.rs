@@ -3,7 +3,9 @@
 //! single writer serializes them), so the generation compare-and-set cannot interleave.
 
 use async_trait::async_trait;
-use plinth_core::serving::{Batching, Deployment, DeploymentSpec, FeatureDefault, ModelRef, ModelTarget, Rollback, Runtime, Variant};
+use plinth_core::serving::{
+    Batching, Deployment, DeploymentSpec, FeatureDefault, ModelRef, ModelTarget, Objective, Rollback, Runtime, Variant,
+};
 use plinth_store::audit::Record;
 use plinth_store::serving::{DeploymentStore, NewDeployment};
 use plinth_store::tracking::{PageRequest, Rows};
@@ -55,6 +57,7 @@ fn from_row(row: &AnyRow) -> Result<Deployment, sqlx::Error> {
             rollback: None,
             log_inputs: None,
             feature_defaults: Vec::new(),
+            objective: None,
         },
         generation: get_i64(row, "generation")?,
         created_by: get_str(row, "created_by")?,
@@ -80,6 +83,12 @@ fn encode_policies(spec: &DeploymentSpec) -> Option<String> {
     if let Some(f) = spec.log_inputs {
         out.insert("log_inputs".into(), json!(f));
     }
+    if let Some(o) = &spec.objective {
+        out.insert(
+            "objective".into(),
+            json!({"latency_ms": o.latency_ms, "latency_percentile": o.latency_percentile, "availability": o.availability, "window_secs": o.window_secs}),
+        );
+    }
     if !spec.feature_defaults.is_empty() {
         // A list, not an object: the declared order is kept.
         let list: Vec<Value> = spec.feature_defaults.iter().map(|d| json!([d.feature, d.value])).collect();
@@ -91,6 +100,14 @@ fn encode_policies(spec: &DeploymentSpec) -> Option<String> {
 fn decode_policies(text: &str, spec: &mut DeploymentSpec) -> Result<(), ()> {
     let value: Value = serde_json::from_str(text).map_err(|_| ())?;
     spec.log_inputs = value.get("log_inputs").and_then(Value::as_f64);
+    if let Some(o) = value.get("objective") {
+        spec.objective = Some(Objective {
+            latency_ms: o.get("latency_ms").and_then(Value::as_f64),
+            latency_percentile: o.get("latency_percentile").and_then(Value::as_f64).ok_or(())?,
+            availability: o.get("availability").and_then(Value::as_f64),
+            window_secs: o.get("window_secs").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or(())?,
+        });
+    }
     if let Some(list) = value.get("feature_defaults").and_then(Value::as_array) {
         spec.feature_defaults = list
             .iter()

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use plinth_core::serving::{Batching, Deployment, DeploymentSpec, FeatureDefault, ModelRef, ModelTarget, Rollback, Runtime, Variant};
+use plinth_core::serving::{
+    Batching, Deployment, DeploymentSpec, FeatureDefault, ModelRef, ModelTarget, Objective, Rollback, Runtime, Variant,
+};
 
 use crate::conformance::{Harness, rec};
 use crate::conformance_audit::{recorded, trail};
@@ -63,6 +65,7 @@ fn full_spec() -> DeploymentSpec {
             FeatureDefault { feature: "tenure".into(), value: 0.0 },
             FeatureDefault { feature: "spend".into(), value: -1.5 },
         ],
+        objective: Some(Objective { latency_ms: Some(25.5), latency_percentile: 0.95, availability: Some(0.999), window_secs: 600 }),
     }
 }
 
@@ -123,6 +126,7 @@ pub async fn serving_generation_compare_and_set(h: &Harness) {
     changed.rollback = Some(Rollback { max_error_rate: None, max_p99_ms: Some(20.0), ..Rollback::default() });
     changed.log_inputs = None;
     changed.feature_defaults = Vec::new();
+    changed.objective = None;
     let updated = store.update_deployment("d", created.generation, &changed, 50, rec()).await.expect("update");
     assert_eq!((updated.generation, updated.updated_at, updated.created_at), (2, 50, 10));
     assert_eq!(updated.spec, changed, "variants replaced whole, options and clears stored");

@@ -31,6 +31,8 @@ pub(crate) enum DeploymentsCommand {
     Get { name: String },
     /// Stop serving a deployment and delete it.
     Delete { name: String },
+    /// How a deployment meets its latency and availability objective (as the answering node served it).
+    Objective { name: String },
 }
 
 #[derive(Args)]
@@ -58,6 +60,13 @@ pub(crate) struct SpecArgs {
     /// On update: stop rolling back automatically.
     #[arg(long)]
     no_rollback: bool,
+    /// The latency and availability objective, e.g. "p99_ms<50,availability>99.9%,window=3600s";
+    /// read its attainment with `plinth deployments objective NAME`.
+    #[arg(long, conflicts_with = "no_objective")]
+    objective: Option<String>,
+    /// On update: remove the objective.
+    #[arg(long)]
+    no_objective: bool,
     /// A value for a feature that is missing or stale, as FEATURE=NUMBER (repeat for several; with
     /// --feature-service). A feature without one is refused when missing.
     #[arg(long)]
@@ -175,6 +184,15 @@ fn body(spec: SpecArgs, current: Option<&Value>) -> anyhow::Result<Value> {
         }
         out.insert("feature_defaults".into(), Value::Object(defaults));
     }
+    match (&spec.objective, spec.no_objective) {
+        (Some(objective), _) => {
+            out.insert("objective".into(), json!(objective));
+        }
+        (None, true) => {
+            out.insert("objective".into(), Value::Null);
+        }
+        (None, false) => {}
+    }
     match (&spec.rollback_on, spec.no_rollback) {
         (Some(condition), _) => {
             out.insert("rollback".into(), json!(condition));
@@ -240,6 +258,7 @@ pub(crate) fn run(conn: &Connection, command: DeploymentsCommand) -> anyhow::Res
         DeploymentsCommand::List { limit } => c.call(Method::GET, "/deployments", &[("max_results", limit.to_string())], None)?,
         DeploymentsCommand::Get { name } => c.call(Method::GET, &format!("/deployments/{}", enc(&name)), &[], None)?,
         DeploymentsCommand::Delete { name } => c.call(Method::DELETE, &format!("/deployments/{}", enc(&name)), &[], None)?,
+        DeploymentsCommand::Objective { name } => c.call(Method::GET, &format!("/deployments/{}/objective", enc(&name)), &[], None)?,
     };
     print(&value)
 }

@@ -72,8 +72,9 @@ enum Command {
     Deployments {
         #[command(flatten)]
         conn: client::Connection,
+        /// Boxed: its create and update options make it the largest command by far.
         #[command(subcommand)]
-        command: deployments_cli::DeploymentsCommand,
+        command: Box<deployments_cli::DeploymentsCommand>,
     },
     /// The audit trail (talks to a running server).
     #[command(after_help = client::CREDENTIALS_HELP)]
@@ -230,7 +231,7 @@ fn run() -> anyhow::Result<()> {
         Command::Tokens { args, command } => admin::tokens(&args.config()?, command),
         Command::Audit { conn, command } => client::audit(&conn, command),
         Command::Features { conn, command } => features_cli::run(&conn, command),
-        Command::Deployments { conn, command } => deployments_cli::run(&conn, command),
+        Command::Deployments { conn, command } => deployments_cli::run(&conn, *command),
     }
 }
 

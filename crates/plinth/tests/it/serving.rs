@@ -526,6 +526,31 @@ async fn a_challenger_that_fails_is_rolled_back_by_itself() {
     );
     assert!(updated["deployment"]["rollback"].is_null(), "{updated}");
 
+    // An objective: its attainment over its window, as this node served it. Bad input is an error
+    // but not a failure of the server's, so it does not count against availability.
+    let condition = "p99_ms<5000,availability>99.9%,window=600s";
+    let with_objective = cli(&url, &["deployments", "update", "guarded", "--objective", condition]);
+    assert_eq!(with_objective["deployment"]["objective"]["condition"], condition, "{with_objective}");
+    for _ in 0..20 {
+        sent += 1;
+        let (status, answer) = post(&client, &url, "/v2/models/guarded/infer", request.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    sent += 1;
+    failures += 1;
+    let (status, _) =
+        post(&client, &url, "/v2/models/guarded/infer", json!({"inputs": [{"name": "X", "shape": [1], "datatype": "FP32", "data": [1]}]}))
+            .await;
+    assert_eq!(status, 400);
+    let report = cli(&url, &["deployments", "objective", "guarded"]);
+    assert_eq!((report["requests"].as_u64(), report["errors"].as_u64()), (Some(21), Some(1)), "{report}");
+    assert_eq!(report["availability"]["observed"], json!(1.0), "{report}");
+    assert_eq!(report["availability"]["met"], json!(true), "{report}");
+    assert_eq!(report["latency"]["met"], json!(true), "{report}");
+    assert!(report["latency"]["observed_ms"].as_f64().is_some_and(|ms| ms > 0.0 && ms < 5000.0), "{report}");
+    let (status, body) = get(&client, &url, "/api/plinth/v1/deployments/no-such/objective").await;
+    assert_eq!(status, 404, "{body}");
+
     // The prediction log: every request above, in Parquet, readable once the server has stopped.
     server.terminate(std::time::Duration::from_secs(30)).expect("graceful stop");
     let mut files = Vec::new();
@@ -561,7 +586,7 @@ async fn a_challenger_that_fails_is_rolled_back_by_itself() {
                 with_inputs += usize::from(!inputs.is_null(r));
                 assert_eq!(ok, !outputs.is_null(r), "outputs are logged for answered requests only");
                 let (v, n) = (variant.as_string::<i32>().value(r), version.as_primitive::<Int64Type>().value(r));
-                assert!((v == "stable" && n == stable) || (v == "challenger" && n == challenger), "{v} {n}");
+                assert!(((v == "stable" || v == "fresh") && n == stable) || (v == "challenger" && n == challenger), "{v} {n}");
             }
         }
     }
