@@ -184,23 +184,17 @@ fn body(spec: SpecArgs, current: Option<&Value>) -> anyhow::Result<Value> {
         }
         out.insert("feature_defaults".into(), Value::Object(defaults));
     }
-    match (&spec.objective, spec.no_objective) {
-        (Some(objective), _) => {
-            out.insert("objective".into(), json!(objective));
+    // A policy given sets it; its --no-… flag clears it (null); neither leaves it as it is.
+    for (key, given, clear) in [("objective", &spec.objective, spec.no_objective), ("rollback", &spec.rollback_on, spec.no_rollback)] {
+        match (given, clear) {
+            (Some(text), _) => {
+                out.insert(key.into(), json!(text));
+            }
+            (None, true) => {
+                out.insert(key.into(), Value::Null);
+            }
+            (None, false) => {}
         }
-        (None, true) => {
-            out.insert("objective".into(), Value::Null);
-        }
-        (None, false) => {}
-    }
-    match (&spec.rollback_on, spec.no_rollback) {
-        (Some(condition), _) => {
-            out.insert("rollback".into(), json!(condition));
-        }
-        (None, true) => {
-            out.insert("rollback".into(), Value::Null);
-        }
-        (None, false) => {}
     }
     let mut batching = Map::new();
     if let Some(v) = spec.max_batch_size {
