@@ -243,11 +243,15 @@ def mlflow_phase(loadgen_bin: Path, root: Path, fitted: dict, seconds: float) ->
         model_dir = root / f"mlflow-{name}"
         import pandas as pd
 
-        mlflow.sklearn.save_model(estimator, str(model_dir), input_example=pd.DataFrame(x[:2], columns=[f"f{i}" for i in range(x.shape[1])]))
+        # cloudpickle: MLflow 3.17's default (skops) needs a package the driver does not have.
+        mlflow.sklearn.save_model(estimator, str(model_dir), serialization_format="cloudpickle",
+                                  input_example=pd.DataFrame(x[:2], columns=[f"f{i}" for i in range(x.shape[1])]))
         port = common.free_port()
         work = root / f"mlflow-serve-{name}"
         work.mkdir()
-        env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+        # `mlflow models serve` starts uvicorn by name: its virtualenv's bin goes first on PATH.
+        path = f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = dict(os.environ, PATH=path, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
         argv = [str(mlflow_bin), "models", "serve", "-m", str(model_dir), "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
         srv = ServerProcess(f"mlflow-{name}", argv, work, url=f"http://127.0.0.1:{port}", env=env)
         startup = srv.start(180)
@@ -338,7 +342,7 @@ def main(argv: list[str]) -> int:
         if args.with_mlflow:
             try:
                 mlflow_result = mlflow_phase(loadgen_bin, root, fitted, args.seconds)
-            except BenchFailure as e:
+            except (BenchFailure, SetupError, OSError, ValueError, ImportError) as e:
                 failures.append(f"MLflow: {e}")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -171,7 +171,8 @@ impl Default for Batching {
         Batching {
             max_batch_size: 64,
             preferred_batch_sizes: Vec::new(),
-            max_queue_delay_micros: 100,
+            // Triton's default: no waiting; batches form from what queued while an instance ran.
+            max_queue_delay_micros: 0,
             max_queue_size: 4096,
             timeout_millis: None,
         }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 use plinth_features::arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
@@ -75,6 +75,8 @@ pub struct PredictionLog {
 const BATCH_ROWS: usize = 4096;
 /// Longest a record waits on the writer thread before its batch is written.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// How often the writer drains the queue.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 impl PredictionLog {
     /// A log that keeps nothing.
@@ -231,27 +233,33 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Message>) {
-        let tick = BATCH_DELAY.min(self.config.roll_interval);
+        // The writer sleeps and drains what arrived, rather than waking for each record: a
+        // request's append costs a queue push, never a wake-up of another thread (which, on a
+        // small machine, competes with serving for the CPU).
+        let tick = DRAIN_EVERY.min(self.config.roll_interval);
         loop {
-            match rx.recv_timeout(tick) {
-                Ok(Message::Record(p)) => {
-                    self.oldest_pending.get_or_insert_with(Instant::now);
-                    self.pending.push(*p);
-                    if self.pending.len() >= BATCH_ROWS {
-                        self.write_pending();
+            std::thread::sleep(tick);
+            loop {
+                match rx.try_recv() {
+                    Ok(Message::Record(p)) => {
+                        self.oldest_pending.get_or_insert_with(Instant::now);
+                        self.pending.push(*p);
+                        if self.pending.len() >= BATCH_ROWS {
+                            self.write_pending();
+                        }
                     }
+                    Ok(Message::Flush(ack)) => {
+                        self.write_pending();
+                        self.close_all();
+                        let _ = ack.send(());
+                    }
+                    Ok(Message::Close) | Err(TryRecvError::Disconnected) => {
+                        self.write_pending();
+                        self.close_all();
+                        return;
+                    }
+                    Err(TryRecvError::Empty) => break,
                 }
-                Ok(Message::Flush(ack)) => {
-                    self.write_pending();
-                    self.close_all();
-                    let _ = ack.send(());
-                }
-                Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => {
-                    self.write_pending();
-                    self.close_all();
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {}
             }
             if self.oldest_pending.is_some_and(|t| t.elapsed() >= BATCH_DELAY) {
                 self.write_pending();
