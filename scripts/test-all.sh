@@ -107,7 +107,7 @@ step "MLflow compatibility suite (real mlflow-skinny client against the real bin
 export PLINTH_BIN="$CARGO_TARGET_DIR/debug/plinth"
 "$VENV/bin/python" -m pytest -c tests/compat/pytest.ini --rootdir tests/compat -q tests/compat
 
-step "Serving compatibility suite (real tritonclient against the real binary, answers checked against onnxruntime)"
+step "Serving compatibility suite (real tritonclient over HTTP and gRPC, and MLflow's scoring payloads, against the real binary; answers checked against onnxruntime and MLflow)"
 "$SERVING_VENV/bin/python" -m pytest -c tests/serving/pytest.ini --rootdir tests/serving -q tests/serving
 
 ensure_venv "$FEAST_VENV" tests/feast/requirements.txt
