@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use plinth_core::audit::{Actor, AuditEvent, Change};
-use plinth_core::serving::{Deployment, DeploymentSpec, Objective, Variant, validate_name};
+use plinth_core::serving::{Deployment, DeploymentSpec, Variant, validate_name};
 use plinth_core::validation::InvalidParameter;
 use plinth_core::{ErrorCode, HasErrorCode};
 use plinth_store::AuditLog;
@@ -24,13 +24,14 @@ use plinth_store::tracking::{PageRequest, Rows};
 use crate::batcher::{BatchConfig, BatchError, Batcher};
 use crate::features::{FeatureColumn, FeatureLookup, ServiceShape, assemble, check_fit, request_inputs, split_entities};
 use crate::infer::{Batched, InferRequest};
+use crate::objectives::{ObjectiveReport, ObjectiveWatch};
 use crate::onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
 use crate::predictions::{Prediction, PredictionLog};
 use crate::rollback::{Monitor, Notifier, Verdict};
 use crate::router::Router;
+use crate::shadow::run_shadow;
 use crate::source::{ModelSource, ResolvedVersion, SourceError};
 use crate::tensor::{Tensor, TensorError, TensorSpec};
-use crate::window::Window;
 
 /// What the serving service is configured with.
 #[derive(Debug, Clone)]
@@ -125,12 +126,12 @@ pub struct ModelMetadata {
     pub outputs: Vec<TensorSpec>,
 }
 
-struct LiveVariant {
-    spec: Variant,
+pub(crate) struct LiveVariant {
+    pub(crate) spec: Variant,
     version: i64,
-    inputs: Vec<TensorSpec>,
+    pub(crate) inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
-    batcher: Batcher<InferRequest, Vec<Tensor>>,
+    pub(crate) batcher: Batcher<InferRequest, Vec<Tensor>>,
 }
 
 struct Live {
@@ -213,63 +214,6 @@ pub struct DeploymentService {
     features: Option<Arc<dyn FeatureLookup>>,
     /// Per deployment with an objective: its window, kept across reloads while the window's length holds.
     objectives: RwLock<HashMap<String, Arc<ObjectiveWatch>>>,
-}
-
-/// A deployment's requests over its objective's window.
-struct ObjectiveWatch {
-    window_secs: u32,
-    window: std::sync::Mutex<Window>,
-    origin: std::time::Instant,
-}
-
-impl ObjectiveWatch {
-    fn new(window_secs: u32) -> ObjectiveWatch {
-        // 60 buckets whatever the length: a month costs what a minute does.
-        let width = window_secs.div_ceil(60).max(1);
-        ObjectiveWatch { window_secs, window: std::sync::Mutex::new(Window::new(window_secs, width)), origin: std::time::Instant::now() }
-    }
-
-    fn record(&self, latency: Duration, error: bool, fault: bool) {
-        let now = self.origin.elapsed().as_secs();
-        self.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(now, latency, error, fault);
-    }
-}
-
-/// How a deployment meets its objective, over the window, as this node served it.
-#[derive(Debug, Clone)]
-pub struct ObjectiveReport {
-    pub objective: Objective,
-    /// Seconds of the window this node has watched (the window, once it has run that long).
-    pub observed_secs: u64,
-    pub requests: u64,
-    pub errors: u64,
-    pub faults: u64,
-    /// The latency under which the objective's share of requests fell, and that share's attainment.
-    pub latency: Option<Duration>,
-    pub share_within_latency: Option<f64>,
-    pub availability: f64,
-}
-
-impl ObjectiveReport {
-    /// Whether the objective's share of requests fell within its latency (vacuously, with no requests).
-    pub fn latency_met(&self) -> Option<bool> {
-        self.objective.latency_ms?;
-        Some(self.share_within_latency.is_none_or(|share| share >= self.objective.latency_percentile))
-    }
-
-    pub fn availability_met(&self) -> Option<bool> {
-        self.objective.availability.map(|target| self.availability >= target)
-    }
-
-    /// The share of the availability's error budget left: 1 untouched, 0 spent, below 0 overspent.
-    pub fn error_budget_remaining(&self) -> Option<f64> {
-        let target = self.objective.availability?;
-        let budget = 1.0 - target;
-        if budget <= 0.0 {
-            return Some(if self.faults == 0 { 1.0 } else { f64::NEG_INFINITY });
-        }
-        Some(1.0 - (1.0 - self.availability) / budget)
-    }
 }
 
 /// What a request says about itself besides its inputs.
@@ -929,50 +873,8 @@ impl DeploymentService {
     }
 }
 
-/// Runs a shadow's copy of a request and compares its answer with the primary's: the outcome,
-/// whether the two agree, and the shadow's latency go to the metrics; the answer goes nowhere.
-async fn run_shadow(deployment: String, shadow: Arc<LiveVariant>, inputs: Vec<Tensor>, primary: Vec<Tensor>, timeout: Option<Duration>) {
-    let labels = labels(&deployment, &shadow.spec.name);
-    let started = std::time::Instant::now();
-    let res: Result<Vec<Tensor>> = async {
-        check_inputs(&shadow.inputs, &inputs)?;
-        Ok(shadow.batcher.submit(InferRequest::new(inputs)?, timeout).await?)
-    }
-    .await;
-    metrics::histogram!(crate::metrics::SHADOW_SECONDS, &labels).record(started.elapsed().as_secs_f64());
-    let outcome = match &res {
-        Ok(answer) if agree(&primary, answer) => "AGREE",
-        Ok(_) => "DISAGREE",
-        Err(e) => e.error_code().name(),
-    };
-    let mut counted = labels.to_vec();
-    counted.push(("outcome", outcome.to_owned()));
-    metrics::counter!(crate::metrics::SHADOW_REQUESTS, &counted).increment(1);
-}
-
-/// Whether two answers agree: the same outputs, shapes and values (floating-point values within
-/// a relative 1e-6, since runtimes may differ by a few ulps between batch sizes).
-fn agree(a: &[Tensor], b: &[Tensor]) -> bool {
-    fn close(x: f64, y: f64) -> bool {
-        x == y || (x - y).abs() <= 1e-6 * x.abs().max(y.abs())
-    }
-    a.len() == b.len()
-        && a.iter().all(|t| {
-            b.iter().find(|u| u.name == t.name).is_some_and(|u| {
-                t.shape == u.shape
-                    && match (&t.data, &u.data) {
-                        (crate::tensor::Data::F32(x), crate::tensor::Data::F32(y)) => {
-                            x.iter().zip(y).all(|(x, y)| close(f64::from(*x), f64::from(*y)))
-                        }
-                        (crate::tensor::Data::F64(x), crate::tensor::Data::F64(y)) => x.iter().zip(y).all(|(x, y)| close(*x, *y)),
-                        (x, y) => x == y,
-                    }
-            })
-        })
-}
-
 /// The labels of a variant's metrics.
-fn labels(deployment: &str, variant: &str) -> [(&'static str, String); 2] {
+pub(crate) fn labels(deployment: &str, variant: &str) -> [(&'static str, String); 2] {
     [("deployment", deployment.to_owned()), ("variant", variant.to_owned())]
 }
 
@@ -1018,7 +920,7 @@ async fn model_path(dir: PathBuf) -> PathBuf {
 
 /// The request's tensors against the model's inputs: every input given once, with its datatype
 /// and the model's fixed dimensions after the batch dimension.
-fn check_inputs(expected: &[TensorSpec], given: &[Tensor]) -> Result<()> {
+pub(crate) fn check_inputs(expected: &[TensorSpec], given: &[Tensor]) -> Result<()> {
     for t in given {
         let Some(spec) = expected.iter().find(|s| s.name == t.name) else {
             let names: Vec<&str> = expected.iter().map(|s| s.name.as_str()).collect();

@@ -19,20 +19,21 @@ pub mod deployments;
 pub mod features;
 pub mod infer;
 pub mod metrics;
+pub mod objectives;
 pub mod onnx;
 pub mod predictions;
 pub mod rollback;
 pub mod router;
+pub mod shadow;
 pub mod source;
 pub mod tensor;
 pub mod window;
 
 pub use batcher::{BatchConfig, BatchError, Batchable, Batcher, Executor};
-pub use deployments::{
-    DeploymentService, DeploymentView, Inference, ModelMetadata, ObjectiveReport, RequestInfo, ServingConfig, VariantState,
-};
+pub use deployments::{DeploymentService, DeploymentView, Inference, ModelMetadata, RequestInfo, ServingConfig, VariantState};
 pub use features::{FeatureColumn, FeatureLookup, Scalar, ServiceShape};
 pub use infer::{Batched, InferRequest, TensorModel};
+pub use objectives::ObjectiveReport;
 pub use onnx::{OnnxModel, OnnxOptions, OnnxRuntime};
 pub use predictions::{PredictionLog, PredictionLogConfig};
 pub use rollback::{Notifier, Silent};
