@@ -95,8 +95,9 @@ impl Stats {
         within as f64 / total as f64
     }
 
-    /// Stats of `requests` requests, `errors` of them failed, all at `latency` (for tests).
-    pub fn with_latency(requests: u64, errors: u64, latency: Duration) -> Stats {
+    /// Stats of `requests` requests, `errors` of them failed, all at `latency` (tests only).
+    #[cfg(test)]
+    pub(crate) fn with_latency(requests: u64, errors: u64, latency: Duration) -> Stats {
         let mut histogram = vec![0; LATENCY_BUCKETS];
         histogram[latency_bucket(latency)] = requests;
         Stats { requests, errors, faults: 0, histogram }
