@@ -175,6 +175,27 @@ async fn load(conn: &mut AnyConnection, dialect: crate::Dialect, name: &str, loc
     Ok(loaded.pop().ok_or_else(|| not_found(name))?)
 }
 
+/// Whether every deployment read still has the generation it was read at. A deployment's row and
+/// its variants are read by two statements outside a transaction; a change committed between them
+/// bumps the generation, so an unchanged generation proves the variants belong to the row.
+async fn unchanged(conn: &mut AnyConnection, dialect: crate::Dialect, read: &[Deployment]) -> Result<bool, sqlx::Error> {
+    if read.is_empty() {
+        return Ok(true);
+    }
+    let names: Vec<String> = read.iter().map(|d| d.name.clone()).collect();
+    let mut sql = Sql::new("SELECT name, generation FROM deployments WHERE name IN ");
+    sql.bind_list(&names);
+    let rows = sql.query(dialect).fetch_all(&mut *conn).await?;
+    let mut now = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        now.insert(get_str(row, "name")?, get_i64(row, "generation")?);
+    }
+    Ok(read.iter().all(|d| now.get(&d.name) == Some(&d.generation)))
+}
+
+/// How many times a read torn by concurrent changes is tried again before it is answered as it is.
+const READ_ATTEMPTS: usize = 5;
+
 /// Writes the spec's options onto the row and replaces its variants.
 async fn write_spec(tx: &mut Tx, dialect: crate::Dialect, name: &str, spec: &DeploymentSpec) -> Result<(), TxError> {
     let b = &spec.batching;
@@ -247,17 +268,30 @@ impl DeploymentStore for SqlStore {
 
     async fn get_deployment(&self, name: &str) -> Result<Deployment> {
         let mut conn = self.read_conn().await?;
-        load(&mut conn, self.dialect, name, "").await.map_err(TxError::into_store)
+        let mut attempt = 1;
+        loop {
+            let deployment = load(&mut conn, self.dialect, name, "").await.map_err(TxError::into_store)?;
+            if attempt == READ_ATTEMPTS || unchanged(&mut conn, self.dialect, std::slice::from_ref(&deployment)).await.map_err(sql_error)? {
+                return Ok(deployment);
+            }
+            attempt += 1;
+        }
     }
 
     async fn list_deployments(&self, page: PageRequest) -> Result<Rows<Deployment>> {
-        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM deployments ORDER BY name"));
-        sql.push_page(&page);
         let mut conn = self.read_conn().await?;
-        let rows = sql.query(self.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
-        let page = decode_page(&rows, &page, from_row).map_err(sql_error)?;
-        let items = with_variants(&mut conn, self.dialect, page.items).await.map_err(sql_error)?;
-        Ok(Rows { items, has_more: page.has_more })
+        let mut attempt = 1;
+        loop {
+            let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM deployments ORDER BY name"));
+            sql.push_page(&page);
+            let rows = sql.query(self.dialect).fetch_all(&mut *conn).await.map_err(sql_error)?;
+            let read = decode_page(&rows, &page, from_row).map_err(sql_error)?;
+            let items = with_variants(&mut conn, self.dialect, read.items).await.map_err(sql_error)?;
+            if attempt == READ_ATTEMPTS || unchanged(&mut conn, self.dialect, &items).await.map_err(sql_error)? {
+                return Ok(Rows { items, has_more: read.has_more });
+            }
+            attempt += 1;
+        }
     }
 
     async fn update_deployment(
@@ -305,8 +339,15 @@ impl DeploymentStore for SqlStore {
             "SELECT {COLUMNS} FROM deployments WHERE name IN (SELECT deployment FROM deployment_variants WHERE model_name = $1) ORDER BY name"
         );
         let mut conn = self.read_conn().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(model.to_owned()).fetch_all(&mut *conn).await.map_err(sql_error)?;
-        let deployments = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-        with_variants(&mut conn, self.dialect, deployments).await.map_err(sql_error)
+        let mut attempt = 1;
+        loop {
+            let rows = sqlx::query(AssertSqlSafe(sql.clone())).bind(model.to_owned()).fetch_all(&mut *conn).await.map_err(sql_error)?;
+            let deployments = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+            let items = with_variants(&mut conn, self.dialect, deployments).await.map_err(sql_error)?;
+            if attempt == READ_ATTEMPTS || unchanged(&mut conn, self.dialect, &items).await.map_err(sql_error)? {
+                return Ok(items);
+            }
+            attempt += 1;
+        }
     }
 }
