@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error_code;
 pub mod fault;
 pub mod ids;
+pub mod jobs;
 pub mod page_token;
 pub mod registry;
 pub mod serving;

@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod features;
 mod filter_sql;
+mod jobs;
 mod migrate;
 mod registry;
 mod rows;

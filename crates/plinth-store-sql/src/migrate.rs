@@ -58,6 +58,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_deployment_policies.sql"),
         postgres: include_str!("../migrations/postgres/0007_deployment_policies.sql"),
     },
+    Migration {
+        version: 8,
+        description: "jobs",
+        sqlite: include_str!("../migrations/sqlite/0008_jobs.sql"),
+        postgres: include_str!("../migrations/postgres/0008_jobs.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"

@@ -17,7 +17,7 @@ use crate::{AuditLog, AuthStore, Error, FeatureRegistryStore, RegistryStore, Tra
 /// A fresh store and whatever keeps it alive (a temporary directory, a scratch database).
 /// The port fields are views of the same store (`registry_conformance!` uses `registry`, `audit`
 /// and `webhooks`; `auth_conformance!` uses `auth`; `features_conformance!` uses `features`;
-/// `serving_conformance!` uses `serving`).
+/// `serving_conformance!` uses `serving`; `jobs_conformance!` uses `jobs`).
 pub struct Harness {
     pub store: Arc<dyn TrackingStore>,
     pub registry: Arc<dyn RegistryStore>,
@@ -26,6 +26,7 @@ pub struct Harness {
     pub auth: Arc<dyn AuthStore>,
     pub features: Arc<dyn FeatureRegistryStore>,
     pub serving: Arc<dyn crate::DeploymentStore>,
+    pub jobs: Arc<dyn crate::JobStore>,
     pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
 

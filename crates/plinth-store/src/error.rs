@@ -1,6 +1,6 @@
 //! Errors of the storage ports, each mapped to a stable code. Each port owns its own "not found"
 //! and "already exists" variants (`TrackingError` in `tracking.rs`, `RegistryError`, `AuthError`,
-//! `FeaturesError`, `WebhookError`, `ServingError`), so a new port adds its group and one variant here; the
+//! `FeaturesError`, `WebhookError`, `ServingError`, `JobsError`), so a new port adds its group and one variant here; the
 //! variants every port shares (conflicts, invalid arguments, an unavailable or failed database)
 //! are this enum's own.
 
@@ -8,6 +8,7 @@ use plinth_core::{ErrorCode, HasErrorCode};
 
 use crate::auth::AuthError;
 use crate::features::FeaturesError;
+use crate::jobs::JobsError;
 use crate::registry::RegistryError;
 use crate::serving::ServingError;
 use crate::tracking::TrackingError;
@@ -29,6 +30,8 @@ pub enum Error {
     Webhooks(#[from] WebhookError),
     #[error(transparent)]
     Serving(#[from] ServingError),
+    #[error(transparent)]
+    Jobs(#[from] JobsError),
     /// A compare-and-set lost: the state changed since the caller read it.
     #[error("{message}")]
     Conflict { message: String },
@@ -59,6 +62,7 @@ impl HasErrorCode for Error {
             Error::Features(e) => e.error_code(),
             Error::Webhooks(e) => e.error_code(),
             Error::Serving(e) => e.error_code(),
+            Error::Jobs(e) => e.error_code(),
             Error::Conflict { .. } => ErrorCode::ResourceConflict,
             Error::InvalidArgument { .. } => ErrorCode::InvalidParameterValue,
             Error::Unavailable { .. } => ErrorCode::TemporarilyUnavailable,

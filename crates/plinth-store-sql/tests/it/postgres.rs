@@ -65,7 +65,8 @@ async fn fresh() -> Option<Harness> {
         webhooks: store.clone(),
         auth: store.clone(),
         features: store.clone(),
-        serving: store,
+        serving: store.clone(),
+        jobs: store,
         keep: Box::new(keep),
     })
 }
@@ -75,3 +76,4 @@ plinth_store::registry_conformance!(fresh);
 plinth_store::auth_conformance!(fresh);
 plinth_store::features_conformance!(fresh);
 plinth_store::serving_conformance!(fresh);
+plinth_store::jobs_conformance!(fresh);

@@ -16,7 +16,8 @@ async fn fresh() -> Option<Harness> {
         webhooks: store.clone(),
         auth: store.clone(),
         features: store.clone(),
-        serving: store,
+        serving: store.clone(),
+        jobs: store,
         keep: Box::new(dir),
     })
 }
@@ -26,6 +27,7 @@ plinth_store::registry_conformance!(fresh);
 plinth_store::auth_conformance!(fresh);
 plinth_store::features_conformance!(fresh);
 plinth_store::serving_conformance!(fresh);
+plinth_store::jobs_conformance!(fresh);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_skips_applied_migrations() {
