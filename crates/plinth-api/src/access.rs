@@ -58,6 +58,8 @@ pub(crate) enum Need {
     Experiment(Level, Locate),
     Model(Level, Locate),
     Deployment(Level, Locate),
+    /// A job queue (submitting to it).
+    Queue(Level, Locate),
     /// `GET /promotions`: a model's requests need READ on it; all requests need admin.
     PromotionList,
 }
@@ -75,7 +77,7 @@ impl Need {
             SignedIn => "signed_in",
             Admin | PromotionList => "admin",
             Create => "create",
-            Experiment(..) | Model(..) | Deployment(..) => "resource",
+            Experiment(..) | Model(..) | Deployment(..) | Queue(..) => "resource",
         }
     }
 }
@@ -145,10 +147,11 @@ pub(crate) async fn authorize(s: &AppState, permissions: &Permissions, principal
                 None => Err(denied(principal, "may list promotion requests only per model (name=…)")),
             }
         }
-        Experiment(level, locate) | Model(level, locate) | Deployment(level, locate) => {
+        Experiment(level, locate) | Model(level, locate) | Deployment(level, locate) | Queue(level, locate) => {
             let kind = match need {
                 Experiment(..) => ResourceKind::Experiment,
                 Deployment(..) => ResourceKind::Deployment,
+                Queue(..) => ResourceKind::Queue,
                 _ => ResourceKind::RegisteredModel,
             };
             if principal.is_admin() {

@@ -288,6 +288,10 @@ async fn put_grant(State(s): State<AppState>, p: Ext, Caller(actor): Caller, Mlf
         plinth_core::auth::ResourceKind::Experiment => s.tracking.get_experiment(&resource).await.is_ok(),
         plinth_core::auth::ResourceKind::RegisteredModel => s.registry.get_registered_model(&resource).await.is_ok(),
         plinth_core::auth::ResourceKind::Deployment => s.serving.get(&resource).await.is_ok(),
+        plinth_core::auth::ResourceKind::Queue => match &s.jobs {
+            Some(jobs) => jobs.has_queue(&resource),
+            None => false,
+        },
     };
     if !exists {
         return Err(ApiError::new(ErrorCode::ResourceDoesNotExist, format!("No {} '{resource}'", kind.as_str())));

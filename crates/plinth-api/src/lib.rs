@@ -22,6 +22,7 @@ mod frame;
 mod grpc;
 mod identity;
 mod invocations;
+mod jobs;
 mod json;
 mod meta;
 pub mod metrics;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub features: Arc<FeatureService>,
     pub serving: Arc<plinth_serving::DeploymentService>,
+    /// Training jobs; `None` when `[jobs] enabled = false`.
+    pub jobs: Option<Arc<plinth_scheduler::JobService>>,
     /// Largest entity upload of a historical retrieval, in bytes (`features.max_entity_upload_mb`).
     pub max_entity_bytes: u64,
     /// Whether every request must carry credentials (`auth.enabled`).
@@ -90,6 +93,7 @@ fn surface(max_request_bytes: usize) -> routes::Routes {
         .merge(metrics::routes())
         .merge(feast::routes())
         .merge(deployments::routes())
+        .merge(jobs::routes())
         .merge(invocations::routes())
         .merge(grpc::routes())
         .body_limit(max_request_bytes)

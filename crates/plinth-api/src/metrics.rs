@@ -66,6 +66,7 @@ fn describe() {
     );
     plinth_features::metrics::describe();
     plinth_serving::metrics::describe();
+    plinth_scheduler::metrics::describe();
 }
 
 /// Counts every request and times it, labelled by the matched route pattern.

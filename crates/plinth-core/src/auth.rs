@@ -118,6 +118,8 @@ pub enum ResourceKind {
     RegisteredModel,
     /// A serving deployment: READ lets a caller infer and read its metadata (nothing of the registry).
     Deployment,
+    /// A local job queue: READ shows its jobs, EDIT lets a caller submit to it, MANAGE cancel anyone's job in it.
+    Queue,
 }
 
 impl ResourceKind {
@@ -126,11 +128,12 @@ impl ResourceKind {
             ResourceKind::Experiment => "experiment",
             ResourceKind::RegisteredModel => "registered_model",
             ResourceKind::Deployment => "deployment",
+            ResourceKind::Queue => "queue",
         }
     }
 
     pub fn parse(s: &str) -> Option<ResourceKind> {
-        [ResourceKind::Experiment, ResourceKind::RegisteredModel, ResourceKind::Deployment]
+        [ResourceKind::Experiment, ResourceKind::RegisteredModel, ResourceKind::Deployment, ResourceKind::Queue]
             .into_iter()
             .find(|it| it.as_str().eq_ignore_ascii_case(s))
     }

@@ -20,6 +20,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub features: FeaturesSection,
     pub serving: ServingSection,
+    pub jobs: JobsSection,
 }
 
 /// A secret from the configuration: never printed, never in `Debug`. Any scalar is taken as its
@@ -168,6 +169,56 @@ pub struct RegistrySection {
 impl Default for RegistrySection {
     fn default() -> RegistrySection {
         RegistrySection { promotion_ttl_secs: 7 * 86_400, max_promotion_ttl_secs: 90 * 86_400 }
+    }
+}
+
+/// A GPU of this host that jobs may be given (`[[jobs.gpus]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuEntry {
+    /// The device's index, as `CUDA_VISIBLE_DEVICES` names it.
+    pub index: u32,
+    /// Its flavor, as the queue configuration names it (`gpu-a100`).
+    pub flavor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSection {
+    /// Whether this server schedules and runs training jobs (docs/jobs.md).
+    pub enabled: bool,
+    /// The tracking URI jobs log to (`MLFLOW_TRACKING_URI`); empty: this server's own address
+    /// (loopback when it listens on every interface).
+    pub tracking_uri: String,
+    /// How often the scheduler wakes on its own (retries after their backoff, waiting launches), in milliseconds.
+    pub tick_ms: u64,
+    /// How long a stopped job (cancelled, preempted, timed out) gets between SIGTERM and SIGKILL, in milliseconds.
+    pub stop_grace_ms: u64,
+    /// The most output kept per attempt, in MiB; past it, output is dropped with a note.
+    pub max_log_mb: u64,
+    /// How often a running job's memory is sampled against its limit, in milliseconds.
+    pub sample_interval_ms: u64,
+    /// Variables of the server's environment a job starts with (nothing else is inherited).
+    pub inherit_env: Vec<String>,
+    /// The GPUs of this host jobs may be given; none by default.
+    pub gpus: Vec<GpuEntry>,
+}
+
+impl Default for JobsSection {
+    fn default() -> JobsSection {
+        JobsSection {
+            enabled: true,
+            tracking_uri: String::new(),
+            tick_ms: 1000,
+            stop_grace_ms: 5000,
+            max_log_mb: 1024,
+            sample_interval_ms: 100,
+            inherit_env: ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            gpus: Vec::new(),
+        }
     }
 }
 
@@ -473,6 +524,28 @@ impl Config {
         }
         if self.webhooks.initial_backoff_ms > self.webhooks.max_backoff_ms || self.webhooks.max_backoff_ms > 7 * 86_400_000 {
             problems.push("webhooks: initial_backoff_ms must not exceed max_backoff_ms, which is at most 7 days".to_owned());
+        }
+        let jobs = &self.jobs;
+        for (key, value, range) in [
+            ("jobs.tick_ms", jobs.tick_ms, 10..=60_000),
+            ("jobs.stop_grace_ms", jobs.stop_grace_ms, 0..=3_600_000),
+            ("jobs.max_log_mb", jobs.max_log_mb, 1..=1_048_576),
+            ("jobs.sample_interval_ms", jobs.sample_interval_ms, 10..=60_000),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!("{key} must be between {} and {} (got {value})", range.start(), range.end()));
+            }
+        }
+        for (i, gpu) in jobs.gpus.iter().enumerate() {
+            if let Err(e) = plinth_core::jobs::validate_name("flavor", &gpu.flavor) {
+                problems.push(format!("jobs.gpus[{i}].flavor: {e}"));
+            }
+            if jobs.gpus[..i].iter().any(|g| g.index == gpu.index) {
+                problems.push(format!("jobs.gpus[{i}].index: GPU {} is listed twice", gpu.index));
+            }
+        }
+        if !jobs.tracking_uri.is_empty() && !jobs.tracking_uri.starts_with("http://") && !jobs.tracking_uri.starts_with("https://") {
+            problems.push(format!("jobs.tracking_uri must be an http:// or https:// URL (got '{}')", jobs.tracking_uri));
         }
         if !(100..=3_600_000).contains(&self.serving.follow_interval_ms) {
             problems.push(format!("serving.follow_interval_ms must be between 100 and 3600000 (got {})", self.serving.follow_interval_ms));

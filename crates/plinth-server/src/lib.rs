@@ -6,6 +6,7 @@
 //! process gets SIGINT/SIGTERM; in-flight requests then finish before the stores close.
 
 pub mod config;
+mod job_runs;
 mod model_source;
 mod storage;
 
@@ -59,6 +60,14 @@ pub enum StartError {
     },
     #[error("cannot create the feature engine's spill directory {path}")]
     Spill {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the job scheduler")]
+    Jobs(#[source] plinth_scheduler::Error),
+    #[error("cannot prepare the jobs directory {path}")]
+    JobsDir {
         path: String,
         #[source]
         source: std::io::Error,
@@ -219,12 +228,23 @@ impl Server {
         let watched = vec![config.server.data_dir.clone(), destination.clone()];
         let floor = config.server.min_free_space_mb.saturating_mul(1 << 20);
         storage::measure(&readiness, &watched, floor);
+        // Bound now, so jobs are told the address they log to; connections wait until serving starts.
+        let bind = format!("{}:{}", config.server.host, config.server.port);
+        let listener = TcpListener::bind(&bind).await.map_err(|source| StartError::Bind { addr: bind.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        let shutdown = CancellationToken::new();
+        let jobs = if config.jobs.enabled {
+            Some(job_runs::start(config, shared.clone(), tracking.clone(), addr, shutdown.clone()).await?)
+        } else {
+            None
+        };
         let state = AppState {
             tracking,
             registry: registry.clone(),
             auth,
             features: features.clone(),
             serving: serving.clone(),
+            jobs,
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
             max_request_bytes: config.server.max_request_bytes,
@@ -248,10 +268,6 @@ impl Server {
             },
         )
         .map_err(StartError::Webhooks)?;
-        let bind = format!("{}:{}", config.server.host, config.server.port);
-        let listener = TcpListener::bind(&bind).await.map_err(|source| StartError::Bind { addr: bind.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
-        let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

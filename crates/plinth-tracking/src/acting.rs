@@ -191,6 +191,12 @@ impl Acting<'_> {
         self.after_file(event, res, |size| Change::set("size", size.to_string())).await
     }
 
+    /// Stores a file among a run's artifacts (a job's output kept with its run).
+    pub async fn upload_run_artifact(&self, id: &str, path: &str, body: ByteStream) -> Result<u64> {
+        let full = self.service.run_artifact_path(id, path).await?;
+        self.upload_artifact(&full, body).await
+    }
+
     /// Assembles a multipart upload's parts into the artifact.
     pub async fn complete_multipart(&self, upload_id: &str, path: &ArtifactPath, parts: &[CompletedPart]) -> Result<()> {
         let event = self.event("artifact.upload", "artifact", path.as_str());

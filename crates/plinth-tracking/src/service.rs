@@ -625,6 +625,16 @@ impl TrackingService {
             .collect())
     }
 
+    /// Where the file `path` of a run's artifacts is stored; the run's artifacts must be stored by this server.
+    pub async fn run_artifact_path(&self, id: &str, path: &str) -> Result<ArtifactPath> {
+        let run = self.store.get_run(&run_id(id)?).await?;
+        let rel = ArtifactPath::parse(path)?;
+        if rel.is_root() {
+            return Err(InvalidParameter::missing("path").into());
+        }
+        Ok(stored_root(&run.info.artifact_uri)?.join(rel.as_str())?)
+    }
+
     /// Opens the file `path` of a run's artifacts (MLflow's `GET /get-artifact`); the run's
     /// artifacts must be stored by this server.
     pub async fn open_run_artifact(&self, id: &str, path: &str) -> Result<(ArtifactPath, plinth_blob::Object)> {

@@ -326,6 +326,21 @@ impl Client {
 }
 
 impl Client {
+    /// GETs a response to read as a stream (no overall timeout: a followed log may stay open for days).
+    pub(crate) fn get_stream(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<reqwest::blocking::Response> {
+        let req = self.signed(self.http.get(format!("{}{path}", self.base)).query(query));
+        let resp = req
+            .timeout(std::time::Duration::from_secs(30 * 24 * 3600))
+            .send()
+            .with_context(|| format!("cannot reach the server at {}", self.conn.server))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let value: Value = resp.json().unwrap_or(Value::Null);
+            return Err(Client::refused(status, &value));
+        }
+        Ok(resp)
+    }
+
     /// POSTs a streamed body of `content_type`; answers the response when it succeeded.
     pub(crate) fn send_stream(
         &self,

@@ -14,6 +14,7 @@ mod admin;
 mod client;
 mod deployments_cli;
 mod features_cli;
+mod jobs_cli;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -76,6 +77,26 @@ enum Command {
         #[command(subcommand)]
         command: Box<deployments_cli::DeploymentsCommand>,
     },
+    /// Training jobs: submit, follow their output, cancel (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
+    Jobs {
+        #[command(flatten)]
+        conn: client::Connection,
+        /// Boxed: the submit options make it large.
+        #[command(subcommand)]
+        command: Box<jobs_cli::JobsCommand>,
+    },
+    /// Job queues: plan and apply their configuration, see their usage (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
+    Queues {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: jobs_cli::QueuesCommand,
+    },
+    /// Runs one attempt of a local job (started by the server, not by people).
+    #[command(name = "__supervise", hide = true)]
+    Supervise { dir: PathBuf },
     /// The audit trail (talks to a running server).
     #[command(after_help = client::CREDENTIALS_HELP)]
     Audit {
@@ -232,6 +253,9 @@ fn run() -> anyhow::Result<()> {
         Command::Audit { conn, command } => client::audit(&conn, command),
         Command::Features { conn, command } => features_cli::run(&conn, command),
         Command::Deployments { conn, command } => deployments_cli::run(&conn, *command),
+        Command::Jobs { conn, command } => jobs_cli::jobs(&conn, *command),
+        Command::Queues { conn, command } => jobs_cli::queues(&conn, command),
+        Command::Supervise { dir } => std::process::exit(plinth_scheduler::supervisor::main(&dir)),
     }
 }
 
@@ -278,7 +302,7 @@ mod tests {
     #[test]
     fn client_help_names_the_credential_variables() {
         let mut cli = super::Cli::command();
-        for name in ["models", "features", "audit"] {
+        for name in ["models", "features", "audit", "jobs", "queues"] {
             let help = cli.find_subcommand_mut(name).expect(name).render_long_help().to_string();
             for var in ["PLINTH_SERVER", "PLINTH_USER", "PLINTH_PASSWORD", "PLINTH_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI"] {
                 assert!(help.contains(var), "`plinth {name} --help` does not name {var}:\n{help}");

@@ -4,6 +4,7 @@ mod auth;
 mod durability;
 mod faults;
 mod features;
+mod jobs;
 mod large_artifacts;
 mod lifecycle;
 mod registry;

@@ -1,0 +1,359 @@
+//! Training jobs over HTTP: `/api/plinth/v1/jobs` (submit, list, get, cancel, logs) and
+//! `/api/plinth/v1/queues` (the queue configuration, planned and applied, and usage).
+//!
+//! Permissions: submitting needs EDIT on the local queue; a job is seen and its logs read by its
+//! submitter, by whoever has READ on its queue and by admins, and cancelled by its submitter, by
+//! MANAGE on its queue and by admins. Queue configuration is for admins; usage is for anyone
+//! signed in. Environment values are never shown back (they may hold secrets): only their names.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use plinth_core::auth::{Level, ResourceKind};
+use plinth_core::jobs::{ExitCause, Job, JobSpec, JobState, Resources, Retry, format_cpu, format_memory, parse_cpu, parse_memory};
+use plinth_scheduler::JobView;
+use plinth_store::jobs::JobQuery;
+use plinth_store::tracking::PageRequest;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::access::{Locate as L, Need as N};
+use crate::error::ApiError;
+use crate::fields::{JsonBody, MlflowRequest};
+use crate::identity::Caller;
+use crate::routes::Routes;
+use crate::{AppState, json as j};
+
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .post("/api/plinth/v1/jobs", N::Queue(Level::Edit, L::Field("queue")), submit)
+        .get("/api/plinth/v1/jobs", N::SignedIn, list)
+        .get("/api/plinth/v1/jobs/{id}", N::SignedIn, get)
+        .post("/api/plinth/v1/jobs/{id}/cancel", N::SignedIn, cancel)
+        .get("/api/plinth/v1/jobs/{id}/logs", N::SignedIn, logs)
+        .get("/api/plinth/v1/queues", N::SignedIn, queues)
+        .post("/api/plinth/v1/queues/plan", N::Admin, plan)
+        .put("/api/plinth/v1/queues", N::Admin, apply)
+}
+
+type Ext = Option<axum::Extension<plinth_auth::Principal>>;
+
+/// Most jobs on one page.
+const MAX_PAGE: i64 = 1000;
+
+fn service(s: &AppState) -> Result<&std::sync::Arc<plinth_scheduler::JobService>, ApiError> {
+    s.jobs.as_ref().ok_or_else(|| {
+        ApiError::new(plinth_core::ErrorCode::EndpointNotFound, "Training jobs are disabled on this server ([jobs] enabled = false)")
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ResourcesBody {
+    /// A number of CPUs (`4`, `0.5`) or text (`"500m"`).
+    cpus: Option<Value>,
+    /// Bytes as a number, or text with a unit (`"8Gi"`).
+    memory: Option<Value>,
+    gpus: Option<u64>,
+    gpu_flavor: Option<String>,
+    custom: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetryBody {
+    max: Option<u32>,
+    backoff_secs: Option<u64>,
+    on: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobBody {
+    #[serde(default)]
+    name: Option<String>,
+    command: Vec<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    resources: ResourcesBody,
+    #[serde(default)]
+    workers: Option<u32>,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    retries: RetryBody,
+    #[serde(default)]
+    priority: Option<i32>,
+    queue: String,
+    #[serde(default)]
+    experiment: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+fn quantity(value: &Value, parse: fn(&str) -> Result<u64, plinth_core::validation::InvalidParameter>) -> Result<u64, ApiError> {
+    match value {
+        Value::String(text) => Ok(parse(text)?),
+        Value::Number(n) => Ok(parse(&n.to_string())?),
+        other => Ok(parse(&other.to_string())?),
+    }
+}
+
+fn spec_of(body: JobBody) -> Result<(JobSpec, Option<String>), ApiError> {
+    let r = body.resources;
+    let resources = Resources {
+        cpu_millis: r.cpus.as_ref().map(|v| quantity(v, parse_cpu)).transpose()?.unwrap_or(0),
+        memory_bytes: r.memory.as_ref().map(|v| quantity(v, parse_memory)).transpose()?.unwrap_or(0),
+        gpus: r.gpus.unwrap_or(0),
+        gpu_flavor: r.gpu_flavor,
+        custom: r.custom,
+    };
+    let defaults = Retry::default();
+    let retry = Retry {
+        max_retries: body.retries.max.unwrap_or(defaults.max_retries),
+        backoff_secs: body.retries.backoff_secs.unwrap_or(defaults.backoff_secs),
+        on: match body.retries.on {
+            Some(list) => list.iter().map(|c| ExitCause::parse(c)).collect::<Result<_, _>>()?,
+            None => defaults.on,
+        },
+    };
+    let spec = JobSpec {
+        name: body.name,
+        command: body.command,
+        code: body.code,
+        env: body.env,
+        resources,
+        workers: body.workers.unwrap_or(1),
+        timeout_secs: body.timeout_secs,
+        retry,
+        priority: body.priority.unwrap_or(0),
+        queue: body.queue,
+        experiment: body.experiment,
+        tags: body.tags,
+    };
+    Ok((spec, body.idempotency_key))
+}
+
+fn job_json(job: &Job, waiting: Option<&plinth_scheduler::admission::Waiting>) -> Value {
+    let spec = &job.spec;
+    let r = &spec.resources;
+    json!({
+        "id": job.id,
+        "name": spec.name,
+        "state": job.state.as_str(),
+        "queue": spec.queue,
+        "cluster_queue": job.cluster_queue,
+        "command": spec.command,
+        "code": spec.code,
+        "env_names": spec.env.keys().collect::<Vec<_>>(),
+        "resources": {
+            "cpus": format_cpu(r.cpu_millis),
+            "cpu_millis": r.cpu_millis,
+            "memory": format_memory(r.memory_bytes),
+            "memory_bytes": r.memory_bytes,
+            "gpus": r.gpus,
+            "gpu_flavor": r.gpu_flavor,
+            "custom": r.custom,
+        },
+        "workers": spec.workers,
+        "timeout_secs": spec.timeout_secs,
+        "retries": {
+            "max": spec.retry.max_retries,
+            "backoff_secs": spec.retry.backoff_secs,
+            "on": spec.retry.on.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        },
+        "priority": spec.priority,
+        "experiment": spec.experiment,
+        "tags": spec.tags,
+        "submitted_by": job.submitted_by,
+        "idempotency_key": job.idempotency_key,
+        "attempt": job.attempt,
+        "preemptions": job.preemptions,
+        "flavors": job.flavors,
+        "executor": job.executor,
+        "run_id": job.run_id,
+        "experiment_id": job.experiment_id,
+        "cancel_requested": job.cancel_requested,
+        "last_end": job.last_end.as_ref().map(|e| json!({
+            "cause": e.cause.as_str(),
+            "message": e.message,
+            "exit_code": e.exit_code,
+            "signal": e.signal,
+            "peak_memory_bytes": e.peak_memory_bytes,
+        })),
+        "not_before": job.not_before,
+        "waiting": waiting.map(|w| json!({"reason": w.reason.to_string(), "position": w.position, "text": w.to_string()})),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "admitted_at": job.admitted_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    })
+}
+
+fn view_json(view: &JobView) -> Value {
+    job_json(&view.job, view.waiting.as_ref())
+}
+
+async fn submit(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let body: JobBody = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("Invalid job: {e}")))?;
+    let (spec, key) = spec_of(body)?;
+    let (view, created) = service(&s)?.submit(&actor, spec, key).await?;
+    Ok(Json(json!({"job": view_json(&view), "created": created})))
+}
+
+/// Whether the caller may see (`Read`) or cancel (`Manage`) `job`: its submitter, a grant on its
+/// queue, or an admin; anyone with auth off.
+async fn may(s: &AppState, p: &Ext, job: &Job, level: Level) -> Result<bool, ApiError> {
+    if !s.auth_enabled {
+        return Ok(true);
+    }
+    let Some(principal) = p.as_ref().map(|e| &e.0) else { return Ok(false) };
+    if principal.is_admin() || principal.actor().name == job.submitted_by {
+        return Ok(true);
+    }
+    Ok(s.auth.allows(principal, ResourceKind::Queue, &job.spec.queue, level).await?)
+}
+
+/// A job the caller may not see is answered as if it did not exist.
+async fn visible(s: &AppState, p: &Ext, id: &str, level: Level) -> Result<JobView, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::from(plinth_core::validation::InvalidParameter::invalid_value("id", id, "A job id is a number.")))?;
+    let view = service(s)?.get(id).await?;
+    if may(s, p, &view.job, Level::Read).await? {
+        if level == Level::Read || may(s, p, &view.job, level).await? {
+            return Ok(view);
+        }
+        return Err(ApiError::new(
+            plinth_core::ErrorCode::PermissionDenied,
+            format!("Only job {id}'s submitter, MANAGE on its queue or an admin may do this"),
+        ));
+    }
+    Err(ApiError::from(plinth_store::Error::Jobs(plinth_store::JobsError::JobNotFound { id })))
+}
+
+async fn get(State(s): State<AppState>, p: Ext, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let view = visible(&s, &p, &id, Level::Read).await?;
+    Ok(Json(json!({"job": view_json(&view)})))
+}
+
+async fn list(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+    let jobs = service(&s)?;
+    let page = PageRequest::from_client(f.opt_i64("max_results")?, 100, MAX_PAGE, f.opt_str("page_token")?.as_deref())?;
+    let states = match f.opt_str("state")? {
+        Some(text) => text.split(',').map(|s| JobState::parse(s.trim())).collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let mut query = JobQuery { queue: f.opt_str("queue")?, cluster_queue: None, states, submitted_by: f.opt_str("submitted_by")?, page };
+    if s.auth_enabled {
+        let principal = p.as_ref().map(|e| &e.0);
+        let admin = principal.is_some_and(|p| p.is_admin());
+        let queue_reader = match (&query.queue, principal) {
+            (Some(queue), Some(p)) => s.auth.allows(p, ResourceKind::Queue, queue, Level::Read).await?,
+            _ => false,
+        };
+        // Without a grant on the queue asked for, a caller lists only their own jobs.
+        if !admin && !queue_reader {
+            query.submitted_by = Some(principal.map(|p| p.actor().name).unwrap_or_default());
+        }
+    }
+    let rows = jobs.list(&query).await?;
+    let items = rows.items.iter().map(|job| job_json(job, None)).collect();
+    let page = rows.into_page(query.page);
+    Ok(Json(j::page("jobs", items, page.next_page_token)))
+}
+
+async fn cancel(State(s): State<AppState>, p: Ext, Caller(actor): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let view = visible(&s, &p, &id, Level::Manage).await?;
+    let job = service(&s)?.cancel(&actor, view.job.id).await?;
+    Ok(Json(json!({"job": job_json(&job, None)})))
+}
+
+/// The attempt's output as text from `offset`; `follow=true` keeps the response open while the
+/// attempt runs. `X-Plinth-Log-Offset` says where the body starts, so a client resumes from that
+/// plus what it received.
+async fn logs(State(s): State<AppState>, p: Ext, Path(id): Path<String>, MlflowRequest(f): MlflowRequest) -> Result<Response, ApiError> {
+    let view = visible(&s, &p, &id, Level::Read).await?;
+    let jobs = service(&s)?.clone();
+    let offset = f.opt_i64("offset")?.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset must be 0 or more"));
+    }
+    let attempt = match f.opt_i64("attempt")? {
+        None => view.job.attempt,
+        Some(n) if n >= 1 && n <= i64::from(view.job.attempt) => n as u32,
+        Some(n) => return Err(ApiError::invalid(format!("Job {} has attempts 1 to {}; {n} is not one", view.job.id, view.job.attempt))),
+    };
+    let follow = matches!(f.opt_str("follow")?.as_deref(), Some("true" | "1"));
+    let path = jobs.log_path(&view.job, attempt);
+    let stream =
+        plinth_scheduler::logs::stream(jobs, view.job.id, attempt, path, offset as u64, follow).map(|chunk| chunk.map(bytes::Bytes::from));
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert("x-plinth-log-offset", HeaderValue::from(offset));
+    headers.insert("x-plinth-attempt", HeaderValue::from(attempt));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+async fn queues(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let jobs = service(&s)?;
+    let config = jobs.queue_config().await?;
+    let usage = jobs.usage().await;
+    Ok(Json(json!({
+        "version": config.as_ref().map_or(0, |c| c.version),
+        "text": config.as_ref().map(|c| c.text.clone()),
+        "updated_by": config.as_ref().map(|c| c.updated_by.clone()),
+        "updated_at": config.as_ref().map(|c| c.updated_at),
+        "usage": usage.iter().map(|u| json!({
+            "cluster_queue": u.cluster_queue,
+            "flavor": u.flavor,
+            "resource": u.resource,
+            "used": u.used,
+            "nominal": u.nominal,
+            "borrowed": u.borrowed,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueuesBody {
+    text: String,
+    #[serde(default)]
+    version: Option<i64>,
+}
+
+fn queues_body(body: &[u8]) -> Result<QueuesBody, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid queue configuration request: {e}")))
+}
+
+fn plan_json(plan: &plinth_scheduler::QueuePlan) -> Value {
+    json!({
+        "changes": plan.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "version": plan.version,
+        "text": plan.canonical_text,
+    })
+}
+
+async fn plan(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let body = queues_body(&body)?;
+    Ok(Json(plan_json(&service(&s)?.plan_queues(&body.text).await?)))
+}
+
+async fn apply(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    let body = queues_body(&body)?;
+    Ok(Json(plan_json(&service(&s)?.apply_queues(&actor, &body.text, body.version).await?)))
+}

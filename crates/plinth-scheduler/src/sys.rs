@@ -1,0 +1,109 @@
+//! The few operating-system calls the local executor needs: signals to a process group, a
+//! process's start time (to tell it from a later process with the same pid), and the memory a
+//! process group holds, read from `/proc`.
+
+use std::path::Path;
+
+/// Sends `signal` to every process of group `pgid`; a group that is gone is not an error.
+pub(crate) fn kill_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// Sends `signal` to one process.
+pub(crate) fn kill_process(pid: i32, signal: i32) {
+    if pid > 1 {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parentheses).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// When process `pid` started, in clock ticks since boot; `None` when there is no such process.
+pub(crate) fn start_ticks(pid: i32) -> Option<u64> {
+    // Field 22 of stat; the list starts at field 3 (the state).
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is the process that started at `ticks` and has not ended (a zombie has ended).
+pub(crate) fn is_same_process(pid: i32, ticks: u64) -> bool {
+    match stat_fields(pid) {
+        Some(fields) => fields.first().is_some_and(|state| state != "Z") && fields.get(19).and_then(|t| t.parse().ok()) == Some(ticks),
+        None => false,
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// The resident memory of every process in group `pgid`, summed.
+pub(crate) fn group_rss_bytes(pgid: i32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let page = page_size();
+    let mut total = 0u64;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(fields) = stat_fields(pid) else { continue };
+        // Field 5 is the process group; field 24 the resident set in pages.
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            total += fields.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page;
+        }
+    }
+    total
+}
+
+/// A signal's name, for messages.
+pub(crate) fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// Whether the host offers cgroup v2 with the memory controller to this process's cgroup.
+pub(crate) fn cgroup_v2_memory() -> bool {
+    let controllers = Path::new("/sys/fs/cgroup/cgroup.controllers");
+    std::fs::read_to_string(controllers).is_ok_and(|text| text.split_whitespace().any(|c| c == "memory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_itself_and_holds_memory() {
+        let me = std::process::id() as i32;
+        let ticks = start_ticks(me).expect("own start time");
+        assert!(is_same_process(me, ticks));
+        assert!(!is_same_process(me, ticks + 1));
+        // SAFETY: getpgrp has no arguments and cannot fail.
+        let group = unsafe { libc::getpgrp() };
+        assert!(group_rss_bytes(group) > 0);
+    }
+}

@@ -1,0 +1,355 @@
+//! Training jobs on the real binary with the local executor: a job runs as a process under its
+//! supervisor, logs into its tracking run and keeps its output; out-of-memory, timeouts, retries
+//! and multi-worker ranks are reported as such; cancel works in every state; `kill -9` of the
+//! server loses no job (queued jobs stay queued, running ones are taken back); bad input is
+//! refused with nothing created.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use plinth_test_support::TestServer;
+use serde_json::{Value, json};
+
+use super::{bin, get, post};
+
+/// Two teams in a cohort; team-b has a GPU quota of two while the host declares one GPU.
+const QUEUES: &str = r#"
+[[flavors]]
+name = "default"
+[[flavors]]
+name = "gpu-a100"
+
+[[cluster_queues]]
+name = "team-a"
+cohort = "research"
+[[cluster_queues.resource_groups]]
+resources = ["cpu", "memory"]
+flavors = [{ name = "default", cpu = { nominal = 2 }, memory = { nominal = "4Gi" } }]
+
+[[cluster_queues]]
+name = "team-b"
+cohort = "research"
+[[cluster_queues.resource_groups]]
+resources = ["cpu", "memory"]
+flavors = [{ name = "default", cpu = { nominal = 2 }, memory = { nominal = "4Gi" } }]
+[[cluster_queues.resource_groups]]
+resources = ["gpu"]
+flavors = [{ name = "gpu-a100", gpu = { nominal = 2 } }]
+
+[[local_queues]]
+name = "team-a"
+cluster_queue = "team-a"
+[[local_queues]]
+name = "team-b"
+cluster_queue = "team-b"
+"#;
+
+const CONFIG: &str = r#"
+[jobs]
+tick_ms = 100
+stop_grace_ms = 1000
+sample_interval_ms = 20
+[[jobs.gpus]]
+index = 3
+flavor = "gpu-a100"
+"#;
+
+fn start_in(dir: &Path) -> TestServer {
+    let config = dir.join("plinth.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    TestServer::start_in(bin(), &dir.join("data"), &["--config", config.to_str().expect("utf-8")]).expect("start")
+}
+
+async fn setup() -> (tempfile::TempDir, TestServer, reqwest::Client) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_in(dir.path());
+    let client = reqwest::Client::new();
+    let res = client.put(format!("{}/api/plinth/v1/queues", server.url)).json(&json!({"text": QUEUES})).send().await.expect("apply");
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    (dir, server, client)
+}
+
+async fn submit(client: &reqwest::Client, url: &str, body: Value) -> Value {
+    let (status, answer) = post(client, url, "/api/plinth/v1/jobs", body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["job"].clone()
+}
+
+fn sh(script: &str) -> Value {
+    json!(["sh", "-c", script])
+}
+
+/// Waits until the job is in one of `states`; answers it.
+async fn wait_for(client: &reqwest::Client, url: &str, id: i64, states: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = get(client, url, &format!("/api/plinth/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{answer}");
+        let job = answer["job"].clone();
+        if states.contains(&job["state"].as_str().unwrap_or_default()) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never reached {states:?}: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn logs(client: &reqwest::Client, url: &str, id: i64, query: &str) -> String {
+    let res = client.get(format!("{url}/api/plinth/v1/jobs/{id}/logs?{query}")).send().await.expect("logs");
+    assert_eq!(res.status(), 200);
+    res.text().await.expect("text")
+}
+
+/// The text of each output line, without its time and stream prefix.
+fn texts(log: &str) -> Vec<String> {
+    log.lines().map(|l| l.splitn(3, ' ').nth(2).unwrap_or_default().to_owned()).collect()
+}
+
+fn process_alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[tokio::test]
+async fn a_job_runs_logs_into_its_run_and_keeps_its_output() {
+    let (_dir, server, client) = setup().await;
+    let url = &server.url;
+    let job = submit(
+        &client,
+        url,
+        json!({
+            "command": sh("echo run=$MLFLOW_RUN_ID exp=$MLFLOW_EXPERIMENT_ID; echo uri=$MLFLOW_TRACKING_URI; echo oops >&2; echo secret=${CARGO_MANIFEST_DIR:-none}"),
+            "queue": "team-a",
+            "experiment": "churn-jobs",
+            "name": "first",
+            "resources": {"cpus": "500m", "memory": "256Mi"},
+            "tags": {"team": "a"},
+            "env": {"GREETING": "hi"},
+        }),
+    )
+    .await;
+    let id = job["id"].as_i64().expect("id");
+    let run_id = job["run_id"].as_str().expect("a run from the start").to_owned();
+    let done = wait_for(&client, url, id, &["succeeded", "failed"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["last_end"]["exit_code"], 0);
+    assert_eq!(done["env_names"], json!(["GREETING"]), "values are never shown back");
+    let out = logs(&client, url, id, "").await;
+    // Each stream keeps its order; the two interleave as they were read.
+    let stdout: Vec<String> = out.lines().filter(|l| l.contains(" o0 ")).map(|l| texts(l).remove(0)).collect();
+    assert_eq!(
+        stdout,
+        vec![
+            format!("run={run_id} exp={}", done["experiment_id"].as_str().expect("experiment")),
+            format!("uri={url}"),
+            // The server's environment (cargo set CARGO_MANIFEST_DIR for it) is not inherited beyond inherit_env.
+            "secret=none".to_owned(),
+        ]
+    );
+    assert!(out.lines().any(|l| l.contains(" e0 oops")), "stderr is kept with its stream: {out}");
+    // Resuming from an offset answers the rest.
+    let first_len = out.lines().next().expect("a line").len() + 1;
+    assert_eq!(logs(&client, url, id, &format!("offset={first_len}")).await, out[first_len..]);
+
+    let (_, run) = get(&client, url, &format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    assert_eq!(run["run"]["info"]["status"], "FINISHED", "{run}");
+    assert_eq!(run["run"]["info"]["run_name"], "first");
+    let tags = run["run"]["data"]["tags"].as_array().expect("tags");
+    let tag = |k: &str| tags.iter().find(|t| t["key"] == k).map(|t| t["value"].clone());
+    assert_eq!(tag("plinth.job_id"), Some(json!(id.to_string())));
+    assert_eq!(tag("team"), Some(json!("a")));
+    // The output is kept with the run (written right after the end: waited for).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, listed) = get(&client, url, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=logs")).await;
+        if listed["files"].as_array().is_some_and(|f| f.iter().any(|e| e["path"] == "logs/attempt-1.log")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the output never reached the run's artifacts: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn out_of_memory_timeouts_retries_and_ranks_are_reported_as_such() {
+    let (_dir, server, client) = setup().await;
+    let url = &server.url;
+    let oom = submit(
+        &client,
+        url,
+        json!({
+            "command": ["python3", "-c", "import time\nx = b'\\x01' * (400 << 20)\ntime.sleep(30)"],
+            "queue": "team-a",
+            "resources": {"cpus": 0.5, "memory": "100Mi"},
+        }),
+    )
+    .await;
+    let slow = submit(&client, url, json!({"command": sh("sleep 30"), "queue": "team-a", "timeout_secs": 1})).await;
+    let flaky =
+        submit(&client, url, json!({"command": sh("echo try; exit 3"), "queue": "team-a", "retries": {"max": 2, "backoff_secs": 0}})).await;
+    let gang = submit(
+        &client,
+        url,
+        json!({"command": sh("echo rank=$RANK of $WORLD_SIZE at $MASTER_ADDR:$MASTER_PORT"), "queue": "team-a", "workers": 2}),
+    )
+    .await;
+
+    let oom = wait_for(&client, url, oom["id"].as_i64().expect("id"), &["out_of_memory", "failed", "succeeded"]).await;
+    assert_eq!(oom["state"], "out_of_memory", "{oom}");
+    let message = oom["last_end"]["message"].as_str().expect("message");
+    assert!(message.starts_with("out of memory: peak ") && message.ends_with(" over the 100Mi limit"), "{message}");
+    assert!(oom["last_end"]["peak_memory_bytes"].as_u64().expect("peak") > 100 << 20, "{oom}");
+
+    let slow = wait_for(&client, url, slow["id"].as_i64().expect("id"), &["timed_out", "failed", "succeeded"]).await;
+    assert_eq!(slow["state"], "timed_out", "{slow}");
+    assert_eq!(slow["last_end"]["message"], "timed out after 1s");
+
+    let id = flaky["id"].as_i64().expect("id");
+    let flaky = wait_for(&client, url, id, &["failed", "succeeded"]).await;
+    assert_eq!((flaky["attempt"].as_u64(), flaky["last_end"]["exit_code"].as_i64()), (Some(3), Some(3)), "{flaky}");
+    assert!(flaky["last_end"]["message"].as_str().expect("message").starts_with("exited with code 3"), "{flaky}");
+    for attempt in 1..=3 {
+        assert_eq!(texts(&logs(&client, url, id, &format!("attempt={attempt}")).await), vec!["try"], "attempt {attempt}");
+    }
+
+    let id = gang["id"].as_i64().expect("id");
+    let gang = wait_for(&client, url, id, &["succeeded", "failed"]).await;
+    assert_eq!(gang["state"], "succeeded", "{gang}");
+    let out = logs(&client, url, id, "").await;
+    let mut lines: Vec<String> = out.lines().map(|l| l.split_once(' ').map(|(_, rest)| rest).unwrap_or_default().to_owned()).collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{out}");
+    let port = lines[0].rsplit(':').next().expect("port").to_owned();
+    assert_eq!(lines, vec![format!("o0 rank=0 of 2 at 127.0.0.1:{port}"), format!("o1 rank=1 of 2 at 127.0.0.1:{port}")]);
+}
+
+#[tokio::test]
+async fn cancel_works_in_every_state() {
+    let (_dir, server, client) = setup().await;
+    let url = &server.url;
+    // Running: it prints its pid, then sleeps; cancelled, its process is gone.
+    let running = submit(&client, url, json!({"command": sh("echo $$; exec sleep 60"), "queue": "team-a", "resources": {"cpus": 2}})).await;
+    let running_id = running["id"].as_i64().expect("id");
+    wait_for(&client, url, running_id, &["running"]).await;
+    // Queued: team-a's two CPUs are taken and team-b lends none to a job wanting three.
+    let queued = submit(&client, url, json!({"command": sh("true"), "queue": "team-a", "resources": {"cpus": 3}})).await;
+    let queued_id = queued["id"].as_i64().expect("id");
+    let (_, view) = get(&client, url, &format!("/api/plinth/v1/jobs/{queued_id}")).await;
+    assert_eq!(view["job"]["state"], "queued", "{view}");
+    let reason = view["job"]["waiting"]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("cpu") && reason.contains("team-a"), "a waiting job says why: {view}");
+    // Admitted but not started: quota for two GPUs, and the host has one of that flavor.
+    let first_gpu = submit(&client, url, json!({"command": sh("exec sleep 60"), "queue": "team-b", "resources": {"gpus": 1}})).await;
+    wait_for(&client, url, first_gpu["id"].as_i64().expect("id"), &["running"]).await;
+    let waiting_gpu = submit(&client, url, json!({"command": sh("true"), "queue": "team-b", "resources": {"gpus": 1}})).await;
+    let waiting_gpu_id = waiting_gpu["id"].as_i64().expect("id");
+    wait_for(&client, url, waiting_gpu_id, &["admitted"]).await;
+
+    let pid_deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) =
+            logs(&client, url, running_id, "").await.lines().next().and_then(|l| texts(l).first().and_then(|t| t.parse::<i64>().ok()))
+        {
+            break pid;
+        }
+        assert!(Instant::now() < pid_deadline, "the running job never printed its pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(process_alive(pid));
+
+    for (id, from) in [(queued_id, "queued"), (waiting_gpu_id, "admitted"), (running_id, "running")] {
+        let (status, answer) = post(&client, url, &format!("/api/plinth/v1/jobs/{id}/cancel"), json!({})).await;
+        assert_eq!(status, 200, "cancelling a {from} job: {answer}");
+        let job = wait_for(&client, url, id, &["cancelled"]).await;
+        assert_eq!(job["last_end"]["cause"], "cancelled", "{job}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(pid) {
+        assert!(Instant::now() < deadline, "a cancelled job's process is still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cancelling again changes nothing.
+    let (status, again) = post(&client, url, &format!("/api/plinth/v1/jobs/{running_id}/cancel"), json!({})).await;
+    assert_eq!((status, again["job"]["state"].as_str()), (200, Some("cancelled")));
+    // The freed quota goes to the next job.
+    let next = submit(&client, url, json!({"command": sh("true"), "queue": "team-a", "resources": {"cpus": 2}})).await;
+    assert_eq!(wait_for(&client, url, next["id"].as_i64().expect("id"), &["succeeded", "failed"]).await["state"], "succeeded");
+    let (status, _) = post(&client, url, &format!("/api/plinth/v1/jobs/{}/cancel", first_gpu["id"]), json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn kill_9_of_the_server_loses_no_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, running_id, queued_id) = {
+        let mut server = start_in(dir.path());
+        let client = reqwest::Client::new();
+        let res = client.put(format!("{}/api/plinth/v1/queues", server.url)).json(&json!({"text": QUEUES})).send().await.expect("apply");
+        assert_eq!(res.status(), 200);
+        let url = server.url.clone();
+        let running = submit(
+            &client,
+            &url,
+            json!({"command": sh("echo started; sleep 4; echo finished"), "queue": "team-a", "resources": {"cpus": 2}}),
+        )
+        .await;
+        let running_id = running["id"].as_i64().expect("id");
+        wait_for(&client, &url, running_id, &["running"]).await;
+        // Three CPUs: it waits for the first to end (two of team-a's own plus two borrowable).
+        let queued = submit(&client, &url, json!({"command": sh("echo second"), "queue": "team-a", "resources": {"cpus": 3}})).await;
+        let (_, view) = get(&client, &url, &format!("/api/plinth/v1/jobs/{}", queued["id"])).await;
+        assert_eq!(view["job"]["state"], "queued", "{view}");
+        server.kill9();
+        (url, running_id, queued["id"].as_i64().expect("id"))
+    };
+    let _ = url;
+    let server = start_in(dir.path());
+    let client = reqwest::Client::new();
+    let url = &server.url;
+    let (_, queued) = get(&client, url, &format!("/api/plinth/v1/jobs/{queued_id}")).await;
+    assert_eq!(queued["job"]["state"], "queued", "a queued job stays queued while the first runs: {queued}");
+    let first = wait_for(&client, url, running_id, &["succeeded", "failed", "lost"]).await;
+    assert_eq!(first["state"], "succeeded", "the running job was taken back and finished: {first}");
+    assert_eq!(texts(&logs(&client, url, running_id, "").await), vec!["started", "finished"]);
+    let second = wait_for(&client, url, queued_id, &["succeeded", "failed", "lost"]).await;
+    assert_eq!(second["state"], "succeeded", "{second}");
+}
+
+#[tokio::test]
+async fn bad_jobs_are_refused_and_nothing_is_created() {
+    let (_dir, server, client) = setup().await;
+    let url = &server.url;
+    let cases = [
+        (json!({"command": ["true"], "queue": "nobody"}), "does not exist"),
+        (json!({"command": ["true"], "queue": "team-a", "resources": {"cpus": 64}}), "team-a"),
+        (json!({"command": ["true"], "queue": "team-a", "resources": {"gpus": 1}}), "gpu"),
+        (json!({"command": [], "queue": "team-a"}), "command"),
+        (json!({"command": ["true"], "queue": "team-a", "env": {"MLFLOW_RUN_ID": "x"}}), "MLFLOW_RUN_ID"),
+        (json!({"command": ["true"], "queue": "team-a", "resources": {"memory": "lots"}}), "memory"),
+        (json!({"command": ["true"], "queue": "team-a", "workers": 0}), "workers"),
+        (json!({"command": ["true"], "queue": "team-a", "surprise": 1}), "surprise"),
+        (json!({"command": "true", "queue": "team-a"}), "Invalid job"),
+    ];
+    for (body, needle) in cases {
+        let (status, answer) = post(&client, url, "/api/plinth/v1/jobs", body.clone()).await;
+        assert_eq!((status, answer["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")), "{body}: {answer}");
+        assert!(answer["message"].as_str().unwrap_or_default().contains(needle), "{body}: {answer}");
+    }
+    let (_, listed) = get(&client, url, "/api/plinth/v1/jobs").await;
+    assert_eq!(listed["jobs"], json!([]), "nothing half-created: {listed}");
+
+    // The same idempotency key makes one job; the same key with another spec is refused.
+    let body = json!({"command": ["true"], "queue": "team-a", "idempotency_key": "nightly-2026-12-08"});
+    let (_, first) = post(&client, url, "/api/plinth/v1/jobs", body.clone()).await;
+    let (_, second) = post(&client, url, "/api/plinth/v1/jobs", body).await;
+    assert_eq!((first["created"].as_bool(), second["created"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(first["job"]["id"], second["job"]["id"]);
+    let (status, answer) = post(
+        &client,
+        url,
+        "/api/plinth/v1/jobs",
+        json!({"command": ["false"], "queue": "team-a", "idempotency_key": "nightly-2026-12-08"}),
+    )
+    .await;
+    assert_eq!((status, answer["error_code"].as_str()), (409, Some("RESOURCE_CONFLICT")), "{answer}");
+}
