@@ -41,6 +41,11 @@ pub(crate) fn routes() -> Routes {
         .put("/api/plinth/v1/queues", N::Admin, apply)
 }
 
+/// Code uploads: bodies of any size up to `jobs.max_code_mb`, streamed to disk (outside the JSON body limit).
+pub(crate) fn stream_routes() -> Routes {
+    Routes::new().get("/jobs/code/{digest}", N::SignedIn, code_info).put("/jobs/code/{digest}", N::SignedIn, upload_code)
+}
+
 type Ext = Option<axum::Extension<plinth_auth::Principal>>;
 
 /// Most jobs on one page.
@@ -356,4 +361,56 @@ async fn plan(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Jso
 async fn apply(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
     let body = queues_body(&body)?;
     Ok(Json(plan_json(&service(&s)?.apply_queues(&actor, &body.text, body.version).await?)))
+}
+
+/// Whether a code archive was uploaded: 200 with its digest, or 404.
+async fn code_info(State(s): State<AppState>, Path(digest): Path<String>) -> Result<Json<Value>, ApiError> {
+    if service(&s)?.has_code(&digest)? {
+        Ok(Json(json!({"digest": digest})))
+    } else {
+        Err(ApiError::new(plinth_core::ErrorCode::ResourceDoesNotExist, format!("Code {digest} was not uploaded")))
+    }
+}
+
+/// Stores a code archive (an uncompressed tar of the code directory) under its SHA-256 digest:
+/// the body is spooled to disk while hashed, checked against the digest in the path, then unpacked.
+async fn upload_code(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Path(digest): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Json<Value>, ApiError> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let jobs = service(&s)?;
+    plinth_core::jobs::validate_code_digest(&digest)?;
+    let limit = s.max_code_bytes;
+    let spool_error =
+        |e: std::io::Error| ApiError::from_error(plinth_scheduler::CodeError::Io { path: "a temporary file".into(), source: e });
+    let spool =
+        tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(|e| spool_error(std::io::Error::other(e)))?.map_err(spool_error)?;
+    let mut spool = tokio::fs::File::from_std(spool);
+    let mut hasher = sha2::Sha256::new();
+    let mut size: u64 = 0;
+    let mut body = req.into_body().into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(plinth_core::ErrorCode::BadRequest, format!("Cannot read the request body: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::invalid(format!("The code archive exceeds jobs.max_code_mb ({} MiB)", limit >> 20)));
+        }
+        hasher.update(&chunk);
+        spool.write_all(&chunk).await.map_err(spool_error)?;
+    }
+    spool.flush().await.map_err(spool_error)?;
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if actual != digest {
+        return Err(ApiError::invalid(format!(
+            "The archive's digest is {actual}, not {digest}: the upload was damaged or the name is wrong"
+        )));
+    }
+    let mut spool = spool.into_std().await;
+    std::io::Seek::rewind(&mut spool).map_err(spool_error)?;
+    let info = jobs.put_code(&actor, &digest, spool).await?;
+    Ok(Json(json!({"digest": info.digest, "files": info.files, "bytes": info.bytes})))
 }

@@ -63,6 +63,8 @@ pub struct AppState {
     pub serving: Arc<plinth_serving::DeploymentService>,
     /// Training jobs; `None` when `[jobs] enabled = false`.
     pub jobs: Option<Arc<plinth_scheduler::JobService>>,
+    /// Largest code archive a job may carry, in bytes (`jobs.max_code_mb`).
+    pub max_code_bytes: u64,
     /// Largest entity upload of a historical retrieval, in bytes (`features.max_entity_upload_mb`).
     pub max_entity_bytes: u64,
     /// Whether every request must carry credentials (`auth.enabled`).
@@ -98,6 +100,7 @@ fn surface(max_request_bytes: usize) -> routes::Routes {
         .merge(grpc::routes())
         .body_limit(max_request_bytes)
         .nest("/api/plinth/v1", features::stream_routes())
+        .nest("/api/plinth/v1", jobs::stream_routes())
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
         .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
 }

@@ -14,6 +14,7 @@
 //! `RunTracker` port (`tracker.rs`). `logs.rs` streams an attempt's output as it grows.
 
 pub mod admission;
+pub mod code;
 pub mod executor;
 pub mod local;
 pub mod logs;
@@ -25,6 +26,7 @@ pub mod supervisor;
 mod sys;
 pub mod tracker;
 
+pub use code::{CodeError, CodeInfo, CodeStore};
 pub use executor::{Executor, ExecutorError, ExecutorEvent, Launch};
 pub use local::{Gpu, LocalExecutor, LocalOptions};
 pub use scheduler::{QueueUsage, SchedulerOptions};

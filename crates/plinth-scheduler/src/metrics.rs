@@ -19,6 +19,10 @@ pub const QUOTA_NOMINAL: &str = "plinth_jobs_quota_nominal";
 pub const ADMISSION_WAIT_SECONDS: &str = "plinth_jobs_admission_wait_seconds";
 /// Seconds from admission to running, by cluster queue.
 pub const START_SECONDS: &str = "plinth_jobs_start_duration_seconds";
+/// Seconds one admission cycle took to decide (the admission logic alone, over every pending job).
+pub const CYCLE_SECONDS: &str = "plinth_jobs_admission_cycle_duration_seconds";
+/// Jobs pending when a cycle ran, as last seen.
+pub const CYCLE_PENDING: &str = "plinth_jobs_admission_cycle_pending";
 /// Jobs ended, by cluster queue and cause (`succeeded`, `failed`, `out_of_memory`, …).
 pub const ENDED: &str = "plinth_jobs_ended_total";
 /// Attempts queued again, by cluster queue and cause (`preempted`, or the retried cause).
@@ -36,6 +40,8 @@ pub fn describe() {
     describe_gauge!(QUOTA_NOMINAL, "Nominal quota, by cluster queue, flavor and resource (units as plinth_jobs_quota_used).");
     describe_histogram!(ADMISSION_WAIT_SECONDS, Unit::Seconds, "Time from submission (or a retry's backoff end) to admission.");
     describe_histogram!(START_SECONDS, Unit::Seconds, "Time from admission to the job's processes running.");
+    describe_histogram!(CYCLE_SECONDS, Unit::Seconds, "Time one admission cycle took to decide, over every pending job.");
+    describe_gauge!(CYCLE_PENDING, Unit::Count, "Jobs pending when the last admission cycle ran.");
     describe_counter!(ENDED, "Jobs ended, by cluster queue and cause.");
     describe_counter!(REQUEUED, "Attempts queued again (a retry or a preemption), by cluster queue and cause.");
 }
@@ -55,6 +61,11 @@ pub(crate) fn started(job: &Job, now: i64) {
         let secs = (now - admitted).max(0) as f64 / 1000.0;
         metrics::histogram!(START_SECONDS, "cluster_queue" => job.cluster_queue.clone()).record(secs);
     }
+}
+
+pub(crate) fn cycle(seconds: f64, pending: usize) {
+    metrics::histogram!(CYCLE_SECONDS).record(seconds);
+    metrics::gauge!(CYCLE_PENDING).set(pending as f64);
 }
 
 pub(crate) fn ended(job: &Job) {

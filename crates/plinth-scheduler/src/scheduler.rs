@@ -454,7 +454,9 @@ impl Scheduler {
         self.dirty = false;
         let Some(admission) = &mut self.admission else { return };
         let now = plinth_core::time::now_millis();
+        let started = std::time::Instant::now();
         let decisions = admission.cycle(now);
+        metrics::cycle(started.elapsed().as_secs_f64(), admission.pending_counts().values().sum());
         if !decisions.admit.is_empty() {
             let mut updates = Vec::with_capacity(decisions.admit.len());
             for (id, flavors) in &decisions.admit {

@@ -37,6 +37,11 @@ pub enum Error {
     Tracker(#[from] TrackerError),
     #[error(transparent)]
     Executor(#[from] ExecutorError),
+    #[error(transparent)]
+    Code(#[from] crate::code::CodeError),
+    /// The spec names code that was not uploaded.
+    #[error("Code {digest} was not uploaded: upload it first (plinth jobs submit --code DIR does)")]
+    CodeMissing { digest: String },
     /// The spec names a local queue the configuration does not have.
     #[error("Queue '{queue}' does not exist{known}")]
     UnknownQueue { queue: String, known: String },
@@ -60,6 +65,8 @@ impl HasErrorCode for Error {
             Error::Config(e) => e.error_code(),
             Error::Tracker(e) => e.code,
             Error::Executor(e) => e.error_code(),
+            Error::Code(e) => e.error_code(),
+            Error::CodeMissing { .. } => ErrorCode::InvalidParameterValue,
             Error::UnknownQueue { .. } | Error::NeverFits { .. } | Error::NoQueues => ErrorCode::InvalidParameterValue,
             Error::KeyReused { .. } => ErrorCode::ResourceConflict,
             Error::ShuttingDown => ErrorCode::TemporarilyUnavailable,
@@ -99,6 +106,7 @@ pub struct JobService {
     audit: Arc<dyn AuditLog>,
     runs: Arc<dyn RunTracker>,
     executor: Arc<dyn Executor>,
+    code: Option<crate::code::CodeStore>,
     commands: mpsc::Sender<Command>,
     /// The configuration in force and its version; `None` before the first apply.
     config: RwLock<Option<(Arc<QueueConfig>, i64)>>,
@@ -114,6 +122,7 @@ impl JobService {
             None => None,
         };
         let (commands, rx) = mpsc::channel(1024);
+        let code = parts.options.code_dir.clone().map(crate::code::CodeStore::new);
         let scheduler = Scheduler::new(
             parts.store.clone(),
             parts.executor.clone(),
@@ -128,6 +137,7 @@ impl JobService {
             audit: parts.audit,
             runs: parts.runs,
             executor: parts.executor,
+            code,
             commands,
             config: RwLock::new(config),
         }))
@@ -168,6 +178,11 @@ impl JobService {
                 names => format!("; queues: {}", names.join(", ")),
             },
         })?;
+        if let Some(digest) = &spec.code
+            && !self.code.as_ref().is_some_and(|c| c.has(digest))
+        {
+            return Err(Error::CodeMissing { digest: digest.clone() });
+        }
         admission::fits_ever(&config, &crate::scheduler::workload_of_spec(0, &spec, cluster_queue, 0, None))
             .map_err(|reason| Error::NeverFits { queue: spec.queue.clone(), reason })?;
         let new = NewJob {
@@ -234,6 +249,35 @@ impl JobService {
         }
         .await;
         append_failure(&self.audit, event, res).await
+    }
+
+    /// Whether the code archive `digest` was uploaded.
+    pub fn has_code(&self, digest: &str) -> Result<bool> {
+        plinth_core::jobs::validate_code_digest(digest)?;
+        Ok(self.code.as_ref().is_some_and(|c| c.has(digest)))
+    }
+
+    /// Stores an uploaded code archive whose SHA-256 the caller computed and found to be `digest`.
+    pub async fn put_code(&self, actor: &Actor, digest: &str, archive: std::fs::File) -> Result<crate::code::CodeInfo> {
+        let event = AuditEvent::new(actor, "job_code.upload", "job_code", digest);
+        let res = async {
+            let store = self.code.clone().ok_or(Error::ShuttingDown)?;
+            let digest_owned = digest.to_owned();
+            let info = tokio::task::spawn_blocking(move || store.unpack(&digest_owned, archive))
+                .await
+                .map_err(|e| Error::Executor(ExecutorError::Failed { message: e.to_string() }))??;
+            Ok(info)
+        }
+        .await;
+        let res = append_failure(&self.audit, event.clone(), res).await;
+        if let Ok(info) = &res {
+            let event =
+                event.with_change(Change::set("files", info.files.to_string())).with_change(Change::set("bytes", info.bytes.to_string()));
+            if let Err(e) = plinth_store::audit::append_detached(&self.audit, event).await {
+                tracing::warn!(error = %e, "could not record a code upload in the audit trail");
+            }
+        }
+        res
     }
 
     /// The attempt's output file (`attempt` 0: the latest).

@@ -198,6 +198,8 @@ pub struct JobsSection {
     pub max_log_mb: u64,
     /// How often a running job's memory is sampled against its limit, in milliseconds.
     pub sample_interval_ms: u64,
+    /// Largest code archive a job may carry (`plinth jobs submit --code DIR`), in MiB.
+    pub max_code_mb: u64,
     /// Variables of the server's environment a job starts with (nothing else is inherited).
     pub inherit_env: Vec<String>,
     /// The GPUs of this host jobs may be given; none by default.
@@ -213,6 +215,7 @@ impl Default for JobsSection {
             stop_grace_ms: 5000,
             max_log_mb: 1024,
             sample_interval_ms: 100,
+            max_code_mb: 512,
             inherit_env: ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH"]
                 .into_iter()
                 .map(str::to_owned)
@@ -531,6 +534,7 @@ impl Config {
             ("jobs.stop_grace_ms", jobs.stop_grace_ms, 0..=3_600_000),
             ("jobs.max_log_mb", jobs.max_log_mb, 1..=1_048_576),
             ("jobs.sample_interval_ms", jobs.sample_interval_ms, 10..=60_000),
+            ("jobs.max_code_mb", jobs.max_code_mb, 1..=1_048_576),
         ] {
             if !range.contains(&value) {
                 problems.push(format!("{key} must be between {} and {} (got {value})", range.start(), range.end()));

@@ -245,6 +245,7 @@ impl Server {
             features: features.clone(),
             serving: serving.clone(),
             jobs,
+            max_code_bytes: config.jobs.max_code_mb.saturating_mul(1 << 20),
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
             max_request_bytes: config.server.max_request_bytes,

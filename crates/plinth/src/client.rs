@@ -349,8 +349,24 @@ impl Client {
         body: reqwest::blocking::Body,
         content_type: &str,
     ) -> anyhow::Result<reqwest::blocking::Response> {
+        self.send_body(reqwest::Method::POST, path, query, body, content_type)
+    }
+
+    /// Sends a streamed body of `content_type` with `method`; answers the response when it succeeded.
+    pub(crate) fn send_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: reqwest::blocking::Body,
+        content_type: &str,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
         let req = self.signed(
-            self.http.post(format!("{}{path}", self.base)).query(query).header(reqwest::header::CONTENT_TYPE, content_type).body(body),
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .query(query)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body),
         );
         // Retrievals can take a while on big inputs: no overall timeout.
         let resp = req

@@ -2,7 +2,7 @@
 //! (`/api/plinth/v1/jobs`, `/api/plinth/v1/queues`).
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -93,6 +93,10 @@ pub(crate) struct SubmitArgs {
     /// A tag of the job and its run as KEY=VALUE (repeat for several).
     #[arg(long)]
     tag: Vec<String>,
+    /// The code directory the job runs in: packed, uploaded once per content (by its SHA-256) and
+    /// unpacked as the job's working directory (`.git` and `__pycache__` are left out).
+    #[arg(long)]
+    code: Option<PathBuf>,
     /// Submitting again with the same key answers the first job instead of queueing another.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -237,7 +241,11 @@ pub(crate) fn jobs(conn: &Connection, command: JobsCommand) -> anyhow::Result<()
     let client = Client::new(conn)?;
     match command {
         JobsCommand::Submit(args) => {
-            let answer = client.call(Method::POST, "/jobs", &[], Some(body(&args)?))?;
+            let mut body = body(&args)?;
+            if let Some(dir) = &args.code {
+                body["code"] = Value::from(upload_code(&client, dir)?);
+            }
+            let answer = client.call(Method::POST, "/jobs", &[], Some(body))?;
             let job = &answer["job"];
             if !answer["created"].as_bool().unwrap_or(true) {
                 eprintln!("job {} was already submitted with this idempotency key", job["id"]);
@@ -393,4 +401,88 @@ fn print_changes(answer: &Value) {
     for change in changes {
         println!("{}", change.as_str().unwrap_or_default());
     }
+}
+
+/// Directories never packed: version control and Python's byte-code caches.
+const SKIPPED: &[&str] = &[".git", "__pycache__"];
+
+/// Packs `dir` as a tar archive the same way every time (entries in name order; times, owners and
+/// modes normalized), so the same code has the same digest.
+fn pack(dir: &Path) -> anyhow::Result<(std::fs::File, String, u64)> {
+    use sha2::Digest;
+    if !dir.is_dir() {
+        bail!("--code {} is not a directory", dir.display());
+    }
+    let file = tempfile::tempfile().context("cannot create a temporary file for the code archive")?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    let mut files = 0u64;
+    while let Some(rel) = stack.pop() {
+        let full = dir.join(&rel);
+        let mut entries: Vec<_> = std::fs::read_dir(&full)
+            .with_context(|| format!("cannot read {}", full.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot read {}", full.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        // Directories are visited in name order: pushed in reverse onto the stack.
+        let mut dirs = Vec::new();
+        for entry in entries {
+            let name = entry.file_name();
+            let path = rel.join(&name);
+            let kind = entry.file_type().with_context(|| format!("cannot read {}", entry.path().display()))?;
+            if kind.is_symlink() {
+                bail!("{} is a symbolic link: a job's code holds regular files and directories only", entry.path().display());
+            }
+            if kind.is_dir() {
+                if !SKIPPED.iter().any(|s| name == *s) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                bail!("{} is not a regular file", entry.path().display());
+            }
+            let meta = entry.metadata().with_context(|| format!("cannot read {}", entry.path().display()))?;
+            let executable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(meta.len());
+            header.set_mode(if executable { 0o755 } else { 0o644 });
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            let content = std::fs::File::open(entry.path()).with_context(|| format!("cannot read {}", entry.path().display()))?;
+            builder.append_data(&mut header, &path, content).with_context(|| format!("cannot pack {}", entry.path().display()))?;
+            files += 1;
+        }
+        stack.extend(dirs.into_iter().rev());
+    }
+    let writer = builder.into_inner().context("cannot finish the code archive")?;
+    let mut file = writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write the code archive: {}", e.error()))?;
+    std::io::Seek::rewind(&mut file)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    std::io::Seek::rewind(&mut file)?;
+    Ok((file, format!("sha256:{}", hex::encode(hasher.finalize())), files))
+}
+
+/// Packs and uploads `dir` unless the server already has that content; answers its digest.
+fn upload_code(client: &Client, dir: &Path) -> anyhow::Result<String> {
+    let (file, digest, files) = pack(dir)?;
+    let path = format!("/jobs/code/{digest}");
+    if client.call(Method::GET, &path, &[], None).is_ok() {
+        eprintln!("code {digest} ({files} files) is already on the server");
+        return Ok(digest);
+    }
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    eprintln!("uploading code {digest} ({files} files, {size} bytes)");
+    client.send_body(Method::PUT, &path, &[], reqwest::blocking::Body::sized(file, size), "application/x-tar")?;
+    Ok(digest)
 }

@@ -353,3 +353,51 @@ async fn bad_jobs_are_refused_and_nothing_is_created() {
     .await;
     assert_eq!((status, answer["error_code"].as_str()), (409, Some("RESOURCE_CONFLICT")), "{answer}");
 }
+
+/// Runs the CLI against `url`; answers (success, stdout, stderr).
+fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin()).args(args).env("PLINTH_SERVER", url).output().expect("run plinth");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn code_is_uploaded_once_and_the_job_runs_exactly_it() {
+    let (dir, server, client) = setup().await;
+    let url = &server.url;
+    let code = dir.path().join("project");
+    std::fs::create_dir_all(code.join("conf")).expect("mkdir");
+    std::fs::create_dir_all(code.join(".git")).expect("mkdir");
+    std::fs::write(code.join(".git/HEAD"), "ref: refs/heads/main\n").expect("write");
+    std::fs::write(code.join("conf/lr.txt"), "0.01\n").expect("write");
+    std::fs::write(code.join("train.sh"), "#!/bin/sh\necho lr=$(cat conf/lr.txt) files=$(find . -type f | sort | tr '\\n' ' ')\n")
+        .expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(code.join("train.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let code_arg = code.to_str().expect("utf-8");
+    let (ok, out, err) = cli(url, &["jobs", "submit", "--queue", "team-a", "--code", code_arg, "--", "./train.sh"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("uploading code sha256:"), "{err}");
+    let first: Value = serde_json::from_str(&out).expect("json");
+    let id = first["job"]["id"].as_i64().expect("id");
+    let digest = first["job"]["code"].as_str().expect("the job names its code").to_owned();
+    let done = wait_for(&client, url, id, &["succeeded", "failed"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(texts(&logs(&client, url, id, "").await), vec!["lr=0.01 files=./conf/lr.txt ./train.sh"]);
+
+    // The same content is not uploaded again, and has the same digest.
+    let (ok, out, err) = cli(url, &["jobs", "submit", "--queue", "team-a", "--code", code_arg, "--", "./train.sh"]);
+    assert!(ok && err.contains("already on the server"), "{err}");
+    let second: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(second["job"]["code"], json!(digest));
+
+    // A digest that does not match the body, and code never uploaded, are refused.
+    let wrong = "sha256:".to_owned() + &"0".repeat(64);
+    let res = client.put(format!("{url}/api/plinth/v1/jobs/code/{wrong}")).body(vec![0u8; 1024]).send().await.expect("put");
+    assert_eq!(res.status(), 400);
+    let (status, answer) = post(&client, url, "/api/plinth/v1/jobs", json!({"command": ["true"], "queue": "team-a", "code": wrong})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap_or_default().contains("was not uploaded"), "{answer}");
+    let (status, _) = get(&client, url, &format!("/api/plinth/v1/jobs/code/{wrong}")).await;
+    assert_eq!(status, 404);
+}
