@@ -50,9 +50,13 @@ pub struct LocalOptions {
 /// The GPUs each live attempt (job, attempt) holds.
 type DeviceTable = Arc<Mutex<HashMap<(i64, u32), Vec<u32>>>>;
 
+/// The standard input of each supervisor this server started: a line wakes it.
+type Wakers = Arc<Mutex<HashMap<(i64, u32), tokio::process::ChildStdin>>>;
+
 pub struct LocalExecutor {
     options: LocalOptions,
     events: mpsc::UnboundedSender<ExecutorEvent>,
+    wakers: Wakers,
     /// The GPUs each live attempt holds.
     devices: DeviceTable,
 }
@@ -63,7 +67,12 @@ fn failed(what: &str, e: impl std::fmt::Display) -> ExecutorError {
 
 impl LocalExecutor {
     pub fn new(options: LocalOptions, events: mpsc::UnboundedSender<ExecutorEvent>) -> Arc<LocalExecutor> {
-        Arc::new(LocalExecutor { options, events, devices: Arc::new(Mutex::new(HashMap::new())) })
+        Arc::new(LocalExecutor {
+            options,
+            events,
+            wakers: Arc::new(Mutex::new(HashMap::new())),
+            devices: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// How memory limits are enforced on this host, for the start-up log and the docs.
@@ -271,7 +280,7 @@ impl Executor for LocalExecutor {
             .arg("__supervise")
             .arg(&dir)
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(false)
@@ -281,6 +290,10 @@ impl Executor for LocalExecutor {
                 failed(&format!("could not start the supervisor {}", self.options.supervisor.display()), e)
             })?;
         let stdout = child.stdout.take().expect("stdout was piped");
+        if let Some(stdin) = child.stdin.take() {
+            self.wakers.lock().expect("wakers lock").insert(key, stdin);
+        }
+        let wakers = self.wakers.clone();
         let (job_id, attempt) = key;
         let events = self.events.clone();
         let devices = self.devices.clone();
@@ -313,6 +326,7 @@ impl Executor for LocalExecutor {
                 })
             };
             devices.lock().expect("device table lock").remove(&(job_id, attempt));
+            wakers.lock().expect("wakers lock").remove(&(job_id, attempt));
             let _ = events.send(ExecutorEvent::Ended { job_id, attempt, end });
         });
         Ok(())
@@ -327,6 +341,13 @@ impl Executor for LocalExecutor {
         if !stop.exists() {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| failed("could not reach the attempt's directory", e))?;
             tokio::fs::write(&stop, reason).await.map_err(|e| failed("could not write the stop request", e))?;
+        }
+        // A supervisor this server started hears it at once; an adopted one at its next sample.
+        let waker = self.wakers.lock().expect("wakers lock").remove(&(job_id, attempt));
+        if let Some(mut stdin) = waker {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(b"stop\n").await;
+            let _ = stdin.flush().await;
         }
         // Should the supervisor be stuck or gone, the workers are killed by force after the grace period.
         let grace = self.options.stop_grace + Duration::from_secs(2);

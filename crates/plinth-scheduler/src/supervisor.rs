@@ -4,7 +4,9 @@
 //! It reads `launch.json`, starts the workers in a process group of their own, timestamps their
 //! output into `output.log` (bounded), watches memory, the timeout and a `stop` request, and writes
 //! how the attempt ended to `status.json` before it exits. Its standard output tells an attached
-//! server `started` and `ended` at once; the files tell a server that attached later.
+//! server `started` and `ended` at once; the files tell a server that attached later. It wakes at
+//! once when a worker ends or when the attached server writes a line on its standard input (after
+//! writing the `stop` file); otherwise every sample interval.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -169,9 +171,27 @@ fn supervise(dir: &Path) -> std::io::Result<()> {
         }
     }
     drop(lines_tx);
+    let (wake, woken) = mpsc::channel::<()>();
+    for w in &workers {
+        let (pid, wake) = (w.child.id() as i32, wake.clone());
+        thread::spawn(move || {
+            sys::wait_for_exit(pid);
+            let _ = wake.send(());
+        });
+    }
+    // Any line from the attached server means "look now" (it wrote the stop file first); its end
+    // (the server went away) changes nothing.
+    thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            if line.is_err() || wake.send(()).is_err() {
+                return;
+            }
+        }
+    });
     write_json_atomic(&dir.join(WORKERS_FILE), &WorkersFile { pgid, pids: workers.iter().map(|w| w.child.id() as i32).collect() })?;
     announce(&format!("started {pgid}"));
-    let end = watch(dir, &launch, pgid, &mut workers);
+    let end = watch(dir, &launch, pgid, &mut workers, &woken);
     // Whatever of the group is left (a daemon a worker forked) goes with the attempt.
     sys::kill_group(pgid, libc::SIGKILL);
     // A process outside the group may still hold a pipe open: the readers get a moment, not forever.
@@ -330,7 +350,7 @@ fn write_lines(file: std::fs::File, rx: mpsc::Receiver<Line>, max: u64) {
 }
 
 /// Watches the workers until all have ended; says how the attempt ended.
-fn watch(dir: &Path, launch: &LaunchFile, pgid: i32, workers: &mut [Worker]) -> End {
+fn watch(dir: &Path, launch: &LaunchFile, pgid: i32, workers: &mut [Worker], woken: &mpsc::Receiver<()>) -> End {
     let started = Instant::now();
     let interval = Duration::from_millis(launch.sample_interval_millis.max(10));
     let grace = Duration::from_millis(launch.stop_grace_millis);
@@ -385,7 +405,12 @@ fn watch(dir: &Path, launch: &LaunchFile, pgid: i32, workers: &mut [Worker]) -> 
         {
             sys::kill_group(pgid, libc::SIGKILL);
         }
-        thread::sleep(interval);
+        // Until a worker ends, the server asks, or the interval passes; a grace period ends on time.
+        let wait = match &ending {
+            Some((_, kill_at)) => interval.min(kill_at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
+            None => interval,
+        };
+        let _ = woken.recv_timeout(wait);
     }
     let peak = Some(peak).filter(|p| *p > 0);
     if let Some((mut end, _)) = ending {

@@ -24,6 +24,20 @@ pub(crate) fn kill_process(pid: i32, signal: i32) {
     }
 }
 
+/// Blocks until child `pid` has ended, without reaping it (its owner reaps it with `try_wait`).
+pub(crate) fn wait_for_exit(pid: i32) {
+    // SAFETY: waitid writes only into `info`, a zeroed siginfo_t this function owns; WNOWAIT leaves
+    // the child to be reaped by its `Child`.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        while libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) != 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return;
+            }
+        }
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parentheses).
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
