@@ -315,7 +315,7 @@ def render(p: dict, r: Optional[dict]) -> str:
     lines.append(f"  {a['queued']} queued over 4 queues: submitted at {a['submit_per_s']:.0f} jobs/s; "
                  f"an admission cycle over {a['pending_seen_by_cycle']:.0f} pending takes {a['cycle_ms']:.3f} ms "
                  f"(mean of {a['cycles_measured']:.0f} cycles)")
-    lines.append(row("cancel head -> next job admitted (10k queued)", a["cancel_to_next_admitted_ms"]))
+    lines.append(row(f"cancel head -> next job admitted ({a['queued']} queued)", a["cancel_to_next_admitted_ms"]))
     if r:
         lines.append(f"Ray Jobs {r['ray_version']} (local head node, REST API)")
         lines.append(row("submit -> RUNNING", r["submit_to_running_ms"]))

@@ -229,8 +229,9 @@ pub fn fits_ever(config: &QueueConfig, workload: &Workload) -> Result<(), String
 /// - **Preemption**, for a job that does not fit, at most one preemptor per queue per cycle:
 ///   `within_cluster_queue = lower_priority` may evict the queue's own jobs of strictly lower
 ///   priority; `reclaim_within_cohort` lets a queue that stays within its nominal quota with the
-///   job evict jobs (of lower priority, or any) of cohort queues borrowing in the flavor and
-///   resource it needs, never taking such a queue below its own nominal quota. Victims are taken
+///   job evict jobs (of lower priority, or any) of cohort queues that borrow (use more than their
+///   nominal quota) in the flavor and resource it needs; a job is the unit, so the victim's queue
+///   may end below its nominal quota, as in Kueue. Victims are taken
 ///   from the queues borrowing the most first, then lowest priority, then newest admitted, until
 ///   the job fits; victims that turn out unneeded are dropped again. Nothing is preempted unless
 ///   the victims' quota makes the job fit. Victims keep their quota until `release`, are never
@@ -820,8 +821,10 @@ impl Admission {
                     continue;
                 }
                 helps = true;
-                // Only what a lender borrowed is reclaimed: it keeps its nominal quota.
-                if !own && sim.used[charge.cq][charge.cell].saturating_sub(charge.amount) < cell.nominal {
+                // Only a queue that borrows (uses more than its nominal quota there) gives back: a
+                // job is the unit, so taking it may leave that queue below its nominal quota, as
+                // in Kueue.
+                if !own && sim.used[charge.cq][charge.cell] <= cell.nominal {
                     allowed = false;
                 }
             }

@@ -461,10 +461,16 @@ fn reclaiming_lent_quota_evicts_only_what_borrowers_borrowed() {
     let mut any = setup(&reclaim_config("any"), borrowed, &["10 team-b gpu=4 prio=0"]);
     assert_eq!(cycle(&mut any, 1000)[..2], ["preempt 6 for 10", "preempt 5 for 10"], "any takes equal priorities too");
 
-    // team-a borrows 2 with two jobs of 3: evicting either would take it below its nominal 4.
+    // team-a borrows 2 with two jobs of 3: a job is the unit, so the newest goes even though
+    // team-a then holds less than its nominal 4 (Kueue's rule: a borrowing queue gives back).
     let chunky: &[&str] = &["1 team-a gpu=3 on=default", "2 team-a gpu=3 on=default", "7 team-c gpu=4 on=default"];
-    let mut kept = setup(&reclaim_config("any"), chunky, &["10 team-b gpu=4 prio=5"]);
-    assert_eq!(cycle(&mut kept, 1000), [lent_out]);
+    let mut taken = setup(&reclaim_config("any"), chunky, &["10 team-b gpu=4 prio=5"]);
+    assert_eq!(cycle(&mut taken, 1000), ["preempt 2 for 10", "wait 10: waiting for preempted jobs to stop: 2, position 1"]);
+    // A queue within its nominal quota gives nothing back.
+    let within: &[&str] = &["1 team-a gpu=4 on=default", "7 team-c gpu=4 on=default", "8 team-c gpu=2 on=default"];
+    let mut kept = setup(&reclaim_config("any"), within, &["10 team-b gpu=4 prio=5"]);
+    let lines = cycle(&mut kept, 1000);
+    assert!(lines.iter().all(|l| !l.starts_with("preempt 1 ")), "{lines:?}");
 
     // A queue that would go over its own nominal quota with the job does not reclaim.
     let mut over = setup(&reclaim_config("any"), borrowed, &["10 team-b gpu=4 prio=5"]);
@@ -825,4 +831,33 @@ fn with_preemption_every_job_is_admitted_once_per_time_it_queued() {
         assert_eq!(*n, 1 + preemptions.get(id).copied().unwrap_or(0), "job {id}");
     }
     assert!(!preemptions.is_empty(), "the scenario exercises preemption");
+}
+
+/// The two-queue cohort of the black-box test: team-b borrowed all of team-a's CPUs through a
+/// cycle (not loaded as admitted), then team-a's higher-priority job reclaims them.
+#[test]
+fn reclaim_after_borrowing_through_a_cycle() {
+    let text = r#"
+[[flavors]]
+name = "default"
+
+[[cluster_queues]]
+name = "team-a"
+cohort = "research"
+preemption = { reclaim_within_cohort = "lower_priority" }
+[[cluster_queues.resource_groups]]
+resources = ["cpu"]
+flavors = [{ name = "default", cpu = { nominal = 2 } }]
+
+[[cluster_queues]]
+name = "team-b"
+cohort = "research"
+[[cluster_queues.resource_groups]]
+resources = ["cpu"]
+flavors = [{ name = "default", cpu = { nominal = 2 } }]
+"#;
+    let mut admission = setup(text, &[], &["1 team-b cpu=4000"]);
+    assert_eq!(cycle(&mut admission, 1000), ["admit 1 cpu=default"]);
+    admission.add_pending(job("2 team-a cpu=2000 prio=10"));
+    assert_eq!(cycle(&mut admission, 2000), ["preempt 1 for 2", "wait 2: waiting for preempted jobs to stop: 1, position 1"]);
 }

@@ -401,3 +401,63 @@ async fn code_is_uploaded_once_and_the_job_runs_exactly_it() {
     let (status, _) = get(&client, url, &format!("/api/plinth/v1/jobs/code/{wrong}")).await;
     assert_eq!(status, 404);
 }
+
+/// team-a may take back what team-b borrowed from it, from lower-priority jobs.
+const RECLAIM: &str = r#"
+[[flavors]]
+name = "default"
+
+[[cluster_queues]]
+name = "team-a"
+cohort = "research"
+preemption = { reclaim_within_cohort = "lower_priority" }
+[[cluster_queues.resource_groups]]
+resources = ["cpu"]
+flavors = [{ name = "default", cpu = { nominal = 2 } }]
+
+[[cluster_queues]]
+name = "team-b"
+cohort = "research"
+[[cluster_queues.resource_groups]]
+resources = ["cpu"]
+flavors = [{ name = "default", cpu = { nominal = 2 } }]
+
+[[local_queues]]
+name = "team-a"
+cluster_queue = "team-a"
+[[local_queues]]
+name = "team-b"
+cluster_queue = "team-b"
+"#;
+
+#[tokio::test]
+async fn a_queue_reclaims_its_quota_from_a_lower_priority_borrower() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_in(dir.path());
+    let client = reqwest::Client::new();
+    let url = &server.url;
+    let res = client.put(format!("{url}/api/plinth/v1/queues")).json(&json!({"text": RECLAIM})).send().await.expect("apply");
+    assert_eq!(res.status(), 200);
+    // team-b borrows all of team-a's CPUs.
+    let borrower = submit(&client, url, json!({"command": sh("echo attempt $PLINTH_JOB_ID; exec sleep 600"), "queue": "team-b", "resources": {"cpus": 4}})).await;
+    let borrower_id = borrower["id"].as_i64().expect("id");
+    wait_for(&client, url, borrower_id, &["running"]).await;
+    // team-a wants its own back, at a higher priority: the borrower is preempted and queued again.
+    let owner = submit(&client, url, json!({"command": sh("exec sleep 600"), "queue": "team-a", "resources": {"cpus": 2}, "priority": 10})).await;
+    let owner_id = owner["id"].as_i64().expect("id");
+    wait_for(&client, url, owner_id, &["running"]).await;
+    let requeued = wait_for(&client, url, borrower_id, &["queued"]).await;
+    assert_eq!((requeued["preemptions"].as_u64(), requeued["attempt"].as_u64()), (Some(1), Some(2)), "{requeued}");
+    assert_eq!(requeued["last_end"]["cause"], "preempted", "{requeued}");
+    assert!(requeued["last_end"]["message"].as_str().unwrap_or_default().contains("preempted"), "{requeued}");
+    assert!(requeued["waiting"]["reason"].as_str().unwrap_or_default().contains("team-b"), "it says why it waits: {requeued}");
+    // The owner ends: the borrower runs again, as a new attempt that used none of its retries.
+    let (status, _) = post(&client, url, &format!("/api/plinth/v1/jobs/{owner_id}/cancel"), json!({})).await;
+    assert_eq!(status, 200);
+    let again = wait_for(&client, url, borrower_id, &["running"]).await;
+    assert_eq!(again["attempt"].as_u64(), Some(2), "{again}");
+    assert_eq!(texts(&logs(&client, url, borrower_id, "attempt=1").await), vec![format!("attempt {borrower_id}")]);
+    let (status, _) = post(&client, url, &format!("/api/plinth/v1/jobs/{borrower_id}/cancel"), json!({})).await;
+    assert_eq!(status, 200);
+    wait_for(&client, url, borrower_id, &["cancelled"]).await;
+}
