@@ -210,11 +210,53 @@ fn view_json(view: &JobView) -> Value {
     job_json(&view.job, view.waiting.as_ref())
 }
 
-async fn submit(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+async fn submit(State(s): State<AppState>, p: Ext, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
     let body: JobBody = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("Invalid job: {e}")))?;
     let (spec, key) = spec_of(body)?;
+    // The job's run is written in the caller's name: with auth on, the caller must be allowed to
+    // write to its experiment, or to create it.
+    let creates = may_log_into(&s, &p, spec.experiment.as_deref()).await?;
     let (view, created) = service(&s)?.submit(&actor, spec, key).await?;
+    if let (Some(name), true) = (creates, created) {
+        // The experiment the job created belongs to its creator, as if created through the API.
+        if let Some(id) = view.job.experiment_id.as_deref().filter(|_| !name.is_empty()) {
+            crate::auth::grant_creator(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment, id).await?;
+        }
+    }
     Ok(Json(json!({"job": view_json(&view), "created": created})))
+}
+
+/// With auth on, whether the caller may log into the experiment named `experiment` (the default
+/// experiment when `None`): EDIT on it when it exists, the right to create one when it does not.
+/// Answers the name when the submission will create the experiment.
+async fn may_log_into(s: &AppState, p: &Ext, experiment: Option<&str>) -> Result<Option<String>, ApiError> {
+    if !s.auth_enabled {
+        return Ok(None);
+    }
+    let Some(principal) = p.as_ref().map(|e| &e.0) else {
+        return Err(ApiError::new(plinth_core::ErrorCode::Unauthenticated, "Sign in to submit jobs"));
+    };
+    let denied = |what: &str| {
+        ApiError::new(plinth_core::ErrorCode::PermissionDenied, format!("Permission denied: user '{}' {what}", principal.name))
+    };
+    let id = match experiment {
+        None => "0".to_owned(),
+        Some(name) => match s.tracking.get_experiment_by_name(name).await {
+            Ok(e) => e.experiment_id.as_str().to_owned(),
+            Err(e) if plinth_core::HasErrorCode::error_code(&e) == plinth_core::ErrorCode::ResourceDoesNotExist => {
+                if principal.role < plinth_core::auth::Role::Member {
+                    return Err(denied("may not create the job's experiment (viewer)"));
+                }
+                return Ok(Some(name.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if principal.is_admin() || s.auth.allows(principal, ResourceKind::Experiment, &id, Level::Edit).await? {
+        Ok(None)
+    } else {
+        Err(denied("lacks EDIT on the job's experiment"))
+    }
 }
 
 /// Whether the caller may see (`Read`) or cancel (`Manage`) `job`: its submitter, a grant on its

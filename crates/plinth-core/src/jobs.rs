@@ -38,7 +38,6 @@ pub const RESERVED_ENV: &[&str] = &[
     "MLFLOW_TRACKING_URI",
     "MLFLOW_RUN_ID",
     "MLFLOW_EXPERIMENT_ID",
-    "MLFLOW_TRACKING_TOKEN",
     "PLINTH_JOB_ID",
     "RANK",
     "LOCAL_RANK",

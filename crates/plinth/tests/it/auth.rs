@@ -289,3 +289,72 @@ fn admin_commands_offer_only_the_flags_that_find_the_database() {
         }
     }
 }
+
+/// Jobs with auth on: submitting needs EDIT on the queue and on the job's experiment; a job is
+/// seen and cancelled by its submitter and admins, not by others; every change is audited.
+#[tokio::test]
+async fn jobs_are_granted_by_queue_and_seen_by_their_submitter() {
+    let a = start().await;
+    let root = Some(("root", ADMIN_PASSWORD));
+    let member = Some(("member1", "member1-password-01"));
+    let viewer = Some(("viewer1", "viewer1-password-01"));
+    let queues = "[[flavors]]\nname = \"default\"\n[[cluster_queues]]\nname = \"team-a\"\n[[cluster_queues.resource_groups]]\nresources = [\"cpu\"]\nflavors = [{ name = \"default\", cpu = { nominal = 4 } }]\n[[local_queues]]\nname = \"team-a\"\ncluster_queue = \"team-a\"\n";
+    let (status, body) = a.call(member, Method::PUT, "/api/plinth/v1/queues", Some(json!({"text": queues}))).await;
+    assert_eq!(status, 403, "only admins configure queues: {body}");
+    let (status, body) = a.call(root, Method::PUT, "/api/plinth/v1/queues", Some(json!({"text": queues}))).await;
+    assert_eq!(status, 200, "{body}");
+    let job = json!({"command": ["sleep", "60"], "queue": "team-a", "experiment": "member-jobs"});
+    let (status, body) = a.call(member, Method::POST, "/api/plinth/v1/jobs", Some(job.clone())).await;
+    assert_eq!((status, body["error_code"].as_str()), (403, Some("PERMISSION_DENIED")), "no grant on the queue: {body}");
+    let (status, body) = a
+        .call(
+            member,
+            Method::PUT,
+            "/api/plinth/v1/grants",
+            Some(json!({"user": "member1", "kind": "queue", "resource": "team-a", "level": "EDIT"})),
+        )
+        .await;
+    assert_eq!(status, 403, "a member cannot grant itself a queue: {body}");
+    let (status, body) = a
+        .call(
+            root,
+            Method::PUT,
+            "/api/plinth/v1/grants",
+            Some(json!({"user": "member1", "kind": "queue", "resource": "team-a", "level": "EDIT"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The default experiment is not the member's to write to.
+    let (status, body) = a.call(member, Method::POST, "/api/plinth/v1/jobs", Some(json!({"command": ["true"], "queue": "team-a"}))).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = a.call(member, Method::POST, "/api/plinth/v1/jobs", Some(job)).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["job"]["id"].as_i64().expect("id");
+    assert_eq!(body["job"]["submitted_by"], "member1");
+    let experiment = body["job"]["experiment_id"].as_str().expect("experiment").to_owned();
+    let (status, _) = a.call(member, Method::GET, &format!("/api/2.0/mlflow/experiments/get?experiment_id={experiment}"), None).await;
+    assert_eq!(status, 200, "the experiment the job created is its submitter's");
+
+    for (path, method) in [(format!("/api/plinth/v1/jobs/{id}"), Method::GET), (format!("/api/plinth/v1/jobs/{id}/cancel"), Method::POST)] {
+        let body = (method == Method::POST).then(|| json!({}));
+        let (status, answer) = a.call(viewer, method.clone(), &path, body.clone()).await;
+        assert_eq!((status, answer["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")), "{path}: {answer}");
+        let (status, _) = a.call(None, method, &path, body).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let (_, listed) = a.call(viewer, Method::GET, "/api/plinth/v1/jobs", None).await;
+    assert_eq!(listed["jobs"], json!([]), "others' jobs are not listed: {listed}");
+    let (_, listed) = a.call(member, Method::GET, "/api/plinth/v1/jobs", None).await;
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1));
+    let (status, body) = a.call(member, Method::POST, &format!("/api/plinth/v1/jobs/{id}/cancel"), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, audit) = a.call(root, Method::GET, &format!("/api/plinth/v1/audit?resource_type=job&resource_id={id}"), None).await;
+    let actions: Vec<(String, String)> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap_or_default().to_owned(), e["actor"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert!(actions.contains(&("job.submit".to_owned(), "member1".to_owned())), "{audit}");
+    assert!(actions.contains(&("job.cancel".to_owned(), "member1".to_owned())), "{audit}");
+}

@@ -439,11 +439,17 @@ async fn a_queue_reclaims_its_quota_from_a_lower_priority_borrower() {
     let res = client.put(format!("{url}/api/plinth/v1/queues")).json(&json!({"text": RECLAIM})).send().await.expect("apply");
     assert_eq!(res.status(), 200);
     // team-b borrows all of team-a's CPUs.
-    let borrower = submit(&client, url, json!({"command": sh("echo attempt $PLINTH_JOB_ID; exec sleep 600"), "queue": "team-b", "resources": {"cpus": 4}})).await;
+    let borrower = submit(
+        &client,
+        url,
+        json!({"command": sh("echo attempt $PLINTH_JOB_ID; exec sleep 600"), "queue": "team-b", "resources": {"cpus": 4}}),
+    )
+    .await;
     let borrower_id = borrower["id"].as_i64().expect("id");
     wait_for(&client, url, borrower_id, &["running"]).await;
     // team-a wants its own back, at a higher priority: the borrower is preempted and queued again.
-    let owner = submit(&client, url, json!({"command": sh("exec sleep 600"), "queue": "team-a", "resources": {"cpus": 2}, "priority": 10})).await;
+    let owner =
+        submit(&client, url, json!({"command": sh("exec sleep 600"), "queue": "team-a", "resources": {"cpus": 2}, "priority": 10})).await;
     let owner_id = owner["id"].as_i64().expect("id");
     wait_for(&client, url, owner_id, &["running"]).await;
     let requeued = wait_for(&client, url, borrower_id, &["queued"]).await;
