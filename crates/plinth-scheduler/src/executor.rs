@@ -76,4 +76,8 @@ pub trait Executor: Send + Sync + 'static {
     async fn adopt(&self, job_id: i64, attempt: u32, handle: &str) -> Result<(), ExecutorError>;
     /// The attempt's output, as `<RFC 3339 time> <o|e><rank> <text>` lines.
     fn log_path(&self, job_id: i64, attempt: u32) -> PathBuf;
+    /// The attempt's system metrics (`supervisor::MetricsLine` per line), when the executor samples them.
+    fn system_metrics_path(&self, _job_id: i64, _attempt: u32) -> Option<PathBuf> {
+        None
+    }
 }

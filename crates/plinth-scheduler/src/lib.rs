@@ -31,4 +31,4 @@ pub use executor::{Executor, ExecutorError, ExecutorEvent, Launch};
 pub use local::{Gpu, LocalExecutor, LocalOptions};
 pub use scheduler::{QueueUsage, SchedulerOptions};
 pub use service::{Error, JobService, JobView, Parts, QueuePlan};
-pub use tracker::{JobRun, RunTracker, TrackerError};
+pub use tracker::{JobRun, MetricPoint, RunTracker, TrackerError};

@@ -45,6 +45,8 @@ pub struct LocalOptions {
     pub stop_grace: Duration,
     pub max_log_bytes: u64,
     pub sample_interval: Duration,
+    /// How often system metrics are sampled into the job's run; zero: never.
+    pub metrics_interval: Duration,
 }
 
 /// The GPUs each live attempt (job, attempt) holds.
@@ -157,6 +159,7 @@ impl LocalExecutor {
             max_log_bytes: self.options.max_log_bytes,
             sample_interval_millis: u64::try_from(self.options.sample_interval.as_millis()).unwrap_or(100),
             master_port,
+            metrics_interval_millis: u64::try_from(self.options.metrics_interval.as_millis()).unwrap_or(0),
         })
     }
 }
@@ -415,5 +418,9 @@ impl Executor for LocalExecutor {
 
     fn log_path(&self, job_id: i64, attempt: u32) -> PathBuf {
         self.dir(job_id, attempt).join(OUTPUT_FILE)
+    }
+
+    fn system_metrics_path(&self, job_id: i64, attempt: u32) -> Option<PathBuf> {
+        Some(self.dir(job_id, attempt).join(crate::supervisor::METRICS_FILE))
     }
 }

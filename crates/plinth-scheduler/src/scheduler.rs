@@ -98,6 +98,8 @@ pub(crate) struct Scheduler {
     unlaunched: HashSet<i64>,
     /// Ends whose write failed, tried again on each tick.
     unrecorded: Vec<(i64, u32, AttemptEnd)>,
+    /// How far each running attempt's system metrics were read and logged into its run.
+    metric_offsets: HashMap<(i64, u32), u64>,
     dirty: bool,
 }
 
@@ -120,6 +122,7 @@ impl Scheduler {
             preempting: HashMap::new(),
             unlaunched: HashSet::new(),
             unrecorded: Vec::new(),
+            metric_offsets: HashMap::new(),
             dirty: true,
         }
     }
@@ -218,6 +221,10 @@ impl Scheduler {
             {
                 self.start(job).await;
             }
+        }
+        let running: Vec<Job> = self.jobs.values().filter(|j| j.state == JobState::Running).cloned().collect();
+        for job in running {
+            self.log_system_metrics(&job, job.attempt);
         }
         // A backoff that ended makes a job admissible: the cycle looks.
         self.dirty = true;
@@ -355,6 +362,9 @@ impl Scheduler {
             return;
         }
         let now = plinth_core::time::now_millis();
+        // What the attempt sampled last goes into its run before the run ends.
+        self.log_system_metrics(&job, attempt);
+        self.metric_offsets.remove(&(id, attempt));
         let mut next = job.clone();
         next.last_end = Some(end.clone());
         next.flavors = None;
@@ -423,6 +433,26 @@ impl Scheduler {
                 self.unrecorded.push((id, attempt, end));
             }
         }
+    }
+
+    /// Logs the system metrics the attempt's executor wrote since the last call into the job's run.
+    fn log_system_metrics(&mut self, job: &Job, attempt: u32) {
+        let (Some(run_id), Some(path)) = (job.run_id.clone(), self.executor.system_metrics_path(job.id, attempt)) else { return };
+        let offset = self.metric_offsets.entry((job.id, attempt)).or_insert(0);
+        let (metrics, read) = match read_metrics(&path, *offset) {
+            Ok(found) => found,
+            Err(_) => return,
+        };
+        *offset += read;
+        if metrics.is_empty() {
+            return;
+        }
+        let runs = self.runs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runs.log_metrics(&run_id, metrics).await {
+                tracing::warn!(error = %e, run_id, "Could not log a job's system metrics into its run.");
+            }
+        });
     }
 
     fn keep_log(&self, job: &Job, attempt: u32) {
@@ -584,4 +614,27 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The complete lines of a metrics file from byte `offset`: the metrics and how many bytes they took.
+fn read_metrics(path: &std::path::Path, offset: u64) -> std::io::Result<(Vec<crate::tracker::MetricPoint>, u64)> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    // At most 1 MiB per call: a job cannot make the loop read without bound.
+    file.take(1 << 20).read_to_end(&mut bytes)?;
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut out = Vec::new();
+    for line in bytes[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Ok(line) = serde_json::from_slice::<crate::supervisor::MetricsLine>(line) {
+            out.extend(line.metrics.into_iter().map(|(key, value)| crate::tracker::MetricPoint {
+                key,
+                value,
+                timestamp: line.timestamp,
+                step: line.step,
+            }));
+        }
+    }
+    Ok((out, complete as u64))
 }

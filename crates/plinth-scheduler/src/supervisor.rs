@@ -32,6 +32,8 @@ pub const STATUS_FILE: &str = "status.json";
 pub const STOP_FILE: &str = "stop";
 /// The workers' timestamped output.
 pub const OUTPUT_FILE: &str = "output.log";
+/// System metrics sampled while the attempt runs, one JSON object per line.
+pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The longest line kept whole; longer ones are split.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
@@ -54,6 +56,71 @@ pub struct LaunchFile {
     pub max_log_bytes: u64,
     pub sample_interval_millis: u64,
     pub master_port: u16,
+    /// How often system metrics are written to `metrics.jsonl`; 0: never.
+    #[serde(default)]
+    pub metrics_interval_millis: u64,
+}
+
+/// One line of `metrics.jsonl`: MLflow's system metric names and their values at `timestamp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub timestamp: i64,
+    pub step: i64,
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Writes the attempt's system metrics every interval: CPU use of the whole process group (100
+/// for one busy core) and its resident memory, under MLflow's system metric names.
+struct MetricsWriter {
+    file: Option<std::fs::File>,
+    interval: Duration,
+    last: Instant,
+    last_ticks: u64,
+    step: i64,
+    limit: Option<u64>,
+}
+
+impl MetricsWriter {
+    fn new(dir: &Path, launch: &LaunchFile) -> MetricsWriter {
+        let file = (launch.metrics_interval_millis > 0)
+            .then(|| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(METRICS_FILE)).ok())
+            .flatten();
+        MetricsWriter {
+            file,
+            interval: Duration::from_millis(launch.metrics_interval_millis.max(1)),
+            last: Instant::now(),
+            last_ticks: 0,
+            step: 0,
+            limit: launch.memory_limit_bytes,
+        }
+    }
+
+    fn sample(&mut self, usage: sys::GroupUsage) {
+        let Some(file) = &mut self.file else { return };
+        let elapsed = self.last.elapsed();
+        if elapsed < self.interval {
+            return;
+        }
+        let cpu_secs = usage.cpu_ticks.saturating_sub(self.last_ticks) as f64 / sys::ticks_per_second() as f64;
+        let mut metrics = vec![
+            ("system/cpu_utilization_percentage".to_owned(), (cpu_secs / elapsed.as_secs_f64() * 1000.0).round() / 10.0),
+            ("system/system_memory_usage_megabytes".to_owned(), (usage.rss_bytes as f64 / 1e5).round() / 10.0),
+        ];
+        if let Some(limit) = self.limit.filter(|l| *l > 0) {
+            metrics.push((
+                "system/system_memory_usage_percentage".to_owned(),
+                (usage.rss_bytes as f64 / limit as f64 * 1000.0).round() / 10.0,
+            ));
+        }
+        let line = MetricsLine { timestamp: now_ms(), step: self.step, metrics };
+        if let Ok(mut text) = serde_json::to_vec(&line) {
+            text.push(b'\n');
+            let _ = file.write_all(&text);
+        }
+        self.step += 1;
+        self.last = Instant::now();
+        self.last_ticks = usage.cpu_ticks;
+    }
 }
 
 /// The supervisor's identity, to tell it from a process that later took its pid.
@@ -355,6 +422,7 @@ fn watch(dir: &Path, launch: &LaunchFile, pgid: i32, workers: &mut [Worker], wok
     let interval = Duration::from_millis(launch.sample_interval_millis.max(10));
     let grace = Duration::from_millis(launch.stop_grace_millis);
     let mut peak = 0u64;
+    let mut metrics = MetricsWriter::new(dir, launch);
     // Set once Plinth decided the attempt ends: why, and when to stop asking nicely.
     let mut ending: Option<(End, Instant)> = None;
     loop {
@@ -366,8 +434,10 @@ fn watch(dir: &Path, launch: &LaunchFile, pgid: i32, workers: &mut [Worker], wok
         if workers.iter().all(|w| w.status.is_some()) {
             break;
         }
-        let rss = sys::group_rss_bytes(pgid);
+        let usage = sys::group_usage(pgid);
+        let rss = usage.rss_bytes;
         peak = peak.max(rss);
+        metrics.sample(usage);
         if ending.is_none()
             && let Some(limit) = launch.memory_limit_bytes
             && rss > limit

@@ -65,21 +65,39 @@ fn page_size() -> u64 {
     u64::try_from(size).unwrap_or(4096)
 }
 
-/// The resident memory of every process in group `pgid`, summed.
-pub(crate) fn group_rss_bytes(pgid: i32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+/// What a process group uses now: resident memory in bytes, and CPU time in clock ticks (user and
+/// system, of the processes alive now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GroupUsage {
+    pub(crate) rss_bytes: u64,
+    pub(crate) cpu_ticks: u64,
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub(crate) fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
+}
+
+/// The resident memory and CPU time of every process in group `pgid`, summed.
+pub(crate) fn group_usage(pgid: i32) -> GroupUsage {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return GroupUsage::default() };
     let page = page_size();
-    let mut total = 0u64;
+    let mut usage = GroupUsage::default();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let Some(fields) = stat_fields(pid) else { continue };
-        // Field 5 is the process group; field 24 the resident set in pages.
+        // Field 5 is the process group; fields 14 and 15 the user and system time in ticks; field
+        // 24 the resident set in pages.
         if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
-            total += fields.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page;
+            let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            usage.rss_bytes += number(21) * page;
+            usage.cpu_ticks += number(11) + number(12);
         }
     }
-    total
+    usage
 }
 
 /// A signal's name, for messages.
@@ -118,6 +136,6 @@ mod tests {
         assert!(!is_same_process(me, ticks + 1));
         // SAFETY: getpgrp has no arguments and cannot fail.
         let group = unsafe { libc::getpgrp() };
-        assert!(group_rss_bytes(group) > 0);
+        assert!(group_usage(group).rss_bytes > 0);
     }
 }

@@ -15,6 +15,15 @@ pub struct TrackerError {
     pub message: String,
 }
 
+/// One value of a system metric, for the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+}
+
 /// The run a job logs into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRun {
@@ -31,6 +40,8 @@ pub trait RunTracker: Send + Sync + 'static {
     /// Moves the run's status with the job's state (`RUNNING`, `FINISHED`, `FAILED`, `KILLED`);
     /// at the end, `end` says how it ended (kept as the run's tags).
     async fn set_status(&self, run_id: &str, state: JobState, at: i64, end: Option<&AttemptEnd>) -> Result<(), TrackerError>;
+    /// Logs system metrics into the run.
+    async fn log_metrics(&self, run_id: &str, metrics: Vec<MetricPoint>) -> Result<(), TrackerError>;
     /// Keeps an attempt's output as the run's artifact `logs/attempt-<n>.log`.
     async fn keep_log(&self, run_id: &str, attempt: u32, path: &Path) -> Result<(), TrackerError>;
     /// The tracking URI a job is given (`MLFLOW_TRACKING_URI`).

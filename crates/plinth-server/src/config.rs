@@ -198,6 +198,9 @@ pub struct JobsSection {
     pub max_log_mb: u64,
     /// How often a running job's memory is sampled against its limit, in milliseconds.
     pub sample_interval_ms: u64,
+    /// How often a running job's CPU and memory use are logged into its run as MLflow's system
+    /// metrics (`system/cpu_utilization_percentage`, …), in milliseconds; 0: never.
+    pub system_metrics_interval_ms: u64,
     /// Largest code archive a job may carry (`plinth jobs submit --code DIR`), in MiB.
     pub max_code_mb: u64,
     /// Variables of the server's environment a job starts with (nothing else is inherited).
@@ -216,6 +219,7 @@ impl Default for JobsSection {
             max_log_mb: 1024,
             sample_interval_ms: 100,
             max_code_mb: 512,
+            system_metrics_interval_ms: 10_000,
             inherit_env: ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH"]
                 .into_iter()
                 .map(str::to_owned)
@@ -535,6 +539,7 @@ impl Config {
             ("jobs.max_log_mb", jobs.max_log_mb, 1..=1_048_576),
             ("jobs.sample_interval_ms", jobs.sample_interval_ms, 10..=60_000),
             ("jobs.max_code_mb", jobs.max_code_mb, 1..=1_048_576),
+            ("jobs.system_metrics_interval_ms", jobs.system_metrics_interval_ms, 0..=3_600_000),
         ] {
             if !range.contains(&value) {
                 problems.push(format!("{key} must be between {} and {} (got {value})", range.start(), range.end()));

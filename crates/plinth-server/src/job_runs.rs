@@ -57,6 +57,7 @@ pub(crate) async fn start(
             stop_grace: std::time::Duration::from_millis(config.jobs.stop_grace_ms),
             max_log_bytes: config.jobs.max_log_mb.saturating_mul(1 << 20),
             sample_interval: std::time::Duration::from_millis(config.jobs.sample_interval_ms),
+            metrics_interval: std::time::Duration::from_millis(config.jobs.system_metrics_interval_ms),
         },
         events_tx,
     );
@@ -165,6 +166,23 @@ impl RunTracker for TrackingRuns {
         let end_time = state.is_terminal().then_some(at);
         acting.update_run(run_id, Some(status_of(state)), end_time, None).await.map_err(tracker_error)?;
         Ok(())
+    }
+
+    async fn log_metrics(&self, run_id: &str, metrics: Vec<plinth_scheduler::MetricPoint>) -> Result<(), TrackerError> {
+        let metrics = metrics
+            .into_iter()
+            .map(|m| plinth_core::tracking::Metric {
+                key: m.key,
+                value: m.value,
+                timestamp: m.timestamp,
+                step: m.step,
+                dataset_name: None,
+                dataset_digest: None,
+                model_id: None,
+            })
+            .collect();
+        let actor = Actor::system();
+        self.tracking.acting(&actor).log_batch(run_id, LogBatch { metrics, ..LogBatch::default() }).await.map_err(tracker_error)
     }
 
     async fn keep_log(&self, run_id: &str, attempt: u32, path: &Path) -> Result<(), TrackerError> {

@@ -49,6 +49,7 @@ const CONFIG: &str = r#"
 tick_ms = 100
 stop_grace_ms = 1000
 sample_interval_ms = 20
+system_metrics_interval_ms = 200
 [[jobs.gpus]]
 index = 3
 flavor = "gpu-a100"
@@ -466,4 +467,40 @@ async fn a_queue_reclaims_its_quota_from_a_lower_priority_borrower() {
     let (status, _) = post(&client, url, &format!("/api/plinth/v1/jobs/{borrower_id}/cancel"), json!({})).await;
     assert_eq!(status, 200);
     wait_for(&client, url, borrower_id, &["cancelled"]).await;
+}
+
+#[tokio::test]
+async fn cpu_and_memory_are_logged_into_the_run_as_system_metrics() {
+    let (_dir, server, client) = setup().await;
+    let url = &server.url;
+    // Holds 60 MB and keeps one core busy for 1.5 s.
+    let script = "import time\nx = b'\\x01' * (60 << 20)\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass";
+    let job = submit(&client, url, json!({"command": ["python3", "-c", script], "queue": "team-a", "resources": {"memory": "1Gi"}})).await;
+    let id = job["id"].as_i64().expect("id");
+    let run_id = job["run_id"].as_str().expect("run").to_owned();
+    let done = wait_for(&client, url, id, &["succeeded", "failed"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let history = |key: &'static str| {
+        let (client, url, run_id) = (client.clone(), url.clone(), run_id.clone());
+        async move {
+            let (_, body) = get(&client, &url, &format!("/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}")).await;
+            body["metrics"].as_array().cloned().unwrap_or_default().iter().filter_map(|m| m["value"].as_f64()).collect::<Vec<f64>>()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (cpu, memory, share) = loop {
+        let found = (
+            history("system/cpu_utilization_percentage").await,
+            history("system/system_memory_usage_megabytes").await,
+            history("system/system_memory_usage_percentage").await,
+        );
+        if found.0.len() >= 3 || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(cpu.len() >= 3, "sampled every 200 ms over 1.5 s: {cpu:?}");
+    assert!(cpu.iter().any(|v| *v > 50.0), "a busy core reads as busy: {cpu:?}");
+    assert!(memory.iter().any(|v| *v > 60.0), "the job's 60 MB show: {memory:?}");
+    assert!(share.iter().all(|v| *v < 100.0) && !share.is_empty(), "{share:?}");
 }
