@@ -108,6 +108,8 @@ pub struct JobService {
     executor: Arc<dyn Executor>,
     code: Option<crate::code::CodeStore>,
     commands: mpsc::Sender<Command>,
+    /// The scheduler loop, until the server takes it to wait for on shutdown.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The configuration in force and its version; `None` before the first apply.
     config: RwLock<Option<(Arc<QueueConfig>, i64)>>,
 }
@@ -131,7 +133,7 @@ impl JobService {
             config.as_ref().map(|(c, _)| c.clone()),
         );
         let scheduler = scheduler.recover().await?;
-        tokio::spawn(scheduler.run(rx, parts.events, parts.shutdown));
+        let task = tokio::spawn(scheduler.run(rx, parts.events, parts.shutdown));
         Ok(Arc::new(JobService {
             store: parts.store,
             audit: parts.audit,
@@ -139,6 +141,7 @@ impl JobService {
             executor: parts.executor,
             code,
             commands,
+            task: std::sync::Mutex::new(Some(task)),
             config: RwLock::new(config),
         }))
     }
@@ -146,6 +149,11 @@ impl JobService {
     /// Whether the configuration in force has local queue `name` (grants are only on queues that exist).
     pub fn has_queue(&self, name: &str) -> bool {
         self.current_config().is_some_and(|(config, _)| config.cluster_queue_of(name).is_some())
+    }
+
+    /// The scheduler loop's task (once): it ends when the shutdown token given to `start` is cancelled.
+    pub fn take_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.task.lock().expect("task lock").take()
     }
 
     fn current_config(&self) -> Option<(Arc<QueueConfig>, i64)> {

@@ -238,13 +238,14 @@ impl Server {
         } else {
             None
         };
+        let state_jobs = jobs.clone();
         let state = AppState {
             tracking,
             registry: registry.clone(),
             auth,
             features: features.clone(),
             serving: serving.clone(),
-            jobs,
+            jobs: jobs.clone(),
             max_code_bytes: config.jobs.max_code_mb.saturating_mul(1 << 20),
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
@@ -298,6 +299,10 @@ impl Server {
             tokio::spawn(follow),
         ];
         let mut background = background;
+        // The job scheduler stops on the same token; running jobs' supervisors go on without it.
+        if let Some(task) = state_jobs.as_ref().and_then(|jobs| jobs.take_task()) {
+            background.push(task);
+        }
         background.push(tokio::spawn(storage::run(
             readiness,
             watched,
