@@ -6,8 +6,6 @@
 //! MANAGE on its queue and by admins. Queue configuration is for admins; usage is for anyone
 //! signed in. Environment values are never shown back (they may hold secrets): only their names.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -15,7 +13,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use plinth_core::auth::{Level, ResourceKind};
-use plinth_core::jobs::{ExitCause, Job, JobSpec, JobState, Resources, Retry, format_cpu, format_memory, parse_cpu, parse_memory};
+use plinth_core::jobs::{Job, JobState, format_cpu, format_memory};
 use plinth_scheduler::JobView;
 use plinth_store::jobs::JobQuery;
 use plinth_store::tracking::PageRequest;
@@ -36,6 +34,10 @@ pub(crate) fn routes() -> Routes {
         .get("/api/plinth/v1/jobs/{id}", N::SignedIn, get)
         .post("/api/plinth/v1/jobs/{id}/cancel", N::SignedIn, cancel)
         .get("/api/plinth/v1/jobs/{id}/logs", N::SignedIn, logs)
+        .post("/api/plinth/v1/sweeps", N::SignedIn, create_sweep)
+        .get("/api/plinth/v1/sweeps", N::SignedIn, list_sweeps)
+        .get("/api/plinth/v1/sweeps/{id}", N::SignedIn, get_sweep)
+        .post("/api/plinth/v1/sweeps/{id}/cancel", N::SignedIn, cancel_sweep)
         .get("/api/plinth/v1/queues", N::SignedIn, queues)
         .post("/api/plinth/v1/queues/plan", N::Admin, plan)
         .put("/api/plinth/v1/queues", N::Admin, apply)
@@ -55,98 +57,6 @@ fn service(s: &AppState) -> Result<&std::sync::Arc<plinth_scheduler::JobService>
     s.jobs.as_ref().ok_or_else(|| {
         ApiError::new(plinth_core::ErrorCode::EndpointNotFound, "Training jobs are disabled on this server ([jobs] enabled = false)")
     })
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct ResourcesBody {
-    /// A number of CPUs (`4`, `0.5`) or text (`"500m"`).
-    cpus: Option<Value>,
-    /// Bytes as a number, or text with a unit (`"8Gi"`).
-    memory: Option<Value>,
-    gpus: Option<u64>,
-    gpu_flavor: Option<String>,
-    custom: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RetryBody {
-    max: Option<u32>,
-    backoff_secs: Option<u64>,
-    on: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobBody {
-    #[serde(default)]
-    name: Option<String>,
-    command: Vec<String>,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    resources: ResourcesBody,
-    #[serde(default)]
-    workers: Option<u32>,
-    #[serde(default)]
-    timeout_secs: Option<u64>,
-    #[serde(default)]
-    retries: RetryBody,
-    #[serde(default)]
-    priority: Option<i32>,
-    queue: String,
-    #[serde(default)]
-    experiment: Option<String>,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
-fn quantity(value: &Value, parse: fn(&str) -> Result<u64, plinth_core::validation::InvalidParameter>) -> Result<u64, ApiError> {
-    match value {
-        Value::String(text) => Ok(parse(text)?),
-        Value::Number(n) => Ok(parse(&n.to_string())?),
-        other => Ok(parse(&other.to_string())?),
-    }
-}
-
-fn spec_of(body: JobBody) -> Result<(JobSpec, Option<String>), ApiError> {
-    let r = body.resources;
-    let resources = Resources {
-        cpu_millis: r.cpus.as_ref().map(|v| quantity(v, parse_cpu)).transpose()?.unwrap_or(0),
-        memory_bytes: r.memory.as_ref().map(|v| quantity(v, parse_memory)).transpose()?.unwrap_or(0),
-        gpus: r.gpus.unwrap_or(0),
-        gpu_flavor: r.gpu_flavor,
-        custom: r.custom,
-    };
-    let defaults = Retry::default();
-    let retry = Retry {
-        max_retries: body.retries.max.unwrap_or(defaults.max_retries),
-        backoff_secs: body.retries.backoff_secs.unwrap_or(defaults.backoff_secs),
-        on: match body.retries.on {
-            Some(list) => list.iter().map(|c| ExitCause::parse(c)).collect::<Result<_, _>>()?,
-            None => defaults.on,
-        },
-    };
-    let spec = JobSpec {
-        name: body.name,
-        command: body.command,
-        code: body.code,
-        env: body.env,
-        resources,
-        workers: body.workers.unwrap_or(1),
-        timeout_secs: body.timeout_secs,
-        retry,
-        priority: body.priority.unwrap_or(0),
-        queue: body.queue,
-        experiment: body.experiment,
-        tags: body.tags,
-    };
-    Ok((spec, body.idempotency_key))
 }
 
 fn job_json(job: &Job, waiting: Option<&plinth_scheduler::admission::Waiting>) -> Value {
@@ -211,8 +121,8 @@ fn view_json(view: &JobView) -> Value {
 }
 
 async fn submit(State(s): State<AppState>, p: Ext, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let body: JobBody = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("Invalid job: {e}")))?;
-    let (spec, key) = spec_of(body)?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("Invalid job: {e}")))?;
+    let (spec, key) = plinth_scheduler::spec::job_spec(body)?;
     // The job's run is written in the caller's name: with auth on, the caller must be allowed to
     // write to its experiment, or to create it.
     let creates = may_log_into(&s, &p, spec.experiment.as_deref()).await?;
@@ -455,4 +365,142 @@ async fn upload_code(
     std::io::Seek::rewind(&mut spool).map_err(spool_error)?;
     let info = jobs.put_code(&actor, &digest, spool).await?;
     Ok(Json(json!({"digest": info.digest, "files": info.files, "bytes": info.bytes})))
+}
+
+fn sweeps(s: &AppState) -> Result<&std::sync::Arc<plinth_scheduler::SweepService>, ApiError> {
+    s.sweeps.as_ref().ok_or_else(|| {
+        ApiError::new(plinth_core::ErrorCode::EndpointNotFound, "Training jobs are disabled on this server ([jobs] enabled = false)")
+    })
+}
+
+fn sweep_json(sweep: &plinth_core::sweeps::Sweep) -> Value {
+    json!({
+        "id": sweep.id,
+        "name": sweep.name,
+        "state": sweep.state.as_str(),
+        "parent_run_id": sweep.parent_run_id,
+        "experiment_id": sweep.experiment_id,
+        "best_trial": sweep.best_trial,
+        "message": sweep.message,
+        "created_by": sweep.created_by,
+        "created_at": sweep.created_at,
+        "updated_at": sweep.updated_at,
+        "finished_at": sweep.finished_at,
+    })
+}
+
+fn sweep_view_json(view: &plinth_scheduler::SweepView) -> Value {
+    let mut out = sweep_json(&view.sweep);
+    let trial = |t: &plinth_core::sweeps::Trial| {
+        json!({
+            "index": t.index,
+            "params": t.params.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "job_id": t.job_id,
+            "state": t.state.as_str(),
+            "objective": t.objective.map(j::double),
+            "step": t.step,
+            "stopped_at_step": t.stopped_at_step,
+        })
+    };
+    out["objective"] = json!({
+        "metric": view.metric,
+        "direction": match view.direction {
+            plinth_scheduler::asha::Direction::Maximize => "maximize",
+            plinth_scheduler::asha::Direction::Minimize => "minimize",
+        },
+    });
+    out["budget"] = json!(view.budget);
+    out["trials"] = Value::Array(view.trials.iter().map(trial).collect());
+    out["best"] = view.sweep.best_trial.and_then(|i| view.trials.iter().find(|t| t.index == i)).map(trial).unwrap_or(Value::Null);
+    out["spec"] = json!(view.sweep.spec);
+    out
+}
+
+/// Whether the caller may see (`Read`) or cancel (`Manage`) the sweep: its creator, a grant on its
+/// job's queue, or an admin; anyone with auth off.
+async fn may_sweep(s: &AppState, p: &Ext, view: &plinth_scheduler::SweepView, level: Level) -> Result<bool, ApiError> {
+    if !s.auth_enabled {
+        return Ok(true);
+    }
+    let Some(principal) = p.as_ref().map(|e| &e.0) else { return Ok(false) };
+    if principal.is_admin() || principal.actor().name == view.sweep.created_by {
+        return Ok(true);
+    }
+    let queue = plinth_scheduler::SweepSpec::parse(&view.sweep.spec).map(|spec| spec.job.queue).unwrap_or_default();
+    Ok(s.auth.allows(principal, ResourceKind::Queue, &queue, level).await?)
+}
+
+async fn visible_sweep(s: &AppState, p: &Ext, id: &str, level: Level) -> Result<plinth_scheduler::SweepView, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::from(plinth_core::validation::InvalidParameter::invalid_value("id", id, "A sweep id is a number.")))?;
+    let view = sweeps(s)?.get(id).await?;
+    if may_sweep(s, p, &view, Level::Read).await? {
+        if level == Level::Read || may_sweep(s, p, &view, level).await? {
+            return Ok(view);
+        }
+        return Err(ApiError::new(
+            plinth_core::ErrorCode::PermissionDenied,
+            format!("Only sweep {id}'s creator, MANAGE on its queue or an admin may do this"),
+        ));
+    }
+    Err(ApiError::from(plinth_store::Error::Sweeps(plinth_store::SweepsError::SweepNotFound { id })))
+}
+
+async fn create_sweep(State(s): State<AppState>, p: Ext, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        text: String,
+    }
+    let body: Body = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("Invalid sweep request: {e}")))?;
+    let spec = plinth_scheduler::SweepSpec::parse(&body.text)?;
+    // Its trials are jobs in the caller's name: the same rights as submitting the template.
+    if s.auth_enabled {
+        let principal = p.as_ref().map(|e| &e.0);
+        let allowed = match principal {
+            Some(pr) => pr.is_admin() || s.auth.allows(pr, ResourceKind::Queue, &spec.job.queue, Level::Edit).await?,
+            None => false,
+        };
+        if !allowed {
+            return Err(ApiError::new(
+                plinth_core::ErrorCode::PermissionDenied,
+                format!("Permission denied: the caller lacks EDIT on queue '{}'", spec.job.queue),
+            ));
+        }
+    }
+    let creates = may_log_into(&s, &p, spec.job.experiment.as_deref()).await?;
+    let view = sweeps(&s)?.create(&actor, &body.text).await?;
+    if creates.is_some()
+        && let Some(id) = view.sweep.experiment_id.as_deref()
+    {
+        crate::auth::grant_creator(&s, p.as_ref().map(|e| &e.0), ResourceKind::Experiment, id).await?;
+    }
+    Ok(Json(json!({"sweep": sweep_view_json(&view)})))
+}
+
+async fn list_sweeps(State(s): State<AppState>, p: Ext, MlflowRequest(f): MlflowRequest) -> Result<Json<Value>, ApiError> {
+    let page = PageRequest::from_client(f.opt_i64("max_results")?, 100, MAX_PAGE, f.opt_str("page_token")?.as_deref())?;
+    let rows = sweeps(&s)?.list(page).await?;
+    let mine = match (s.auth_enabled, p.as_ref().map(|e| &e.0)) {
+        (false, _) => None,
+        (true, Some(pr)) if pr.is_admin() => None,
+        (true, Some(pr)) => Some(pr.actor().name),
+        (true, None) => Some(String::new()),
+    };
+    // With auth on, a caller who is not an admin sees the sweeps they created.
+    let items = rows.items.iter().filter(|sw| mine.as_ref().is_none_or(|m| *m == sw.created_by)).map(sweep_json).collect();
+    let page = rows.into_page(page);
+    Ok(Json(j::page("sweeps", items, page.next_page_token)))
+}
+
+async fn get_sweep(State(s): State<AppState>, p: Ext, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let view = visible_sweep(&s, &p, &id, Level::Read).await?;
+    Ok(Json(json!({"sweep": sweep_view_json(&view)})))
+}
+
+async fn cancel_sweep(State(s): State<AppState>, p: Ext, Caller(actor): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let view = visible_sweep(&s, &p, &id, Level::Manage).await?;
+    let view = sweeps(&s)?.cancel(&actor, view.sweep.id).await?;
+    Ok(Json(json!({"sweep": sweep_view_json(&view)})))
 }

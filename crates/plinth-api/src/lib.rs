@@ -63,6 +63,8 @@ pub struct AppState {
     pub serving: Arc<plinth_serving::DeploymentService>,
     /// Training jobs; `None` when `[jobs] enabled = false`.
     pub jobs: Option<Arc<plinth_scheduler::JobService>>,
+    /// Sweeps over jobs' parameters; `None` when jobs are disabled.
+    pub sweeps: Option<Arc<plinth_scheduler::SweepService>>,
     /// Largest code archive a job may carry, in bytes (`jobs.max_code_mb`).
     pub max_code_bytes: u64,
     /// Largest entity upload of a historical retrieval, in bytes (`features.max_entity_upload_mb`).

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod page_token;
 pub mod registry;
 pub mod serving;
+pub mod sweeps;
 pub mod time;
 pub mod tracking;
 pub mod validation;

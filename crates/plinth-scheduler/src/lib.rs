@@ -14,6 +14,7 @@
 //! `RunTracker` port (`tracker.rs`). `logs.rs` streams an attempt's output as it grows.
 
 pub mod admission;
+pub mod asha;
 pub mod code;
 pub mod executor;
 pub mod local;
@@ -22,7 +23,10 @@ pub mod metrics;
 pub mod queues;
 mod scheduler;
 pub mod service;
+pub mod space;
+pub mod spec;
 pub mod supervisor;
+pub mod sweeps;
 mod sys;
 pub mod tracker;
 
@@ -31,4 +35,5 @@ pub use executor::{Executor, ExecutorError, ExecutorEvent, Launch};
 pub use local::{Gpu, LocalExecutor, LocalOptions};
 pub use scheduler::{QueueUsage, SchedulerOptions};
 pub use service::{Error, JobService, JobView, Parts, QueuePlan};
+pub use sweeps::{SweepService, SweepSpec, SweepView};
 pub use tracker::{JobRun, MetricPoint, RunTracker, TrackerError};

@@ -173,11 +173,10 @@ impl JobService {
         Ok((JobView { job, waiting }, created))
     }
 
-    async fn submit_inner(&self, actor: &Actor, spec: JobSpec, key: Option<String>, event: &AuditEvent) -> Result<(Job, bool)> {
+    /// Checks that `spec` could be queued now: its rules, its queue, its code, and that it could
+    /// ever be admitted there. Answers the cluster queue.
+    pub fn check(&self, spec: &JobSpec) -> Result<String> {
         spec.validate()?;
-        if let Some(key) = &key {
-            validate_idempotency_key(key)?;
-        }
         let (config, _) = self.current_config().ok_or(Error::NoQueues)?;
         let cluster_queue = config.cluster_queue_of(&spec.queue).ok_or_else(|| Error::UnknownQueue {
             queue: spec.queue.clone(),
@@ -191,11 +190,19 @@ impl JobService {
         {
             return Err(Error::CodeMissing { digest: digest.clone() });
         }
-        admission::fits_ever(&config, &crate::scheduler::workload_of_spec(0, &spec, cluster_queue, 0, None))
+        admission::fits_ever(&config, &crate::scheduler::workload_of_spec(0, spec, cluster_queue, 0, None))
             .map_err(|reason| Error::NeverFits { queue: spec.queue.clone(), reason })?;
+        Ok(cluster_queue.to_owned())
+    }
+
+    async fn submit_inner(&self, actor: &Actor, spec: JobSpec, key: Option<String>, event: &AuditEvent) -> Result<(Job, bool)> {
+        if let Some(key) = &key {
+            validate_idempotency_key(key)?;
+        }
+        let cluster_queue = self.check(&spec)?;
         let new = NewJob {
             spec: spec.clone(),
-            cluster_queue: cluster_queue.to_owned(),
+            cluster_queue,
             submitted_by: actor.name.clone(),
             idempotency_key: key.clone(),
             now: plinth_core::time::now_millis(),

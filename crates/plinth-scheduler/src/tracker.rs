@@ -40,6 +40,13 @@ pub trait RunTracker: Send + Sync + 'static {
     /// Moves the run's status with the job's state (`RUNNING`, `FINISHED`, `FAILED`, `KILLED`);
     /// at the end, `end` says how it ended (kept as the run's tags).
     async fn set_status(&self, run_id: &str, state: JobState, at: i64, end: Option<&AttemptEnd>) -> Result<(), TrackerError>;
+    /// Creates a sweep's parent run, `RUNNING`, in `experiment` (created when missing; the default
+    /// experiment when `None`), named after the sweep and tagged with its id.
+    async fn create_sweep_run(&self, sweep_id: i64, name: &str, experiment: Option<&str>, user: &str) -> Result<JobRun, TrackerError>;
+    /// Logs params into the run (a trial's parameters; a sweep's best).
+    async fn log_params(&self, run_id: &str, params: &[(String, String)]) -> Result<(), TrackerError>;
+    /// A metric's history in the run, `(step, value)` by step.
+    async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<(i64, f64)>, TrackerError>;
     /// Logs system metrics into the run.
     async fn log_metrics(&self, run_id: &str, metrics: Vec<MetricPoint>) -> Result<(), TrackerError>;
     /// Keeps an attempt's output as the run's artifact `logs/attempt-<n>.log`.

@@ -37,7 +37,7 @@ pub(crate) async fn start(
     tracking: Arc<TrackingService>,
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
-) -> Result<Arc<plinth_scheduler::JobService>, StartError> {
+) -> Result<JobsParts, StartError> {
     let root = config.server.data_dir.join("jobs");
     let code = config.server.data_dir.join("jobs-code");
     for dir in [&root, &code] {
@@ -63,17 +63,27 @@ pub(crate) async fn start(
     );
     tracing::info!(limits = plinth_scheduler::LocalExecutor::limits_mode(), "Local job executor ready.");
     let runs = Arc::new(TrackingRuns { tracking, uri: tracking_uri(config, addr) });
-    plinth_scheduler::JobService::start(plinth_scheduler::Parts {
+    let tick = std::time::Duration::from_millis(config.jobs.tick_ms);
+    let jobs = plinth_scheduler::JobService::start(plinth_scheduler::Parts {
         store: store.clone(),
-        audit: store,
+        audit: store.clone(),
         executor,
         events,
-        runs,
-        options: plinth_scheduler::SchedulerOptions { tick: std::time::Duration::from_millis(config.jobs.tick_ms), code_dir: Some(code) },
-        shutdown,
+        runs: runs.clone(),
+        options: plinth_scheduler::SchedulerOptions { tick, code_dir: Some(code) },
+        shutdown: shutdown.clone(),
     })
     .await
-    .map_err(StartError::Jobs)
+    .map_err(StartError::Jobs)?;
+    let (sweeps, sweep_task) = plinth_scheduler::SweepService::start(store.clone(), store, jobs.clone(), runs, tick, shutdown);
+    Ok(JobsParts { jobs, sweeps, sweep_task })
+}
+
+/// The job service, the sweep service over it, and the sweeps' loop.
+pub(crate) struct JobsParts {
+    pub(crate) jobs: Arc<plinth_scheduler::JobService>,
+    pub(crate) sweeps: Arc<plinth_scheduler::SweepService>,
+    pub(crate) sweep_task: tokio::task::JoinHandle<()>,
 }
 
 pub(crate) struct TrackingRuns {
@@ -166,6 +176,49 @@ impl RunTracker for TrackingRuns {
         let end_time = state.is_terminal().then_some(at);
         acting.update_run(run_id, Some(status_of(state)), end_time, None).await.map_err(tracker_error)?;
         Ok(())
+    }
+
+    async fn create_sweep_run(&self, sweep_id: i64, name: &str, experiment: Option<&str>, user: &str) -> Result<JobRun, TrackerError> {
+        let actor = Actor::new(user.to_owned());
+        let experiment_id = match experiment {
+            Some(name) => self.experiment_id(&actor, name).await?,
+            None => "0".to_owned(),
+        };
+        let tags = vec![tag("plinth.sweep_id", sweep_id.to_string()), tag("mlflow.source.type", "SWEEP")];
+        let run = self
+            .tracking
+            .acting(&actor)
+            .create_run(CreateRun {
+                experiment_id: Some(experiment_id.clone()),
+                user_id: Some(user.to_owned()),
+                run_name: Some(name.to_owned()),
+                start_time: Some(plinth_core::time::now_millis()),
+                tags,
+            })
+            .await
+            .map_err(tracker_error)?;
+        Ok(JobRun { experiment_id, run_id: run.info.run_id.as_str().to_owned() })
+    }
+
+    async fn log_params(&self, run_id: &str, params: &[(String, String)]) -> Result<(), TrackerError> {
+        let params = params.iter().map(|(k, v)| tag(k, v.clone())).collect();
+        let actor = Actor::system();
+        self.tracking.acting(&actor).log_batch(run_id, LogBatch { params, ..LogBatch::default() }).await.map_err(tracker_error)
+    }
+
+    async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<(i64, f64)>, TrackerError> {
+        let page = self.tracking.get_metric_history(run_id, key, None, None).await.map_err(tracker_error)?;
+        let mut points: Vec<(i64, i64, f64)> = page.items.iter().map(|m| (m.step, m.timestamp, m.value)).collect();
+        points.sort_by_key(|(step, timestamp, _)| (*step, *timestamp));
+        // One value per step: the last logged.
+        let mut out: Vec<(i64, f64)> = Vec::with_capacity(points.len());
+        for (step, _, value) in points {
+            match out.last_mut() {
+                Some(last) if last.0 == step => last.1 = value,
+                _ => out.push((step, value)),
+            }
+        }
+        Ok(out)
     }
 
     async fn log_metrics(&self, run_id: &str, metrics: Vec<plinth_scheduler::MetricPoint>) -> Result<(), TrackerError> {

@@ -233,10 +233,11 @@ impl Server {
         let listener = TcpListener::bind(&bind).await.map_err(|source| StartError::Bind { addr: bind.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
         let shutdown = CancellationToken::new();
-        let jobs = if config.jobs.enabled {
-            Some(job_runs::start(config, shared.clone(), tracking.clone(), addr, shutdown.clone()).await?)
+        let (jobs, sweeps, sweep_task) = if config.jobs.enabled {
+            let parts = job_runs::start(config, shared.clone(), tracking.clone(), addr, shutdown.clone()).await?;
+            (Some(parts.jobs), Some(parts.sweeps), Some(parts.sweep_task))
         } else {
-            None
+            (None, None, None)
         };
         let state_jobs = jobs.clone();
         let state = AppState {
@@ -246,6 +247,7 @@ impl Server {
             features: features.clone(),
             serving: serving.clone(),
             jobs: jobs.clone(),
+            sweeps,
             max_code_bytes: config.jobs.max_code_mb.saturating_mul(1 << 20),
             max_entity_bytes: config.features.max_entity_upload_mb.saturating_mul(1 << 20),
             auth_enabled: config.auth.enabled,
@@ -303,6 +305,7 @@ impl Server {
         if let Some(task) = state_jobs.as_ref().and_then(|jobs| jobs.take_task()) {
             background.push(task);
         }
+        background.extend(sweep_task);
         background.push(tokio::spawn(storage::run(
             readiness,
             watched,

@@ -17,6 +17,7 @@ mod registry;
 mod rows;
 mod serving;
 mod sql;
+mod sweeps;
 mod tracking;
 mod webhooks;
 

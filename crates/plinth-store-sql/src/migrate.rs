@@ -64,6 +64,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_jobs.sql"),
         postgres: include_str!("../migrations/postgres/0008_jobs.sql"),
     },
+    Migration {
+        version: 9,
+        description: "sweeps",
+        sqlite: include_str!("../migrations/sqlite/0009_sweeps.sql"),
+        postgres: include_str!("../migrations/postgres/0009_sweeps.sql"),
+    },
 ];
 
 const PG_MIGRATION_LOCK: i64 = 0x706c_696e_7468; // "plinth"

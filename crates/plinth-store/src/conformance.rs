@@ -27,6 +27,7 @@ pub struct Harness {
     pub features: Arc<dyn FeatureRegistryStore>,
     pub serving: Arc<dyn crate::DeploymentStore>,
     pub jobs: Arc<dyn crate::JobStore>,
+    pub sweeps: Arc<dyn crate::SweepStore>,
     pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
 

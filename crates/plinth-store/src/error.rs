@@ -1,6 +1,6 @@
 //! Errors of the storage ports, each mapped to a stable code. Each port owns its own "not found"
 //! and "already exists" variants (`TrackingError` in `tracking.rs`, `RegistryError`, `AuthError`,
-//! `FeaturesError`, `WebhookError`, `ServingError`, `JobsError`), so a new port adds its group and one variant here; the
+//! `FeaturesError`, `WebhookError`, `ServingError`, `JobsError`, `SweepsError`), so a new port adds its group and one variant here; the
 //! variants every port shares (conflicts, invalid arguments, an unavailable or failed database)
 //! are this enum's own.
 
@@ -11,6 +11,7 @@ use crate::features::FeaturesError;
 use crate::jobs::JobsError;
 use crate::registry::RegistryError;
 use crate::serving::ServingError;
+use crate::sweeps::SweepsError;
 use crate::tracking::TrackingError;
 use crate::webhooks::WebhookError;
 
@@ -32,6 +33,8 @@ pub enum Error {
     Serving(#[from] ServingError),
     #[error(transparent)]
     Jobs(#[from] JobsError),
+    #[error(transparent)]
+    Sweeps(#[from] SweepsError),
     /// A compare-and-set lost: the state changed since the caller read it.
     #[error("{message}")]
     Conflict { message: String },
@@ -63,6 +66,7 @@ impl HasErrorCode for Error {
             Error::Webhooks(e) => e.error_code(),
             Error::Serving(e) => e.error_code(),
             Error::Jobs(e) => e.error_code(),
+            Error::Sweeps(e) => e.error_code(),
             Error::Conflict { .. } => ErrorCode::ResourceConflict,
             Error::InvalidArgument { .. } => ErrorCode::InvalidParameterValue,
             Error::Unavailable { .. } => ErrorCode::TemporarilyUnavailable,

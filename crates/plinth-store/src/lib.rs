@@ -1,6 +1,6 @@
 //! Storage ports for Plinth's metadata, and the conformance suite every adapter runs.
 //!
-//! A port is a trait (`TrackingStore`, `RegistryStore`, `AuditLog`, `WebhookStore`, `AuthStore`, `FeatureRegistryStore`, `DeploymentStore`, `JobStore`) written in domain types from `plinth-core` and search
+//! A port is a trait (`TrackingStore`, `RegistryStore`, `AuditLog`, `WebhookStore`, `AuthStore`, `FeatureRegistryStore`, `DeploymentStore`, `JobStore`, `SweepStore`) written in domain types from `plinth-core` and search
 //! ASTs from `plinth-filter`. Adapters (SQLite and PostgreSQL in `plinth-store-sql`) implement
 //! it and prove it with `conformance`. The transaction rules every adapter keeps:
 //! - one call is one transaction: it commits whole or not at all;
@@ -18,12 +18,14 @@ pub mod conformance_jobs;
 pub mod conformance_promotions;
 pub mod conformance_registry;
 pub mod conformance_serving;
+pub mod conformance_sweeps;
 pub mod conformance_webhooks;
 mod error;
 pub mod features;
 pub mod jobs;
 pub mod registry;
 pub mod serving;
+pub mod sweeps;
 pub mod tracking;
 pub mod webhooks;
 
@@ -34,5 +36,6 @@ pub use features::{FeatureRegistryStore, FeaturesError};
 pub use jobs::{JobStore, JobsError};
 pub use registry::{RegistryError, RegistryStore};
 pub use serving::{DeploymentStore, ServingError};
+pub use sweeps::{SweepStore, SweepsError};
 pub use tracking::{TrackingError, TrackingStore};
 pub use webhooks::{WebhookError, WebhookStore};

@@ -486,3 +486,86 @@ fn upload_code(client: &Client, dir: &Path) -> anyhow::Result<String> {
     client.send_body(Method::PUT, &path, &[], reqwest::blocking::Body::sized(file, size), "application/x-tar")?;
     Ok(digest)
 }
+
+#[derive(Subcommand)]
+pub(crate) enum SweepsCommand {
+    /// Start a sweep from its file (TOML: a job template with {param} placeholders, parameters,
+    /// the objective, max_trials, parallelism, early_stopping).
+    Create { file: PathBuf },
+    /// Sweeps, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// A sweep with its trials as a table, best first; `--json` for everything.
+    Get {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a sweep and its running trials.
+    Cancel { id: i64 },
+}
+
+pub(crate) fn sweeps(conn: &Connection, command: SweepsCommand) -> anyhow::Result<()> {
+    let client = Client::new(conn)?;
+    match command {
+        SweepsCommand::Create { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            print(&client.call(Method::POST, "/sweeps", &[], Some(json!({"text": text})))?)
+        }
+        SweepsCommand::List { limit } => print(&client.call(Method::GET, "/sweeps", &[("max_results", limit.to_string())], None)?),
+        SweepsCommand::Get { id, json } => {
+            let answer = client.call(Method::GET, &format!("/sweeps/{id}"), &[], None)?;
+            if json {
+                return print(&answer);
+            }
+            print_sweep(&answer["sweep"]);
+            Ok(())
+        }
+        SweepsCommand::Cancel { id } => print(&client.call(Method::POST, &format!("/sweeps/{id}/cancel"), &[], None)?),
+    }
+}
+
+/// The sweep's state, then one line per trial, the best objective first (trials without one last).
+fn print_sweep(sweep: &Value) {
+    let metric = sweep["objective"]["metric"].as_str().unwrap_or("objective");
+    let maximize = sweep["objective"]["direction"] == "maximize";
+    println!(
+        "sweep {} {} ({}): {} of {} trials; best trial {}",
+        sweep["id"],
+        sweep["name"].as_str().unwrap_or_default(),
+        sweep["state"].as_str().unwrap_or_default(),
+        sweep["trials"].as_array().map_or(0, Vec::len),
+        sweep["budget"],
+        sweep["best_trial"],
+    );
+    let mut trials = sweep["trials"].as_array().cloned().unwrap_or_default();
+    trials.sort_by(|a, b| {
+        let (x, y) = (a["objective"].as_f64(), b["objective"].as_f64());
+        match (x, y) {
+            (Some(x), Some(y)) if maximize => y.total_cmp(&x),
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    });
+    println!("{:>5}  {:<10} {:>14} {:>6}  {:>6}  params", "trial", "state", metric, "step", "job");
+    for t in trials {
+        let params: Vec<String> = t["params"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+            .unwrap_or_default();
+        let objective = t["objective"].as_f64().map_or("-".to_owned(), |v| format!("{v:.6}"));
+        println!(
+            "{:>5}  {:<10} {:>14} {:>6}  {:>6}  {}",
+            t["index"],
+            t["state"].as_str().unwrap_or_default(),
+            objective,
+            t["step"].as_i64().map_or("-".to_owned(), |s| s.to_string()),
+            t["job_id"],
+            params.join(" ")
+        );
+    }
+}

@@ -94,6 +94,14 @@ enum Command {
         #[command(subcommand)]
         command: jobs_cli::QueuesCommand,
     },
+    /// Sweeps: searches over a job's parameters with early stopping (talks to a running server).
+    #[command(after_help = client::CREDENTIALS_HELP)]
+    Sweeps {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        command: jobs_cli::SweepsCommand,
+    },
     /// Runs one attempt of a local job (started by the server, not by people).
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
@@ -255,6 +263,7 @@ fn run() -> anyhow::Result<()> {
         Command::Deployments { conn, command } => deployments_cli::run(&conn, *command),
         Command::Jobs { conn, command } => jobs_cli::jobs(&conn, *command),
         Command::Queues { conn, command } => jobs_cli::queues(&conn, command),
+        Command::Sweeps { conn, command } => jobs_cli::sweeps(&conn, command),
         Command::Supervise { dir } => std::process::exit(plinth_scheduler::supervisor::main(&dir)),
     }
 }
@@ -302,7 +311,7 @@ mod tests {
     #[test]
     fn client_help_names_the_credential_variables() {
         let mut cli = super::Cli::command();
-        for name in ["models", "features", "audit", "jobs", "queues"] {
+        for name in ["models", "features", "audit", "jobs", "queues", "sweeps"] {
             let help = cli.find_subcommand_mut(name).expect(name).render_long_help().to_string();
             for var in ["PLINTH_SERVER", "PLINTH_USER", "PLINTH_PASSWORD", "PLINTH_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI"] {
                 assert!(help.contains(var), "`plinth {name} --help` does not name {var}:\n{help}");

@@ -66,7 +66,8 @@ async fn fresh() -> Option<Harness> {
         auth: store.clone(),
         features: store.clone(),
         serving: store.clone(),
-        jobs: store,
+        jobs: store.clone(),
+        sweeps: store,
         keep: Box::new(keep),
     })
 }
@@ -77,3 +78,4 @@ plinth_store::auth_conformance!(fresh);
 plinth_store::features_conformance!(fresh);
 plinth_store::serving_conformance!(fresh);
 plinth_store::jobs_conformance!(fresh);
+plinth_store::sweeps_conformance!(fresh);

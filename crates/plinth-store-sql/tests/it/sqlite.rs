@@ -17,7 +17,8 @@ async fn fresh() -> Option<Harness> {
         auth: store.clone(),
         features: store.clone(),
         serving: store.clone(),
-        jobs: store,
+        jobs: store.clone(),
+        sweeps: store,
         keep: Box::new(dir),
     })
 }
@@ -28,6 +29,7 @@ plinth_store::auth_conformance!(fresh);
 plinth_store::features_conformance!(fresh);
 plinth_store::serving_conformance!(fresh);
 plinth_store::jobs_conformance!(fresh);
+plinth_store::sweeps_conformance!(fresh);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_skips_applied_migrations() {

@@ -504,3 +504,87 @@ async fn cpu_and_memory_are_logged_into_the_run_as_system_metrics() {
     assert!(memory.iter().any(|v| *v > 60.0), "the job's 60 MB show: {memory:?}");
     assert!(share.iter().all(|v| *v < 100.0) && !share.is_empty(), "{share:?}");
 }
+
+/// A trial: logs `val_auc` for steps 1 to 8 through MLflow's REST API, rising to a quality that
+/// peaks at lr = 0.01 (1.0 there, 0.75 a decade away, 0 two decades away).
+const TRIAL: &str = r#"
+import json, math, os, sys, time, urllib.request
+lr = float(sys.argv[1])
+quality = 1 - (math.log10(lr) + 2) ** 2 / 4
+for step in range(1, 9):
+    body = json.dumps(dict(run_id=os.environ["MLFLOW_RUN_ID"], key="val_auc", value=quality * step / 8, timestamp=int(time.time() * 1000), step=step))
+    request = urllib.request.Request(os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric", data=body.encode(), headers=dict([("Content-Type", "application/json")]))
+    urllib.request.urlopen(request).read()
+    time.sleep(0.15)
+"#;
+
+#[tokio::test]
+async fn a_sweep_finds_the_best_region_and_stops_trials_early() {
+    let (_dir, server, client) = setup().await;
+    let url = &server.url;
+    let sweep = format!(
+        r#"
+name = "lr-search"
+max_trials = 10
+parallelism = 2
+
+[objective]
+metric = "val_auc"
+direction = "maximize"
+
+[early_stopping]
+min_steps = 2
+reduction_factor = 2
+max_steps = 8
+
+[parameters]
+lr = {{ grid = [0.0001, 0.001, 0.01, 0.1, 1.0] }}
+
+[job]
+command = ["python3", "-c", '''{TRIAL}''', "{{lr}}"]
+queue = "team-a"
+experiment = "sweeps"
+resources = {{ cpus = 0.5 }}
+"#
+    );
+    let (status, created) = post(&client, url, "/api/plinth/v1/sweeps", json!({"text": sweep})).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["sweep"]["id"].as_i64().expect("id");
+    assert_eq!(created["sweep"]["budget"], 5, "a grid of five runs five trials");
+    let parent = created["sweep"]["parent_run_id"].as_str().expect("a parent run").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let (_, body) = get(&client, url, &format!("/api/plinth/v1/sweeps/{id}")).await;
+        if body["sweep"]["state"] != "running" {
+            break body["sweep"].clone();
+        }
+        assert!(Instant::now() < deadline, "the sweep never ended: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let trials = done["trials"].as_array().expect("trials");
+    assert_eq!(trials.len(), 5, "{done}");
+    assert_eq!(done["best"]["params"]["lr"], "0.01", "{done}");
+    assert!((done["best"]["objective"].as_f64().expect("objective") - 1.0).abs() < 1e-9, "{done}");
+    let stopped = trials.iter().filter(|t| t["state"] == "stopped").count();
+    assert!(stopped >= 1, "early stopping stopped a trial behind the others: {done}");
+    for t in trials.iter().filter(|t| t["state"] == "stopped") {
+        assert!(t["step"].as_i64().unwrap_or(0) < 8, "a stopped trial did not run to the end: {t}");
+    }
+    // Each trial is a child run with its parameters; the parent keeps the best.
+    let job_id = done["best"]["job_id"].as_i64().expect("job");
+    let (_, job) = get(&client, url, &format!("/api/plinth/v1/jobs/{job_id}")).await;
+    let run_id = job["job"]["run_id"].as_str().expect("run");
+    let (_, run) = get(&client, url, &format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    let value = |list: &Value, key: &str| list.as_array().and_then(|l| l.iter().find(|e| e["key"] == key)).map(|e| e["value"].clone());
+    assert_eq!(value(&run["run"]["data"]["tags"], "mlflow.parentRunId"), Some(json!(parent)));
+    assert_eq!(value(&run["run"]["data"]["params"], "lr"), Some(json!("0.01")));
+    let (_, parent_run) = get(&client, url, &format!("/api/2.0/mlflow/runs/get?run_id={parent}")).await;
+    assert_eq!(parent_run["run"]["info"]["status"], "FINISHED", "{parent_run}");
+    assert_eq!(value(&parent_run["run"]["data"]["params"], "best.lr"), Some(json!("0.01")), "{parent_run}");
+
+    // A sweep whose template no queue takes is refused whole.
+    let (status, answer) =
+        post(&client, url, "/api/plinth/v1/sweeps", json!({"text": sweep.replace("queue = \"team-a\"", "queue = \"nobody\"")})).await;
+    assert_eq!(status, 400, "{answer}");
+}
