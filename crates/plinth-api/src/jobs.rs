@@ -169,35 +169,46 @@ async fn may_log_into(s: &AppState, p: &Ext, experiment: Option<&str>) -> Result
     }
 }
 
-/// Whether the caller may see (`Read`) or cancel (`Manage`) `job`: its submitter, a grant on its
-/// queue, or an admin; anyone with auth off.
-async fn may(s: &AppState, p: &Ext, job: &Job, level: Level) -> Result<bool, ApiError> {
+/// Whether the caller may see (`Read`) or cancel (`Manage`) what `owner` submitted to `queue`:
+/// its owner, a grant on the queue, or an admin; anyone with auth off.
+async fn may(s: &AppState, p: &Ext, owner: &str, queue: &str, level: Level) -> Result<bool, ApiError> {
     if !s.auth_enabled {
         return Ok(true);
     }
     let Some(principal) = p.as_ref().map(|e| &e.0) else { return Ok(false) };
-    if principal.is_admin() || principal.actor().name == job.submitted_by {
+    if principal.is_admin() || principal.actor().name == owner {
         return Ok(true);
     }
-    Ok(s.auth.allows(principal, ResourceKind::Queue, &job.spec.queue, level).await?)
+    Ok(s.auth.allows(principal, ResourceKind::Queue, queue, level).await?)
 }
 
-/// A job the caller may not see is answered as if it did not exist.
-async fn visible(s: &AppState, p: &Ext, id: &str, level: Level) -> Result<JobView, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::from(plinth_core::validation::InvalidParameter::invalid_value("id", id, "A job id is a number.")))?;
-    let view = service(s)?.get(id).await?;
-    if may(s, p, &view.job, Level::Read).await? {
-        if level == Level::Read || may(s, p, &view.job, level).await? {
-            return Ok(view);
-        }
-        return Err(ApiError::new(
-            plinth_core::ErrorCode::PermissionDenied,
-            format!("Only job {id}'s submitter, MANAGE on its queue or an admin may do this"),
-        ));
+/// Lets the caller through at `level`; what the caller may not even see is answered `hidden` (as
+/// if it did not exist), what it may see but not change is refused naming `what`.
+async fn gate(s: &AppState, p: &Ext, owner: &str, queue: &str, level: Level, what: &str, hidden: ApiError) -> Result<(), ApiError> {
+    if !may(s, p, owner, queue, Level::Read).await? {
+        return Err(hidden);
     }
-    Err(ApiError::from(plinth_store::Error::Jobs(plinth_store::JobsError::JobNotFound { id })))
+    if level == Level::Read || may(s, p, owner, queue, level).await? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        plinth_core::ErrorCode::PermissionDenied,
+        format!("Only {what}'s owner, MANAGE on its queue or an admin may do this"),
+    ))
+}
+
+fn numeric_id(id: &str, what: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::from(plinth_core::validation::InvalidParameter::invalid_value("id", id, &format!("A {what} id is a number.")))
+    })
+}
+
+async fn visible(s: &AppState, p: &Ext, id: &str, level: Level) -> Result<JobView, ApiError> {
+    let id = numeric_id(id, "job")?;
+    let view = service(s)?.get(id).await?;
+    let hidden = ApiError::from(plinth_store::Error::Jobs(plinth_store::JobsError::JobNotFound { id }));
+    gate(s, p, &view.job.submitted_by, &view.job.spec.queue, level, &format!("job {id}"), hidden).await?;
+    Ok(view)
 }
 
 async fn get(State(s): State<AppState>, p: Ext, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -416,35 +427,13 @@ fn sweep_view_json(view: &plinth_scheduler::SweepView) -> Value {
     out
 }
 
-/// Whether the caller may see (`Read`) or cancel (`Manage`) the sweep: its creator, a grant on its
-/// job's queue, or an admin; anyone with auth off.
-async fn may_sweep(s: &AppState, p: &Ext, view: &plinth_scheduler::SweepView, level: Level) -> Result<bool, ApiError> {
-    if !s.auth_enabled {
-        return Ok(true);
-    }
-    let Some(principal) = p.as_ref().map(|e| &e.0) else { return Ok(false) };
-    if principal.is_admin() || principal.actor().name == view.sweep.created_by {
-        return Ok(true);
-    }
-    let queue = plinth_scheduler::SweepSpec::parse(&view.sweep.spec).map(|spec| spec.job.queue).unwrap_or_default();
-    Ok(s.auth.allows(principal, ResourceKind::Queue, &queue, level).await?)
-}
-
 async fn visible_sweep(s: &AppState, p: &Ext, id: &str, level: Level) -> Result<plinth_scheduler::SweepView, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::from(plinth_core::validation::InvalidParameter::invalid_value("id", id, "A sweep id is a number.")))?;
+    let id = numeric_id(id, "sweep")?;
     let view = sweeps(s)?.get(id).await?;
-    if may_sweep(s, p, &view, Level::Read).await? {
-        if level == Level::Read || may_sweep(s, p, &view, level).await? {
-            return Ok(view);
-        }
-        return Err(ApiError::new(
-            plinth_core::ErrorCode::PermissionDenied,
-            format!("Only sweep {id}'s creator, MANAGE on its queue or an admin may do this"),
-        ));
-    }
-    Err(ApiError::from(plinth_store::Error::Sweeps(plinth_store::SweepsError::SweepNotFound { id })))
+    let queue = plinth_scheduler::SweepSpec::parse(&view.sweep.spec).map(|spec| spec.job.queue).unwrap_or_default();
+    let hidden = ApiError::from(plinth_store::Error::Sweeps(plinth_store::SweepsError::SweepNotFound { id }));
+    gate(s, p, &view.sweep.created_by, &queue, level, &format!("sweep {id}"), hidden).await?;
+    Ok(view)
 }
 
 async fn create_sweep(State(s): State<AppState>, p: Ext, Caller(actor): Caller, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
