@@ -114,7 +114,7 @@ pub struct Trial {
     pub params: Vec<(String, String)>,
     pub job_id: i64,
     pub state: TrialState,
-    /// The objective's last reported value.
+    /// The objective's last reported value; a value that is not a number is stored as none.
     pub objective: Option<f64>,
     /// The step of that value.
     pub step: Option<i64>,

@@ -17,7 +17,8 @@ use crate::{AuditLog, AuthStore, Error, FeatureRegistryStore, RegistryStore, Tra
 /// A fresh store and whatever keeps it alive (a temporary directory, a scratch database).
 /// The port fields are views of the same store (`registry_conformance!` uses `registry`, `audit`
 /// and `webhooks`; `auth_conformance!` uses `auth`; `features_conformance!` uses `features`;
-/// `serving_conformance!` uses `serving`; `jobs_conformance!` uses `jobs`).
+/// `serving_conformance!` uses `serving`; `jobs_conformance!` uses `jobs`; `sweeps_conformance!` uses
+/// `sweeps`, and both use `audit` for the records).
 pub struct Harness {
     pub store: Arc<dyn TrackingStore>,
     pub registry: Arc<dyn RegistryStore>,
