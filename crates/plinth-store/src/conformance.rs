@@ -652,3 +652,40 @@ pub async fn logged_models(store: Arc<dyn TrackingStore>) {
     assert!(store.get_logged_model(&model_ids[0], true).await.is_ok());
     assert_eq!(store.search_logged_models(&query("", &[])).await.expect("search").items.len(), 2);
 }
+
+/// Runs `n` calls of `call` (given the store and the call's index) at once, answers in index
+/// order. Each of the adapter's connections is opened first by `warm` (a read), and the calls
+/// start together, so they meet in the database rather than one after another in a connection pool.
+pub(crate) async fn race<S, T, W, WFut, Fut>(
+    store: &Arc<S>,
+    n: usize,
+    warm: W,
+    call: impl Fn(Arc<S>, usize) -> Fut,
+) -> Vec<crate::Result<T>>
+where
+    S: ?Sized + Send + Sync + 'static,
+    T: Send + 'static,
+    W: Fn(Arc<S>) -> WFut,
+    WFut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    Fut: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+{
+    let warmed: Vec<_> = (0..n).map(|_| tokio::spawn(warm(store.clone()))).collect();
+    for t in warmed {
+        t.await.expect("task").expect("warm-up read");
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|idx| {
+            let (start, call) = (start.clone(), call(store.clone(), idx));
+            tokio::spawn(async move {
+                start.wait().await;
+                call.await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for t in tasks {
+        answers.push(t.await.expect("task"));
+    }
+    answers
+}

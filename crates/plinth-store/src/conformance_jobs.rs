@@ -93,40 +93,6 @@ fn all() -> PageRequest {
     PageRequest { offset: 0, limit: 1000 }
 }
 
-/// Runs `n` calls of `call` (given the store and the call's index) at once, answers in index
-/// order. The adapter's connections are opened first and the calls start together, so they meet
-/// in the database rather than one after another in a connection pool.
-async fn race<T, Fut>(store: &Arc<dyn JobStore>, n: usize, call: impl Fn(Arc<dyn JobStore>, usize) -> Fut) -> Vec<crate::Result<T>>
-where
-    T: Send + 'static,
-    Fut: Future<Output = crate::Result<T>> + Send + 'static,
-{
-    let warm: Vec<_> = (0..n)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.list_jobs(&query(PageRequest { offset: 0, limit: 1 })).await })
-        })
-        .collect();
-    for t in warm {
-        t.await.expect("task").expect("warm-up read");
-    }
-    let start = Arc::new(tokio::sync::Barrier::new(n));
-    let tasks: Vec<_> = (0..n)
-        .map(|idx| {
-            let (start, call) = (start.clone(), call(store.clone(), idx));
-            tokio::spawn(async move {
-                start.wait().await;
-                call.await
-            })
-        })
-        .collect();
-    let mut answers = Vec::with_capacity(n);
-    for t in tasks {
-        answers.push(t.await.expect("task"));
-    }
-    answers
-}
-
 /// The winners of a race; every loser must have lost to a conflict.
 fn winners<T>(answers: Vec<crate::Result<T>>) -> Vec<T> {
     answers
@@ -548,4 +514,19 @@ pub async fn jobs_records_commit_with_changes(h: &Harness) {
     for (id, want) in [("repeat", 0), ("update", 1), ("stale", 0), ("config", 1), ("stale-config", 0)] {
         assert_eq!(trail(audit, id).await.len(), want, "{id}");
     }
+}
+
+/// `conformance::race` on the jobs port, its connections opened by a read first.
+async fn race<T, Fut>(store: &Arc<dyn JobStore>, n: usize, call: impl Fn(Arc<dyn JobStore>, usize) -> Fut) -> Vec<crate::Result<T>>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+{
+    crate::conformance::race(
+        store,
+        n,
+        |s: Arc<dyn JobStore>| async move { s.list_jobs(&query(PageRequest { offset: 0, limit: 1 })).await.map(|_| ()) },
+        call,
+    )
+    .await
 }

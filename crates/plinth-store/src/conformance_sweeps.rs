@@ -78,40 +78,6 @@ fn trial(sweep_id: i64, index: u32) -> Trial {
     }
 }
 
-/// Runs `n` calls of `call` (given the store and the call's index) at once, answers in index
-/// order. The adapter's connections are opened first and the calls start together, so they meet
-/// in the database rather than one after another in a connection pool.
-async fn race<T, Fut>(store: &Arc<dyn SweepStore>, n: usize, call: impl Fn(Arc<dyn SweepStore>, usize) -> Fut) -> Vec<crate::Result<T>>
-where
-    T: Send + 'static,
-    Fut: Future<Output = crate::Result<T>> + Send + 'static,
-{
-    let warm: Vec<_> = (0..n)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.list_sweeps(page(0, 1)).await })
-        })
-        .collect();
-    for t in warm {
-        t.await.expect("task").expect("warm-up read");
-    }
-    let start = Arc::new(tokio::sync::Barrier::new(n));
-    let tasks: Vec<_> = (0..n)
-        .map(|idx| {
-            let (start, call) = (start.clone(), call(store.clone(), idx));
-            tokio::spawn(async move {
-                start.wait().await;
-                call.await
-            })
-        })
-        .collect();
-    let mut answers = Vec::with_capacity(n);
-    for t in tasks {
-        answers.push(t.await.expect("task"));
-    }
-    answers
-}
-
 pub async fn sweeps_create_and_get(h: &Harness) {
     let store = &h.sweeps;
     let sweep = store.create_sweep(&new_sweep("lr-search", 10), rec()).await.expect("create");
@@ -478,4 +444,13 @@ pub async fn sweeps_records_commit_with_changes(h: &Harness) {
     for (id, want) in [("stale", 0), ("ghost", 0), ("cancel", 1)] {
         assert_eq!(trail(audit, id).await.len(), want, "{id}");
     }
+}
+
+/// `conformance::race` on the sweeps port, its connections opened by a read first.
+async fn race<T, Fut>(store: &Arc<dyn SweepStore>, n: usize, call: impl Fn(Arc<dyn SweepStore>, usize) -> Fut) -> Vec<crate::Result<T>>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+{
+    crate::conformance::race(store, n, |s: Arc<dyn SweepStore>| async move { s.list_sweeps(page(0, 1)).await.map(|_| ()) }, call).await
 }
